@@ -1,0 +1,36 @@
+# A thin wrapper over CMake (CMake is the build truth).
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_FLAGS ?=
+
+.PHONY: all deps test demo asan bench clean
+
+all: $(BUILD)/Makefile
+	@cmake --build $(BUILD) -j $(JOBS)
+
+$(BUILD)/Makefile: CMakeLists.txt
+	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
+
+deps:
+	./scripts/deps.sh
+
+test: all
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# The main job: one reply from the backend (kiro-sim unless kiro-cli is installed).
+demo: all
+	./scripts/demo.sh
+
+$(ASAN_BUILD)/Makefile: CMakeLists.txt
+	@cmake -S . -B $(ASAN_BUILD) -DKIRO_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug $(CMAKE_FLAGS)
+
+asan: $(ASAN_BUILD)/Makefile
+	@cmake --build $(ASAN_BUILD) -j $(JOBS)
+	cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS)
+
+bench: all
+	$(BUILD)/kiro-rt run bench/core.lua
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,437 @@
+--- kiro: drive LLM command-line backends from Lua.
+--
+--   local kiro = require "kiro"
+--   print(kiro.chat("User: Hello\n\nAssistant: "))
+--   for chunk in kiro.stream("Tell me a story") do io.write(chunk) end
+--
+-- The C core (kiro.core) owns the event loop, the processes, the pipes and
+-- the JSON Lines codec. This file is the public face: tasks, blocking and
+-- streaming calls, the fallback policy hook, and configuration.
+
+local core = require "kiro.core"
+local default_policy = require "kiro.policy"
+local template = require "kiro.template"
+
+local kiro = {
+  version = core.version,
+  template = template,
+}
+
+---------------------------------------------------------------------------
+-- Errors
+
+local Error = {}
+Error.__index = Error
+Error.__tostring = function(e) return ("kiro: %s: %s"):format(e.code, e.message) end
+
+local function new_error(code, message)
+  return setmetatable({ code = code, message = message }, Error)
+end
+kiro.Error = Error
+
+---------------------------------------------------------------------------
+-- Configuration
+
+local MAX_ATTEMPTS = 4
+
+local truthy = { ["true"] = true, ["1"] = true, yes = true, on = true }
+local falsy = { ["false"] = true, ["0"] = true, no = true, off = true }
+
+--- Parses a KIRO_USE_DAEMON-style boolean; nil, message for anything else.
+function kiro.parse_bool(name, value)
+  local v = value:lower()
+  if truthy[v] then return true end
+  if falsy[v] then return false end
+  return nil, ("%s must be one of true/false, 1/0, yes/no, on/off (got %q)"):format(name, value)
+end
+
+local function default_mode()
+  local v = os.getenv("KIRO_USE_DAEMON")
+  if not v or v == "" then return "auto" end
+  local on, err = kiro.parse_bool("KIRO_USE_DAEMON", v)
+  if on == nil then error(err, 0) end
+  return on and "auto" or "oneshot"
+end
+
+local cfg = {
+  cli_path = nil,          -- resolved on first use: KIRO_CLI_PATH, else kiro-cli on PATH
+  model = nil,             -- KIRO_MODEL
+  mode = nil,              -- KIRO_USE_DAEMON: auto (daemon with fallback) or oneshot
+  protocol = "jsonl",
+  timeout_ms = 600000,
+  first_chunk_timeout_ms = 120000,
+  stall_timeout_ms = 120000,
+  daemon_args = { "daemon" },
+  oneshot_args = { "chat", "--no-interactive" },
+  env = nil,               -- extra environment for backends: { NAME = "value" }
+  policy = default_policy,
+}
+
+local modes = { auto = true, daemon = true, oneshot = true }
+local lua_options = {
+  cli_path = "string", model = "string", mode = "string", protocol = "string",
+  timeout_ms = "number", first_chunk_timeout_ms = "number", stall_timeout_ms = "number",
+  daemon_args = "table", oneshot_args = "table", env = "table", policy = "policy", log = "string",
+}
+local core_options = core.config()
+
+--- configure(tbl): set runtime options. Unknown keys are an error.
+-- Lua-level: cli_path, model, mode, protocol, timeout_ms, first_chunk_timeout_ms,
+-- stall_timeout_ms, daemon_args, oneshot_args, env, policy, log.
+-- Core: max_line_bytes, pool_min, pool_max, queue_max, pool_idle_ms,
+-- kill_grace_ms, drain_ms, restart_backoff_ms, restart_backoff_max_ms,
+-- restart_max, restart_window_ms, cooldown_ms.
+function kiro.configure(tbl)
+  if type(tbl) ~= "table" then error("kiro.configure: expected a table", 2) end
+  local for_core = {}
+  for k, v in pairs(tbl) do
+    local kind = lua_options[k]
+    if kind == "policy" then
+      if type(v) ~= "function" and not (type(v) == "table" and type(v.decide) == "function") then
+        error("kiro.configure: policy must be a function or a table with a decide function", 2)
+      end
+    elseif kind then
+      if type(v) ~= kind then
+        error(("kiro.configure: %s must be a %s"):format(k, kind), 2)
+      end
+      if kind == "number" and (v < 0 or math.type(v) ~= "integer") then
+        error(("kiro.configure: %s must be a non-negative integer"):format(k), 2)
+      end
+    elseif core_options[k] ~= nil then
+      for_core[k] = v
+    else
+      error(("kiro.configure: unknown option '%s'"):format(tostring(k)), 2)
+    end
+  end
+  if tbl.mode and not modes[tbl.mode] then
+    error(("kiro.configure: mode must be auto, daemon or oneshot (got %q)"):format(tbl.mode), 2)
+  end
+  if tbl.log then
+    local ok, err = core.set_log(tbl.log)
+    if not ok then error("kiro.configure: " .. err, 2) end
+  end
+  local ok, err = pcall(core.configure, for_core)
+  if not ok then error("kiro." .. tostring(err), 2) end
+  for k, v in pairs(tbl) do
+    if lua_options[k] and k ~= "log" then cfg[k] = v end
+  end
+end
+
+--- The effective value of an option (after environment defaults).
+function kiro.option(name)
+  if name == "mode" then return cfg.mode or default_mode() end
+  if name == "model" then
+    local m = cfg.model or os.getenv("KIRO_MODEL")
+    return m ~= "" and m or nil
+  end
+  if name == "cli_path" then
+    if cfg.cli_path then return cfg.cli_path end
+    local env = os.getenv("KIRO_CLI_PATH")
+    if env and env ~= "" then return env end
+    return core.which("kiro-cli")
+  end
+  if lua_options[name] then return cfg[name] end
+  return core.config()[name]
+end
+
+---------------------------------------------------------------------------
+-- Tasks: coroutines driven by the loop
+
+local WAIT = setmetatable({}, { __name = "kiro.wait" })
+local tasks = {}        -- coroutine -> true
+local ntasks = 0
+local ready, rhead, rtail = {}, 1, 0
+local running = false
+
+local function schedule(co, ...)
+  rtail = rtail + 1
+  ready[rtail] = table.pack(co, ...)
+end
+
+local function in_task()
+  local co = coroutine.running()
+  return tasks[co] and co or nil
+end
+
+--- spawn(fn, ...): start fn(...) as a kiro task; it runs when the loop runs.
+function kiro.spawn(fn, ...)
+  if type(fn) ~= "function" then error("kiro.spawn: expected a function", 2) end
+  local co = coroutine.create(fn)
+  tasks[co] = true
+  ntasks = ntasks + 1
+  schedule(co, ...)
+  return co
+end
+
+local function step_task(item)
+  local co = item[1]
+  local ok, res = coroutine.resume(co, table.unpack(item, 2, item.n))
+  if coroutine.status(co) == "dead" then
+    tasks[co] = nil
+    ntasks = ntasks - 1
+    if not ok then
+      local msg = debug.traceback(co, tostring(res))
+      coroutine.close(co)
+      error(msg, 0)
+    end
+  elseif res ~= WAIT then
+    schedule(co) -- a plain coroutine.yield(): let others run, then go on
+  end
+end
+
+local function run_ready()
+  while rhead <= rtail do
+    local item = ready[rhead]
+    ready[rhead] = nil
+    rhead = rhead + 1
+    step_task(item)
+  end
+  rhead, rtail = 1, 0
+end
+
+--- run(): run the loop until no task is left.
+function kiro.run()
+  if in_task() then error("kiro.run: called from inside a kiro task", 2) end
+  if running then error("kiro.run: already running", 2) end
+  running = true
+  local ok, err = pcall(function()
+    while ntasks > 0 do
+      run_ready()
+      if ntasks > 0 then core.step() end
+    end
+  end)
+  running = false
+  if not ok then error(err, 0) end
+end
+
+-- Block until `w.woken` is set by `wake(w)`: a task yields to the loop; any
+-- other caller (a plain script, a foreign coroutine) drives the loop itself.
+local function block(w)
+  local co = in_task()
+  if co then
+    w.task = co
+    while not w.woken do coroutine.yield(WAIT) end
+    w.task = nil
+  else
+    while not w.woken do core.step() end
+  end
+  w.woken = false
+end
+
+local function wake(w)
+  if w.woken then return end
+  w.woken = true
+  if w.task then schedule(w.task) end
+end
+
+--- sleep(ms): suspend the calling task (or block a plain caller) for ms.
+function kiro.sleep(ms)
+  if math.type(ms) == nil then error("kiro.sleep: expected milliseconds", 2) end
+  local w = {}
+  w.timer = core.timer(math.floor(ms), function() wake(w) end)
+  block(w)
+  w.timer:stop()
+end
+
+---------------------------------------------------------------------------
+-- Calls
+
+local stats = { fallbacks = 0, retries = 0, fallbacks_by_reason = {} }
+
+local Call = {}
+Call.__index = Call
+Call.__close = function(call) call:cancel() end
+
+local function check_opts(fname, prompt, opts)
+  if type(prompt) ~= "string" then error(fname .. ": prompt must be a string", 3) end
+  if opts ~= nil and type(opts) ~= "table" then error(fname .. ": opts must be a table", 3) end
+  opts = opts or {}
+  for k, v in pairs(opts) do
+    if k == "mode" then
+      if not modes[v] then error(fname .. ": mode must be auto, daemon or oneshot", 3) end
+    elseif k == "model" then
+      if type(v) ~= "string" then error(fname .. ": model must be a string", 3) end
+    elseif k == "timeout_ms" or k == "first_chunk_timeout_ms" or k == "stall_timeout_ms" then
+      if math.type(v) ~= "integer" or v < 0 then
+        error(("%s: %s must be a non-negative integer"):format(fname, k), 3)
+      end
+    else
+      error(("%s: unknown option '%s'"):format(fname, tostring(k)), 3)
+    end
+  end
+  return opts
+end
+
+local function open_call(fname, prompt, opts, stream)
+  opts = check_opts(fname, prompt, opts)
+  local mode = opts.mode or kiro.option("mode")
+  local call = setmetatable({
+    prompt = prompt, opts = opts, stream = stream,
+    requested_mode = mode,
+    mode = mode == "oneshot" and "oneshot" or "daemon",
+    model = opts.model or kiro.option("model"),
+    timeout_ms = opts.timeout_ms or cfg.timeout_ms,
+    attempt = 1, delivered = false,
+    chunks = {}, chead = 1, ctail = 0,
+    wait = { woken = false },
+  }, Call)
+  call.cli = kiro.option("cli_path")
+  call.t0 = core.now()
+  if not call.cli then
+    call.ended, call.code = true, "spawn"
+    call.msg = "no backend: kiro-cli is not on PATH and KIRO_CLI_PATH is not set"
+    return call
+  end
+  call:submit()
+  return call
+end
+
+function Call:submit()
+  local remaining = self.timeout_ms > 0 and math.max(1, self.timeout_ms - (core.now() - self.t0)) or 0
+  self.ended, self.code, self.msg = false, nil, nil
+  self.req = core.request {
+    mode = self.mode, cli = self.cli, model = self.model, protocol = cfg.protocol,
+    daemon_args = cfg.daemon_args, oneshot_args = cfg.oneshot_args, env = cfg.env,
+    prompt = self.prompt, stream = self.stream,
+    timeout_ms = remaining,
+    first_chunk_timeout_ms = self.opts.first_chunk_timeout_ms or cfg.first_chunk_timeout_ms,
+    stall_timeout_ms = self.opts.stall_timeout_ms or cfg.stall_timeout_ms,
+    on_chunk = function(data)
+      self.ctail = self.ctail + 1
+      self.chunks[self.ctail] = data
+      wake(self.wait)
+    end,
+    on_end = function(code, msg)
+      self.ended, self.code, self.msg = true, code, msg
+      wake(self.wait)
+    end,
+  }
+end
+
+local function log(level, target, msg)
+  if core.log_enabled(level, target) then core.log(level, target, msg) end
+end
+
+-- The request failed: ask the policy whether to try another way.
+function Call:recover()
+  if self.cancelled then return false end
+  if self.delivered or self.attempt >= MAX_ATTEMPTS then return false end
+  local remaining = self.timeout_ms > 0 and self.timeout_ms - (core.now() - self.t0) or math.huge
+  if remaining <= 0 then return false end
+  local failure = {
+    code = self.code, message = self.msg, mode = self.mode,
+    requested_mode = self.requested_mode, attempt = self.attempt,
+    delivered = self.delivered, remaining_ms = remaining,
+    prompt = self.prompt, opts = self.opts,
+  }
+  local p = cfg.policy
+  local ok, action = pcall(type(p) == "function" and p or p.decide, failure)
+  if not ok then
+    log("error", "kiro.policy", "policy raised an error; failing the request: " .. tostring(action))
+    return false
+  end
+  if action == "oneshot" then
+    if self.code == "spawn" and self.mode == "daemon" then
+      log("warn", "kiro.provider", "Failed to start daemon, falling back to oneshot: " .. self.msg)
+    else
+      log("warn", "kiro.provider", ("Daemon request failed (%s), falling back to oneshot: %s")
+        :format(self.code, self.msg))
+    end
+    stats.fallbacks = stats.fallbacks + 1
+    stats.fallbacks_by_reason[self.code] = (stats.fallbacks_by_reason[self.code] or 0) + 1
+    self.mode = "oneshot"
+  elseif action == "retry" then
+    log("info", "kiro.provider", ("retrying after %s: %s"):format(self.code, self.msg))
+    stats.retries = stats.retries + 1
+  elseif action == "fail" or action == nil then
+    return false
+  else
+    log("error", "kiro.policy", ("policy returned %q; expected oneshot, retry or fail"):format(tostring(action)))
+    return false
+  end
+  self.attempt = self.attempt + 1
+  self.ctail, self.chead, self.chunks = 0, 1, {}
+  self:submit()
+  return true
+end
+
+--- The next chunk; nil at the end; nil, err on failure.
+function Call:next()
+  while true do
+    if self.chead <= self.ctail then
+      local c = self.chunks[self.chead]
+      self.chunks[self.chead] = nil
+      self.chead = self.chead + 1
+      if self.stream then self.delivered = true end
+      return c
+    end
+    if self.ended then
+      if not self.code then return nil end
+      if not self:recover() then
+        self.failed = self.failed or new_error(self.code, self.msg)
+        return nil, self.failed
+      end
+    else
+      block(self.wait)
+    end
+  end
+end
+
+function Call:cancel()
+  if self.req and not self.ended then
+    self.cancelled = true
+    self.req:cancel()
+  end
+end
+
+--- chat(prompt [, opts]) -> reply, or nil, message, code
+function kiro.chat(prompt, opts)
+  local call = open_call("kiro.chat", prompt, opts, false)
+  local parts = {}
+  while true do
+    local c, err = call:next()
+    if c then
+      parts[#parts + 1] = c
+    elseif err then
+      return nil, err.message, err.code
+    else
+      return table.concat(parts)
+    end
+  end
+end
+
+--- stream(prompt [, opts]) -> iterator for `for chunk in kiro.stream(...)`.
+-- Raises an error object (.code, .message) on failure. Leaving the loop early
+-- (break, error, return) cancels the request.
+function kiro.stream(prompt, opts)
+  local call = open_call("kiro.stream", prompt, opts, true)
+  local function iter()
+    while true do
+      local c, err = call:next()
+      if err then error(err, 0) end
+      if c == nil or #c > 0 then return c end
+    end
+  end
+  return iter, nil, nil, call
+end
+
+--- stats() -> table of counters (requests, ok, errors, fallbacks, pools, ...)
+function kiro.stats()
+  local s = core.stats()
+  s.fallbacks = stats.fallbacks
+  s.retries = stats.retries
+  s.fallbacks_by_reason = {}
+  for k, v in pairs(stats.fallbacks_by_reason) do s.fallbacks_by_reason[k] = v end
+  s.tasks = ntasks
+  return s
+end
+
+--- shutdown(): end every request (`cancelled`) and stop every backend.
+kiro.shutdown = core.shutdown
+--- log(level, target, message): write through kiro's logger (KIRO_LOG).
+kiro.log = log
+--- on_signal(fn): on SIGINT/SIGTERM, call fn(signum) and shut down.
+kiro.on_signal = core.handle_signals
+kiro.core = core
+
+return kiro

@@ -1,0 +1,46 @@
+--- The default fallback policy.
+--
+-- When a request fails, kiro asks the policy what to do next. The policy gets
+-- a `failure` table and returns one of:
+--
+--   "oneshot"  serve this request by spawning the CLI once (SPEC 2.2)
+--   "retry"    send it to the daemon pool again (another or a restarted daemon)
+--   "fail"     give the error to the caller
+--
+-- failure fields:
+--   code            error code: spawn, crashed, timeout, protocol, backend, overloaded, ...
+--   message         the error message
+--   mode            the path that failed: "daemon" or "oneshot"
+--   requested_mode  what the caller asked for: "auto", "daemon" or "oneshot"
+--   attempt         1 for the first try, 2 after one fallback, ...
+--   delivered       true if part of the reply already reached the caller
+--   remaining_ms    time left of the call's timeout_ms
+--   prompt, opts    the request itself
+--
+-- Whatever a policy returns, kiro never falls back or retries once part of a
+-- reply has reached the caller (the caller would see text twice), and never
+-- tries more than `max_attempts` times.
+--
+-- Replace it with kiro.configure{ policy = function(failure) ... end } or with
+-- a table that has a `decide` function.
+
+local policy = {}
+
+--- Codes that mean "the daemon could not serve this; the CLI itself may".
+policy.fallback_codes = {
+  spawn = true,    -- the daemon would not start (or the CLI has no daemon mode)
+  crashed = true,  -- the daemon died before any of the reply reached the caller
+}
+
+function policy.decide(failure)
+  if failure.delivered then
+    return "fail"
+  end
+  if failure.mode == "daemon" and failure.requested_mode == "auto"
+     and policy.fallback_codes[failure.code] then
+    return "oneshot"
+  end
+  return "fail"
+end
+
+return policy

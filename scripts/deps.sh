@@ -1,0 +1,22 @@
+#!/bin/sh
+# Install what kiro-rt needs to build, test and benchmark on Debian (run as root).
+set -eu
+pkgs="build-essential cmake pkg-config lua5.4 liblua5.4-dev lua-cjson libuv1-dev \
+libjansson-dev lua-busted hyperfine procps util-linux"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/deps.sh: run as root (apt-get install)" >&2
+  exit 2
+fi
+missing=""
+for p in $pkgs; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -z "$missing" ]; then
+  echo "scripts/deps.sh: all dependencies present"
+  exit 0
+fi
+echo "scripts/deps.sh: installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing

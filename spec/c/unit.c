@@ -1,0 +1,182 @@
+/* C unit tests for the pieces below the Lua face: the JSON Lines framer,
+ * the ANSI stripper, the log filter and the jsonl codec. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ansi.h"
+#include "jsonl.h"
+#include "log.h"
+#include "proto.h"
+
+static int failures, checks;
+
+#define CHECK(cond)                                                      \
+    do {                                                                 \
+        checks++;                                                        \
+        if (!(cond)) {                                                   \
+            failures++;                                                  \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+        }                                                                \
+    } while (0)
+
+struct lines {
+    char got[16][64];
+    size_t len[16];
+    int n;
+};
+
+static int collect(void *ud, const char *line, size_t len)
+{
+    struct lines *l = ud;
+    if (l->n < 16 && len < 64) {
+        memcpy(l->got[l->n], line, len);
+        l->len[l->n++] = len;
+    }
+    return 0;
+}
+
+static void test_framer(void)
+{
+    jsonl_framer f;
+    struct lines l = { 0 };
+    jsonl_init(&f, 32);
+    /* Partial reads, CRLF, empty lines, a line split across three reads. */
+    CHECK(jsonl_feed(&f, "{\"a\":1}\r\n{\"b\"", 13, collect, &l) == JSONL_OK);
+    CHECK(l.n == 1 && l.len[0] == 7 && memcmp(l.got[0], "{\"a\":1}", 7) == 0);
+    CHECK(jsonl_pending(&f) == 4);
+    CHECK(jsonl_feed(&f, ":", 1, collect, &l) == JSONL_OK);
+    CHECK(jsonl_feed(&f, "2}\n\nxy", 6, collect, &l) == JSONL_OK);
+    CHECK(l.n == 3 && l.len[1] == 7 && memcmp(l.got[1], "{\"b\":2}", 7) == 0 && l.len[2] == 0);
+    CHECK(jsonl_pending(&f) == 2);
+    /* Over the cap, whether it arrives whole or piecewise. */
+    char big[40];
+    memset(big, 'x', sizeof big);
+    CHECK(jsonl_feed(&f, big, sizeof big, collect, &l) == JSONL_OVERFLOW);
+    jsonl_reset(&f);
+    CHECK(jsonl_feed(&f, big, 20, collect, &l) == JSONL_OK);
+    CHECK(jsonl_feed(&f, big, 20, collect, &l) == JSONL_OVERFLOW);
+    jsonl_reset(&f);
+    /* Exactly at the cap is fine. */
+    char exact[33];
+    memset(exact, 'y', 32);
+    exact[32] = '\n';
+    int before = l.n;
+    CHECK(jsonl_feed(&f, exact, 33, collect, &l) == JSONL_OK && l.n == before + 1);
+    jsonl_free(&f);
+}
+
+static void test_ansi(void)
+{
+    const char *in = "\x1b[1;32mgreen\x1b[0m plain \x1b]0;title\x07" "end\x1b(B!";
+    char out[128];
+    ansi_state s = { 0 };
+    size_t n = ansi_strip(&s, in, strlen(in), out);
+    out[n] = '\0';
+    CHECK(strcmp(out, "green plain end!") == 0);
+    /* A sequence split across calls is still removed. */
+    ansi_state s2 = { 0 };
+    size_t a = ansi_strip(&s2, "ab\x1b[3", 5, out);
+    size_t b = ansi_strip(&s2, "1mcd", 4, out + a);
+    out[a + b] = '\0';
+    CHECK(strcmp(out, "abcd") == 0);
+    /* UTF-8 passes untouched. */
+    ansi_state s3 = { 0 };
+    n = ansi_strip(&s3, "h\xc3\xa9llo \xf0\x9f\x98\x80", 11, out);
+    CHECK(n == 11 && memcmp(out, "h\xc3\xa9llo \xf0\x9f\x98\x80", 11) == 0);
+}
+
+static void test_log_filter(void)
+{
+    CHECK(log_set_filter("debug") == 0);
+    CHECK(log_enabled(LOG_DEBUG, "kiro.provider"));
+    CHECK(!log_enabled(LOG_TRACE, "kiro.provider"));
+    CHECK(log_set_filter("warn,kiro.provider=trace") == 0);
+    CHECK(log_enabled(LOG_TRACE, "kiro.provider"));
+    CHECK(log_enabled(LOG_TRACE, "kiro.provider.sub"));
+    CHECK(!log_enabled(LOG_INFO, "kiro.providerx"));
+    CHECK(!log_enabled(LOG_INFO, "kiro.pool"));
+    CHECK(log_enabled(LOG_WARN, "kiro.pool"));
+    CHECK(log_set_filter("loud") == -1);
+    CHECK(log_set_filter("kiro=nope") == -1);
+    CHECK(log_enabled(LOG_TRACE, "kiro.provider")); /* unchanged by a bad filter */
+    CHECK(log_set_filter("off") == 0 && !log_enabled(LOG_ERROR, "kiro"));
+    log_set_filter("warn");
+}
+
+struct seen {
+    char content[64];
+    int has, done, errors, noise;
+    char error[64];
+};
+
+static void s_reply(void *ud, const char *c, size_t n, int has, int done)
+{
+    struct seen *s = ud;
+    memcpy(s->content, c, n < 63 ? n : 63);
+    s->content[n < 63 ? n : 63] = '\0';
+    s->has = has;
+    s->done = done;
+}
+
+static void s_error(void *ud, const char *msg)
+{
+    struct seen *s = ud;
+    s->errors++;
+    snprintf(s->error, sizeof s->error, "%s", msg);
+}
+
+static void s_noise(void *ud, const char *line, size_t n, const char *why)
+{
+    struct seen *s = ud;
+    (void)line, (void)n, (void)why;
+    s->noise++;
+}
+
+static struct seen decode(const char *line)
+{
+    struct seen s;
+    memset(&s, 0, sizeof s);
+    s.done = 99;
+    proto_sink sink = { &s, s_reply, s_error, s_noise };
+    proto_jsonl.decode(NULL, line, strlen(line), &sink);
+    return s;
+}
+
+static void test_codec(void)
+{
+    kbuf out = { 0 };
+    const char *err = NULL;
+    const char prompt[] = "a\"b\\c\nd\0e\xc3\xa9";
+    CHECK(proto_jsonl.encode(NULL, prompt, sizeof prompt - 1, 1, &out, &err) == 0);
+    kbuf_append(&out, "", 1);
+    CHECK(strcmp(out.data, "{\"prompt\":\"a\\\"b\\\\c\\nd\\u0000e\xc3\xa9\",\"stream\":true}\n") == 0);
+    out.len = 0;
+    CHECK(proto_jsonl.encode(NULL, "\xff", 1, 0, &out, &err) == -1 && strstr(err, "UTF-8"));
+    kbuf_free(&out);
+
+    struct seen s = decode("{\"content\":\"hi\"}");
+    CHECK(s.has && strcmp(s.content, "hi") == 0 && s.done == PROTO_DONE_ABSENT);
+    s = decode("{\"content\":\"x\",\"done\":false,\"extra\":[1]}");
+    CHECK(s.has && s.done == PROTO_DONE_FALSE);
+    s = decode("{\"done\":true}");
+    CHECK(!s.has && s.done == PROTO_DONE_TRUE);
+    s = decode("{\"error\":\"boom\"}");
+    CHECK(s.errors == 1 && strcmp(s.error, "boom") == 0);
+    s = decode("{\"error\":{\"message\":\"nested\"}}");
+    CHECK(s.errors == 1 && strcmp(s.error, "nested") == 0);
+    CHECK(decode("Starting kiro-cli v1.0").noise == 1);
+    CHECK(decode("[1,2]").noise == 1);
+    CHECK(decode("{\"other\":1}").noise == 1);
+}
+
+int main(void)
+{
+    test_framer();
+    test_ansi();
+    test_log_filter();
+    test_codec();
+    printf("%d checks, %d failed\n", checks, failures);
+    printf("%d passed, %d failed\n", checks - failures, failures);
+    return failures != 0;
+}

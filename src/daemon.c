@@ -1,0 +1,292 @@
+#include "daemon.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "log.h"
+#include "pool.h"
+
+#define DAEMON_STDERR_TAIL 2048
+
+const char *daemon_state_name(enum daemon_state s)
+{
+    static const char *const names[] = { "ready", "busy", "draining", "stopping" };
+    return names[s];
+}
+
+static void daemon_abort(void *carrier, kreq *r, enum req_abort why);
+
+/* The reply for the request in flight is complete (or it was being drained). */
+static void finish(daemon *d, const char *code, const char *msg)
+{
+    kreq *r = d->req;
+    d->req = NULL;
+    d->started = 1;
+    if (d->state == D_BUSY || d->state == D_DRAINING)
+        d->state = D_READY;
+    uv_timer_stop(&d->timer);
+    if (r) {
+        d->served++;
+        klog(LOG_DEBUG, "kiro.provider", "Received response in %llums",
+             (unsigned long long)(uv_now(d->rt->loop) - d->t_sent));
+        pool_daemon_answered(d->pool);
+        req_end(r, code, "%s", msg ? msg : "");
+        req_unref(r);
+    }
+    pool_daemon_idle(d->pool, d);
+}
+
+static void on_reply(void *ud, const char *content, size_t n, int has_content, int done)
+{
+    daemon *d = ud;
+    if (!d->started) {
+        d->started = 1;
+        klog(LOG_DEBUG, "kiro.provider", "Daemon started successfully (pid %d)", d->pid);
+    }
+    if (d->state == D_DRAINING) {
+        if (!d->req_stream || done == PROTO_DONE_TRUE)
+            finish(d, NULL, NULL);
+        return;
+    }
+    if (!d->req) {
+        klog(LOG_INFO, "kiro.provider", "daemon pid %d sent a reply with no request in flight; ignored",
+             d->pid);
+        return;
+    }
+    if (!d->req_stream) {
+        req_chunk(d->req, content, n);
+        finish(d, NULL, NULL);
+        return;
+    }
+    if (has_content && n)
+        req_chunk(d->req, content, n);
+    else
+        req_activity(d->req);
+    if (done == PROTO_DONE_TRUE)
+        finish(d, NULL, NULL);
+}
+
+static void on_error(void *ud, const char *msg)
+{
+    daemon *d = ud;
+    d->started = 1;
+    if (d->state == D_DRAINING || !d->req) {
+        if (d->state == D_DRAINING)
+            finish(d, NULL, NULL);
+        return;
+    }
+    finish(d, KERR_BACKEND, msg);
+}
+
+static void on_noise(void *ud, const char *line, size_t n, const char *why)
+{
+    daemon *d = ud;
+    if (d->req)
+        req_activity(d->req);
+    klog(LOG_INFO, "kiro.provider", "skipped a line from daemon pid %d (%s): %.*s", d->pid, why,
+         (int)(n > 200 ? 200 : n), line);
+}
+
+static int on_line(void *ud, const char *line, size_t n)
+{
+    daemon *d = ud;
+    const proto_sink sink = { d, on_reply, on_error, on_noise };
+    if (n == 0)
+        return 0;
+    d->proto->decode(d->pstate, line, n, &sink);
+    return d->state == D_STOPPING; /* stop reading once it is being replaced */
+}
+
+static void on_stdout(void *ud, const char *data, size_t n)
+{
+    daemon *d = ud;
+    if (d->state == D_STOPPING)
+        return;
+    if (jsonl_feed(&d->fr, data, n, on_line, d) == JSONL_OVERFLOW) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "reply line longer than max_line_bytes (%zu bytes) from daemon pid %d",
+                 d->fr.max_line, d->pid);
+        klog(LOG_WARN, "kiro.provider", "%s; replacing the daemon", msg);
+        kreq *r = d->req;
+        d->req = NULL;
+        daemon_stop(d, msg);
+        if (r) {
+            req_end(r, KERR_PROTOCOL, "%s", msg);
+            req_unref(r);
+        }
+    }
+}
+
+static void on_stderr(void *ud, const char *data, size_t n)
+{
+    daemon *d = ud;
+    (void)data;
+    (void)n;
+    if (d->req)
+        req_activity(d->req);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    daemon *d = h->data;
+    struct pool *p = d->pool;
+    free(d);
+    pool_unref(p);
+}
+
+static void on_end(void *ud, int64_t status, int sig)
+{
+    daemon *d = ud;
+    char reason[768];
+    int planned = d->state == D_STOPPING && !d->fault;
+
+    if (d->fault)
+        snprintf(reason, sizeof reason, "%s", d->why);
+    else if (sig)
+        snprintf(reason, sizeof reason, "daemon pid %d was killed by signal %d%s%s", d->pid, sig,
+                 *proc_stderr_tail(d->proc) ? ": " : "", proc_stderr_tail(d->proc));
+    else
+        snprintf(reason, sizeof reason, "daemon pid %d exited with status %lld%s%s", d->pid,
+                 (long long)status, *proc_stderr_tail(d->proc) ? ": " : "",
+                 proc_stderr_tail(d->proc));
+    if (planned)
+        klog(LOG_DEBUG, "kiro.provider", "daemon pid %d stopped", d->pid);
+    else
+        klog(LOG_INFO, "kiro.provider", "%s", reason);
+
+    kreq *r = d->req;
+    d->req = NULL;
+    if (d->state != D_STOPPING) {
+        d->state = D_STOPPING;
+        pool_daemon_stopping(d->pool, d);
+    }
+    d->proc = NULL;
+    pool_daemon_exited(d->pool, d, !planned, d->started, reason);
+    if (r) {
+        if (d->started || r->chunks)
+            req_end(r, KERR_CRASHED, "%s", reason);
+        else
+            req_end(r, KERR_SPAWN, "daemon failed before answering: %s", reason);
+        req_unref(r);
+    }
+    jsonl_free(&d->fr);
+    if (d->proto->state_free)
+        d->proto->state_free(d->pstate);
+    uv_close((uv_handle_t *)&d->timer, on_timer_closed);
+}
+
+daemon *daemon_new(struct pool *owner, char **argv, char **env, const proto_ops *proto, char *err,
+                   size_t errlen)
+{
+    static const proc_cbs cbs = { on_stdout, on_stderr, on_end };
+    krt *rt = pool_rt(owner);
+    daemon *d = kcalloc(1, sizeof *d);
+    proc_opts po = { .argv = argv, .env = env, .log_target = "kiro.daemon",
+                     .stderr_tail = DAEMON_STDERR_TAIL };
+    d->pool = owner;
+    d->rt = rt;
+    d->proto = proto;
+    klog(LOG_DEBUG, "kiro.provider", "Starting Kiro CLI daemon: %s %s", argv[0], argv[1] ? argv[1] : "");
+    int rc = proc_spawn(rt->loop, &po, &cbs, d, &d->proc);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot start %s: %s", argv[0], uv_strerror(rc));
+        free(d);
+        return NULL;
+    }
+    d->pid = proc_pid(d->proc);
+    d->t_spawn = uv_now(rt->loop);
+    jsonl_init(&d->fr, rt->cfg.max_line_bytes);
+    d->pstate = proto->state_new ? proto->state_new() : NULL;
+    uv_timer_init(rt->loop, &d->timer);
+    d->timer.data = d;
+    d->state = D_READY;
+    pool_ref(owner);
+    rt->stats.daemon_starts++;
+    return d;
+}
+
+void daemon_assign(daemon *d, kreq *r)
+{
+    kbuf out = { 0 };
+    const char *err = NULL;
+    if (d->proto->encode(d->pstate, r->prompt, r->prompt_len, r->stream, &out, &err) != 0) {
+        kbuf_free(&out);
+        req_end(r, KERR_PROTOCOL, "%s", err);
+        return;
+    }
+    uv_timer_stop(&d->timer);
+    d->fr.max_line = d->rt->cfg.max_line_bytes;
+    d->state = D_BUSY;
+    d->req = r;
+    d->req_stream = r->stream;
+    d->t_sent = uv_now(d->rt->loop);
+    req_ref(r);
+    req_set_carrier(r, d, daemon_abort);
+    proc_write_owned(d->proc, out.data, out.len);
+    klog(LOG_DEBUG, "kiro.provider", "Query sent to daemon (pid %d, %zu bytes)", d->pid, out.len);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    daemon *d = t->data;
+    if (d->state == D_DRAINING) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "daemon pid %d did not finish a cancelled reply within %llu ms",
+                 d->pid, (unsigned long long)d->rt->cfg.drain_ms);
+        daemon_stop(d, msg);
+    } else if (d->state == D_READY) {
+        pool_daemon_idle_expired(d->pool, d);
+    }
+}
+
+void daemon_arm_idle(daemon *d, uint64_t ms)
+{
+    uv_timer_start(&d->timer, on_timer, ms, 0);
+}
+
+static void daemon_abort(void *carrier, kreq *r, enum req_abort why)
+{
+    daemon *d = carrier;
+    if (d->req != r)
+        return;
+    d->req = NULL;
+    req_unref(r);
+    switch (why) {
+    case ABORT_CANCEL:
+        /* No way to tell the backend to stop: let the reply run out, unread. */
+        d->state = D_DRAINING;
+        uv_timer_start(&d->timer, on_timer, d->rt->cfg.drain_ms, 0);
+        break;
+    case ABORT_TIMEOUT: {
+        char msg[128];
+        snprintf(msg, sizeof msg, "daemon pid %d timed out on a request", d->pid);
+        daemon_stop(d, msg);
+        break;
+    }
+    case ABORT_SHUTDOWN:
+        daemon_stop(d, NULL);
+        break;
+    }
+}
+
+void daemon_stop(daemon *d, const char *fault)
+{
+    if (d->state == D_STOPPING)
+        return;
+    uv_timer_stop(&d->timer);
+    d->state = D_STOPPING;
+    if (fault) {
+        d->fault = 1;
+        snprintf(d->why, sizeof d->why, "%s", fault);
+    }
+    pool_daemon_stopping(d->pool, d);
+    if (!d->proc)
+        return;
+    /* A daemon that misbehaved gets no grace: it may be hung. */
+    if (fault)
+        proc_terminate(d->proc, d->rt->cfg.kill_grace_ms);
+    else
+        proc_stop(d->proc, d->rt->cfg.kill_grace_ms);
+}

@@ -1,0 +1,48 @@
+/* One long-lived backend connection: a supervised child, a line framer, a
+ * wire protocol and at most one request in flight (the JSON Lines protocol
+ * has no request ids). The pool decides which daemon serves what. */
+#ifndef KIRO_DAEMON_H
+#define KIRO_DAEMON_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "jsonl.h"
+#include "proc.h"
+#include "proto.h"
+#include "rt.h"
+
+struct pool;
+
+enum daemon_state { D_READY, D_BUSY, D_DRAINING, D_STOPPING };
+
+typedef struct daemon {
+    struct pool *pool;
+    krt *rt;
+    proc *proc;
+    int pid;
+    jsonl_framer fr;
+    const proto_ops *proto;
+    void *pstate;
+    kreq *req;
+    int req_stream;     /* of the request in flight or being drained */
+    enum daemon_state state;
+    unsigned started : 1; /* it has answered in its protocol at least once */
+    unsigned fault : 1;   /* stopped by us because it misbehaved */
+    uint64_t served, t_spawn, t_sent;
+    uv_timer_t timer;     /* idle shrink, or the drain bound */
+    struct daemon *next, *prev;
+    char why[256];        /* why we stopped it */
+} daemon;
+
+/* Spawns a daemon. On failure returns NULL with a reason in `err`. */
+daemon *daemon_new(struct pool *owner, char **argv, char **env, const proto_ops *proto,
+                   char *err, size_t errlen);
+/* Sends `r`; the daemon must be D_READY. */
+void daemon_assign(daemon *d, kreq *r);
+/* Orderly stop (stdin closed, then signals). `fault`: why, when it misbehaved. */
+void daemon_stop(daemon *d, const char *fault);
+void daemon_arm_idle(daemon *d, uint64_t ms);
+const char *daemon_state_name(enum daemon_state s);
+
+#endif

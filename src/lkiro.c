@@ -1,0 +1,686 @@
+/* kiro.core: the private C face under lua/kiro/init.lua. It exposes requests
+ * with callbacks, timers and one loop step; the Lua face turns these into
+ * coroutine-friendly calls. Callbacks run on the Lua thread that is driving
+ * the loop at that moment (the one inside step()), never on a stored one. */
+#include <lauxlib.h>
+#include <lua.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "log.h"
+#include "pool.h"
+#include "proc.h"
+#include "proto.h"
+#include "rt.h"
+#include "version.h"
+
+#define RT_MT "kiro.runtime"
+#define REQ_MT "kiro.request"
+#define TIMER_MT "kiro.timer"
+
+typedef struct lrt {
+    krt *rt;
+    lua_State *L;     /* the thread driving the loop right now */
+    int err_ref;      /* first error raised by a callback, re-raised by step() */
+    int sig_ref;      /* Lua handler for SIGINT/SIGTERM */
+    uv_signal_t *sigs[2];
+} lrt;
+
+typedef struct lreq {
+    lrt *lrt;
+    kreq *r;
+    int on_chunk, on_end;
+} lreq;
+
+typedef struct ltimer_state {
+    uv_timer_t t;
+    lrt *lrt;
+    int cb;
+    int live;
+} ltimer_state;
+
+typedef struct ltimer {
+    ltimer_state *s;
+} ltimer;
+
+static lrt *get_lrt(lua_State *L)
+{
+    lrt *x = lua_touserdata(L, lua_upvalueindex(1));
+    if (!x->rt)
+        luaL_error(L, "kiro runtime is closed");
+    x->L = L;
+    return x;
+}
+
+/* Calls the function on top of the stack with nargs arguments below it,
+ * keeping the first error for step() to raise. */
+static void call_cb(lrt *x, int nargs)
+{
+    lua_State *L = x->L;
+    if (lua_pcall(L, nargs, 0, 0) != LUA_OK) {
+        if (x->err_ref == LUA_NOREF)
+            x->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        else
+            lua_pop(L, 1);
+    }
+}
+
+static int raise_pending(lua_State *L, lrt *x)
+{
+    if (x->err_ref == LUA_NOREF)
+        return 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, x->err_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, x->err_ref);
+    x->err_ref = LUA_NOREF;
+    return lua_error(L);
+}
+
+/* ---- requests ---------------------------------------------------------- */
+
+static void sink_chunk(void *ud, const char *data, size_t n)
+{
+    lreq *q = ud;
+    lrt *x = q->lrt;
+    if (q->on_chunk == LUA_NOREF || !x->L)
+        return;
+    lua_State *L = x->L;
+    luaL_checkstack(L, 3, NULL);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, q->on_chunk);
+    lua_pushlstring(L, data, n);
+    call_cb(x, 1);
+}
+
+static void release_cbs(lua_State *L, lreq *q)
+{
+    luaL_unref(L, LUA_REGISTRYINDEX, q->on_chunk);
+    luaL_unref(L, LUA_REGISTRYINDEX, q->on_end);
+    q->on_chunk = q->on_end = LUA_NOREF;
+}
+
+static void sink_end(void *ud, const char *code, const char *msg)
+{
+    lreq *q = ud;
+    lrt *x = q->lrt;
+    kreq *r = q->r;
+    q->r = NULL;
+    if (q->on_end != LUA_NOREF && x->L) {
+        lua_State *L = x->L;
+        int cb = q->on_end;
+        luaL_checkstack(L, 4, NULL);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, cb);
+        release_cbs(L, q);
+        if (code) {
+            lua_pushstring(L, code);
+            lua_pushstring(L, msg ? msg : code);
+        } else {
+            lua_pushnil(L);
+            lua_pushnil(L);
+        }
+        call_cb(x, 2);
+    }
+    req_unref(r);
+}
+
+static uint64_t opt_ms(lua_State *L, int t, const char *k)
+{
+    lua_getfield(L, t, k);
+    lua_Integer v = lua_isnil(L, -1) ? 0 : luaL_checkinteger(L, -1);
+    lua_pop(L, 1);
+    if (v < 0)
+        luaL_error(L, "%s must not be negative", k);
+    return (uint64_t)v;
+}
+
+/* A NULL-terminated string vector from a Lua array (or, with `map`, KEY=VALUE
+ * strings from a table of strings). It and its strings stay on the stack,
+ * anchored, until the calling C function returns. */
+static const char **strv_from(lua_State *L, int t, const char *k, int map)
+{
+    lua_getfield(L, t, k);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    if (!lua_istable(L, -1))
+        luaL_error(L, "%s must be a table", k);
+    int src = lua_gettop(L);
+    lua_newtable(L);
+    int anchor = src + 1;
+    lua_Integer n = 0;
+    if (map) {
+        lua_pushnil(L);
+        while (lua_next(L, src)) {
+            if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+                luaL_error(L, "%s: names and values must be strings", k);
+            lua_pushfstring(L, "%s=%s", lua_tostring(L, -2), lua_tostring(L, -1));
+            lua_rawseti(L, anchor, ++n);
+            lua_pop(L, 1);
+        }
+    } else {
+        lua_Integer len = (lua_Integer)lua_rawlen(L, src);
+        for (lua_Integer i = 1; i <= len; i++) {
+            if (lua_rawgeti(L, src, i) != LUA_TSTRING)
+                luaL_error(L, "%s[%d] must be a string", k, (int)i);
+            lua_rawseti(L, anchor, ++n);
+        }
+    }
+    const char **v = lua_newuserdatauv(L, ((size_t)n + 1) * sizeof *v, 0);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, anchor, i);
+        v[i - 1] = lua_tostring(L, -1);
+        lua_pop(L, 1);
+    }
+    v[n] = NULL;
+    lua_remove(L, src);
+    return v;
+}
+
+static const char *opt_str(lua_State *L, int t, const char *k, const char *def)
+{
+    lua_getfield(L, t, k);
+    int ty = lua_type(L, -1);
+    if (ty != LUA_TNIL && ty != LUA_TSTRING)
+        luaL_error(L, "%s must be a string", k);
+    const char *s = ty == LUA_TNIL ? def : lua_tostring(L, -1);
+    lua_pop(L, 1); /* the spec table keeps the string alive */
+    return s;
+}
+
+static int ref_fn(lua_State *L, int t, const char *k)
+{
+    lua_getfield(L, t, k);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return LUA_NOREF;
+    }
+    luaL_checktype(L, -1, LUA_TFUNCTION);
+    return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* core.request{ mode=, cli=, model=, protocol=, daemon_args=, oneshot_args=,
+ *   env=, prompt=, stream=, timeout_ms=, first_chunk_timeout_ms=,
+ *   stall_timeout_ms=, on_chunk=, on_end= } -> request */
+static int l_request(lua_State *L)
+{
+    lrt *x = get_lrt(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    size_t plen;
+    if (lua_getfield(L, 1, "prompt") != LUA_TSTRING)
+        return luaL_error(L, "request: prompt must be a string");
+    const char *prompt = lua_tolstring(L, -1, &plen);
+    lua_pop(L, 1);
+    const char *mode = opt_str(L, 1, "mode", "daemon");
+    bspec b;
+    memset(&b, 0, sizeof b);
+    b.cli = opt_str(L, 1, "cli", NULL);
+    if (!b.cli)
+        return luaL_error(L, "request: cli is required");
+    b.model = opt_str(L, 1, "model", NULL);
+    b.protocol = opt_str(L, 1, "protocol", "jsonl");
+    if (!proto_find(b.protocol))
+        return luaL_error(L, "request: unknown protocol '%s'", b.protocol);
+    int top = lua_gettop(L);
+    b.daemon_args = strv_from(L, 1, "daemon_args", 0);
+    b.oneshot_args = strv_from(L, 1, "oneshot_args", 0);
+    b.env = strv_from(L, 1, "env", 1);
+    lua_getfield(L, 1, "stream");
+    int stream = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+
+    uint64_t timeout_ms = opt_ms(L, 1, "timeout_ms");
+    uint64_t first_chunk_ms = opt_ms(L, 1, "first_chunk_timeout_ms");
+    uint64_t stall_ms = opt_ms(L, 1, "stall_timeout_ms");
+    lua_getfield(L, 1, "on_chunk");
+    lua_getfield(L, 1, "on_end");
+    luaL_argexpected(L, lua_isnil(L, -2) || lua_isfunction(L, -2), 1, "on_chunk: function");
+    luaL_argexpected(L, lua_isnil(L, -1) || lua_isfunction(L, -1), 1, "on_end: function");
+    lua_pop(L, 2);
+
+    lreq *q = lua_newuserdatauv(L, sizeof *q, 0);
+    memset(q, 0, sizeof *q);
+    q->lrt = x;
+    q->on_chunk = ref_fn(L, 1, "on_chunk");
+    q->on_end = ref_fn(L, 1, "on_end");
+    luaL_setmetatable(L, REQ_MT);
+    req_sink sink = { sink_chunk, sink_end, q };
+    kreq *r = req_new(x->rt, prompt, plen, stream, &sink);
+    q->r = r;
+    r->timeout_ms = timeout_ms;
+    r->first_chunk_ms = first_chunk_ms;
+    r->stall_ms = stall_ms;
+    req_start(r);
+    if (strcmp(mode, "oneshot") == 0)
+        rt_submit_oneshot(x->rt, &b, r);
+    else
+        rt_submit_daemon(x->rt, &b, r);
+    lua_copy(L, -1, top + 1);
+    lua_settop(L, top + 1);
+    raise_pending(L, x);
+    return 1;
+}
+
+static int req_cancel_m(lua_State *L)
+{
+    lreq *q = luaL_checkudata(L, 1, REQ_MT);
+    if (q->r) {
+        q->lrt->L = L;
+        req_cancel(q->r, ABORT_CANCEL, KERR_CANCELLED, luaL_optstring(L, 2, "cancelled by caller"));
+        q->lrt->rt->stats.cancelled++;
+    }
+    return 0;
+}
+
+static int req_gc(lua_State *L)
+{
+    lreq *q = luaL_checkudata(L, 1, REQ_MT);
+    release_cbs(L, q);
+    if (q->r && q->lrt->rt) {
+        q->lrt->rt->stats.cancelled++;
+        req_cancel(q->r, ABORT_CANCEL, KERR_CANCELLED, "request handle collected");
+    }
+    return 0;
+}
+
+static int req_info(lua_State *L)
+{
+    lreq *q = luaL_checkudata(L, 1, REQ_MT);
+    lua_pushboolean(L, q->r == NULL);
+    return 1;
+}
+
+/* ---- timers ------------------------------------------------------------ */
+
+static void timer_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    ltimer_state *s = t->data;
+    lrt *x = s->lrt;
+    s->live = 0;
+    if (s->cb != LUA_NOREF && x->L) {
+        int cb = s->cb;
+        s->cb = LUA_NOREF;
+        lua_rawgeti(x->L, LUA_REGISTRYINDEX, cb);
+        luaL_unref(x->L, LUA_REGISTRYINDEX, cb);
+        call_cb(x, 0);
+    }
+}
+
+static int l_timer(lua_State *L)
+{
+    lrt *x = get_lrt(L);
+    lua_Integer ms = luaL_checkinteger(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (ms < 0)
+        ms = 0;
+    ltimer *u = lua_newuserdatauv(L, sizeof *u, 0);
+    u->s = kcalloc(1, sizeof *u->s);
+    luaL_setmetatable(L, TIMER_MT);
+    lua_pushvalue(L, 2);
+    u->s->cb = luaL_ref(L, LUA_REGISTRYINDEX);
+    u->s->lrt = x;
+    u->s->live = 1;
+    uv_timer_init(x->rt->loop, &u->s->t);
+    u->s->t.data = u->s;
+    uv_timer_start(&u->s->t, on_timer, (uint64_t)ms, 0);
+    return 1;
+}
+
+static int timer_stop(lua_State *L)
+{
+    ltimer *u = luaL_checkudata(L, 1, TIMER_MT);
+    if (u->s) {
+        luaL_unref(L, LUA_REGISTRYINDEX, u->s->cb);
+        u->s->cb = LUA_NOREF;
+        if (u->s->lrt->rt) {
+            uv_timer_stop(&u->s->t);
+            uv_close((uv_handle_t *)&u->s->t, timer_closed);
+        }
+        u->s = NULL;
+    }
+    return 0;
+}
+
+/* ---- loop, config, stats ----------------------------------------------- */
+
+static int l_step(lua_State *L)
+{
+    lrt *x = get_lrt(L);
+    int nowait = lua_toboolean(L, 1);
+    int alive = uv_run(x->rt->loop, nowait ? UV_RUN_NOWAIT : UV_RUN_ONCE);
+    raise_pending(L, x);
+    lua_pushboolean(L, alive);
+    return 1;
+}
+
+static int l_now(lua_State *L)
+{
+    lrt *x = get_lrt(L);
+    uv_update_time(x->rt->loop);
+    lua_pushinteger(L, (lua_Integer)uv_now(x->rt->loop));
+    return 1;
+}
+
+static int l_configure(lua_State *L)
+{
+    lrt *x = get_lrt(L);
+    kconfig c = x->rt->cfg;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, 1)) {
+        const char *k = luaL_checkstring(L, -2);
+        int isnum;
+        lua_Integer v = lua_tointegerx(L, -1, &isnum);
+        if (!isnum || v < 0)
+            return luaL_error(L, "configure: %s must be a non-negative integer", k);
+#define INT_OPT(name, field, lo)                                                   \
+    if (strcmp(k, name) == 0) {                                                    \
+        if (v < (lo))                                                              \
+            return luaL_error(L, "configure: %s must be at least %d", name, (lo)); \
+        c.field = (__typeof__(c.field))v;                                          \
+    } else
+        INT_OPT("max_line_bytes", max_line_bytes, 64)
+        INT_OPT("pool_min", pool_min, 0)
+        INT_OPT("pool_max", pool_max, 1)
+        INT_OPT("queue_max", queue_max, 0)
+        INT_OPT("pool_idle_ms", pool_idle_ms, 0)
+        INT_OPT("kill_grace_ms", kill_grace_ms, 0)
+        INT_OPT("drain_ms", drain_ms, 0)
+        INT_OPT("restart_backoff_ms", restart_backoff_ms, 0)
+        INT_OPT("restart_backoff_max_ms", restart_backoff_max_ms, 0)
+        INT_OPT("restart_max", restart_max, 0)
+        INT_OPT("restart_window_ms", restart_window_ms, 0)
+        INT_OPT("cooldown_ms", cooldown_ms, 0)
+        return luaL_error(L, "configure: unknown option '%s'", k);
+#undef INT_OPT
+        lua_pop(L, 1);
+    }
+    if (c.pool_min > c.pool_max)
+        return luaL_error(L, "configure: pool_min (%d) exceeds pool_max (%d)", c.pool_min, c.pool_max);
+    x->rt->cfg = c;
+    return 0;
+}
+
+static int l_config(lua_State *L)
+{
+    lrt *x = get_lrt(L);
+    kconfig *c = &x->rt->cfg;
+    lua_createtable(L, 0, 12);
+#define SET(name, v) (lua_pushinteger(L, (lua_Integer)(v)), lua_setfield(L, -2, name))
+    SET("max_line_bytes", c->max_line_bytes);
+    SET("pool_min", c->pool_min);
+    SET("pool_max", c->pool_max);
+    SET("queue_max", c->queue_max);
+    SET("pool_idle_ms", c->pool_idle_ms);
+    SET("kill_grace_ms", c->kill_grace_ms);
+    SET("drain_ms", c->drain_ms);
+    SET("restart_backoff_ms", c->restart_backoff_ms);
+    SET("restart_backoff_max_ms", c->restart_backoff_max_ms);
+    SET("restart_max", c->restart_max);
+    SET("restart_window_ms", c->restart_window_ms);
+    SET("cooldown_ms", c->cooldown_ms);
+    return 1;
+}
+
+static void push_daemon(void *ud, const daemon_info *di)
+{
+    lua_State *L = ud;
+    lua_createtable(L, 0, 3);
+    SET("pid", di->pid);
+    lua_pushstring(L, di->state);
+    lua_setfield(L, -2, "state");
+    SET("served", di->served);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+}
+
+static int l_stats(lua_State *L)
+{
+    lrt *x = get_lrt(L);
+    kstats *s = &x->rt->stats;
+    lua_createtable(L, 0, 16);
+    SET("requests", s->requests);
+    SET("ok", s->ok);
+    SET("errors", s->errors);
+    SET("chunks", s->chunks);
+    SET("timeouts", s->timeouts);
+    SET("cancelled", s->cancelled);
+    SET("daemon_requests", s->daemon_requests);
+    SET("oneshot_requests", s->oneshot_requests);
+    SET("daemon_starts", s->daemon_starts);
+    SET("daemon_restarts", s->daemon_restarts);
+    SET("daemon_start_failures", s->daemon_start_failures);
+    SET("in_flight", x->rt->nrequests);
+    SET("children", proc_live_count());
+    lua_newtable(L);
+    int daemons = 0;
+    for (pool *p = pool_first(x->rt); p; p = pool_next(p)) {
+        pool_info pi;
+        pool_describe(p, &pi);
+        lua_createtable(L, 0, 9);
+        lua_pushstring(L, pi.cli);
+        lua_setfield(L, -2, "cli");
+        if (pi.model) {
+            lua_pushstring(L, pi.model);
+            lua_setfield(L, -2, "model");
+        }
+        lua_pushstring(L, pi.state);
+        lua_setfield(L, -2, "state");
+        lua_pushstring(L, pi.last_error);
+        lua_setfield(L, -2, "last_error");
+        SET("live", pi.live);
+        SET("queued", pi.queued);
+        SET("failures", pi.failures);
+        SET("restarts", pi.restarts);
+        daemons += pi.live;
+        lua_newtable(L);
+        pool_each_daemon(p, push_daemon, L);
+        lua_setfield(L, -2, "daemons");
+        lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    }
+    lua_setfield(L, -2, "pools");
+    SET("daemons", daemons);
+    return 1;
+}
+#undef SET
+
+static int l_log(lua_State *L)
+{
+    const char *lvl = luaL_checkstring(L, 1);
+    const char *target = luaL_checkstring(L, 2);
+    const char *msg = luaL_checkstring(L, 3);
+    int l = log_level_parse(lvl);
+    if (l <= 0)
+        return luaL_error(L, "log: unknown level '%s'", lvl);
+    klog(l, target, "%s", msg);
+    return 0;
+}
+
+static int l_log_enabled(lua_State *L)
+{
+    int l = log_level_parse(luaL_checkstring(L, 1));
+    lua_pushboolean(L, l > 0 && log_enabled(l, luaL_checkstring(L, 2)));
+    return 1;
+}
+
+static int l_set_log(lua_State *L)
+{
+    const char *spec = luaL_checkstring(L, 1);
+    if (log_set_filter(spec) != 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "invalid log filter '%s' (levels: error warn info debug trace)", spec);
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* The first executable `name` on PATH (or `name` itself if it has a slash). */
+static int l_which(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    if (strchr(name, '/')) {
+        if (access(name, X_OK) == 0) {
+            lua_pushstring(L, name);
+            return 1;
+        }
+        return 0;
+    }
+    const char *path = getenv("PATH");
+    if (!path)
+        path = "/usr/local/bin:/usr/bin:/bin";
+    luaL_Buffer b;
+    while (*path) {
+        const char *end = strchr(path, ':');
+        size_t n = end ? (size_t)(end - path) : strlen(path);
+        luaL_buffinit(L, &b);
+        luaL_addlstring(&b, n ? path : ".", n ? n : 1);
+        luaL_addchar(&b, '/');
+        luaL_addstring(&b, name);
+        luaL_pushresult(&b);
+        if (access(lua_tostring(L, -1), X_OK) == 0)
+            return 1;
+        lua_pop(L, 1);
+        path += n + (end ? 1 : 0);
+    }
+    return 0;
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    lrt *x = h->data;
+    klog(LOG_INFO, "kiro.rt", "signal %d: shutting down", signum);
+    if (x->sig_ref != LUA_NOREF && x->L) {
+        lua_rawgeti(x->L, LUA_REGISTRYINDEX, x->sig_ref);
+        lua_pushinteger(x->L, signum);
+        call_cb(x, 1);
+    }
+    rt_shutdown(x->rt);
+}
+
+/* core.handle_signals(fn): on SIGINT/SIGTERM call fn(signum), then shut the
+ * runtime down (every request ends `cancelled`, every backend is stopped). */
+static int l_handle_signals(lua_State *L)
+{
+    static const int sigs[2] = { SIGINT, SIGTERM };
+    lrt *x = get_lrt(L);
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    luaL_unref(L, LUA_REGISTRYINDEX, x->sig_ref);
+    lua_pushvalue(L, 1);
+    x->sig_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    for (int i = 0; i < 2; i++) {
+        if (x->sigs[i])
+            continue;
+        x->sigs[i] = kcalloc(1, sizeof(uv_signal_t));
+        uv_signal_init(x->rt->loop, x->sigs[i]);
+        x->sigs[i]->data = x;
+        uv_signal_start(x->sigs[i], on_signal, sigs[i]);
+        uv_unref((uv_handle_t *)x->sigs[i]);
+    }
+    return 0;
+}
+
+static void sig_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static int l_shutdown(lua_State *L)
+{
+    lrt *x = get_lrt(L);
+    rt_shutdown(x->rt);
+    return 0;
+}
+
+static int rt_gc(lua_State *L)
+{
+    lrt *x = luaL_checkudata(L, 1, RT_MT);
+    if (!x->rt)
+        return 0;
+    x->L = NULL; /* no Lua callbacks from here on */
+    for (int i = 0; i < 2; i++)
+        if (x->sigs[i])
+            uv_close((uv_handle_t *)x->sigs[i], sig_closed);
+    rt_free(x->rt);
+    x->rt = NULL;
+    return 0;
+}
+
+static const luaL_Reg core_fns[] = {
+    { "request", l_request },
+    { "timer", l_timer },
+    { "step", l_step },
+    { "now", l_now },
+    { "configure", l_configure },
+    { "config", l_config },
+    { "stats", l_stats },
+    { "log", l_log },
+    { "log_enabled", l_log_enabled },
+    { "set_log", l_set_log },
+    { "which", l_which },
+    { "handle_signals", l_handle_signals },
+    { "shutdown", l_shutdown },
+    { NULL, NULL },
+};
+
+int luaopen_kiro_core(lua_State *L)
+{
+    /* A reader that went away must show up as EPIPE, not kill the host. */
+    signal(SIGPIPE, SIG_IGN);
+    luaL_checkversion(L);
+
+    luaL_newmetatable(L, REQ_MT);
+    lua_pushcfunction(L, req_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, req_gc);
+    lua_setfield(L, -2, "__close");
+    lua_newtable(L);
+    lua_pushcfunction(L, req_cancel_m);
+    lua_setfield(L, -2, "cancel");
+    lua_pushcfunction(L, req_info);
+    lua_setfield(L, -2, "ended");
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+
+    luaL_newmetatable(L, TIMER_MT);
+    lua_pushcfunction(L, timer_stop);
+    lua_setfield(L, -2, "__gc");
+    lua_newtable(L);
+    lua_pushcfunction(L, timer_stop);
+    lua_setfield(L, -2, "stop");
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+
+    /* One runtime per Lua state, anchored in the registry; collected (all
+     * children stopped and reaped) when the state closes. */
+    lua_getfield(L, LUA_REGISTRYINDEX, RT_MT ".instance");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lrt *x = lua_newuserdatauv(L, sizeof *x, 0);
+        memset(x, 0, sizeof *x);
+        x->err_ref = x->sig_ref = LUA_NOREF;
+        x->rt = rt_new();
+        if (!x->rt)
+            return luaL_error(L, "kiro: cannot initialise the event loop");
+        const char *spec = getenv("KIRO_LOG");
+        if (spec && log_set_filter(spec) != 0)
+            fprintf(stderr, "[WARN kiro.rt] ignoring invalid KIRO_LOG '%s'\n", spec);
+        luaL_newmetatable(L, RT_MT);
+        lua_pushcfunction(L, rt_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_setmetatable(L, -2);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, LUA_REGISTRYINDEX, RT_MT ".instance");
+    }
+    lua_newtable(L);
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, core_fns, 1);
+    lua_pushstring(L, KIRO_VERSION);
+    lua_setfield(L, -2, "version");
+    return 1;
+}

@@ -1,0 +1,100 @@
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LOG_MAX_RULES 16
+#define LOG_TARGET_MAX 64
+
+struct log_rule {
+    char target[LOG_TARGET_MAX]; /* empty: the default rule */
+    int level;
+};
+
+static struct log_rule rules[LOG_MAX_RULES];
+static int nrules;
+static int default_level = LOG_WARN;
+
+static const char *const level_names[] = { "off", "error", "warn", "info", "debug", "trace" };
+
+int log_level_parse(const char *name)
+{
+    for (int i = 0; i <= LOG_TRACE; i++)
+        if (strcmp(name, level_names[i]) == 0)
+            return i;
+    if (strcmp(name, "warning") == 0)
+        return LOG_WARN;
+    return -1;
+}
+
+int log_set_filter(const char *spec)
+{
+    struct log_rule nr[LOG_MAX_RULES];
+    int n = 0, def = LOG_WARN;
+    char tmp[512];
+
+    if (!spec)
+        spec = "";
+    if (strlen(spec) >= sizeof tmp)
+        return -1;
+    strcpy(tmp, spec);
+    for (char *save = NULL, *tok = strtok_r(tmp, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ')
+            tok++;
+        if (!*tok)
+            continue;
+        char *eq = strchr(tok, '=');
+        if (!eq) {
+            int lvl = log_level_parse(tok);
+            if (lvl < 0)
+                return -1;
+            def = lvl;
+            continue;
+        }
+        *eq = '\0';
+        int lvl = log_level_parse(eq + 1);
+        if (lvl < 0 || n == LOG_MAX_RULES || strlen(tok) >= LOG_TARGET_MAX || !*tok)
+            return -1;
+        strcpy(nr[n].target, tok);
+        nr[n].level = lvl;
+        n++;
+    }
+    memcpy(rules, nr, sizeof nr[0] * (size_t)n);
+    nrules = n;
+    default_level = def;
+    return 0;
+}
+
+/* The longest rule whose target is a dotted prefix of `target` wins. */
+int log_enabled(enum log_level lvl, const char *target)
+{
+    int level = default_level;
+    size_t best = 0;
+    for (int i = 0; i < nrules; i++) {
+        size_t tl = strlen(rules[i].target);
+        if (tl > best && strncmp(target, rules[i].target, tl) == 0 &&
+            (target[tl] == '\0' || target[tl] == '.')) {
+            best = tl;
+            level = rules[i].level;
+        }
+    }
+    return lvl != LOG_OFF && (int)lvl <= level;
+}
+
+void log_write(enum log_level lvl, const char *target, const char *fmt, ...)
+{
+    static const char *const tags[] = { "OFF", "ERROR", "WARN", "INFO", "DEBUG", "TRACE" };
+    char line[4096];
+    va_list ap;
+    int n = snprintf(line, sizeof line, "[%s %s] ", tags[lvl], target);
+    va_start(ap, fmt);
+    vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    /* One write per line, so lines from several processes do not interleave. */
+    size_t len = strlen(line);
+    line[len++] = '\n';
+    fwrite(line, 1, len, stderr);
+    fflush(stderr);
+}

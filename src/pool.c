@@ -1,0 +1,394 @@
+#include "pool.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "daemon.h"
+#include "log.h"
+
+#define RESTART_RING 64
+
+struct pool {
+    krt *rt;
+    pool *next, *prev;
+    char *key;
+    size_t keylen;
+    char *cli, *model;
+    char **argv, **env;
+    const proto_ops *proto;
+    daemon *daemons;
+    int live; /* daemons not stopping */
+    kreq *qhead, *qtail;
+    int queued;
+    enum pool_state state;
+    int failures; /* consecutive, reset by an answer */
+    uint64_t restarts_at[RESTART_RING];
+    int nrestarts;
+    uint64_t restarts;
+    uv_timer_t timer; /* backoff and cool-down */
+    int refs;
+    int closing;
+    char last_error[512];
+};
+
+static const char *const state_names[] = { "ok", "backoff", "cooldown" };
+
+krt *pool_rt(pool *p)
+{
+    return p->rt;
+}
+
+/* A key that tells backends apart: every field, NUL-separated. */
+static char *make_key(const bspec *b, size_t *len)
+{
+    kbuf k = { 0 };
+    const char *parts[] = { b->protocol, b->cli, b->model ? b->model : "" };
+    for (size_t i = 0; i < 3; i++)
+        kbuf_append(&k, parts[i], strlen(parts[i]) + 1);
+    for (const char *const *a = b->daemon_args; a && *a; a++)
+        kbuf_append(&k, *a, strlen(*a) + 1);
+    kbuf_append(&k, "\x01", 1);
+    for (const char *const *e = b->env; e && *e; e++)
+        kbuf_append(&k, *e, strlen(*e) + 1);
+    *len = k.len;
+    return k.data;
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+    pool *p = h->data;
+    strv_free(p->argv);
+    strv_free(p->env);
+    free(p->key);
+    free(p->cli);
+    free(p->model);
+    free(p);
+}
+
+void pool_ref(pool *p)
+{
+    p->refs++;
+}
+
+void pool_unref(pool *p)
+{
+    if (--p->refs == 0)
+        uv_close((uv_handle_t *)&p->timer, timer_closed);
+}
+
+pool *pool_get(krt *rt, const bspec *b)
+{
+    size_t klen;
+    char *key = make_key(b, &klen);
+    for (pool *p = rt->pools; p; p = p->next)
+        if (p->keylen == klen && memcmp(p->key, key, klen) == 0) {
+            free(key);
+            return p;
+        }
+    pool *p = kcalloc(1, sizeof *p);
+    p->rt = rt;
+    p->key = key;
+    p->keylen = klen;
+    p->cli = kstrdup(b->cli);
+    p->model = b->model ? kstrdup(b->model) : NULL;
+    p->argv = argv_build(b->cli, b->daemon_args, b->model);
+    p->env = env_build(b->env, 1);
+    p->proto = proto_find(b->protocol);
+    if (!p->proto)
+        p->proto = &proto_jsonl;
+    p->refs = 1;
+    uv_timer_init(rt->loop, &p->timer);
+    p->timer.data = p;
+    p->next = rt->pools;
+    if (rt->pools)
+        rt->pools->prev = p;
+    rt->pools = p;
+    return p;
+}
+
+static void enqueue(pool *p, kreq *r)
+{
+    r->qnext = NULL;
+    r->qprev = p->qtail;
+    if (p->qtail)
+        p->qtail->qnext = r;
+    else
+        p->qhead = r;
+    p->qtail = r;
+    p->queued++;
+}
+
+static void dequeue(pool *p, kreq *r)
+{
+    if (r->qprev)
+        r->qprev->qnext = r->qnext;
+    else
+        p->qhead = r->qnext;
+    if (r->qnext)
+        r->qnext->qprev = r->qprev;
+    else
+        p->qtail = r->qprev;
+    r->qnext = r->qprev = NULL;
+    p->queued--;
+}
+
+static void queue_abort(void *carrier, kreq *r, enum req_abort why)
+{
+    (void)why;
+    dequeue(carrier, r);
+    req_unref(r);
+}
+
+static daemon *spawn_daemon(pool *p);
+
+/* Requests that would only wait for a daemon that cannot come soon fail fast
+ * with `spawn`, so the policy can serve them another way. */
+static void fail_queue(pool *p, const char *why)
+{
+    while (p->qhead) {
+        kreq *r = p->qhead;
+        dequeue(p, r);
+        req_end(r, KERR_SPAWN, "%s", why);
+        req_unref(r);
+    }
+}
+
+static daemon *idle_daemon(pool *p)
+{
+    for (daemon *d = p->daemons; d; d = d->next)
+        if (d->state == D_READY)
+            return d;
+    return NULL;
+}
+
+static void top_up(pool *p)
+{
+    while (!p->closing && p->state == POOL_OK && p->live < p->rt->cfg.pool_min)
+        if (!spawn_daemon(p))
+            break;
+}
+
+static void dispatch(pool *p)
+{
+    while (p->qhead) {
+        daemon *d = idle_daemon(p);
+        if (!d && p->state == POOL_OK && p->live < p->rt->cfg.pool_max)
+            d = spawn_daemon(p);
+        if (!d)
+            break;
+        kreq *r = p->qhead;
+        dequeue(p, r);
+        req_clear_carrier(r);
+        daemon_assign(d, r);
+        req_unref(r);
+    }
+}
+
+static const char *unavailable_reason(pool *p, char *buf, size_t n)
+{
+    if (p->state == POOL_COOLDOWN)
+        snprintf(buf, n, "daemon restart limit reached (%d restarts within %llu ms); daemon mode paused: %s",
+                 p->rt->cfg.restart_max, (unsigned long long)p->rt->cfg.restart_window_ms, p->last_error);
+    else
+        snprintf(buf, n, "%s", p->last_error[0] ? p->last_error : "no daemon available");
+    return buf;
+}
+
+void pool_submit(pool *p, kreq *r)
+{
+    char why[768];
+    daemon *d = idle_daemon(p);
+    if (!d && p->state == POOL_OK && p->live < p->rt->cfg.pool_max)
+        d = spawn_daemon(p);
+    if (d) {
+        daemon_assign(d, r);
+        top_up(p);
+        return;
+    }
+    if (p->live == 0) {
+        req_end(r, KERR_SPAWN, "%s", unavailable_reason(p, why, sizeof why));
+        return;
+    }
+    if (p->queued >= p->rt->cfg.queue_max) {
+        req_end(r, KERR_OVERLOADED, "queue full: %d requests waiting for %s", p->queued, p->cli);
+        return;
+    }
+    req_ref(r);
+    enqueue(p, r);
+    req_set_carrier(r, p, queue_abort);
+    r->t_activity = 0; /* a queued request cannot stall */
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    pool *p = t->data;
+    if (p->state == POOL_COOLDOWN) {
+        klog(LOG_INFO, "kiro.provider", "cool-down over for %s; trying daemon mode again", p->cli);
+        p->nrestarts = 0;
+        p->failures = 0;
+    }
+    p->state = POOL_OK;
+    top_up(p);
+    dispatch(p);
+}
+
+static int restarts_in_window(pool *p, uint64_t now)
+{
+    int n = 0;
+    uint64_t win = p->rt->cfg.restart_window_ms;
+    int count = p->nrestarts < RESTART_RING ? p->nrestarts : RESTART_RING;
+    for (int i = 0; i < count; i++)
+        if (now - p->restarts_at[i] <= win)
+            n++;
+    return n;
+}
+
+static void record_failure(pool *p, const char *reason)
+{
+    kconfig *c = &p->rt->cfg;
+    uint64_t now = uv_now(p->rt->loop);
+    snprintf(p->last_error, sizeof p->last_error, "%s", reason);
+    p->failures++;
+    p->restarts++;
+    p->restarts_at[p->nrestarts++ % RESTART_RING] = now;
+    if (p->state == POOL_COOLDOWN)
+        return;
+    if (restarts_in_window(p, now) > c->restart_max) {
+        p->state = POOL_COOLDOWN;
+        klog(LOG_WARN, "kiro.provider",
+             "daemon for %s failed %d times within %llu ms; daemon mode paused for %llu ms: %s", p->cli,
+             restarts_in_window(p, now), (unsigned long long)c->restart_window_ms,
+             (unsigned long long)c->cooldown_ms, reason);
+        uv_timer_start(&p->timer, on_timer, c->cooldown_ms, 0);
+    } else {
+        uint64_t delay = c->restart_backoff_ms;
+        for (int i = 1; i < p->failures && delay < c->restart_backoff_max_ms; i++)
+            delay *= 2;
+        if (delay > c->restart_backoff_max_ms)
+            delay = c->restart_backoff_max_ms;
+        p->state = POOL_BACKOFF;
+        klog(LOG_INFO, "kiro.provider", "restarting daemon for %s in %llu ms", p->cli,
+             (unsigned long long)delay);
+        uv_timer_start(&p->timer, on_timer, delay, 0);
+    }
+    if (p->live == 0 && p->qhead) {
+        char why[768];
+        fail_queue(p, unavailable_reason(p, why, sizeof why));
+    }
+}
+
+static daemon *spawn_daemon(pool *p)
+{
+    char err[512];
+    daemon *d = daemon_new(p, p->argv, p->env, p->proto, err, sizeof err);
+    if (!d) {
+        klog(LOG_INFO, "kiro.provider", "%s", err);
+        p->rt->stats.daemon_start_failures++;
+        record_failure(p, err);
+        return NULL;
+    }
+    d->next = p->daemons;
+    if (p->daemons)
+        p->daemons->prev = d;
+    p->daemons = d;
+    p->live++;
+    return d;
+}
+
+void pool_daemon_idle(pool *p, daemon *d)
+{
+    if (d->state != D_READY)
+        return;
+    if (p->closing) {
+        daemon_stop(d, NULL);
+        return;
+    }
+    dispatch(p);
+    if (d->state == D_READY && p->live > p->rt->cfg.pool_min)
+        daemon_arm_idle(d, p->rt->cfg.pool_idle_ms);
+}
+
+void pool_daemon_idle_expired(pool *p, daemon *d)
+{
+    if (p->live > p->rt->cfg.pool_min) {
+        klog(LOG_DEBUG, "kiro.provider", "stopping idle daemon pid %d", d->pid);
+        daemon_stop(d, NULL);
+    }
+}
+
+void pool_daemon_answered(pool *p)
+{
+    p->failures = 0;
+}
+
+void pool_daemon_stopping(pool *p, daemon *d)
+{
+    (void)d;
+    p->live--;
+}
+
+void pool_daemon_exited(pool *p, daemon *d, int fault, int started, const char *reason)
+{
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        p->daemons = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
+    d->next = d->prev = NULL;
+    if (p->closing || !fault)
+        return;
+    if (started)
+        p->rt->stats.daemon_restarts++;
+    else
+        p->rt->stats.daemon_start_failures++;
+    record_failure(p, reason);
+}
+
+void pool_free(pool *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        p->rt->pools = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    p->closing = 1;
+    uv_timer_stop(&p->timer);
+    fail_queue(p, "runtime shutting down");
+    for (daemon *d = p->daemons; d; d = d->next)
+        daemon_stop(d, NULL);
+    pool_unref(p);
+}
+
+pool *pool_first(krt *rt)
+{
+    return rt->pools;
+}
+
+pool *pool_next(pool *p)
+{
+    return p->next;
+}
+
+void pool_describe(pool *p, pool_info *out)
+{
+    out->cli = p->cli;
+    out->model = p->model;
+    out->state = state_names[p->state];
+    out->last_error = p->last_error;
+    out->live = p->live;
+    out->queued = p->queued;
+    out->failures = p->failures;
+    out->restarts = p->restarts;
+}
+
+void pool_each_daemon(pool *p, void (*fn)(void *ud, const daemon_info *), void *ud)
+{
+    for (daemon *d = p->daemons; d; d = d->next) {
+        daemon_info di = { d->pid, daemon_state_name(d->state), d->served };
+        fn(ud, &di);
+    }
+}

@@ -1,0 +1,46 @@
+/* Process supervisor: a child spawned by argv (never a shell) with its stdin,
+ * stdout and stderr on pipes, all three serviced concurrently. The owner hears
+ * of output as it arrives and of the end once the child has exited AND both
+ * output pipes reached EOF, so no output is lost to the exit racing the reads. */
+#ifndef KIRO_PROC_H
+#define KIRO_PROC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct proc proc;
+
+typedef struct proc_cbs {
+    void (*on_stdout)(void *ud, const char *data, size_t n);
+    void (*on_stderr)(void *ud, const char *data, size_t n);
+    /* The last callback; `p` is gone once it returns. */
+    void (*on_end)(void *ud, int64_t exit_status, int term_signal);
+} proc_cbs;
+
+typedef struct proc_opts {
+    char *const *argv;
+    char *const *env;   /* NULL: inherit */
+    const char *log_target;
+    size_t stderr_tail; /* bytes of stderr kept for error messages */
+} proc_opts;
+
+/* Returns 0 or a negative libuv error code (the child was not started). */
+int proc_spawn(uv_loop_t *loop, const proc_opts *o, const proc_cbs *cbs, void *ud, proc **out);
+/* Queues `data` (malloc'd; ownership passes to the supervisor). */
+void proc_write_owned(proc *p, char *data, size_t n);
+/* Closes stdin once queued writes are done. */
+void proc_close_stdin(proc *p);
+/* Orderly stop: stdin closed now, SIGTERM after grace_ms, SIGKILL after another grace_ms. */
+void proc_stop(proc *p, uint64_t grace_ms);
+/* For a child that misbehaved: stdin closed and SIGTERM now, SIGKILL after grace_ms. */
+void proc_terminate(proc *p, uint64_t grace_ms);
+/* The owner is gone: no more callbacks; the child is terminated and reaped. */
+void proc_detach(proc *p, uint64_t grace_ms);
+int proc_pid(const proc *p);
+/* The last bytes of stderr, as a printable one-line string (static buffer). */
+const char *proc_stderr_tail(const proc *p);
+/* Live supervised processes (for leak checks and shutdown). */
+int proc_live_count(void);
+
+#endif

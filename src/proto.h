@@ -1,0 +1,40 @@
+/* A backend wire protocol over JSON Lines framing. The daemon connection
+ * (daemon.c) only frames lines and drives requests; what a request looks like
+ * on the wire and what a reply line means is the protocol's business, so a
+ * second protocol (the Agent Client Protocol, JSON-RPC 2.0) plugs in here
+ * without touching the pool, the policy or the Lua face. */
+#ifndef KIRO_PROTO_H
+#define KIRO_PROTO_H
+
+#include <stddef.h>
+#include "buf.h"
+
+enum { PROTO_DONE_ABSENT = -1, PROTO_DONE_FALSE = 0, PROTO_DONE_TRUE = 1 };
+
+typedef struct proto_sink {
+    void *ud;
+    /* A reply line: content (if present) and the `done` flag as sent. */
+    void (*reply)(void *ud, const char *content, size_t n, int has_content, int done);
+    /* The backend ended the request with an error message. */
+    void (*error)(void *ud, const char *msg);
+    /* A line that is not part of the protocol (banners, stray output). */
+    void (*noise)(void *ud, const char *line, size_t n, const char *why);
+} proto_sink;
+
+typedef struct proto_ops {
+    const char *name;
+    /* Appends the bytes of one request to `out`. Returns 0, or -1 with *err
+     * set to a static message when the prompt cannot be carried. */
+    int (*encode)(void *state, const char *prompt, size_t len, int stream, kbuf *out,
+                  const char **err);
+    void (*decode)(void *state, const char *line, size_t len, const proto_sink *sink);
+    /* Per-connection state, for protocols that keep sessions (may be NULL). */
+    void *(*state_new)(void);
+    void (*state_free)(void *state);
+} proto_ops;
+
+extern const proto_ops proto_jsonl;
+
+const proto_ops *proto_find(const char *name);
+
+#endif

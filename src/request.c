@@ -1,0 +1,186 @@
+#include "request.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "log.h"
+#include "rt.h"
+
+kreq *req_new(struct krt *rt, const char *prompt, size_t len, int stream, const req_sink *sink)
+{
+    kreq *r = kcalloc(1, sizeof *r);
+    r->rt = rt;
+    r->prompt = kmalloc(len + 1);
+    memcpy(r->prompt, prompt, len);
+    r->prompt[len] = '\0';
+    r->prompt_len = len;
+    r->stream = stream;
+    r->sink = *sink;
+    r->refs = 2; /* the owner's, and the runtime's until the request ends */
+    uv_timer_init(rt->loop, &r->timer);
+    r->timer.data = r;
+    rt_track_request(rt, r);
+    return r;
+}
+
+/* Deadlines are checked lazily: activity only moves a timestamp, and the
+ * timer, when it fires early, re-arms for what is left. */
+static uint64_t next_deadline(const kreq *r, const char **why, uint64_t *limit)
+{
+    uint64_t best = 0;
+#define CONSIDER(when, name, lim)                   \
+    do {                                            \
+        uint64_t w_ = (when);                       \
+        if (!best || w_ < best) {                   \
+            best = w_;                              \
+            *why = (name);                          \
+            *limit = (lim);                         \
+        }                                           \
+    } while (0)
+    if (r->timeout_ms)
+        CONSIDER(r->t_start + r->timeout_ms, "timeout_ms", r->timeout_ms);
+    if (r->first_chunk_ms && !r->chunks)
+        CONSIDER(r->t_start + r->first_chunk_ms, "first_chunk_timeout_ms", r->first_chunk_ms);
+    if (r->stall_ms && r->abort && r->t_activity)
+        CONSIDER(r->t_activity + r->stall_ms, "stall_timeout_ms", r->stall_ms);
+#undef CONSIDER
+    return best;
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+    kreq *r = t->data;
+    const char *why = "timeout_ms";
+    uint64_t limit = 0, now = uv_now(r->rt->loop);
+    uint64_t d = next_deadline(r, &why, &limit);
+    if (!d)
+        return;
+    if (d > now) {
+        uv_timer_start(&r->timer, on_deadline, d - now, 0);
+        return;
+    }
+    char msg[160];
+    if (strcmp(why, "stall_timeout_ms") == 0)
+        snprintf(msg, sizeof msg, "backend sent nothing for %llu ms (stall_timeout_ms)",
+                 (unsigned long long)limit);
+    else
+        snprintf(msg, sizeof msg, "no %s within %llu ms (%s)",
+                 strcmp(why, "timeout_ms") == 0 ? "complete reply" : "first chunk",
+                 (unsigned long long)limit, why);
+    r->rt->stats.timeouts++;
+    req_cancel(r, ABORT_TIMEOUT, KERR_TIMEOUT, msg);
+}
+
+static void rearm(kreq *r)
+{
+    const char *why;
+    uint64_t limit, d = next_deadline(r, &why, &limit), now = uv_now(r->rt->loop);
+    if (!d)
+        uv_timer_stop(&r->timer);
+    else
+        uv_timer_start(&r->timer, on_deadline, d > now ? d - now : 0, 0);
+}
+
+void req_start(kreq *r)
+{
+    r->t_start = uv_now(r->rt->loop);
+    rearm(r);
+}
+
+void req_set_carrier(kreq *r, void *carrier, void (*abort)(void *, kreq *, enum req_abort))
+{
+    r->carrier = carrier;
+    r->abort = abort;
+    r->t_activity = uv_now(r->rt->loop);
+    if (r->stall_ms)
+        rearm(r);
+}
+
+void req_clear_carrier(kreq *r)
+{
+    r->carrier = NULL;
+    r->abort = NULL;
+}
+
+void req_activity(kreq *r)
+{
+    r->t_activity = uv_now(r->rt->loop);
+}
+
+void req_chunk(kreq *r, const char *data, size_t n)
+{
+    if (r->ended)
+        return;
+    r->t_activity = uv_now(r->rt->loop);
+    if (!r->chunks++) {
+        r->t_first_chunk = r->t_activity;
+        rearm(r); /* the first-chunk deadline is met */
+    }
+    r->bytes += n;
+    r->rt->stats.chunks++;
+    if (r->sink.chunk)
+        r->sink.chunk(r->sink.ud, data, n);
+}
+
+static void end_now(kreq *r, const char *code, const char *msg)
+{
+    r->ended = 1;
+    uv_timer_stop(&r->timer);
+    req_clear_carrier(r);
+    rt_untrack_request(r->rt, r);
+    if (code)
+        r->rt->stats.errors++;
+    else
+        r->rt->stats.ok++;
+    if (r->sink.end)
+        r->sink.end(r->sink.ud, code, msg);
+    req_unref(r);
+}
+
+void req_end(kreq *r, const char *code, const char *fmt, ...)
+{
+    char msg[1024] = "";
+    if (r->ended)
+        return;
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+    }
+    end_now(r, code, code ? msg : NULL);
+}
+
+void req_cancel(kreq *r, enum req_abort why, const char *code, const char *msg)
+{
+    if (r->ended)
+        return;
+    void *carrier = r->carrier;
+    void (*abort)(void *, kreq *, enum req_abort) = r->abort;
+    req_clear_carrier(r);
+    if (abort)
+        abort(carrier, r, why);
+    end_now(r, code, msg);
+}
+
+void req_ref(kreq *r)
+{
+    r->refs++;
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    kreq *r = h->data;
+    free(r->prompt);
+    free(r);
+}
+
+void req_unref(kreq *r)
+{
+    if (--r->refs > 0)
+        return;
+    uv_close((uv_handle_t *)&r->timer, on_timer_closed);
+}

@@ -1,0 +1,69 @@
+/* One request's life: its deadlines, its output, and the carrier (a queue, a
+ * daemon, a oneshot child) that serves it. Every request ends exactly once,
+ * with a reply or an error code; nothing ends in silence. */
+#ifndef KIRO_REQUEST_H
+#define KIRO_REQUEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct kreq kreq;
+struct krt;
+
+/* Error codes, as Lua sees them (SPEC section 5). */
+#define KERR_TIMEOUT "timeout"
+#define KERR_SPAWN "spawn"
+#define KERR_CRASHED "crashed"
+#define KERR_PROTOCOL "protocol"
+#define KERR_BACKEND "backend"
+#define KERR_CANCELLED "cancelled"
+#define KERR_OVERLOADED "overloaded"
+#define KERR_CLOSED "closed"
+
+/* Why a carrier loses its request. */
+enum req_abort { ABORT_TIMEOUT, ABORT_CANCEL, ABORT_SHUTDOWN };
+
+typedef struct req_sink {
+    void (*chunk)(void *ud, const char *data, size_t n);
+    /* code NULL: success. The request may be freed once this returns. */
+    void (*end)(void *ud, const char *code, const char *msg);
+    void *ud;
+} req_sink;
+
+struct kreq {
+    struct krt *rt;
+    char *prompt;
+    size_t prompt_len;
+    int stream;
+    uint64_t timeout_ms, first_chunk_ms, stall_ms; /* 0: none */
+    uint64_t t_start, t_activity, t_first_chunk;
+    uint64_t chunks, bytes;
+    req_sink sink;
+
+    /* The carrier that holds the request, told when it must let go. */
+    void *carrier;
+    void (*abort)(void *carrier, kreq *r, enum req_abort why);
+    kreq *qnext, *qprev;       /* pool queue links */
+    kreq *all_next, *all_prev; /* the runtime's list of live requests */
+
+    uv_timer_t timer;
+    int refs;
+    unsigned ended : 1, armed : 1;
+};
+
+kreq *req_new(struct krt *rt, const char *prompt, size_t len, int stream, const req_sink *sink);
+/* Starts the deadline clock; call once the request is configured. */
+void req_start(kreq *r);
+void req_set_carrier(kreq *r, void *carrier, void (*abort)(void *, kreq *, enum req_abort));
+void req_clear_carrier(kreq *r);
+/* From the carrier: output and the end. */
+void req_chunk(kreq *r, const char *data, size_t n);
+void req_activity(kreq *r);
+void req_end(kreq *r, const char *code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* From the owner: stop waiting for this request. */
+void req_cancel(kreq *r, enum req_abort why, const char *code, const char *msg);
+void req_ref(kreq *r);
+void req_unref(kreq *r);
+
+#endif

@@ -1,0 +1,66 @@
+/* The runtime: one libuv loop, its settings, its pools and live requests. */
+#ifndef KIRO_RT_H
+#define KIRO_RT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "request.h"
+
+typedef struct kconfig {
+    size_t max_line_bytes;
+    int pool_min, pool_max, queue_max;
+    uint64_t pool_idle_ms;
+    uint64_t kill_grace_ms;      /* stdin closed -> SIGTERM -> SIGKILL steps */
+    uint64_t drain_ms;           /* a cancelled reply must finish within this */
+    uint64_t restart_backoff_ms, restart_backoff_max_ms;
+    int restart_max;             /* restarts allowed within restart_window_ms */
+    uint64_t restart_window_ms, cooldown_ms;
+} kconfig;
+
+typedef struct kstats {
+    uint64_t requests, ok, errors, chunks, timeouts, cancelled;
+    uint64_t daemon_requests, oneshot_requests;
+    uint64_t daemon_starts, daemon_restarts, daemon_start_failures;
+} kstats;
+
+/* What a backend is: how to start it and speak to it. */
+typedef struct bspec {
+    const char *cli, *model, *protocol;
+    const char *const *daemon_args;  /* NULL-terminated */
+    const char *const *oneshot_args; /* NULL-terminated */
+    const char *const *env;          /* extra KEY=VALUE, NULL-terminated */
+} bspec;
+
+struct pool;
+
+typedef struct krt {
+    uv_loop_t loop_storage;
+    uv_loop_t *loop;
+    kconfig cfg;
+    kstats stats;
+    struct pool *pools;
+    kreq *requests;
+    int nrequests;
+    int shutting_down;
+} krt;
+
+krt *rt_new(void);
+/* Ends every request (cancelled) and stops every backend, in order. */
+void rt_shutdown(krt *rt);
+/* Shuts down, runs the loop until every child is reaped, frees. */
+void rt_free(krt *rt);
+void rt_track_request(krt *rt, kreq *r);
+void rt_untrack_request(krt *rt, kreq *r);
+
+/* Serve `r` on the backend's daemon pool, or by a oneshot child. */
+void rt_submit_daemon(krt *rt, const bspec *b, kreq *r);
+void rt_submit_oneshot(krt *rt, const bspec *b, kreq *r);
+
+/* argv: cli, args..., [--model M], NULL. env: environ + extras + overrides. */
+char **argv_build(const char *cli, const char *const *args, const char *model);
+char **env_build(const char *const *extra, int plain_terminal);
+void strv_free(char **v);
+
+#endif

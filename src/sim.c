@@ -1,0 +1,485 @@
+/* kiro-sim: the reference backend. It speaks the daemon protocol (SPEC 2.1)
+ * and the oneshot chat protocol (SPEC 2.2), replies deterministically, and
+ * has knobs for latency and faults so tests and benchmarks can provoke every
+ * failure the runtime must survive. Plain blocking I/O: a backend is simple. */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "version.h"
+
+static const char usage[] =
+    "Usage: kiro-sim daemon [--model M]\n"
+    "       kiro-sim chat [--no-interactive] [--model M]\n"
+    "       kiro-sim --help | --version\n"
+    "\n"
+    "A reference LLM CLI backend for kiro-rt's quick start, tests and benchmarks.\n"
+    "\n"
+    "daemon  JSON Lines on stdin/stdout: {\"prompt\": ..., \"stream\": bool} in;\n"
+    "        {\"content\": ...} out, or {\"content\": ..., \"done\": false} lines\n"
+    "        ending with \"done\": true when streaming. Exits on stdin EOF.\n"
+    "chat    reads the prompt from stdin until EOF, prints the reply on stdout.\n"
+    "\n"
+    "The reply is \"You said: X\" (\"[M] You said: X\" with --model M), where X is\n"
+    "the last user turn of a \"User: ...\\n\\nAssistant: \" prompt, else the whole\n"
+    "prompt. It streams in chunks split before each space (at most 64 chunks).\n"
+    "\n"
+    "Knobs (environment variables, so they pass through the runtime):\n"
+    "  KIRO_SIM_STARTUP_MS      delay before serving anything (a CLI's start-up cost)\n"
+    "  KIRO_SIM_LATENCY_MS      delay before the first chunk of each reply\n"
+    "  KIRO_SIM_CHUNK_DELAY_MS  delay between chunks\n"
+    "  KIRO_SIM_DONE            inline: last chunk carries \"done\": true (default);\n"
+    "                           separate: a final {\"done\": true} line of its own\n"
+    "  KIRO_SIM_GATE=PATH       before the last chunk, wait until PATH exists\n"
+    "  KIRO_SIM_LOG=PATH        append one line per event (start, request, exit)\n"
+    "  KIRO_SIM_FAULT=NAME      inject a fault (below)\n"
+    "  KIRO_SIM_FAULT_AFTER=N   per-request faults spare the first N requests of a process\n"
+    "  KIRO_SIM_FAULT_FILE=PATH the fault is active only while PATH exists\n"
+    "  KIRO_SIM_FAULT_MODE      daemon (default), chat, or all: where faults apply\n"
+    "  KIRO_SIM_OVERLONG_BYTES  size of the overlong line (default 17 MiB)\n"
+    "  KIRO_SIM_STDERR_BYTES    size of the stderr flood (default 10 MiB)\n"
+    "\n"
+    "Faults:\n"
+    "  crash-before-chunk  exit(3) after reading a request, before any reply\n"
+    "  crash-mid-stream    exit(3) after the first chunk (non-streamed: half a line)\n"
+    "  hang                read the request, then never answer nor read again\n"
+    "  noise               print a banner and a non-object JSON line before replying\n"
+    "  overlong            reply with one line of KIRO_SIM_OVERLONG_BYTES\n"
+    "  stderr-flood        write KIRO_SIM_STDERR_BYTES to stderr before replying\n"
+    "  error               reply {\"error\": \"simulated backend failure\"}\n"
+    "  silent-error        print an error on stderr and send no reply (the seed's\n"
+    "                      Python sample does this)\n"
+    "  ansi                (chat) colour the reply with ANSI escape sequences\n"
+    "  no-daemon           no daemon subcommand: exit 2 like a CLI too old for it\n"
+    "  die-at-start        daemon exits 1 right after start-up\n";
+
+static const char *fault;
+static long fault_after;
+static const char *fault_file;
+static const char *mode_name;
+static long served;
+
+static long env_long(const char *name, long def)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return def;
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (*end || n < 0) {
+        fprintf(stderr, "kiro-sim: %s must be a non-negative integer (got '%s')\n", name, v);
+        exit(2);
+    }
+    return n;
+}
+
+static void sleep_ms(long ms)
+{
+    if (ms <= 0)
+        return;
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+static void sim_log(const char *fmt, ...)
+{
+    const char *path = getenv("KIRO_SIM_LOG");
+    if (!path || !*path)
+        return;
+    char line[512];
+    int n = snprintf(line, sizeof line, "pid=%d mode=%s ", (int)getpid(), mode_name);
+    va_list ap;
+    va_start(ap, fmt);
+    n += vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    line[n++] = '\n';
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        ssize_t w = write(fd, line, (size_t)n);
+        (void)w;
+        close(fd);
+    }
+}
+
+static void write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            _exit(0); /* the reader is gone */
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static int exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* Is `name` the active fault for this mode (and this request)? */
+static int fault_on(const char *name, int per_request)
+{
+    if (!fault || strcmp(fault, name) != 0)
+        return 0;
+    if (fault_file && !exists(fault_file))
+        return 0;
+    const char *fm = getenv("KIRO_SIM_FAULT_MODE");
+    if (!fm || !*fm)
+        fm = "daemon";
+    if (strcmp(fm, "all") != 0 && strcmp(fm, mode_name) != 0)
+        return 0;
+    if (per_request && served < fault_after)
+        return 0;
+    return 1;
+}
+
+static void crash(const char *what)
+{
+    fprintf(stderr, "kiro-sim: panic: simulated crash %s\n", what);
+    sim_log("event=crash what=%s", what);
+    _exit(3);
+}
+
+static void hang(void)
+{
+    sim_log("event=hang");
+    for (;;)
+        pause();
+}
+
+/* The reply text for a prompt: "[M] You said: X". */
+static char *reply_for(const char *prompt, size_t len, const char *model, size_t *out_len)
+{
+    static const char suffix[] = "\n\nAssistant: ";
+    static const char user[] = "User: ";
+    const char *x = prompt;
+    size_t xl = len, sl = sizeof suffix - 1;
+    if (len >= sl && memcmp(prompt + len - sl, suffix, sl) == 0) {
+        const char *last = NULL;
+        for (const char *p = prompt; p + sizeof user - 1 <= prompt + len - sl; p++)
+            if (memcmp(p, user, sizeof user - 1) == 0 && (p == prompt || p[-1] == '\n'))
+                last = p;
+        if (last) {
+            x = last + sizeof user - 1;
+            xl = (size_t)(prompt + len - sl - x);
+        }
+    }
+    char prefix[256];
+    int pl = model ? snprintf(prefix, sizeof prefix, "[%s] You said: ", model)
+                   : snprintf(prefix, sizeof prefix, "You said: ");
+    char *r = malloc((size_t)pl + xl + 1);
+    if (!r)
+        abort();
+    memcpy(r, prefix, (size_t)pl);
+    memcpy(r + pl, x, xl);
+    r[pl + xl] = '\0';
+    *out_len = (size_t)pl + xl;
+    return r;
+}
+
+/* Chunk boundaries: before each space, merged so there are at most 64.
+ * Never inside a UTF-8 sequence, since a space is ASCII. */
+static size_t split(const char *s, size_t n, size_t *cuts, size_t maxcuts)
+{
+    size_t words = 1;
+    for (size_t i = 1; i < n; i++)
+        if (s[i] == ' ')
+            words++;
+    size_t group = (words + maxcuts - 1) / maxcuts, k = 0, w = 0;
+    cuts[k++] = 0;
+    for (size_t i = 1; i < n; i++)
+        if (s[i] == ' ' && ++w % group == 0 && k < maxcuts)
+            cuts[k++] = i;
+    return k;
+}
+
+static void emit_json(json_t *obj)
+{
+    char *txt = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(obj);
+    if (!txt)
+        abort();
+    size_t n = strlen(txt);
+    txt = realloc(txt, n + 2);
+    txt[n] = '\n';
+    write_all(1, txt, n + 1);
+    free(txt);
+}
+
+static void wait_gate(void)
+{
+    const char *gate = getenv("KIRO_SIM_GATE");
+    if (!gate || !*gate)
+        return;
+    while (!exists(gate))
+        sleep_ms(5);
+}
+
+static void before_reply(long latency)
+{
+    if (fault_on("noise", 1)) {
+        const char noise[] = "kiro-sim banner: this line is not JSON\n[1,2,3]\n\n";
+        write_all(1, noise, sizeof noise - 1);
+    }
+    if (fault_on("stderr-flood", 1)) {
+        long total = env_long("KIRO_SIM_STDERR_BYTES", 10L << 20);
+        char line[128];
+        memset(line, 'e', sizeof line - 1);
+        line[sizeof line - 1] = '\n';
+        for (long done = 0; done < total; done += (long)sizeof line)
+            write_all(2, line, sizeof line);
+    }
+    sleep_ms(latency);
+}
+
+static void serve_daemon_request(const char *prompt, size_t len, int stream, const char *model)
+{
+    long latency = env_long("KIRO_SIM_LATENCY_MS", 0);
+    long gap = env_long("KIRO_SIM_CHUNK_DELAY_MS", 0);
+    const char *done_style = getenv("KIRO_SIM_DONE");
+    int separate = done_style && strcmp(done_style, "separate") == 0;
+
+    sim_log("event=request n=%ld bytes=%zu stream=%d", served + 1, len, stream);
+    if (fault_on("crash-before-chunk", 1))
+        crash("before the first chunk");
+    if (fault_on("hang", 1))
+        hang();
+    if (fault_on("silent-error", 1)) {
+        fprintf(stderr, "Error: simulated failure, no reply sent\n");
+        served++;
+        return;
+    }
+    before_reply(latency);
+    if (fault_on("error", 1)) {
+        json_t *o = json_object();
+        json_object_set_new(o, "error", json_string("simulated backend failure"));
+        emit_json(o);
+        served++;
+        return;
+    }
+    if (fault_on("overlong", 1)) {
+        long n = env_long("KIRO_SIM_OVERLONG_BYTES", 17L << 20);
+        char *line = malloc((size_t)n + 32);
+        int h = sprintf(line, "{\"content\": \"");
+        memset(line + h, 'x', (size_t)n);
+        memcpy(line + h + n, "\"}\n", 3);
+        write_all(1, line, (size_t)h + (size_t)n + 3);
+        free(line);
+        served++;
+        return;
+    }
+
+    size_t rl;
+    char *reply = reply_for(prompt, len, model, &rl);
+    if (!stream) {
+        if (fault_on("crash-mid-stream", 1)) {
+            write_all(1, "{\"content\": \"You sa", 19);
+            crash("in the middle of a reply");
+        }
+        json_t *o = json_object();
+        json_object_set_new(o, "content", json_stringn(reply, rl));
+        emit_json(o);
+    } else {
+        size_t cuts[64];
+        size_t k = split(reply, rl, cuts, 64);
+        for (size_t i = 0; i < k; i++) {
+            size_t end = i + 1 < k ? cuts[i + 1] : rl;
+            int last = i + 1 == k;
+            if (i > 0)
+                sleep_ms(gap);
+            if (last)
+                wait_gate();
+            json_t *o = json_object();
+            json_object_set_new(o, "content", json_stringn(reply + cuts[i], end - cuts[i]));
+            json_object_set_new(o, "done", json_boolean(last && !separate));
+            emit_json(o);
+            if (i == 0 && fault_on("crash-mid-stream", 1))
+                crash("in the middle of a stream");
+        }
+        if (separate) {
+            json_t *o = json_object();
+            json_object_set_new(o, "done", json_true());
+            emit_json(o);
+        }
+    }
+    free(reply);
+    served++;
+}
+
+/* Reads one line of any length from fd 0; NULL at EOF. */
+static char *read_line(size_t *len)
+{
+    static char buf[65536];
+    static size_t have, pos;
+    char *line = NULL;
+    size_t n = 0;
+    for (;;) {
+        if (pos == have) {
+            ssize_t r = read(0, buf, sizeof buf);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0) {
+                if (line) {
+                    *len = n;
+                    return line;
+                }
+                return NULL;
+            }
+            have = (size_t)r;
+            pos = 0;
+        }
+        char *nl = memchr(buf + pos, '\n', have - pos);
+        size_t take = nl ? (size_t)(nl - (buf + pos)) : have - pos;
+        line = realloc(line, n + take + 1);
+        memcpy(line + n, buf + pos, take);
+        n += take;
+        line[n] = '\0';
+        pos += take + (nl ? 1 : 0);
+        if (nl) {
+            *len = n;
+            return line;
+        }
+    }
+}
+
+static int run_daemon(const char *model)
+{
+    if (fault_on("no-daemon", 0)) {
+        fprintf(stderr, "error: unrecognized subcommand 'daemon'\n\nUsage: kiro-cli <COMMAND>\n");
+        return 2;
+    }
+    sleep_ms(env_long("KIRO_SIM_STARTUP_MS", 0));
+    sim_log("event=start");
+    if (fault_on("die-at-start", 0)) {
+        fprintf(stderr, "fatal: simulated start-up failure\n");
+        sim_log("event=exit status=1");
+        return 1;
+    }
+    size_t len;
+    char *line;
+    while ((line = read_line(&len))) {
+        json_error_t err;
+        json_t *req = json_loadb(line, len, JSON_ALLOW_NUL, &err);
+        free(line);
+        json_t *p = req ? json_object_get(req, "prompt") : NULL;
+        json_t *s = req ? json_object_get(req, "stream") : NULL;
+        if (!json_is_string(p) || !json_is_boolean(s)) {
+            json_t *o = json_object();
+            json_object_set_new(o, "error", json_string("invalid request: need prompt (string) and stream (bool)"));
+            emit_json(o);
+        } else {
+            serve_daemon_request(json_string_value(p), json_string_length(p), json_is_true(s), model);
+        }
+        json_decref(req);
+    }
+    sim_log("event=exit status=0");
+    return 0;
+}
+
+static int run_chat(const char *model)
+{
+    sleep_ms(env_long("KIRO_SIM_STARTUP_MS", 0));
+    sim_log("event=start");
+    size_t len = 0, cap = 65536;
+    char *prompt = malloc(cap);
+    for (;;) {
+        if (len == cap)
+            prompt = realloc(prompt, cap *= 2);
+        ssize_t r = read(0, prompt + len, cap - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+    }
+    sim_log("event=request n=1 bytes=%zu stream=0", len);
+    if (fault_on("crash-before-chunk", 1))
+        crash("before the first chunk");
+    if (fault_on("hang", 1))
+        hang();
+    if (fault_on("error", 1) || fault_on("silent-error", 1)) {
+        fprintf(stderr, "Error: simulated backend failure\n");
+        return 1;
+    }
+    before_reply(env_long("KIRO_SIM_LATENCY_MS", 0));
+    long gap = env_long("KIRO_SIM_CHUNK_DELAY_MS", 0);
+    int ansi = fault_on("ansi", 0);
+    size_t rl;
+    char *reply = reply_for(prompt, len, model, &rl);
+    size_t cuts[64];
+    size_t k = split(reply, rl, cuts, 64);
+    for (size_t i = 0; i < k; i++) {
+        size_t end = i + 1 < k ? cuts[i + 1] : rl;
+        if (i > 0)
+            sleep_ms(gap);
+        if (i + 1 == k)
+            wait_gate();
+        if (ansi)
+            write_all(1, "\x1b[1;32m", 7);
+        write_all(1, reply + cuts[i], end - cuts[i]);
+        if (ansi)
+            write_all(1, "\x1b[0m\x1b]0;title\x07", 14);
+        if (i == 0 && fault_on("crash-mid-stream", 1))
+            crash("in the middle of a reply");
+    }
+    free(reply);
+    free(prompt);
+    sim_log("event=exit status=0");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *cmd = argc > 1 ? argv[1] : NULL;
+    const char *model = NULL;
+    signal(SIGPIPE, SIG_IGN);
+    if (!cmd || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        fputs(usage, cmd ? stdout : stderr);
+        return cmd ? 0 : 2;
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        printf("kiro-sim %s\n", KIRO_VERSION);
+        return 0;
+    }
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--model") == 0 && i + 1 < argc)
+            model = argv[++i];
+        else if (strcmp(argv[i], "--no-interactive") == 0 && strcmp(cmd, "chat") == 0)
+            ;
+        else {
+            fprintf(stderr, "kiro-sim: unexpected argument '%s'\n%s", argv[i], usage);
+            return 2;
+        }
+    }
+    fault = getenv("KIRO_SIM_FAULT");
+    if (fault && !*fault)
+        fault = NULL;
+    fault_after = env_long("KIRO_SIM_FAULT_AFTER", 0);
+    fault_file = getenv("KIRO_SIM_FAULT_FILE");
+    if (fault_file && !*fault_file)
+        fault_file = NULL;
+    if (strcmp(cmd, "daemon") == 0) {
+        mode_name = "daemon";
+        return run_daemon(model);
+    }
+    if (strcmp(cmd, "chat") == 0) {
+        mode_name = "chat";
+        return run_chat(model);
+    }
+    fprintf(stderr, "kiro-sim: unknown command '%s'\n%s", cmd, usage);
+    return 2;
+}
