@@ -590,10 +590,15 @@ static void sig_closed(uv_handle_t *h)
     free(h);
 }
 
+/* core.shutdown([reopen]): end every request and stop every backend; with
+ * `reopen`, the runtime takes new requests afterwards. */
 static int l_shutdown(lua_State *L)
 {
     lrt *x = get_lrt(L);
     rt_shutdown(x->rt);
+    if (lua_toboolean(L, 1))
+        x->rt->shutting_down = 0;
+    raise_pending(L, x);
     return 0;
 }
 

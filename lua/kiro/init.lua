@@ -74,6 +74,8 @@ local lua_options = {
   daemon_args = "table", oneshot_args = "table", env = "table", policy = "policy", log = "string",
 }
 local core_options = core.config()
+-- Options that `false` resets to their default (environment, PATH lookup).
+local resettable = { cli_path = true, model = true, env = true }
 
 --- configure(tbl): set runtime options. Unknown keys are an error.
 -- Lua-level: cli_path, model, mode, protocol, timeout_ms, first_chunk_timeout_ms,
@@ -86,7 +88,9 @@ function kiro.configure(tbl)
   local for_core = {}
   for k, v in pairs(tbl) do
     local kind = lua_options[k]
-    if kind == "policy" then
+    if v == false and resettable[k] then -- luacheck: ignore 542
+      -- back to the default
+    elseif kind == "policy" then
       if type(v) ~= "function" and not (type(v) == "table" and type(v.decide) == "function") then
         error("kiro.configure: policy must be a function or a table with a decide function", 2)
       end
@@ -113,7 +117,9 @@ function kiro.configure(tbl)
   local ok, err = pcall(core.configure, for_core)
   if not ok then error("kiro." .. tostring(err), 2) end
   for k, v in pairs(tbl) do
-    if lua_options[k] and k ~= "log" then cfg[k] = v end
+    if lua_options[k] and k ~= "log" then
+      if v == false and resettable[k] then cfg[k] = nil else cfg[k] = v end
+    end
   end
 end
 
@@ -426,8 +432,20 @@ function kiro.stats()
   return s
 end
 
---- shutdown(): end every request (`cancelled`) and stop every backend.
-kiro.shutdown = core.shutdown
+--- shutdown(): end every request (`cancelled`) and stop every backend; no
+-- request is taken afterwards.
+function kiro.shutdown() core.shutdown(false) end
+
+--- reset(): end every request (`cancelled`), stop every backend and wait
+-- until each one has exited; the runtime stays usable (fresh pools).
+function kiro.reset()
+  if in_task() then error("kiro.reset: call it outside kiro tasks", 2) end
+  core.shutdown(true)
+  while core.stats().children > 0 do core.step() end
+  -- Tasks left waiting (a run that ended in an error) are closed.
+  for co in pairs(tasks) do coroutine.close(co) end
+  tasks, ntasks, ready, rhead, rtail = {}, 0, {}, 1, 0
+end
 --- log(level, target, message): write through kiro's logger (KIRO_LOG).
 kiro.log = log
 --- on_signal(fn): on SIGINT/SIGTERM, call fn(signum) and shut down.

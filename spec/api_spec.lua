@@ -1,0 +1,193 @@
+-- The Lua face (SPEC section 5): chat, stream, tasks, sleep, configure, stats.
+local H = require "helper"
+
+describe("kiro Lua API", function()
+  after_each(H.check_leaks)
+
+  it("chat returns the predicted reply from the daemon", function()
+    local kiro, log = H.setup()
+    assert.are.equal("You said: Hello", kiro.chat("User: Hello\n\nAssistant: "))
+    local ev = H.sim_events(log)
+    assert.are.equal(1, H.count(ev, { mode = "daemon", event = "request", stream = 0 }))
+  end)
+
+  it("reuses one warm daemon for many calls", function()
+    local kiro, log = H.setup()
+    for i = 1, 5 do assert.are.equal("You said: n" .. i, kiro.chat("n" .. i)) end
+    local ev = H.sim_events(log)
+    assert.are.equal(1, #H.pids(ev, { event = "start" }))
+    assert.are.equal(5, H.count(ev, { event = "request" }))
+  end)
+
+  it("stream yields the reply in several chunks", function()
+    local kiro = H.setup()
+    local chunks = {}
+    for c in kiro.stream("User: one two three\n\nAssistant: ") do chunks[#chunks + 1] = c end
+    assert.are.same({ "You", " said:", " one", " two", " three" }, chunks)
+  end)
+
+  it("accepts a stream that ends with a separate done line", function()
+    local kiro = H.setup { KIRO_SIM_DONE = "separate" }
+    local chunks = {}
+    for c in kiro.stream("a b") do chunks[#chunks + 1] = c end
+    assert.are.equal("You said: a b", table.concat(chunks))
+    assert.are.equal("You said: x", kiro.chat("x")) -- and the daemon is in step
+  end)
+
+  it("passes the model to the backend", function()
+    local kiro = H.setup()
+    assert.are.equal("[m1] You said: hi", kiro.chat("hi", { model = "m1" }))
+    kiro.configure { model = "m2" }
+    assert.are.equal("[m2] You said: hi", kiro.chat("hi"))
+  end)
+
+  it("oneshot mode spawns the CLI per call and gives the same text", function()
+    local kiro, log = H.setup({}, { mode = "oneshot" })
+    assert.are.equal("You said: Hello", kiro.chat("User: Hello\n\nAssistant: "))
+    local parts = {}
+    for c in kiro.stream("p q") do parts[#parts + 1] = c end
+    assert.are.equal("You said: p q", table.concat(parts))
+    local ev = H.sim_events(log)
+    assert.are.equal(0, H.count(ev, { mode = "daemon" }))
+    assert.are.equal(2, #H.pids(ev, { mode = "chat", event = "start" }))
+  end)
+
+  it("strips ANSI escapes from oneshot output", function()
+    local kiro = H.setup({ KIRO_SIM_FAULT = "ansi", KIRO_SIM_FAULT_MODE = "chat" }, { mode = "oneshot" })
+    assert.are.equal("You said: colour me", kiro.chat("colour me"))
+  end)
+
+  it("streaming is real: the first chunk arrives before the backend writes the last", function()
+    local _, _, dir = H.setup()
+    local gate = dir .. "/gate"
+    local kiro = H.setup { KIRO_SIM_GATE = gate }
+    local first
+    for c in kiro.stream("alpha beta gamma") do
+      if not first then
+        first = c
+        -- The backend is parked before its last chunk until this file exists:
+        -- holding a chunk now proves it was relayed before the reply was complete.
+        assert.is_nil(H.read_file(gate))
+        H.write_file(gate, "")
+      end
+    end
+    assert.are.equal("You", first)
+  end)
+
+  it("two tasks run at once: a slow stream does not delay a chat", function()
+    local _, _, dir = H.setup()
+    local gate = dir .. "/gate"
+    local kiro = H.setup({ KIRO_SIM_GATE = gate }, { pool_max = 2 })
+    local order = {}
+    kiro.spawn(function()
+      local n = 0
+      for _ in kiro.stream("slow stream here") do n = n + 1 end
+      order[#order + 1] = "stream done"
+    end)
+    kiro.spawn(function()
+      -- The stream's backend waits for the gate, which only this task opens:
+      -- if the chat were delayed by the stream, the run would never end.
+      local r = assert(kiro.chat("quick")) -- not streamed, so not gated
+      order[#order + 1] = "chat: " .. r
+      H.write_file(gate, "")
+    end)
+    kiro.run()
+    assert.are.same({ "chat: You said: quick", "stream done" }, order)
+  end)
+
+  it("chat from a task suspends only that task", function()
+    local kiro = H.setup({ KIRO_SIM_LATENCY_MS = 200 }, { pool_max = 4 })
+    local ticks, reply = 0, nil
+    kiro.spawn(function() reply = kiro.chat("wait for me") end)
+    kiro.spawn(function()
+      while not reply do ticks = ticks + 1; kiro.sleep(10) end
+    end)
+    kiro.run()
+    assert.are.equal("You said: wait for me", reply)
+    assert.is_true(ticks > 1)
+  end)
+
+  it("breaking out of a stream cancels it and leaves the daemon usable", function()
+    local kiro, log = H.setup({ KIRO_SIM_CHUNK_DELAY_MS = 20 }, { pool_max = 1 })
+    for c in kiro.stream("one two three four five six") do
+      assert.are.equal("You", c)
+      break
+    end
+    assert.are.equal(1, kiro.stats().cancelled)
+    -- The next request waits for the rest of the reply to be drained, then
+    -- the same daemon serves it.
+    assert.are.equal("You said: next", kiro.chat("next"))
+    assert.are.equal(1, #H.pids(H.sim_events(log), { event = "start" }))
+  end)
+
+  it("works from a foreign coroutine by driving the loop", function()
+    local kiro = H.setup()
+    local co = coroutine.wrap(function() return kiro.chat("from a coroutine") end)
+    assert.are.equal("You said: from a coroutine", co())
+  end)
+
+  it("sleep suspends a task and blocks a plain caller", function()
+    local kiro = H.setup()
+    local t0 = kiro.core.now()
+    kiro.sleep(30)
+    assert.is_true(kiro.core.now() - t0 >= 30)
+    local seq = {}
+    kiro.spawn(function() kiro.sleep(40); seq[#seq + 1] = "b" end)
+    kiro.spawn(function() kiro.sleep(5); seq[#seq + 1] = "a" end)
+    kiro.run()
+    assert.are.same({ "a", "b" }, seq)
+  end)
+
+  it("an error in a task surfaces from kiro.run with a traceback", function()
+    local kiro = H.setup()
+    kiro.spawn(function() error("task blew up") end)
+    local ok, err = pcall(kiro.run)
+    assert.is_false(ok)
+    assert.matches("task blew up", err)
+    assert.matches("traceback", err)
+  end)
+
+  it("stream raises an error object with code and message", function()
+    local kiro = H.setup({ KIRO_SIM_FAULT = "error" })
+    local ok, err = pcall(function() for _ in kiro.stream("x") do end end)
+    assert.is_false(ok)
+    assert.are.equal("backend", err.code)
+    assert.are.equal("simulated backend failure", err.message)
+    assert.are.equal("kiro: backend: simulated backend failure", tostring(err))
+  end)
+
+  it("rejects bad arguments and unknown options clearly", function()
+    local kiro = H.setup()
+    assert.has_error(function() kiro.chat(42) end, "kiro.chat: prompt must be a string")
+    assert.has_error(function() kiro.chat("x", { colour = 1 }) end, "kiro.chat: unknown option 'colour'")
+    assert.has_error(function() kiro.chat("x", { mode = "turbo" }) end)
+    assert.has_error(function() kiro.configure { nonsense = 1 } end, "kiro.configure: unknown option 'nonsense'")
+    assert.has_error(function() kiro.configure { pool_min = 5, pool_max = 2 } end)
+    assert.has_error(function() kiro.configure { timeout_ms = -1 } end)
+    assert.has_error(function() kiro.configure { log = "loud" } end)
+  end)
+
+  it("reports a missing backend as a spawn error", function()
+    local kiro = H.setup({}, { cli_path = "/nonexistent/kiro-cli", log = "error" })
+    local r, msg, code = kiro.chat("x")
+    assert.is_nil(r)
+    assert.are.equal("spawn", code)
+    assert.matches("/nonexistent/kiro%-cli", msg)
+  end)
+
+  it("counts requests, paths and daemons in stats", function()
+    local kiro = H.setup()
+    local before = kiro.stats()
+    kiro.chat("a")
+    kiro.chat("b", { mode = "oneshot" })
+    local s = kiro.stats()
+    assert.are.equal(before.requests + 2, s.requests)
+    assert.are.equal(before.daemon_requests + 1, s.daemon_requests)
+    assert.are.equal(before.oneshot_requests + 1, s.oneshot_requests)
+    assert.are.equal(1, s.daemons)
+    assert.are.equal(1, #s.pools)
+    assert.are.equal("ok", s.pools[1].state)
+    assert.are.equal(1, s.pools[1].daemons[1].served)
+    assert.is_string(kiro.version)
+  end)
+end)

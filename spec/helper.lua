@@ -1,0 +1,220 @@
+-- Shared test helpers: paths, running commands, reading kiro-sim's event log,
+-- and the leak check every spec runs after each test (no child process, no
+-- zombie, no fd left behind).
+
+local H = {}
+
+H.build = assert(os.getenv("KIRO_BUILD_DIR"), "KIRO_BUILD_DIR is not set (run the specs through ctest)")
+H.source = os.getenv("KIRO_SOURCE_DIR") or "."
+H.sim = H.build .. "/kiro-sim"
+H.kiro_rt = H.build .. "/kiro-rt"
+H.sanitized = os.getenv("KIRO_SANITIZED") == "1"
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+H.q = shell_quote
+
+local tmp_root
+--- A fresh private directory, removed when the spec process ends.
+function H.tmpdir()
+  if not tmp_root then
+    local p = io.popen("mktemp -d /tmp/kiro-spec.XXXXXX")
+    tmp_root = p:read("l")
+    p:close()
+  end
+  H.ntmp = (H.ntmp or 0) + 1
+  local d = ("%s/t%d"):format(tmp_root, H.ntmp)
+  assert(os.execute("mkdir -p " .. shell_quote(d)))
+  return d
+end
+
+function H.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function H.write_file(path, data)
+  local f = assert(io.open(path, "wb"))
+  f:write(data)
+  f:close()
+end
+
+--- Runs argv (a list) with extra environment, stdin text optional.
+-- Returns { out =, err =, code = }.
+function H.run(argv, env, stdin)
+  local dir = H.tmpdir()
+  local parts = { "env" }
+  for k, v in pairs(env or {}) do
+    if v == false then
+      parts[#parts + 1] = "-u " .. k
+    else
+      parts[#parts + 1] = shell_quote(k .. "=" .. v)
+    end
+  end
+  for _, a in ipairs(argv) do parts[#parts + 1] = shell_quote(a) end
+  local cmd = table.concat(parts, " ")
+  if stdin then
+    H.write_file(dir .. "/stdin", stdin)
+    cmd = cmd .. " <" .. shell_quote(dir .. "/stdin")
+  else
+    cmd = cmd .. " </dev/null"
+  end
+  cmd = cmd .. " >" .. shell_quote(dir .. "/out") .. " 2>" .. shell_quote(dir .. "/err")
+  local _, _, code = os.execute(cmd)
+  return { out = H.read_file(dir .. "/out"), err = H.read_file(dir .. "/err"), code = code }
+end
+
+--- Environment for a kiro-rt run against kiro-sim, with a sim log.
+function H.sim_env(extra)
+  local dir = H.tmpdir()
+  local env = { KIRO_CLI_PATH = H.sim, KIRO_SIM_LOG = dir .. "/sim.log", KIRO_LOG = "warn" }
+  for k, v in pairs(extra or {}) do env[k] = v end
+  return env, dir .. "/sim.log"
+end
+
+function H.agent(args, env, stdin)
+  local argv = { H.kiro_rt, "agent" }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  return H.run(argv, env, stdin)
+end
+
+--- kiro-sim's event log as a list of { pid =, mode =, event =, ... }.
+function H.sim_events(path)
+  local events = {}
+  local text = H.read_file(path) or ""
+  for line in text:gmatch("[^\n]+") do
+    local e = {}
+    for k, v in line:gmatch("(%w+)=(%S+)") do e[k] = tonumber(v) or v end
+    events[#events + 1] = e
+  end
+  return events
+end
+
+function H.count(events, pred)
+  local n = 0
+  for _, e in ipairs(events) do
+    local ok = true
+    for k, v in pairs(pred) do if e[k] ~= v then ok = false end end
+    if ok then n = n + 1 end
+  end
+  return n
+end
+
+--- Distinct pids that logged an event matching pred.
+function H.pids(events, pred)
+  local seen, list = {}, {}
+  for _, e in ipairs(events) do
+    local ok = true
+    for k, v in pairs(pred or {}) do if e[k] ~= v then ok = false end end
+    if ok and not seen[e.pid] then seen[e.pid] = true; list[#list + 1] = e.pid end
+  end
+  return list
+end
+
+--- Process state letter from /proc (nil if gone).
+function H.proc_state(pid)
+  local stat = H.read_file("/proc/" .. pid .. "/stat")
+  if not stat then return nil end
+  return stat:match("^%d+ %b() (%a)")
+end
+
+function H.alive(pid)
+  local st = H.proc_state(pid)
+  return st ~= nil and st ~= "Z" and st ~= "X"
+end
+
+local function my_pid()
+  local stat = H.read_file("/proc/self/stat")
+  -- /proc/self is the reader (cat or this lua); io.open reads it in-process.
+  return tonumber(stat:match("^(%d+)"))
+end
+H.pid = my_pid()
+
+local lfs = require "lfs" -- busted depends on it
+
+--- Child processes of this process (live or zombie).
+function H.children()
+  local kids = {}
+  for name in lfs.dir("/proc") do
+    if name:match("^%d+$") then
+      local stat = H.read_file("/proc/" .. name .. "/stat")
+      local ppid = stat and tonumber(stat:match("^%d+ %b() %a (%d+)"))
+      if ppid == H.pid then kids[#kids + 1] = tonumber(name) end
+    end
+  end
+  return kids
+end
+
+--- Open fds of this process, read in-process (a child listing them races
+-- with the fds popen itself opens and closes).
+function H.fd_count()
+  local n, list = 0, {}
+  for fd in lfs.dir("/proc/self/fd") do
+    if fd:match("^%d+$") then
+      n = n + 1
+      list[#list + 1] = fd .. "->" .. tostring(lfs.symlinkattributes("/proc/self/fd/" .. fd, "target"))
+    end
+  end
+  return n - 1, table.concat(list, " ") -- less the directory being read
+end
+
+--- Waits (driving kiro's loop when given) until pred() holds, up to ms.
+function H.wait_for(pred, ms, kiro)
+  local deadline = os.time() + math.ceil((ms or 5000) / 1000) + 1
+  while not pred() do
+    if os.time() > deadline then return false end
+    if kiro then kiro.sleep(10) else os.execute("sleep 0.01") end
+  end
+  return true
+end
+
+-- In-process specs: a fresh runtime state per test and the leak check.
+local kiro_loaded
+function H.kiro()
+  if kiro_loaded then return kiro_loaded end
+  local kiro = require "kiro"
+  kiro_loaded = kiro
+  -- Warm up once so the loop's own fds (epoll, signal pipe) exist before
+  -- the baseline is taken.
+  kiro.configure { cli_path = H.sim }
+  assert(kiro.chat("warm-up"))
+  kiro.reset()
+  H.fd_baseline = H.fd_count()
+  return kiro
+end
+
+local base_config
+--- Per-test setup: kiro configured for kiro-sim with the given knobs.
+function H.setup(knobs, options)
+  local kiro = H.kiro()
+  local dir = H.tmpdir()
+  local env = { KIRO_SIM_LOG = dir .. "/sim.log" }
+  for k, v in pairs(knobs or {}) do env[k] = tostring(v) end
+  base_config = base_config or kiro.core.config()
+  local cfg = { cli_path = H.sim, env = env, mode = "auto", model = false, log = os.getenv("KIRO_LOG") or "warn",
+                timeout_ms = 20000, first_chunk_timeout_ms = 15000, stall_timeout_ms = 15000,
+                policy = require "kiro.policy" }
+  for k, v in pairs(base_config) do cfg[k] = v end
+  cfg.kill_grace_ms = 500
+  for k, v in pairs(options or {}) do cfg[k] = v end
+  kiro.configure(cfg)
+  return kiro, env.KIRO_SIM_LOG, dir
+end
+
+--- After each in-process test: stop everything, then nothing may be left.
+function H.check_leaks()
+  if not kiro_loaded then return end
+  kiro_loaded.reset()
+  local kids = H.children()
+  assert(#kids == 0, "child processes left behind: " .. table.concat(kids, ", "))
+  local fds, list = H.fd_count()
+  assert(fds == H.fd_baseline, ("fd leak: %d open, %d at start: %s"):format(fds, H.fd_baseline, list))
+  assert(kiro_loaded.stats().in_flight == 0, "requests still in flight")
+end
+
+_G.H = H
+return H
