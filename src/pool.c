@@ -191,8 +191,10 @@ static const char *unavailable_reason(pool *p, char *buf, size_t n)
     if (p->state == POOL_COOLDOWN)
         snprintf(buf, n, "daemon restart limit reached (%d restarts within %llu ms); daemon mode paused: %s",
                  p->rt->cfg.restart_max, (unsigned long long)p->rt->cfg.restart_window_ms, p->last_error);
+    else if (p->last_error[0])
+        snprintf(buf, n, "daemon is restarting after a failure: %s", p->last_error);
     else
-        snprintf(buf, n, "%s", p->last_error[0] ? p->last_error : "no daemon available");
+        snprintf(buf, n, "no daemon available");
     return buf;
 }
 

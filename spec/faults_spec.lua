@@ -1,0 +1,158 @@
+-- Every kiro-sim fault, through the Lua API: what the caller sees, and what
+-- happens to the daemon.
+local H = require "helper"
+
+local function daemon_pids(log)
+  return H.pids(H.sim_events(log), { mode = "daemon", event = "start" })
+end
+
+local function wait_for(kiro, pred, what)
+  assert(H.wait_for(pred, 10000, kiro), "timed out waiting for " .. what)
+end
+
+describe("faults", function()
+  after_each(H.check_leaks)
+
+  it("crash before the first chunk: answered via the policy (oneshot), daemon restarted", function()
+    local kiro, log = H.setup({ KIRO_SIM_FAULT = "crash-before-chunk", KIRO_SIM_FAULT_AFTER = 1 },
+                              { restart_backoff_ms = 10 })
+    local s0 = kiro.stats()
+    assert.are.equal("You said: one", kiro.chat("one"))
+    assert.are.equal("You said: two", kiro.chat("two")) -- the daemon crashed on this one
+    local s = kiro.stats()
+    assert.are.equal(s0.fallbacks + 1, s.fallbacks)
+    assert.are.equal((s0.fallbacks_by_reason.crashed or 0) + 1, s.fallbacks_by_reason.crashed)
+    local ev = H.sim_events(log)
+    assert.are.equal(1, H.count(ev, { mode = "daemon", event = "crash" }))
+    assert.are.equal(1, H.count(ev, { mode = "chat", event = "request" }))
+    -- A replacement daemon comes up on its own and serves the next request.
+    wait_for(kiro, function() return #daemon_pids(log) == 2 end, "the restarted daemon")
+    assert.are.equal("You said: three", kiro.chat("three"))
+    assert.are.equal(s0.daemon_restarts + 1, kiro.stats().daemon_restarts)
+    assert.are.equal(2, H.count(H.sim_events(log), { mode = "daemon", event = "request", n = 1 }))
+  end)
+
+  it("crash mid-stream: `crashed`, and the partial text is not repeated", function()
+    local kiro, log = H.setup { KIRO_SIM_FAULT = "crash-mid-stream" }
+    local fallbacks = kiro.stats().fallbacks
+    local got = {}
+    local ok, err = pcall(function()
+      for c in kiro.stream("a b c d") do got[#got + 1] = c end
+    end)
+    assert.is_false(ok)
+    assert.are.equal("crashed", err.code)
+    assert.matches("simulated crash", err.message) -- stderr's tail is quoted
+    assert.are.same({ "You" }, got)
+    -- No fallback after output reached the caller: nothing was resent.
+    assert.are.equal(0, H.count(H.sim_events(log), { mode = "chat" }))
+    assert.are.equal(fallbacks, kiro.stats().fallbacks)
+  end)
+
+  it("hang: `timeout` within the limit, the daemon killed and replaced", function()
+    local _, _, dir = H.setup()
+    local fault = dir .. "/fault"
+    H.write_file(fault, "")
+    local kiro, log = H.setup({ KIRO_SIM_FAULT = "hang", KIRO_SIM_FAULT_FILE = fault },
+                              { first_chunk_timeout_ms = 300, restart_backoff_ms = 10 })
+    local r, msg, code = kiro.chat("are you there?")
+    assert.is_nil(r)
+    assert.are.equal("timeout", code)
+    assert.matches("first_chunk_timeout_ms", msg)
+    local hung = daemon_pids(log)[1]
+    wait_for(kiro, function() return not H.alive(hung) end, "the hung daemon to be killed")
+    os.remove(fault)
+    wait_for(kiro, function() return #daemon_pids(log) == 2 end, "a replacement daemon")
+    assert.are.equal("You said: again", kiro.chat("again"))
+    local served_by = H.sim_events(log)
+    assert.are_not.equal(hung, served_by[#served_by].pid)
+  end)
+
+  it("a backend that answers errors only on stderr (no reply) times out", function()
+    local kiro = H.setup({ KIRO_SIM_FAULT = "silent-error" }, { first_chunk_timeout_ms = 300 })
+    local r, _, code = kiro.chat("x")
+    assert.is_nil(r)
+    assert.are.equal("timeout", code)
+  end)
+
+  it("non-JSON noise is skipped", function()
+    local kiro = H.setup { KIRO_SIM_FAULT = "noise" }
+    assert.are.equal("You said: through the noise", kiro.chat("through the noise"))
+    local parts = {}
+    for c in kiro.stream("x y") do parts[#parts + 1] = c end
+    assert.are.equal("You said: x y", table.concat(parts))
+  end)
+
+  it("an overlong line is a `protocol` error and the daemon is replaced", function()
+    local _, _, dir = H.setup()
+    local fault = dir .. "/fault"
+    H.write_file(fault, "")
+    local kiro, log = H.setup({ KIRO_SIM_FAULT = "overlong", KIRO_SIM_FAULT_FILE = fault,
+                                KIRO_SIM_OVERLONG_BYTES = 2 * 1024 * 1024 },
+                              { max_line_bytes = 1024 * 1024, restart_backoff_ms = 10 })
+    local r, msg, code = kiro.chat("x")
+    assert.is_nil(r)
+    assert.are.equal("protocol", code)
+    assert.matches("max_line_bytes", msg)
+    local first = daemon_pids(log)[1]
+    wait_for(kiro, function() return not H.alive(first) end, "the daemon to be stopped")
+    os.remove(fault)
+    wait_for(kiro, function() return #daemon_pids(log) == 2 end, "a replacement daemon")
+    assert.are.equal("You said: ok", kiro.chat("ok"))
+    local ev = H.sim_events(log)
+    assert.are.equal(daemon_pids(log)[2], ev[#ev].pid) -- served by the replacement
+  end)
+
+  it("an {\"error\": ...} reply is a `backend` error and the daemon stays", function()
+    local _, _, dir = H.setup()
+    local fault = dir .. "/fault"
+    H.write_file(fault, "")
+    local kiro, log = H.setup { KIRO_SIM_FAULT = "error", KIRO_SIM_FAULT_FILE = fault }
+    local r, msg, code = kiro.chat("x")
+    assert.is_nil(r)
+    assert.are.equal("backend", code)
+    assert.are.equal("simulated backend failure", msg)
+    os.remove(fault)
+    assert.are.equal("You said: y", kiro.chat("y"))
+    assert.are.equal(1, #daemon_pids(log))
+  end)
+
+  it("10 MB of stderr does not deadlock", function()
+    local kiro = H.setup { KIRO_SIM_FAULT = "stderr-flood" }
+    assert.are.equal("You said: loud", kiro.chat("loud"))
+    local parts = {}
+    for c in kiro.stream("louder still") do parts[#parts + 1] = c end
+    assert.are.equal("You said: louder still", table.concat(parts))
+  end)
+
+  it("a CLI without the daemon subcommand: every request answered by oneshot", function()
+    local kiro, log = H.setup({ KIRO_SIM_FAULT = "no-daemon" }, { log = "error" })
+    local before = kiro.stats().fallbacks_by_reason.spawn or 0
+    for i = 1, 3 do assert.are.equal("You said: q" .. i, kiro.chat("q" .. i)) end
+    assert.are.equal(before + 3, kiro.stats().fallbacks_by_reason.spawn)
+    assert.are.equal(3, H.count(H.sim_events(log), { mode = "chat", event = "request" }))
+  end)
+
+  it("a daemon that dies at start-up: backoff, intensity limit, oneshot only, recovery", function()
+    local _, _, dir = H.setup()
+    local fault = dir .. "/fault"
+    H.write_file(fault, "")
+    local kiro, log = H.setup({ KIRO_SIM_FAULT = "die-at-start", KIRO_SIM_FAULT_FILE = fault },
+      { restart_backoff_ms = 10, restart_max = 3, restart_window_ms = 60000, cooldown_ms = 1500,
+        log = "error" })
+    assert.are.equal("You said: first", kiro.chat("first"))
+    local function pool() return kiro.stats().pools[1] end
+    wait_for(kiro, function() return pool().state == "cooldown" end, "the cool-down")
+    -- Three restarts were allowed; the fourth failure paused daemon mode.
+    assert.are.equal(4, #daemon_pids(log))
+    assert.matches("simulated start%-up failure", pool().last_error)
+    -- While paused, requests go straight to oneshot and no daemon is started.
+    assert.are.equal("You said: during", kiro.chat("during"))
+    assert.are.equal(4, #daemon_pids(log))
+    -- The backend is fixed; after the cool-down daemon mode comes back.
+    os.remove(fault)
+    wait_for(kiro, function() return pool().state == "ok" and pool().live == 1 end, "recovery")
+    local before = H.count(H.sim_events(log), { mode = "daemon", event = "request" })
+    assert.are.equal("You said: after", kiro.chat("after"))
+    assert.are.equal(before + 1, H.count(H.sim_events(log), { mode = "daemon", event = "request" }))
+  end)
+end)
