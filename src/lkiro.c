@@ -331,6 +331,7 @@ static int l_timer(lua_State *L)
     u->s->live = 1;
     uv_timer_init(x->rt->loop, &u->s->t);
     u->s->t.data = u->s;
+    uv_update_time(x->rt->loop); /* ms from now, not from the last step */
     uv_timer_start(&u->s->t, on_timer, (uint64_t)ms, 0);
     return 1;
 }
