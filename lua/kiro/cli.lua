@@ -51,6 +51,18 @@ local function usage_error(msg, hint)
   return EXIT_USAGE
 end
 
+-- On SIGINT/SIGTERM: every request ends `cancelled`, every backend is
+-- stopped, and the loop is interrupted (an error out of whatever waits).
+-- Returns a function that tells which signal arrived, if any.
+local function catch_signals(kiro)
+  local got
+  kiro.on_signal(function(sig)
+    got = sig
+    error(("interrupted by signal %d"):format(sig), 0)
+  end)
+  return function() return got end
+end
+
 local function parse_agent(args)
   local o = { stream = true }
   local i = 1
@@ -118,33 +130,27 @@ local function agent(args)
   local prompt = o.raw and text or kiro.template.render({ { role = "user", content = text } })
   if not utf8.len(prompt) then return usage_error("agent: the prompt is not valid UTF-8") end
 
-  local signalled
-  kiro.on_signal(function(sig) signalled = sig end)
+  local signalled = catch_signals(kiro)
 
   local opts = { model = o.model, mode = o.mode, timeout_ms = o.timeout_ms }
   local last = ""
-  local ok, e
-  if o.stream then
-    ok, e = pcall(function()
+  local ok, e = pcall(function()
+    if o.stream then
       for chunk in kiro.stream(prompt, opts) do
         io.stdout:write(chunk)
         io.stdout:flush()
         last = chunk
       end
-    end)
-  else
-    local reply, msg, code = kiro.chat(prompt, opts)
-    ok = reply ~= nil
-    if ok then
+    else
+      local reply, msg, code = kiro.chat(prompt, opts)
+      if not reply then error({ code = code, message = msg }, 0) end
       io.stdout:write(reply)
       last = reply
-    else
-      e = { code = code, message = msg }
     end
-  end
+  end)
   if last ~= "" and last:sub(-1) ~= "\n" then io.stdout:write("\n") end
   io.stdout:flush()
-  if signalled then return 128 + signalled end
+  if signalled() then return 128 + signalled() end
   if ok then return EXIT_OK end
   if type(e) ~= "table" or not e.code then error(e, 0) end
   io.stderr:write(("kiro-rt: %s: %s\n"):format(e.code, (tostring(e.message):gsub("\n", " "))))
@@ -171,16 +177,15 @@ local function run(args)
   for i = 2, #args do script_arg[i - 1] = args[i] end
   _G.arg = script_arg
   local kiro = require "kiro"
-  local signalled
-  kiro.on_signal(function(sig) signalled = sig end)
+  local signalled = catch_signals(kiro)
   local status
   kiro.spawn(function() status = chunk(table.unpack(script_arg)) end)
   local ok, rerr = pcall(kiro.run)
+  if signalled() then return 128 + signalled() end
   if not ok then
     io.stderr:write("kiro-rt: run: ", tostring(rerr), "\n")
     return EXIT_FAIL
   end
-  if signalled then return 128 + signalled end
   if math.type(status) == "integer" then return status end
   if status == false then return EXIT_FAIL end
   return EXIT_OK

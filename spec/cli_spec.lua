@@ -1,0 +1,234 @@
+-- kiro-rt's command line (SPEC sections 3 and 4), run as a user would.
+local H = require "helper"
+
+local function lines_matching(text, pat)
+  local n = 0
+  for line in (text or ""):gmatch("[^\n]+") do if line:find(pat) then n = n + 1 end end
+  return n
+end
+
+-- Starts a command in the background; returns its pid and a function that
+-- waits for its exit status.
+local function spawn_bg(argv, env)
+  local dir = H.tmpdir()
+  local parts = { "env" }
+  for k, v in pairs(env) do parts[#parts + 1] = H.q(k .. "=" .. v) end
+  for _, a in ipairs(argv) do parts[#parts + 1] = H.q(a) end
+  local cmd = table.concat(parts, " ")
+  local script = ("(%s </dev/null >%s 2>%s & echo $! >%s; wait $!; echo $? >%s) >/dev/null 2>&1 &")
+    :format(cmd, H.q(dir .. "/out"), H.q(dir .. "/err"), H.q(dir .. "/pid"), H.q(dir .. "/rc"))
+  assert(os.execute(script))
+  assert(H.wait_for(function() return (H.read_file(dir .. "/pid") or ""):match("%d+") end, 5000))
+  local pid = tonumber(H.read_file(dir .. "/pid"):match("%d+"))
+  local function wait_exit()
+    assert(H.wait_for(function() return (H.read_file(dir .. "/rc") or ""):match("%d+") end, 15000),
+      "the command did not exit")
+    return tonumber(H.read_file(dir .. "/rc"):match("%d+")), H.read_file(dir .. "/out"), H.read_file(dir .. "/err")
+  end
+  return pid, wait_exit
+end
+
+describe("kiro-rt agent", function()
+  it("prints the predicted reply, streamed from the daemon", function()
+    local env = H.sim_env { KIRO_LOG = "kiro.provider=debug" }
+    local r = H.agent({ "-m", "Hello" }, env)
+    assert.are.equal(0, r.code)
+    assert.are.equal("You said: Hello\n", r.out)
+    assert.are.equal(1, lines_matching(r.err, "Query sent to daemon"))
+    assert.are.equal(1, lines_matching(r.err, "Received response in %d+ms"))
+    assert.are.equal(0, lines_matching(r.err, "oneshot"))
+  end)
+
+  it("gives the same text with --no-stream", function()
+    local env, log = H.sim_env()
+    local r = H.agent({ "-m", "Hello", "--no-stream" }, env)
+    assert.are.equal(0, r.code)
+    assert.are.equal("You said: Hello\n", r.out)
+    assert.are.equal(1, H.count(H.sim_events(log), { mode = "daemon", event = "request", stream = 0 }))
+  end)
+
+  it("uses oneshot for every call with KIRO_USE_DAEMON=false", function()
+    for _, off in ipairs { "false", "0", "no", "OFF" } do
+      local env, log = H.sim_env { KIRO_USE_DAEMON = off, KIRO_LOG = "debug" }
+      local r = H.agent({ "-m", "Hello" }, env)
+      assert.are.equal(0, r.code)
+      assert.are.equal("You said: Hello\n", r.out)
+      assert.are.equal(1, lines_matching(r.err, "Running oneshot"))
+      assert.are.equal(0, lines_matching(r.err, "Query sent to daemon"))
+      assert.are.equal(0, H.count(H.sim_events(log), { mode = "daemon" }))
+    end
+  end)
+
+  it("reads the prompt from stdin without -m", function()
+    local r = H.agent({}, H.sim_env(), "from stdin\n")
+    assert.are.equal(0, r.code)
+    assert.are.equal("You said: from stdin\n", r.out)
+  end)
+
+  it("passes --model and KIRO_MODEL to the backend", function()
+    assert.are.equal("[m1] You said: hi\n", H.agent({ "-m", "hi", "--model", "m1" }, H.sim_env()).out)
+    assert.are.equal("[m2] You said: hi\n", H.agent({ "-m", "hi" }, H.sim_env { KIRO_MODEL = "m2" }).out)
+  end)
+
+  it("answers every request by oneshot when the CLI has no daemon mode, with the warn line", function()
+    local env, log = H.sim_env { KIRO_SIM_FAULT = "no-daemon" }
+    local r = H.agent({ "-m", "old cli" }, env)
+    assert.are.equal(0, r.code)
+    assert.are.equal("You said: old cli\n", r.out)
+    assert.are.equal(1, lines_matching(r.err,
+      "^%[WARN kiro.provider%] Failed to start daemon, falling back to oneshot: .*unrecognized subcommand"))
+    assert.are.equal(1, H.count(H.sim_events(log), { mode = "chat", event = "request" }))
+  end)
+
+  it("exits 124 on a timeout and 1 on a backend failure, with a one-line reason", function()
+    local r = H.agent({ "-m", "x", "--timeout-ms", "300" }, H.sim_env { KIRO_SIM_FAULT = "hang" })
+    assert.are.equal(124, r.code)
+    assert.matches("^kiro%-rt: timeout: [^\n]*\n$", r.err)
+    r = H.agent({ "-m", "x" }, H.sim_env { KIRO_SIM_FAULT = "error" })
+    assert.are.equal(1, r.code)
+    assert.are.equal("kiro-rt: backend: simulated backend failure\n", r.err)
+    r = H.agent({ "-m", "x" }, H.sim_env { KIRO_CLI_PATH = "/nonexistent/kiro-cli", KIRO_LOG = "error" })
+    assert.are.equal(1, r.code)
+    assert.matches("^kiro%-rt: spawn: cannot start /nonexistent/kiro%-cli", r.err)
+  end)
+
+  it("rejects bad usage with exit status 2 and a clear message", function()
+    local env = H.sim_env()
+    local cases = {
+      { { "agent", "-m" }, "needs a value" },
+      { { "agent", "--mode", "turbo", "-m", "x" }, "auto, daemon or oneshot" },
+      { { "agent", "--timeout-ms", "soon", "-m", "x" }, "positive whole number" },
+      { { "agent", "--colour", "-m", "x" }, "unknown argument '%-%-colour'" },
+      { { "agent", "-m", "" }, "empty prompt" },
+      { { "frobnicate" }, "unknown command 'frobnicate'" },
+      { { "run" }, "which script" },
+      { { "run", "/nonexistent.lua" }, "cannot open" },
+    }
+    for _, c in ipairs(cases) do
+      local argv = { H.kiro_rt }
+      for _, a in ipairs(c[1]) do argv[#argv + 1] = a end
+      local r = H.run(argv, env)
+      assert.are.equal(2, r.code, table.concat(c[1], " "))
+      assert.matches(c[2], r.err)
+    end
+    local r = H.agent({ "-m", "x" }, H.sim_env { KIRO_USE_DAEMON = "maybe" })
+    assert.are.equal(2, r.code)
+    assert.matches("KIRO_USE_DAEMON must be one of", r.err)
+    assert.are.equal(2, H.run({ H.kiro_rt }, env).code)
+  end)
+
+  it("has --help and --version", function()
+    local r = H.run({ H.kiro_rt, "--help" }, {})
+    assert.are.equal(0, r.code)
+    assert.matches("kiro%-rt agent %-m TEXT", r.out)
+    assert.matches("KIRO_USE_DAEMON", r.out)
+    r = H.run({ H.kiro_rt, "agent", "--help" }, {})
+    assert.are.equal(0, r.code)
+    assert.matches("%-%-no%-stream", r.out)
+    r = H.run({ H.kiro_rt, "--version" }, {})
+    assert.matches("^kiro%-rt %d+%.%d+%.%d+\n$", r.out)
+    r = H.run({ H.sim, "--help" }, {})
+    for _, knob in ipairs { "STARTUP_MS", "LATENCY_MS", "CHUNK_DELAY_MS", "crash%-before%-chunk",
+                            "crash%-mid%-stream", "hang", "noise", "overlong", "stderr%-flood",
+                            "error", "no%-daemon", "die%-at%-start" } do
+      assert.matches(knob, r.out)
+    end
+  end)
+
+  it("streams to stdout: the first chunk is out before the backend writes the last", function()
+    local env = H.sim_env()
+    local gate = H.tmpdir() .. "/gate"
+    env.KIRO_SIM_GATE = gate
+    local parts = {}
+    for k, v in pairs(env) do parts[#parts + 1] = H.q(k .. "=" .. v) end
+    local p = io.popen("env " .. table.concat(parts, " ") .. " " .. H.q(H.kiro_rt)
+                       .. " agent -m 'alpha beta gamma' 2>/dev/null")
+    -- Blocks until "You" is on the pipe; the backend cannot finish before
+    -- the gate exists, so the chunk was flushed mid-reply.
+    assert.are.equal("You", p:read(3))
+    assert.is_nil(H.read_file(gate))
+    H.write_file(gate, "")
+    assert.are.equal(" said: alpha beta gamma\n", p:read("a"))
+    assert.is_true(p:close())
+  end)
+
+  for _, sig in ipairs { { "TERM", 143 }, { "INT", 130 } } do
+    it("leaves no backend alive after SIG" .. sig[1], function()
+      local env, log = H.sim_env()
+      env.KIRO_SIM_GATE = H.tmpdir() .. "/never"
+      local pid, wait_exit = spawn_bg({ H.kiro_rt, "agent", "-m", "a b c" }, env)
+      assert(H.wait_for(function() return H.count(H.sim_events(log), { event = "request" }) == 1 end, 5000))
+      local daemon = H.pids(H.sim_events(log), { mode = "daemon" })[1]
+      assert.is_true(H.alive(daemon))
+      os.execute(("kill -%s %d"):format(sig[1], pid))
+      local code, out = wait_exit()
+      assert.are.equal(sig[2], code)
+      assert.are.equal("You said: a b\n", out) -- all the backend sent before its gate
+      assert.is_false(H.alive(daemon))
+    end)
+  end
+
+  it("its daemons exit on stdin EOF after kiro-rt is SIGKILLed", function()
+    local env, log = H.sim_env()
+    local script = H.tmpdir() .. "/warm.lua"
+    H.write_file(script, [[
+      local kiro = require "kiro"
+      kiro.configure { pool_min = 2 }
+      assert(kiro.chat("warm"))
+      kiro.sleep(60000)
+    ]])
+    local pid, wait_exit = spawn_bg({ H.kiro_rt, "run", script }, env)
+    assert(H.wait_for(function() return #H.pids(H.sim_events(log), { event = "start" }) == 2 end, 5000))
+    local daemons = H.pids(H.sim_events(log), { event = "start" })
+    os.execute("kill -KILL " .. pid)
+    assert.are.equal(137, (wait_exit()))
+    assert(H.wait_for(function()
+      return not H.alive(daemons[1]) and not H.alive(daemons[2])
+    end, 5000), "daemons outlived their parent")
+    assert.are.equal(2, H.count(H.sim_events(log), { event = "exit", status = 0 }))
+  end)
+end)
+
+describe("kiro-rt run", function()
+  it("runs a script as a kiro task, with arguments and exit status", function()
+    local script = H.tmpdir() .. "/s.lua"
+    H.write_file(script, [[
+      local kiro = require "kiro"
+      local replies = {}
+      kiro.spawn(function() local r = kiro.chat(arg[1]); replies[#replies + 1] = r end)
+      local r = kiro.chat(arg[2])
+      replies[#replies + 1] = r
+      while #replies < 2 do kiro.sleep(5) end
+      table.sort(replies)
+      print(table.concat(replies, "|"))
+      return tonumber(arg[3])
+    ]])
+    local r = H.run({ H.kiro_rt, "run", script, "one", "two", "7" }, H.sim_env())
+    assert.are.equal(7, r.code)
+    assert.are.equal("You said: one|You said: two\n", r.out)
+  end)
+
+  it("reports a script error with exit status 1", function()
+    local script = H.tmpdir() .. "/bad.lua"
+    H.write_file(script, "error('script failed on purpose')")
+    local r = H.run({ H.kiro_rt, "run", script }, H.sim_env())
+    assert.are.equal(1, r.code)
+    assert.matches("script failed on purpose", r.err)
+  end)
+
+  it("stops a running script and its backends on SIGTERM", function()
+    local env, log = H.sim_env()
+    local script = H.tmpdir() .. "/loop.lua"
+    H.write_file(script, [[
+      local kiro = require "kiro"
+      assert(kiro.chat("warm"))
+      while true do kiro.sleep(50) end
+    ]])
+    local pid, wait_exit = spawn_bg({ H.kiro_rt, "run", script }, env)
+    assert(H.wait_for(function() return H.count(H.sim_events(log), { event = "request" }) == 1 end, 5000))
+    local daemon = H.pids(H.sim_events(log), { event = "start" })[1]
+    os.execute("kill -TERM " .. pid)
+    assert.are.equal(143, (wait_exit()))
+    assert.is_false(H.alive(daemon))
+  end)
+end)
