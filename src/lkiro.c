@@ -20,19 +20,21 @@
 #define RT_MT "kiro.runtime"
 #define REQ_MT "kiro.request"
 #define TIMER_MT "kiro.timer"
+#define BACKEND_MT "kiro.backend"
 
 typedef struct lrt {
     krt *rt;
     lua_State *L;     /* the thread driving the loop right now */
     int err_ref;      /* first error raised by a callback, re-raised by step() */
     int sig_ref;      /* Lua handler for SIGINT/SIGTERM */
+    int dispatch_ref; /* Lua function that receives request events */
     uv_signal_t *sigs[2];
 } lrt;
 
 typedef struct lreq {
     lrt *lrt;
     kreq *r;
-    int on_chunk, on_end;
+    int ctx; /* the caller's value handed to the dispatcher */
 } lreq;
 
 typedef struct ltimer_state {
@@ -81,66 +83,16 @@ static int raise_pending(lua_State *L, lrt *x)
     return lua_error(L);
 }
 
-/* ---- requests ---------------------------------------------------------- */
+/* ---- backends ---------------------------------------------------------- */
 
-static void sink_chunk(void *ud, const char *data, size_t n)
-{
-    lreq *q = ud;
-    lrt *x = q->lrt;
-    if (q->on_chunk == LUA_NOREF || !x->L)
-        return;
-    lua_State *L = x->L;
-    luaL_checkstack(L, 3, NULL);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, q->on_chunk);
-    lua_pushlstring(L, data, n);
-    call_cb(x, 1);
-}
+/* A backend: how to start a CLI and speak to it. Built once per
+ * configuration by the Lua face and named by every request. */
+typedef struct lbackend {
+    bspec spec;
+    char **strings; /* everything spec points into, freed at __gc */
+} lbackend;
 
-static void release_cbs(lua_State *L, lreq *q)
-{
-    luaL_unref(L, LUA_REGISTRYINDEX, q->on_chunk);
-    luaL_unref(L, LUA_REGISTRYINDEX, q->on_end);
-    q->on_chunk = q->on_end = LUA_NOREF;
-}
-
-static void sink_end(void *ud, const char *code, const char *msg)
-{
-    lreq *q = ud;
-    lrt *x = q->lrt;
-    kreq *r = q->r;
-    q->r = NULL;
-    if (q->on_end != LUA_NOREF && x->L) {
-        lua_State *L = x->L;
-        int cb = q->on_end;
-        luaL_checkstack(L, 4, NULL);
-        lua_rawgeti(L, LUA_REGISTRYINDEX, cb);
-        release_cbs(L, q);
-        if (code) {
-            lua_pushstring(L, code);
-            lua_pushstring(L, msg ? msg : code);
-        } else {
-            lua_pushnil(L);
-            lua_pushnil(L);
-        }
-        call_cb(x, 2);
-    }
-    req_unref(r);
-}
-
-static uint64_t opt_ms(lua_State *L, int t, const char *k)
-{
-    lua_getfield(L, t, k);
-    lua_Integer v = lua_isnil(L, -1) ? 0 : luaL_checkinteger(L, -1);
-    lua_pop(L, 1);
-    if (v < 0)
-        luaL_error(L, "%s must not be negative", k);
-    return (uint64_t)v;
-}
-
-/* A NULL-terminated string vector from a Lua array (or, with `map`, KEY=VALUE
- * strings from a table of strings). It and its strings stay on the stack,
- * anchored, until the calling C function returns. */
-static const char **strv_from(lua_State *L, int t, const char *k, int map)
+static char **strv_copy_table(lua_State *L, int t, const char *k, int map)
 {
     lua_getfield(L, t, k);
     if (lua_isnil(L, -1)) {
@@ -148,36 +100,48 @@ static const char **strv_from(lua_State *L, int t, const char *k, int map)
         return NULL;
     }
     if (!lua_istable(L, -1))
-        luaL_error(L, "%s must be a table", k);
+        luaL_error(L, "backend: %s must be a table", k);
     int src = lua_gettop(L);
-    lua_newtable(L);
-    int anchor = src + 1;
-    lua_Integer n = 0;
+    size_t n = 0;
     if (map) {
         lua_pushnil(L);
         while (lua_next(L, src)) {
             if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
-                luaL_error(L, "%s: names and values must be strings", k);
-            lua_pushfstring(L, "%s=%s", lua_tostring(L, -2), lua_tostring(L, -1));
-            lua_rawseti(L, anchor, ++n);
+                luaL_error(L, "backend: %s: names and values must be strings", k);
+            n++;
             lua_pop(L, 1);
         }
     } else {
-        lua_Integer len = (lua_Integer)lua_rawlen(L, src);
-        for (lua_Integer i = 1; i <= len; i++) {
-            if (lua_rawgeti(L, src, i) != LUA_TSTRING)
-                luaL_error(L, "%s[%d] must be a string", k, (int)i);
-            lua_rawseti(L, anchor, ++n);
+        n = lua_rawlen(L, src);
+        for (size_t i = 1; i <= n; i++) {
+            if (lua_rawgeti(L, src, (lua_Integer)i) != LUA_TSTRING)
+                luaL_error(L, "backend: %s[%d] must be a string", k, (int)i);
+            lua_pop(L, 1);
         }
     }
-    const char **v = lua_newuserdatauv(L, ((size_t)n + 1) * sizeof *v, 0);
-    for (lua_Integer i = 1; i <= n; i++) {
-        lua_rawgeti(L, anchor, i);
-        v[i - 1] = lua_tostring(L, -1);
-        lua_pop(L, 1);
+    /* Checked first, allocated after: no luaL_error with memory in hand. */
+    char **v = kcalloc(n + 1, sizeof *v);
+    size_t i = 0;
+    if (map) {
+        lua_pushnil(L);
+        while (lua_next(L, src)) {
+            size_t kl, vl;
+            const char *key = lua_tolstring(L, -2, &kl), *val = lua_tolstring(L, -1, &vl);
+            v[i] = kmalloc(kl + vl + 2);
+            memcpy(v[i], key, kl);
+            v[i][kl] = '=';
+            memcpy(v[i] + kl + 1, val, vl + 1);
+            i++;
+            lua_pop(L, 1);
+        }
+    } else {
+        for (; i < n; i++) {
+            lua_rawgeti(L, src, (lua_Integer)i + 1);
+            v[i] = kstrdup(lua_tostring(L, -1));
+            lua_pop(L, 1);
+        }
     }
-    v[n] = NULL;
-    lua_remove(L, src);
+    lua_pop(L, 1);
     return v;
 }
 
@@ -186,67 +150,129 @@ static const char *opt_str(lua_State *L, int t, const char *k, const char *def)
     lua_getfield(L, t, k);
     int ty = lua_type(L, -1);
     if (ty != LUA_TNIL && ty != LUA_TSTRING)
-        luaL_error(L, "%s must be a string", k);
+        luaL_error(L, "backend: %s must be a string", k);
     const char *s = ty == LUA_TNIL ? def : lua_tostring(L, -1);
     lua_pop(L, 1); /* the spec table keeps the string alive */
     return s;
 }
 
-static int ref_fn(lua_State *L, int t, const char *k)
+static int backend_gc(lua_State *L)
 {
-    lua_getfield(L, t, k);
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        return LUA_NOREF;
-    }
-    luaL_checktype(L, -1, LUA_TFUNCTION);
-    return luaL_ref(L, LUA_REGISTRYINDEX);
+    lbackend *b = luaL_checkudata(L, 1, BACKEND_MT);
+    strv_free((char **)b->spec.daemon_args);
+    strv_free((char **)b->spec.oneshot_args);
+    strv_free((char **)b->spec.env);
+    strv_free(b->strings);
+    memset(b, 0, sizeof *b);
+    return 0;
 }
 
-/* core.request{ mode=, cli=, model=, protocol=, daemon_args=, oneshot_args=,
- *   env=, prompt=, stream=, timeout_ms=, first_chunk_timeout_ms=,
- *   stall_timeout_ms=, on_chunk=, on_end= } -> request */
+/* core.backend{ cli=, model=, protocol=, daemon_args=, oneshot_args=, env= } */
+static int l_backend(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    const char *cli = opt_str(L, 1, "cli", NULL);
+    const char *model = opt_str(L, 1, "model", NULL);
+    const char *protocol = opt_str(L, 1, "protocol", "jsonl");
+    if (!cli || !*cli)
+        return luaL_error(L, "backend: cli is required");
+    if (!proto_find(protocol))
+        return luaL_error(L, "backend: unknown protocol '%s'", protocol);
+    lbackend *b = lua_newuserdatauv(L, sizeof *b, 0);
+    memset(b, 0, sizeof *b);
+    luaL_setmetatable(L, BACKEND_MT);
+    b->spec.daemon_args = (const char *const *)strv_copy_table(L, 1, "daemon_args", 0);
+    b->spec.oneshot_args = (const char *const *)strv_copy_table(L, 1, "oneshot_args", 0);
+    b->spec.env = (const char *const *)strv_copy_table(L, 1, "env", 1);
+    b->strings = kcalloc(4, sizeof *b->strings);
+    b->strings[0] = kstrdup(cli);
+    b->strings[1] = kstrdup(protocol);
+    b->strings[2] = model ? kstrdup(model) : NULL;
+    b->spec.cli = b->strings[0];
+    b->spec.protocol = b->strings[1];
+    b->spec.model = b->strings[2];
+    if (!model) /* keep strv_free's NULL terminator after cli and protocol */
+        b->strings[2] = NULL;
+    return 1;
+}
+
+/* ---- requests ---------------------------------------------------------- */
+
+/* Events go to one dispatcher, set by core.on_event(fn): fn(ctx, "chunk",
+ * data) and, last, fn(ctx, "end", code, message) (code nil on success). */
+static void push_dispatch(lrt *x, lreq *q, const char *ev)
+{
+    lua_State *L = x->L;
+    luaL_checkstack(L, 6, NULL);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, x->dispatch_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, q->ctx);
+    lua_pushstring(L, ev);
+}
+
+static void sink_chunk(void *ud, const char *data, size_t n)
+{
+    lreq *q = ud;
+    lrt *x = q->lrt;
+    if (q->ctx == LUA_NOREF || !x->L)
+        return;
+    push_dispatch(x, q, "chunk");
+    lua_pushlstring(x->L, data, n);
+    call_cb(x, 3);
+}
+
+static void sink_end(void *ud, const char *code, const char *msg)
+{
+    lreq *q = ud;
+    lrt *x = q->lrt;
+    kreq *r = q->r;
+    q->r = NULL;
+    if (q->ctx != LUA_NOREF && x->L) {
+        lua_State *L = x->L;
+        push_dispatch(x, q, "end");
+        luaL_unref(L, LUA_REGISTRYINDEX, q->ctx);
+        q->ctx = LUA_NOREF;
+        if (code) {
+            lua_pushstring(L, code);
+            lua_pushstring(L, msg ? msg : code);
+        } else {
+            lua_pushnil(L);
+            lua_pushnil(L);
+        }
+        call_cb(x, 4);
+    }
+    req_unref(r);
+}
+
+static uint64_t arg_ms(lua_State *L, int i)
+{
+    lua_Integer v = luaL_optinteger(L, i, 0);
+    luaL_argcheck(L, v >= 0, i, "milliseconds must not be negative");
+    return (uint64_t)v;
+}
+
+/* core.request(backend, mode, prompt, stream, timeout_ms,
+ *              first_chunk_timeout_ms, stall_timeout_ms, ctx) -> request */
 static int l_request(lua_State *L)
 {
     lrt *x = get_lrt(L);
-    luaL_checktype(L, 1, LUA_TTABLE);
+    lbackend *b = luaL_checkudata(L, 1, BACKEND_MT);
+    const char *mode = luaL_checkstring(L, 2);
     size_t plen;
-    if (lua_getfield(L, 1, "prompt") != LUA_TSTRING)
-        return luaL_error(L, "request: prompt must be a string");
-    const char *prompt = lua_tolstring(L, -1, &plen);
-    lua_pop(L, 1);
-    const char *mode = opt_str(L, 1, "mode", "daemon");
-    bspec b;
-    memset(&b, 0, sizeof b);
-    b.cli = opt_str(L, 1, "cli", NULL);
-    if (!b.cli)
-        return luaL_error(L, "request: cli is required");
-    b.model = opt_str(L, 1, "model", NULL);
-    b.protocol = opt_str(L, 1, "protocol", "jsonl");
-    if (!proto_find(b.protocol))
-        return luaL_error(L, "request: unknown protocol '%s'", b.protocol);
-    int top = lua_gettop(L);
-    b.daemon_args = strv_from(L, 1, "daemon_args", 0);
-    b.oneshot_args = strv_from(L, 1, "oneshot_args", 0);
-    b.env = strv_from(L, 1, "env", 1);
-    lua_getfield(L, 1, "stream");
-    int stream = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-
-    uint64_t timeout_ms = opt_ms(L, 1, "timeout_ms");
-    uint64_t first_chunk_ms = opt_ms(L, 1, "first_chunk_timeout_ms");
-    uint64_t stall_ms = opt_ms(L, 1, "stall_timeout_ms");
-    lua_getfield(L, 1, "on_chunk");
-    lua_getfield(L, 1, "on_end");
-    luaL_argexpected(L, lua_isnil(L, -2) || lua_isfunction(L, -2), 1, "on_chunk: function");
-    luaL_argexpected(L, lua_isnil(L, -1) || lua_isfunction(L, -1), 1, "on_end: function");
-    lua_pop(L, 2);
+    const char *prompt = luaL_checklstring(L, 3, &plen);
+    int stream = lua_toboolean(L, 4);
+    uint64_t timeout_ms = arg_ms(L, 5), first_chunk_ms = arg_ms(L, 6), stall_ms = arg_ms(L, 7);
+    int oneshot = strcmp(mode, "oneshot") == 0;
+    luaL_argcheck(L, oneshot || strcmp(mode, "daemon") == 0, 2, "mode must be daemon or oneshot");
+    luaL_argcheck(L, b->spec.cli, 1, "backend is closed");
+    if (x->dispatch_ref == LUA_NOREF)
+        return luaL_error(L, "request: no event dispatcher (core.on_event)");
+    lua_settop(L, 8);
 
     lreq *q = lua_newuserdatauv(L, sizeof *q, 0);
-    memset(q, 0, sizeof *q);
     q->lrt = x;
-    q->on_chunk = ref_fn(L, 1, "on_chunk");
-    q->on_end = ref_fn(L, 1, "on_end");
+    lua_pushvalue(L, 8);
+    q->ctx = luaL_ref(L, LUA_REGISTRYINDEX);
+    q->r = NULL;
     luaL_setmetatable(L, REQ_MT);
     req_sink sink = { sink_chunk, sink_end, q };
     kreq *r = req_new(x->rt, prompt, plen, stream, &sink);
@@ -255,14 +281,22 @@ static int l_request(lua_State *L)
     r->first_chunk_ms = first_chunk_ms;
     r->stall_ms = stall_ms;
     req_start(r);
-    if (strcmp(mode, "oneshot") == 0)
-        rt_submit_oneshot(x->rt, &b, r);
+    if (oneshot)
+        rt_submit_oneshot(x->rt, &b->spec, r);
     else
-        rt_submit_daemon(x->rt, &b, r);
-    lua_copy(L, -1, top + 1);
-    lua_settop(L, top + 1);
+        rt_submit_daemon(x->rt, &b->spec, r);
     raise_pending(L, x);
     return 1;
+}
+
+static int l_on_event(lua_State *L)
+{
+    lrt *x = get_lrt(L);
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    luaL_unref(L, LUA_REGISTRYINDEX, x->dispatch_ref);
+    lua_pushvalue(L, 1);
+    x->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
 }
 
 static int req_cancel_m(lua_State *L)
@@ -279,7 +313,8 @@ static int req_cancel_m(lua_State *L)
 static int req_gc(lua_State *L)
 {
     lreq *q = luaL_checkudata(L, 1, REQ_MT);
-    release_cbs(L, q);
+    luaL_unref(L, LUA_REGISTRYINDEX, q->ctx);
+    q->ctx = LUA_NOREF;
     if (q->r && q->lrt->rt) {
         q->lrt->rt->stats.cancelled++;
         req_cancel(q->r, ABORT_CANCEL, KERR_CANCELLED, "request handle collected");
@@ -368,6 +403,13 @@ static int l_now(lua_State *L)
     lrt *x = get_lrt(L);
     uv_update_time(x->rt->loop);
     lua_pushinteger(L, (lua_Integer)uv_now(x->rt->loop));
+    return 1;
+}
+
+/* Monotonic nanoseconds, for measuring. */
+static int l_hrtime(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)uv_hrtime());
     return 1;
 }
 
@@ -621,10 +663,13 @@ static int rt_gc(lua_State *L)
 }
 
 static const luaL_Reg core_fns[] = {
+    { "backend", l_backend },
     { "request", l_request },
+    { "on_event", l_on_event },
     { "timer", l_timer },
     { "step", l_step },
     { "now", l_now },
+    { "hrtime", l_hrtime },
     { "configure", l_configure },
     { "config", l_config },
     { "stats", l_stats },
@@ -656,6 +701,11 @@ int luaopen_kiro_core(lua_State *L)
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
 
+    luaL_newmetatable(L, BACKEND_MT);
+    lua_pushcfunction(L, backend_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+
     luaL_newmetatable(L, TIMER_MT);
     lua_pushcfunction(L, timer_stop);
     lua_setfield(L, -2, "__gc");
@@ -672,7 +722,7 @@ int luaopen_kiro_core(lua_State *L)
         lua_pop(L, 1);
         lrt *x = lua_newuserdatauv(L, sizeof *x, 0);
         memset(x, 0, sizeof *x);
-        x->err_ref = x->sig_ref = LUA_NOREF;
+        x->err_ref = x->sig_ref = x->dispatch_ref = LUA_NOREF;
         x->rt = rt_new();
         if (!x->rt)
             return luaL_error(L, "kiro: cannot initialise the event loop");

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "log.h"
@@ -198,7 +199,7 @@ int proc_spawn(uv_loop_t *loop, const proc_opts *o, const proc_cbs *cbs, void *u
     proc *p = kcalloc(1, sizeof *p);
     uv_process_options_t po;
     uv_stdio_container_t stdio[3];
-    int rc;
+    int rc, spawned = 0;
 
     live_procs++;
     p->cbs = *cbs;
@@ -213,13 +214,19 @@ int proc_spawn(uv_loop_t *loop, const proc_opts *o, const proc_cbs *cbs, void *u
     p->in.data = p->out.data = p->err.data = p->timer.data = p->process.data = p;
     p->open_handles = 5;
 
+    /* Real pipes (libuv's UV_CREATE_PIPE makes socketpairs, which cost more
+     * per round trip); the child's ends are closed here once it has them. */
+    uv_file in_fd[2] = { -1, -1 }, out_fd[2] = { -1, -1 }, err_fd[2] = { -1, -1 };
+    if ((rc = uv_pipe(in_fd, 0, 0)) < 0 || (rc = uv_pipe(out_fd, 0, 0)) < 0 ||
+        (rc = uv_pipe(err_fd, 0, 0)) < 0)
+        goto fail;
     memset(&po, 0, sizeof po);
-    stdio[0].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
-    stdio[0].data.stream = (uv_stream_t *)&p->in;
-    stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-    stdio[1].data.stream = (uv_stream_t *)&p->out;
-    stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-    stdio[2].data.stream = (uv_stream_t *)&p->err;
+    stdio[0].flags = UV_INHERIT_FD;
+    stdio[0].data.fd = in_fd[0];
+    stdio[1].flags = UV_INHERIT_FD;
+    stdio[1].data.fd = out_fd[1];
+    stdio[2].flags = UV_INHERIT_FD;
+    stdio[2].data.fd = err_fd[1];
     po.file = o->argv[0];
     po.args = (char **)o->argv;
     po.env = (char **)o->env;
@@ -231,22 +238,43 @@ int proc_spawn(uv_loop_t *loop, const proc_opts *o, const proc_cbs *cbs, void *u
     po.flags = UV_PROCESS_DETACHED;
 
     rc = uv_spawn(loop, &p->process, &po);
-    if (rc < 0) {
-        p->ended = p->detached = 1;
-        close_handle(p, (uv_handle_t *)&p->in);
-        close_handle(p, (uv_handle_t *)&p->out);
-        close_handle(p, (uv_handle_t *)&p->err);
-        close_handle(p, (uv_handle_t *)&p->timer);
-        close_handle(p, (uv_handle_t *)&p->process);
-        *out = NULL;
-        return rc;
-    }
+    spawned = rc == 0;
+    close(in_fd[0]);
+    close(out_fd[1]);
+    close(err_fd[1]);
+    in_fd[0] = out_fd[1] = err_fd[1] = -1;
+    if (rc < 0)
+        goto fail;
+    uv_pipe_open(&p->in, in_fd[1]);
+    uv_pipe_open(&p->out, out_fd[0]);
+    uv_pipe_open(&p->err, err_fd[0]);
     p->pid = p->process.pid;
     uv_read_start((uv_stream_t *)&p->out, on_alloc, on_read);
     uv_read_start((uv_stream_t *)&p->err, on_alloc, on_read);
     klog(LOG_TRACE, p->target, "spawned pid %d: %s", p->pid, o->argv[0]);
     *out = p;
     return 0;
+
+fail:
+    for (int i = 0; i < 2; i++) {
+        if (in_fd[i] >= 0)
+            close(in_fd[i]);
+        if (out_fd[i] >= 0)
+            close(out_fd[i]);
+        if (err_fd[i] >= 0)
+            close(err_fd[i]);
+    }
+    p->ended = p->detached = 1;
+    close_handle(p, (uv_handle_t *)&p->in);
+    close_handle(p, (uv_handle_t *)&p->out);
+    close_handle(p, (uv_handle_t *)&p->err);
+    close_handle(p, (uv_handle_t *)&p->timer);
+    if (spawned || p->process.type == UV_PROCESS)
+        close_handle(p, (uv_handle_t *)&p->process);
+    else
+        p->open_handles--;
+    *out = NULL;
+    return rc;
 }
 
 static void on_written(uv_write_t *req, int status)

@@ -81,8 +81,10 @@ static void walk_close(uv_handle_t *h, void *arg)
 void rt_free(krt *rt)
 {
     rt_shutdown(rt);
-    /* Children get their stop sequence; this returns once all are reaped. */
-    uv_run(rt->loop, UV_RUN_DEFAULT);
+    /* Children get their stop sequence; this ends once all are reaped. A
+     * uv_stop() left over from a callback only cuts one run short. */
+    while (uv_run(rt->loop, UV_RUN_DEFAULT) != 0)
+        ;
     if (uv_loop_close(rt->loop) != 0) {
         uv_walk(rt->loop, walk_close, NULL);
         return; /* leak rather than free memory libuv still points at */

@@ -53,6 +53,18 @@ local function default_mode()
   return on and "auto" or "oneshot"
 end
 
+-- Defaults that come from the environment, read once (Lua cannot change
+-- its own environment). A bad KIRO_USE_DAEMON is reported at each call.
+local env_mode_ok, env_mode = pcall(default_mode)
+local env_model = os.getenv("KIRO_MODEL")
+if env_model == "" then env_model = nil end
+local env_cli = os.getenv("KIRO_CLI_PATH")
+if env_cli == "" then env_cli = nil end
+local found_cli -- kiro-cli on PATH, looked up on first use
+-- Backend objects (the C core's view of cli + model + args + env), built
+-- once per configuration and model; configure() starts afresh.
+local backends = {}
+
 local cfg = {
   cli_path = nil,          -- resolved on first use: KIRO_CLI_PATH, else kiro-cli on PATH
   model = nil,             -- KIRO_MODEL
@@ -121,23 +133,38 @@ function kiro.configure(tbl)
       if v == false and resettable[k] then cfg[k] = nil else cfg[k] = v end
     end
   end
+  backends = {}
+  if tbl.cli_path == false then found_cli = nil end
 end
 
 --- The effective value of an option (after environment defaults).
 function kiro.option(name)
-  if name == "mode" then return cfg.mode or default_mode() end
-  if name == "model" then
-    local m = cfg.model or os.getenv("KIRO_MODEL")
-    return m ~= "" and m or nil
+  if name == "mode" then
+    if cfg.mode then return cfg.mode end
+    if not env_mode_ok then error(env_mode, 0) end
+    return env_mode
   end
+  if name == "model" then return cfg.model or env_model end
   if name == "cli_path" then
-    if cfg.cli_path then return cfg.cli_path end
-    local env = os.getenv("KIRO_CLI_PATH")
-    if env and env ~= "" then return env end
-    return core.which("kiro-cli")
+    if cfg.cli_path or env_cli then return cfg.cli_path or env_cli end
+    found_cli = found_cli or core.which("kiro-cli")
+    return found_cli
   end
   if lua_options[name] then return cfg[name] end
   return core.config()[name]
+end
+
+local function backend_for(cli, model)
+  local key = cli .. "\0" .. (model or "")
+  local b = backends[key]
+  if not b then
+    b = core.backend {
+      cli = cli, model = model, protocol = cfg.protocol,
+      daemon_args = cfg.daemon_args, oneshot_args = cfg.oneshot_args, env = cfg.env,
+    }
+    backends[key] = b
+  end
+  return b
 end
 
 ---------------------------------------------------------------------------
@@ -293,26 +320,28 @@ local function open_call(fname, prompt, opts, stream)
 end
 
 function Call:submit()
-  local remaining = self.timeout_ms > 0 and math.max(1, self.timeout_ms - (core.now() - self.t0)) or 0
+  local remaining = 0
+  if self.timeout_ms > 0 then
+    remaining = self.attempt == 1 and self.timeout_ms
+      or math.max(1, self.timeout_ms - (core.now() - self.t0))
+  end
   self.ended, self.code, self.msg = false, nil, nil
-  self.req = core.request {
-    mode = self.mode, cli = self.cli, model = self.model, protocol = cfg.protocol,
-    daemon_args = cfg.daemon_args, oneshot_args = cfg.oneshot_args, env = cfg.env,
-    prompt = self.prompt, stream = self.stream,
-    timeout_ms = remaining,
-    first_chunk_timeout_ms = self.opts.first_chunk_timeout_ms or cfg.first_chunk_timeout_ms,
-    stall_timeout_ms = self.opts.stall_timeout_ms or cfg.stall_timeout_ms,
-    on_chunk = function(data)
-      self.ctail = self.ctail + 1
-      self.chunks[self.ctail] = data
-      wake(self.wait)
-    end,
-    on_end = function(code, msg)
-      self.ended, self.code, self.msg = true, code, msg
-      wake(self.wait)
-    end,
-  }
+  local o = self.opts
+  self.req = core.request(backend_for(self.cli, self.model), self.mode, self.prompt, self.stream,
+    remaining, o.first_chunk_timeout_ms or cfg.first_chunk_timeout_ms,
+    o.stall_timeout_ms or cfg.stall_timeout_ms, self)
 end
+
+-- Every request's events arrive here, with the Call as ctx.
+core.on_event(function(call, ev, a, b)
+  if ev == "chunk" then
+    call.ctail = call.ctail + 1
+    call.chunks[call.ctail] = a
+  else
+    call.ended, call.code, call.msg = true, a, b
+  end
+  wake(call.wait)
+end)
 
 local function log(level, target, msg)
   if core.log_enabled(level, target) then core.log(level, target, msg) end
@@ -438,11 +467,15 @@ function kiro.shutdown() core.shutdown(false) end
 
 --- reset(): end every request (`cancelled`), stop every backend and wait
 -- until each one has exited; the runtime stays usable (fresh pools).
+-- Called outside any task, it also closes tasks left waiting (say, by a
+-- kiro.run that ended in an error).
 function kiro.reset()
-  if in_task() then error("kiro.reset: call it outside kiro tasks", 2) end
   core.shutdown(true)
+  if in_task() then
+    while core.stats().children > 0 do kiro.sleep(5) end
+    return
+  end
   while core.stats().children > 0 do core.step() end
-  -- Tasks left waiting (a run that ended in an error) are closed.
   for co in pairs(tasks) do coroutine.close(co) end
   tasks, ntasks, ready, rhead, rtail = {}, 0, {}, 1, 0
 end

@@ -1,0 +1,94 @@
+-- Core benchmarks (run with `make bench`, i.e. `kiro-rt run bench/core.lua`).
+--
+-- (a) Per-request latency, oneshot vs daemon, with kiro-sim's start-up delay
+--     at 150 ms (what a CLI start costs: the seed's "before").
+-- (b) The runtime's own overhead per daemon round trip through the Lua API,
+--     with a zero-latency kiro-sim, against a bare C pipe ping-pong (two
+--     processes exchanging one line) measured in the same run.
+--
+-- Figures are ratios from one run on one machine; absolute times vary.
+-- Environment: BENCH_QUICK=1 for fewer iterations.
+
+local kiro = require "kiro"
+local core = kiro.core
+
+local here = arg[0]:match("^(.*)/[^/]*$") or "."
+local build = os.getenv("KIRO_BUILD_DIR") or (here .. "/../build")
+local sim = build .. "/kiro-sim"
+local quick = os.getenv("BENCH_QUICK") == "1"
+
+local function median(t)
+  table.sort(t)
+  local n = #t
+  return n % 2 == 1 and t[(n + 1) // 2] or (t[n // 2] + t[n // 2 + 1]) / 2
+end
+
+local function time_ms(fn)
+  local t0 = core.hrtime()
+  fn()
+  return (core.hrtime() - t0) / 1e6
+end
+
+local function progress(msg) io.stderr:write("bench: ", msg, "\n") end
+
+local results = {}
+
+---------------------------------------------------------------------------
+-- (a) oneshot vs daemon at a 150 ms start-up cost
+progress("(a) oneshot vs daemon, kiro-sim start-up 150 ms")
+kiro.configure { cli_path = sim, env = { KIRO_SIM_STARTUP_MS = "150" }, pool_min = 1 }
+local oneshot, daemon = {}, {}
+local n_oneshot = quick and 3 or 10
+for i = 1, n_oneshot do
+  oneshot[i] = time_ms(function() assert(kiro.chat("Hello", { mode = "oneshot" })) end)
+end
+local first = time_ms(function() assert(kiro.chat("Hello")) end) -- starts the daemon
+for i = 1, quick and 50 or 300 do
+  daemon[i] = time_ms(function() assert(kiro.chat("Hello")) end)
+end
+results.oneshot_ms = median(oneshot)
+results.daemon_first_ms = first
+results.daemon_ms = median(daemon)
+kiro.reset()
+
+---------------------------------------------------------------------------
+-- (b) round-trip overhead against a bare pipe ping-pong
+progress("(b) daemon round trip through the Lua API vs a bare pipe ping-pong")
+local rounds = quick and 2000 or 20000
+kiro.configure { env = false }
+assert(kiro.chat("ping")) -- warm
+for _ = 1, 1000 do assert(kiro.chat("ping")) end
+local t0 = core.hrtime()
+for _ = 1, rounds do assert(kiro.chat("ping")) end
+results.roundtrip_us = (core.hrtime() - t0) / 1e3 / rounds
+
+local t1 = core.hrtime()
+local streamed = 0
+for _ = 1, rounds // 4 do
+  for _ in kiro.stream("ping pong") do streamed = streamed + 1 end
+end
+results.stream_roundtrip_us = (core.hrtime() - t1) / 1e3 / (rounds // 4)
+kiro.reset()
+
+local p = assert(io.popen(("%s/pipe-pingpong %d"):format(build, rounds)))
+results.pipe_us = tonumber(p:read("l"))
+p:close()
+
+---------------------------------------------------------------------------
+local r = results
+local lines = {
+  "kiro-rt core benchmark (one run; medians for (a), means for (b))",
+  "",
+  "(a) per-request latency, kiro-sim start-up 150 ms",
+  ("    oneshot (spawn per call)          %9.2f ms"):format(r.oneshot_ms),
+  ("    daemon, first call (starts it)    %9.2f ms"):format(r.daemon_first_ms),
+  ("    daemon, warm                      %9.3f ms"):format(r.daemon_ms),
+  ("    warm daemon / oneshot             %9.2f %%   (goal <= 3%%)"):format(100 * r.daemon_ms / r.oneshot_ms),
+  "",
+  "(b) round trip, zero-latency kiro-sim",
+  ("    bare C pipe ping-pong             %9.2f us"):format(r.pipe_us),
+  ("    kiro.chat via daemon              %9.2f us"):format(r.roundtrip_us),
+  ("    kiro.stream via daemon (4 chunks) %9.2f us"):format(r.stream_roundtrip_us),
+  ("    kiro.chat / pipe ping-pong        %9.2f x   (goal <= 3x)"):format(r.roundtrip_us / r.pipe_us),
+}
+print(table.concat(lines, "\n"))
