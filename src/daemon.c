@@ -32,7 +32,10 @@ static void finish(daemon *d, const char *code, const char *msg)
         klog(LOG_DEBUG, "kiro.provider", "Received response in %llums",
              (unsigned long long)(uv_now(d->rt->loop) - d->t_sent));
         pool_daemon_answered(d->pool);
-        req_end(r, code, "%s", msg ? msg : "");
+        if (code)
+            req_end(r, code, "%s", msg);
+        else
+            req_end(r, NULL, NULL);
         req_unref(r);
     }
     pool_daemon_idle(d->pool, d);

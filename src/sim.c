@@ -62,7 +62,12 @@ static const char usage[] =
     "  no-daemon           no daemon subcommand: exit 2 like a CLI too old for it\n"
     "  die-at-start        daemon exits 1 right after start-up\n";
 
+/* Knobs, read once at start-up. */
 static const char *fault;
+static const char *fault_mode = "daemon";
+static const char *log_path, *gate_path;
+static long latency_ms, chunk_delay_ms;
+static int done_separate;
 static long fault_after;
 static const char *fault_file;
 static const char *mode_name;
@@ -93,8 +98,8 @@ static void sleep_ms(long ms)
 
 static void sim_log(const char *fmt, ...)
 {
-    const char *path = getenv("KIRO_SIM_LOG");
-    if (!path || !*path)
+    const char *path = log_path;
+    if (!path)
         return;
     char line[512];
     int n = snprintf(line, sizeof line, "pid=%d mode=%s ", (int)getpid(), mode_name);
@@ -138,10 +143,7 @@ static int fault_on(const char *name, int per_request)
         return 0;
     if (fault_file && !exists(fault_file))
         return 0;
-    const char *fm = getenv("KIRO_SIM_FAULT_MODE");
-    if (!fm || !*fm)
-        fm = "daemon";
-    if (strcmp(fm, "all") != 0 && strcmp(fm, mode_name) != 0)
+    if (strcmp(fault_mode, "all") != 0 && strcmp(fault_mode, mode_name) != 0)
         return 0;
     if (per_request && served < fault_after)
         return 0;
@@ -223,10 +225,9 @@ static void emit_json(json_t *obj)
 
 static void wait_gate(void)
 {
-    const char *gate = getenv("KIRO_SIM_GATE");
-    if (!gate || !*gate)
+    if (!gate_path)
         return;
-    while (!exists(gate))
+    while (!exists(gate_path))
         sleep_ms(5);
 }
 
@@ -249,10 +250,8 @@ static void before_reply(long latency)
 
 static void serve_daemon_request(const char *prompt, size_t len, int stream, const char *model)
 {
-    long latency = env_long("KIRO_SIM_LATENCY_MS", 0);
-    long gap = env_long("KIRO_SIM_CHUNK_DELAY_MS", 0);
-    const char *done_style = getenv("KIRO_SIM_DONE");
-    int separate = done_style && strcmp(done_style, "separate") == 0;
+    long latency = latency_ms, gap = chunk_delay_ms;
+    int separate = done_separate;
 
     sim_log("event=request n=%ld bytes=%zu stream=%d", served + 1, len, stream);
     if (fault_on("crash-before-chunk", 1))
@@ -416,8 +415,8 @@ static int run_chat(const char *model)
         fprintf(stderr, "Error: simulated backend failure\n");
         return 1;
     }
-    before_reply(env_long("KIRO_SIM_LATENCY_MS", 0));
-    long gap = env_long("KIRO_SIM_CHUNK_DELAY_MS", 0);
+    before_reply(latency_ms);
+    long gap = chunk_delay_ms;
     int ansi = fault_on("ansi", 0);
     size_t rl;
     char *reply = reply_for(prompt, len, model, &rl);
@@ -473,6 +472,27 @@ int main(int argc, char **argv)
     fault_file = getenv("KIRO_SIM_FAULT_FILE");
     if (fault_file && !*fault_file)
         fault_file = NULL;
+    const char *v = getenv("KIRO_SIM_FAULT_MODE");
+    if (v && *v)
+        fault_mode = v;
+    if (strcmp(fault_mode, "daemon") && strcmp(fault_mode, "chat") && strcmp(fault_mode, "all")) {
+        fprintf(stderr, "kiro-sim: KIRO_SIM_FAULT_MODE must be daemon, chat or all (got '%s')\n", fault_mode);
+        return 2;
+    }
+    log_path = getenv("KIRO_SIM_LOG");
+    if (log_path && !*log_path)
+        log_path = NULL;
+    gate_path = getenv("KIRO_SIM_GATE");
+    if (gate_path && !*gate_path)
+        gate_path = NULL;
+    latency_ms = env_long("KIRO_SIM_LATENCY_MS", 0);
+    chunk_delay_ms = env_long("KIRO_SIM_CHUNK_DELAY_MS", 0);
+    v = getenv("KIRO_SIM_DONE");
+    done_separate = v && strcmp(v, "separate") == 0;
+    if (v && *v && !done_separate && strcmp(v, "inline") != 0) {
+        fprintf(stderr, "kiro-sim: KIRO_SIM_DONE must be inline or separate (got '%s')\n", v);
+        return 2;
+    }
     if (strcmp(cmd, "daemon") == 0) {
         mode_name = "daemon";
         return run_daemon(model);

@@ -154,8 +154,11 @@ function kiro.option(name)
   return core.config()[name]
 end
 
+local NO_MODEL = {}
+
+-- The cli is fixed for a configuration, so a model names the backend.
 local function backend_for(cli, model)
-  local key = cli .. "\0" .. (model or "")
+  local key = model or NO_MODEL
   local b = backends[key]
   if not b then
     b = core.backend {
@@ -176,9 +179,11 @@ local ntasks = 0
 local ready, rhead, rtail = {}, 1, 0
 local running = false
 
-local function schedule(co, ...)
+local spawn_args = setmetatable({}, { __mode = "k" }) -- first resume's arguments
+
+local function schedule(co)
   rtail = rtail + 1
-  ready[rtail] = table.pack(co, ...)
+  ready[rtail] = co
 end
 
 local function in_task()
@@ -192,13 +197,20 @@ function kiro.spawn(fn, ...)
   local co = coroutine.create(fn)
   tasks[co] = true
   ntasks = ntasks + 1
-  schedule(co, ...)
+  if select("#", ...) > 0 then spawn_args[co] = table.pack(...) end
+  schedule(co)
   return co
 end
 
-local function step_task(item)
-  local co = item[1]
-  local ok, res = coroutine.resume(co, table.unpack(item, 2, item.n))
+local function step_task(co)
+  local ok, res
+  local args = spawn_args[co]
+  if args then
+    spawn_args[co] = nil
+    ok, res = coroutine.resume(co, table.unpack(args, 1, args.n))
+  else
+    ok, res = coroutine.resume(co)
+  end
   if coroutine.status(co) == "dead" then
     tasks[co] = nil
     ntasks = ntasks - 1
@@ -214,10 +226,10 @@ end
 
 local function run_ready()
   while rhead <= rtail do
-    local item = ready[rhead]
+    local co = ready[rhead]
     ready[rhead] = nil
     rhead = rhead + 1
-    step_task(item)
+    step_task(co)
   end
   rhead, rtail = 1, 0
 end
@@ -275,10 +287,12 @@ local Call = {}
 Call.__index = Call
 Call.__close = function(call) call:cancel() end
 
+local NO_OPTS = setmetatable({}, { __newindex = function() error("read-only", 2) end })
+
 local function check_opts(fname, prompt, opts)
   if type(prompt) ~= "string" then error(fname .. ": prompt must be a string", 3) end
-  if opts ~= nil and type(opts) ~= "table" then error(fname .. ": opts must be a table", 3) end
-  opts = opts or {}
+  if opts == nil then return NO_OPTS end
+  if type(opts) ~= "table" then error(fname .. ": opts must be a table", 3) end
   for k, v in pairs(opts) do
     if k == "mode" then
       if not modes[v] then error(fname .. ": mode must be auto, daemon or oneshot", 3) end
@@ -297,19 +311,20 @@ end
 
 local function open_call(fname, prompt, opts, stream)
   opts = check_opts(fname, prompt, opts)
-  local mode = opts.mode or kiro.option("mode")
+  local mode = opts.mode or cfg.mode or kiro.option("mode")
+  -- The call is also its own wait record (woken, task) for block/wake.
   local call = setmetatable({
     prompt = prompt, opts = opts, stream = stream,
     requested_mode = mode,
     mode = mode == "oneshot" and "oneshot" or "daemon",
-    model = opts.model or kiro.option("model"),
+    model = opts.model or cfg.model or env_model,
     timeout_ms = opts.timeout_ms or cfg.timeout_ms,
     attempt = 1, delivered = false,
     chunks = {}, chead = 1, ctail = 0,
-    wait = { woken = false },
+    woken = false,
+    cli = cfg.cli_path or env_cli or kiro.option("cli_path"),
+    t0 = core.now(),
   }, Call)
-  call.cli = kiro.option("cli_path")
-  call.t0 = core.now()
   if not call.cli then
     call.ended, call.code = true, "spawn"
     call.msg = "no backend: kiro-cli is not on PATH and KIRO_CLI_PATH is not set"
@@ -340,7 +355,7 @@ core.on_event(function(call, ev, a, b)
   else
     call.ended, call.code, call.msg = true, a, b
   end
-  wake(call.wait)
+  wake(call)
 end)
 
 local function log(level, target, msg)
@@ -407,7 +422,7 @@ function Call:next()
         return nil, self.failed
       end
     else
-      block(self.wait)
+      block(self)
     end
   end
 end
@@ -422,15 +437,20 @@ end
 --- chat(prompt [, opts]) -> reply, or nil, message, code
 function kiro.chat(prompt, opts)
   local call = open_call("kiro.chat", prompt, opts, false)
-  local parts = {}
+  local first, parts
   while true do
     local c, err = call:next()
     if c then
-      parts[#parts + 1] = c
+      if not first then
+        first = c
+      else
+        parts = parts or { first }
+        parts[#parts + 1] = c
+      end
     elseif err then
       return nil, err.message, err.code
     else
-      return table.concat(parts)
+      return parts and table.concat(parts) or first or ""
     end
   end
 end
