@@ -4,16 +4,16 @@ ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps test demo asan bench clean
+.PHONY: all deps test check demo asan bench clean
 
 all: $(BUILD)/Makefile
-	@cmake --build $(BUILD) -j $(JOBS)
+	@cmake --build $(BUILD) -j $(JOBS) -- --no-print-directory
 
 $(BUILD)/Makefile: CMakeLists.txt
 	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
 
 deps:
-	./scripts/deps.sh
+	sh scripts/deps.sh
 
 test: all
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
@@ -26,8 +26,11 @@ $(ASAN_BUILD)/Makefile: CMakeLists.txt
 	@cmake -S . -B $(ASAN_BUILD) -DKIRO_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug $(CMAKE_FLAGS)
 
 asan: $(ASAN_BUILD)/Makefile
-	@cmake --build $(ASAN_BUILD) -j $(JOBS)
+	@cmake --build $(ASAN_BUILD) -j $(JOBS) -- --no-print-directory
 	cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# The whole suite, then again under AddressSanitizer + UBSan (what CI runs).
+check: test asan
 
 bench: all
 	$(BUILD)/kiro-rt run bench/core.lua

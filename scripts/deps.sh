@@ -3,10 +3,6 @@
 set -eu
 pkgs="build-essential cmake pkg-config lua5.4 liblua5.4-dev lua-cjson libuv1-dev \
 libjansson-dev lua-busted hyperfine procps util-linux"
-if [ "$(id -u)" -ne 0 ]; then
-  echo "scripts/deps.sh: run as root (apt-get install)" >&2
-  exit 2
-fi
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -14,6 +10,10 @@ done
 if [ -z "$missing" ]; then
   echo "scripts/deps.sh: all dependencies present"
   exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/deps.sh: missing:$missing; run this as root (it uses apt-get)" >&2
+  exit 2
 fi
 echo "scripts/deps.sh: installing:$missing"
 export DEBIAN_FRONTEND=noninteractive

@@ -29,6 +29,8 @@ local function spawn_bg(argv, env)
 end
 
 describe("kiro-rt agent", function()
+  after_each(H.check_sims_gone)
+
   it("prints the predicted reply, streamed from the daemon", function()
     local env = H.sim_env { KIRO_LOG = "kiro.provider=debug" }
     local r = H.agent({ "-m", "Hello" }, env)
@@ -190,6 +192,8 @@ describe("kiro-rt agent", function()
 end)
 
 describe("kiro-rt run", function()
+  after_each(H.check_sims_gone)
+
   it("runs a script as a kiro task, with arguments and exit status", function()
     local script = H.tmpdir() .. "/s.lua"
     H.write_file(script, [[

@@ -74,6 +74,36 @@ describe("faults", function()
     assert.are.equal("timeout", code)
   end)
 
+  it("a stream that stalls mid-reply ends with `timeout` (stall_timeout_ms)", function()
+    local kiro = H.setup({ KIRO_SIM_CHUNK_DELAY_MS = 2000 }, { stall_timeout_ms = 200 })
+    local got = {}
+    local ok, err = pcall(function() for c in kiro.stream("a b c") do got[#got + 1] = c end end)
+    assert.is_false(ok)
+    assert.are.equal("timeout", err.code)
+    assert.matches("stall_timeout_ms", err.message)
+    assert.are.same({ "You" }, got)
+  end)
+
+  it("a slow reply ends with `timeout` at timeout_ms", function()
+    local kiro = H.setup({ KIRO_SIM_LATENCY_MS = 2000 })
+    local t0 = kiro.core.now()
+    local r, msg, code = kiro.chat("slow", { timeout_ms = 200 })
+    assert.is_nil(r)
+    assert.are.equal("timeout", code)
+    assert.matches("%(timeout_ms%)", msg)
+    assert.is_true(kiro.core.now() - t0 < 2000) -- it did not wait for the reply
+  end)
+
+  it("a cancelled reply that never finishes gets its daemon replaced (drain_ms)", function()
+    local _, _, dir = H.setup()
+    local kiro, log = H.setup({ KIRO_SIM_GATE = dir .. "/never" }, { drain_ms = 200, restart_backoff_ms = 10 })
+    for _ in kiro.stream("a b c") do break end
+    local stuck = daemon_pids(log)[1]
+    wait_for(kiro, function() return not H.alive(stuck) end, "the undrainable daemon to be stopped")
+    wait_for(kiro, function() return #daemon_pids(log) == 2 end, "a replacement daemon")
+    assert.are.equal("You said: next", kiro.chat("next")) -- not streamed: no gate
+  end)
+
   it("non-JSON noise is skipped", function()
     local kiro = H.setup { KIRO_SIM_FAULT = "noise" }
     assert.are.equal("You said: through the noise", kiro.chat("through the noise"))

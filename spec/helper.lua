@@ -68,9 +68,12 @@ function H.run(argv, env, stdin)
   return { out = H.read_file(dir .. "/out"), err = H.read_file(dir .. "/err"), code = code }
 end
 
+H.sim_logs = {}
+
 --- Environment for a kiro-rt run against kiro-sim, with a sim log.
 function H.sim_env(extra)
   local dir = H.tmpdir()
+  H.sim_logs[#H.sim_logs + 1] = dir .. "/sim.log"
   local env = { KIRO_CLI_PATH = H.sim, KIRO_SIM_LOG = dir .. "/sim.log", KIRO_LOG = "warn" }
   for k, v in pairs(extra or {}) do env[k] = v end
   return env, dir .. "/sim.log"
@@ -203,6 +206,18 @@ function H.setup(knobs, options)
   for k, v in pairs(options or {}) do cfg[k] = v end
   kiro.configure(cfg)
   return kiro, env.KIRO_SIM_LOG, dir
+end
+
+--- After each out-of-process test: every kiro-sim that logged a start is gone
+-- (kiro-rt reaps its children before it exits).
+function H.check_sims_gone()
+  for _, log in ipairs(H.sim_logs) do
+    for _, pid in ipairs(H.pids(H.sim_events(log), { event = "start" })) do
+      assert(H.wait_for(function() return not H.alive(pid) end, 3000),
+        ("kiro-sim pid %d outlived its test (%s)"):format(pid, log))
+    end
+  end
+  H.sim_logs = {}
 end
 
 --- After each in-process test: stop everything, then nothing may be left.
