@@ -58,8 +58,7 @@ describe("kiro Lua API", function()
   end)
 
   it("streaming is real: the first chunk arrives before the backend writes the last", function()
-    local _, _, dir = H.setup()
-    local gate = dir .. "/gate"
+    local gate = H.tmpdir() .. "/gate"
     local kiro = H.setup { KIRO_SIM_GATE = gate }
     local first
     for c in kiro.stream("alpha beta gamma") do
@@ -75,8 +74,7 @@ describe("kiro Lua API", function()
   end)
 
   it("two tasks run at once: a slow stream does not delay a chat", function()
-    local _, _, dir = H.setup()
-    local gate = dir .. "/gate"
+    local gate = H.tmpdir() .. "/gate"
     local kiro = H.setup({ KIRO_SIM_GATE = gate }, { pool_max = 2 })
     local order = {}
     kiro.spawn(function()

@@ -220,6 +220,23 @@ describe("kiro-rt run", function()
     assert.matches("script failed on purpose", r.err)
   end)
 
+  it("restarts a failing daemon with doubling backoff, then pauses daemon mode", function()
+    local script = H.tmpdir() .. "/restarts.lua"
+    H.write_file(script, [[
+      local kiro = require "kiro"
+      kiro.configure { restart_backoff_ms = 10, restart_max = 4, cooldown_ms = 60000 }
+      assert(kiro.chat("x"))
+      while kiro.stats().pools[1].state ~= "cooldown" do kiro.sleep(5) end
+    ]])
+    local r = H.run({ H.kiro_rt, "run", script },
+      H.sim_env { KIRO_SIM_FAULT = "die-at-start", KIRO_LOG = "kiro.provider=info" })
+    assert.are.equal(0, r.code, r.err)
+    local delays = {}
+    for ms in r.err:gmatch("restarting daemon for [^\n]* in (%d+) ms") do delays[#delays + 1] = tonumber(ms) end
+    assert.are.same({ 10, 20, 40, 80 }, delays)
+    assert.matches("failed 5 times within 60000 ms; daemon mode paused for 60000 ms", r.err)
+  end)
+
   it("stops a running script and its backends on SIGTERM", function()
     local env, log = H.sim_env()
     local script = H.tmpdir() .. "/loop.lua"

@@ -10,6 +10,15 @@ local function wait_for(kiro, pred, what)
   assert(H.wait_for(pred, 10000, kiro), "timed out waiting for " .. what)
 end
 
+-- kiro-sim with a fault that stays on until the returned file is removed.
+local function switchable_fault(knobs, options)
+  local fault = H.tmpdir() .. "/fault"
+  H.write_file(fault, "")
+  knobs.KIRO_SIM_FAULT_FILE = fault
+  local kiro, log = H.setup(knobs, options)
+  return kiro, log, fault
+end
+
 describe("faults", function()
   after_each(H.check_leaks)
 
@@ -49,11 +58,8 @@ describe("faults", function()
   end)
 
   it("hang: `timeout` within the limit, the daemon killed and replaced", function()
-    local _, _, dir = H.setup()
-    local fault = dir .. "/fault"
-    H.write_file(fault, "")
-    local kiro, log = H.setup({ KIRO_SIM_FAULT = "hang", KIRO_SIM_FAULT_FILE = fault },
-                              { first_chunk_timeout_ms = 300, restart_backoff_ms = 10 })
+    local kiro, log, fault = switchable_fault({ KIRO_SIM_FAULT = "hang" },
+                                              { first_chunk_timeout_ms = 300, restart_backoff_ms = 10 })
     local r, msg, code = kiro.chat("are you there?")
     assert.is_nil(r)
     assert.are.equal("timeout", code)
@@ -95,8 +101,8 @@ describe("faults", function()
   end)
 
   it("a cancelled reply that never finishes gets its daemon replaced (drain_ms)", function()
-    local _, _, dir = H.setup()
-    local kiro, log = H.setup({ KIRO_SIM_GATE = dir .. "/never" }, { drain_ms = 200, restart_backoff_ms = 10 })
+    local kiro, log = H.setup({ KIRO_SIM_GATE = H.tmpdir() .. "/never" },
+                              { drain_ms = 200, restart_backoff_ms = 10 })
     for _ in kiro.stream("a b c") do break end
     local stuck = daemon_pids(log)[1]
     wait_for(kiro, function() return not H.alive(stuck) end, "the undrainable daemon to be stopped")
@@ -113,12 +119,9 @@ describe("faults", function()
   end)
 
   it("an overlong line is a `protocol` error and the daemon is replaced", function()
-    local _, _, dir = H.setup()
-    local fault = dir .. "/fault"
-    H.write_file(fault, "")
-    local kiro, log = H.setup({ KIRO_SIM_FAULT = "overlong", KIRO_SIM_FAULT_FILE = fault,
-                                KIRO_SIM_OVERLONG_BYTES = 2 * 1024 * 1024 },
-                              { max_line_bytes = 1024 * 1024, restart_backoff_ms = 10 })
+    local kiro, log, fault = switchable_fault(
+      { KIRO_SIM_FAULT = "overlong", KIRO_SIM_OVERLONG_BYTES = 2 * 1024 * 1024 },
+      { max_line_bytes = 1024 * 1024, restart_backoff_ms = 10 })
     local r, msg, code = kiro.chat("x")
     assert.is_nil(r)
     assert.are.equal("protocol", code)
@@ -133,10 +136,7 @@ describe("faults", function()
   end)
 
   it("an {\"error\": ...} reply is a `backend` error and the daemon stays", function()
-    local _, _, dir = H.setup()
-    local fault = dir .. "/fault"
-    H.write_file(fault, "")
-    local kiro, log = H.setup { KIRO_SIM_FAULT = "error", KIRO_SIM_FAULT_FILE = fault }
+    local kiro, log, fault = switchable_fault { KIRO_SIM_FAULT = "error" }
     local r, msg, code = kiro.chat("x")
     assert.is_nil(r)
     assert.are.equal("backend", code)
@@ -163,10 +163,7 @@ describe("faults", function()
   end)
 
   it("a daemon that dies at start-up: backoff, intensity limit, oneshot only, recovery", function()
-    local _, _, dir = H.setup()
-    local fault = dir .. "/fault"
-    H.write_file(fault, "")
-    local kiro, log = H.setup({ KIRO_SIM_FAULT = "die-at-start", KIRO_SIM_FAULT_FILE = fault },
+    local kiro, log, fault = switchable_fault({ KIRO_SIM_FAULT = "die-at-start" },
       { restart_backoff_ms = 10, restart_max = 3, restart_window_ms = 60000, cooldown_ms = 1500,
         log = "error" })
     assert.are.equal("You said: first", kiro.chat("first"))

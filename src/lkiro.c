@@ -3,7 +3,9 @@
  * coroutine-friendly calls. Callbacks run on the Lua thread that is driving
  * the loop at that moment (the one inside step()), never on a stored one. */
 #include <lauxlib.h>
+#include <limits.h>
 #include <lua.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -322,13 +324,6 @@ static int req_gc(lua_State *L)
     return 0;
 }
 
-static int req_info(lua_State *L)
-{
-    lreq *q = luaL_checkudata(L, 1, REQ_MT);
-    lua_pushboolean(L, q->r == NULL);
-    return 1;
-}
-
 /* ---- timers ------------------------------------------------------------ */
 
 static void timer_closed(uv_handle_t *h)
@@ -413,6 +408,59 @@ static int l_hrtime(lua_State *L)
     return 1;
 }
 
+/* The core's options, by name: one table for configure() and config(). */
+enum cfg_type { CFG_INT, CFG_SIZE, CFG_U64 };
+static const struct cfg_field {
+    const char *name;
+    size_t offset;
+    enum cfg_type type;
+    lua_Integer min;
+} cfg_fields[] = {
+#define F(name, type, min) { #name, offsetof(kconfig, name), type, min }
+    F(max_line_bytes, CFG_SIZE, 64),
+    F(pool_min, CFG_INT, 0),
+    F(pool_max, CFG_INT, 1),
+    F(queue_max, CFG_INT, 0),
+    F(pool_idle_ms, CFG_U64, 0),
+    F(kill_grace_ms, CFG_U64, 0),
+    F(drain_ms, CFG_U64, 0),
+    F(restart_backoff_ms, CFG_U64, 0),
+    F(restart_backoff_max_ms, CFG_U64, 0),
+    F(restart_max, CFG_INT, 0),
+    F(restart_window_ms, CFG_U64, 0),
+    F(cooldown_ms, CFG_U64, 0),
+#undef F
+};
+#define NCFG (sizeof cfg_fields / sizeof cfg_fields[0])
+
+static lua_Integer cfg_get(const kconfig *c, const struct cfg_field *f)
+{
+    const char *p = (const char *)c + f->offset;
+    switch (f->type) {
+    case CFG_INT:
+        return *(const int *)p;
+    case CFG_SIZE:
+        return (lua_Integer)*(const size_t *)p;
+    default:
+        return (lua_Integer)*(const uint64_t *)p;
+    }
+}
+
+static void cfg_set(kconfig *c, const struct cfg_field *f, lua_Integer v)
+{
+    char *p = (char *)c + f->offset;
+    switch (f->type) {
+    case CFG_INT:
+        *(int *)p = v > INT_MAX ? INT_MAX : (int)v;
+        break;
+    case CFG_SIZE:
+        *(size_t *)p = (size_t)v;
+        break;
+    default:
+        *(uint64_t *)p = (uint64_t)v;
+    }
+}
+
 static int l_configure(lua_State *L)
 {
     lrt *x = get_lrt(L);
@@ -421,30 +469,17 @@ static int l_configure(lua_State *L)
     lua_pushnil(L);
     while (lua_next(L, 1)) {
         const char *k = luaL_checkstring(L, -2);
+        const struct cfg_field *f = NULL;
+        for (size_t i = 0; i < NCFG && !f; i++)
+            if (strcmp(k, cfg_fields[i].name) == 0)
+                f = &cfg_fields[i];
+        if (!f)
+            return luaL_error(L, "configure: unknown option '%s'", k);
         int isnum;
         lua_Integer v = lua_tointegerx(L, -1, &isnum);
-        if (!isnum || v < 0)
-            return luaL_error(L, "configure: %s must be a non-negative integer", k);
-#define INT_OPT(name, field, lo)                                                   \
-    if (strcmp(k, name) == 0) {                                                    \
-        if (v < (lo))                                                              \
-            return luaL_error(L, "configure: %s must be at least %d", name, (lo)); \
-        c.field = (__typeof__(c.field))v;                                          \
-    } else
-        INT_OPT("max_line_bytes", max_line_bytes, 64)
-        INT_OPT("pool_min", pool_min, 0)
-        INT_OPT("pool_max", pool_max, 1)
-        INT_OPT("queue_max", queue_max, 0)
-        INT_OPT("pool_idle_ms", pool_idle_ms, 0)
-        INT_OPT("kill_grace_ms", kill_grace_ms, 0)
-        INT_OPT("drain_ms", drain_ms, 0)
-        INT_OPT("restart_backoff_ms", restart_backoff_ms, 0)
-        INT_OPT("restart_backoff_max_ms", restart_backoff_max_ms, 0)
-        INT_OPT("restart_max", restart_max, 0)
-        INT_OPT("restart_window_ms", restart_window_ms, 0)
-        INT_OPT("cooldown_ms", cooldown_ms, 0)
-        return luaL_error(L, "configure: unknown option '%s'", k);
-#undef INT_OPT
+        if (!isnum || v < f->min)
+            return luaL_error(L, "configure: %s must be an integer of at least %d", k, (int)f->min);
+        cfg_set(&c, f, v);
         lua_pop(L, 1);
     }
     if (c.pool_min > c.pool_max)
@@ -456,23 +491,15 @@ static int l_configure(lua_State *L)
 static int l_config(lua_State *L)
 {
     lrt *x = get_lrt(L);
-    kconfig *c = &x->rt->cfg;
-    lua_createtable(L, 0, 12);
-#define SET(name, v) (lua_pushinteger(L, (lua_Integer)(v)), lua_setfield(L, -2, name))
-    SET("max_line_bytes", c->max_line_bytes);
-    SET("pool_min", c->pool_min);
-    SET("pool_max", c->pool_max);
-    SET("queue_max", c->queue_max);
-    SET("pool_idle_ms", c->pool_idle_ms);
-    SET("kill_grace_ms", c->kill_grace_ms);
-    SET("drain_ms", c->drain_ms);
-    SET("restart_backoff_ms", c->restart_backoff_ms);
-    SET("restart_backoff_max_ms", c->restart_backoff_max_ms);
-    SET("restart_max", c->restart_max);
-    SET("restart_window_ms", c->restart_window_ms);
-    SET("cooldown_ms", c->cooldown_ms);
+    lua_createtable(L, 0, (int)NCFG);
+    for (size_t i = 0; i < NCFG; i++) {
+        lua_pushinteger(L, cfg_get(&x->rt->cfg, &cfg_fields[i]));
+        lua_setfield(L, -2, cfg_fields[i].name);
+    }
     return 1;
 }
+
+#define SET(name, v) (lua_pushinteger(L, (lua_Integer)(v)), lua_setfield(L, -2, name))
 
 static void push_daemon(void *ud, const daemon_info *di)
 {
@@ -696,8 +723,6 @@ int luaopen_kiro_core(lua_State *L)
     lua_newtable(L);
     lua_pushcfunction(L, req_cancel_m);
     lua_setfield(L, -2, "cancel");
-    lua_pushcfunction(L, req_info);
-    lua_setfield(L, -2, "ended");
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
 
