@@ -7,38 +7,25 @@ local function lines_matching(text, pat)
   return n
 end
 
--- Starts a command in the background; returns its pid and a function that
--- waits for its exit status.
-local function spawn_bg(argv, env)
-  local dir = H.tmpdir()
-  local parts = { "env" }
-  for k, v in pairs(env) do parts[#parts + 1] = H.q(k .. "=" .. v) end
-  for _, a in ipairs(argv) do parts[#parts + 1] = H.q(a) end
-  local cmd = table.concat(parts, " ")
-  local script = ("(%s </dev/null >%s 2>%s & echo $! >%s; wait $!; echo $? >%s) >/dev/null 2>&1 &")
-    :format(cmd, H.q(dir .. "/out"), H.q(dir .. "/err"), H.q(dir .. "/pid"), H.q(dir .. "/rc"))
-  assert(os.execute(script))
-  assert(H.wait_for(function() return (H.read_file(dir .. "/pid") or ""):match("%d+") end, 5000))
-  local pid = tonumber(H.read_file(dir .. "/pid"):match("%d+"))
-  local function wait_exit()
-    assert(H.wait_for(function() return (H.read_file(dir .. "/rc") or ""):match("%d+") end, 15000),
-      "the command did not exit")
-    return tonumber(H.read_file(dir .. "/rc"):match("%d+")), H.read_file(dir .. "/out"), H.read_file(dir .. "/err")
-  end
-  return pid, wait_exit
-end
+local spawn_bg = H.spawn_bg
 
 describe("kiro-rt agent", function()
   after_each(H.check_sims_gone)
 
   it("prints the predicted reply, streamed from the daemon", function()
+    -- In-process: the provider's log is on our stderr.
     local env = H.sim_env { KIRO_LOG = "kiro.provider=debug" }
-    local r = H.agent({ "-m", "Hello" }, env)
+    local r = H.agent({ "-m", "Hello", "--no-server" }, env)
     assert.are.equal(0, r.code)
     assert.are.equal("You said: Hello\n", r.out)
     assert.are.equal(1, lines_matching(r.err, "Query sent to daemon"))
     assert.are.equal(1, lines_matching(r.err, "Received response in %d+ms"))
     assert.are.equal(0, lines_matching(r.err, "oneshot"))
+    -- Through the server (the default): the same reply; the log is the server's.
+    r = H.agent({ "-m", "Hello" }, env)
+    assert.are.equal(0, r.code)
+    assert.are.equal("You said: Hello\n", r.out)
+    assert.are.equal(1, lines_matching(H.server_log(env), "Query sent to daemon"))
   end)
 
   it("gives the same text with --no-stream", function()
@@ -73,13 +60,18 @@ describe("kiro-rt agent", function()
   end)
 
   it("answers every request by oneshot when the CLI has no daemon mode, with the warn line", function()
+    local warn = "^%[WARN kiro.provider%] Failed to start daemon, falling back to oneshot: .*unrecognized subcommand"
     local env, log = H.sim_env { KIRO_SIM_FAULT = "no-daemon" }
-    local r = H.agent({ "-m", "old cli" }, env)
+    local r = H.agent({ "-m", "old cli", "--no-server" }, env)
     assert.are.equal(0, r.code)
     assert.are.equal("You said: old cli\n", r.out)
-    assert.are.equal(1, lines_matching(r.err,
-      "^%[WARN kiro.provider%] Failed to start daemon, falling back to oneshot: .*unrecognized subcommand"))
+    assert.are.equal(1, lines_matching(r.err, warn))
     assert.are.equal(1, H.count(H.sim_events(log), { mode = "chat", event = "request" }))
+    r = H.agent({ "-m", "old cli" }, env)
+    assert.are.equal(0, r.code)
+    assert.are.equal("You said: old cli\n", r.out)
+    assert.are.equal(1, lines_matching(H.server_log(env), warn))
+    assert.are.equal(2, H.count(H.sim_events(log), { mode = "chat", event = "request" }))
   end)
 
   it("exits 124 on a timeout and 1 on a backend failure, with a one-line reason", function()
@@ -155,10 +147,10 @@ describe("kiro-rt agent", function()
   end)
 
   for _, sig in ipairs { { "TERM", 143 }, { "INT", 130 } } do
-    it("leaves no backend alive after SIG" .. sig[1], function()
+    it("leaves no backend alive after SIG" .. sig[1] .. " (in-process)", function()
       local env, log = H.sim_env()
       env.KIRO_SIM_GATE = H.tmpdir() .. "/never"
-      local pid, wait_exit = spawn_bg({ H.kiro_rt, "agent", "-m", "a b c" }, env)
+      local pid, wait_exit = spawn_bg({ H.kiro_rt, "agent", "--no-server", "-m", "a b c" }, env)
       assert(H.wait_for(function() return H.count(H.sim_events(log), { event = "request" }) == 1 end, 5000))
       local daemon = H.pids(H.sim_events(log), { mode = "daemon" })[1]
       assert.is_true(H.alive(daemon))

@@ -68,21 +68,69 @@ function H.run(argv, env, stdin)
   return { out = H.read_file(dir .. "/out"), err = H.read_file(dir .. "/err"), code = code }
 end
 
-H.sim_logs = {}
+H.envs = {}
 
---- Environment for a kiro-rt run against kiro-sim, with a sim log.
+--- Environment for a kiro-rt run against kiro-sim, with a sim log and a
+-- private runtime and state directory (so each test has its own server).
 function H.sim_env(extra)
   local dir = H.tmpdir()
-  H.sim_logs[#H.sim_logs + 1] = dir .. "/sim.log"
-  local env = { KIRO_CLI_PATH = H.sim, KIRO_SIM_LOG = dir .. "/sim.log", KIRO_LOG = "warn" }
+  assert(os.execute("mkdir -m 700 -p " .. H.q(dir .. "/run") .. " " .. H.q(dir .. "/state")))
+  local env = {
+    KIRO_CLI_PATH = H.sim, KIRO_SIM_LOG = dir .. "/sim.log", KIRO_LOG = "warn",
+    XDG_RUNTIME_DIR = dir .. "/run", XDG_STATE_HOME = dir .. "/state",
+  }
   for k, v in pairs(extra or {}) do env[k] = v end
-  return env, dir .. "/sim.log"
+  H.envs[#H.envs + 1] = env
+  return env, env.KIRO_SIM_LOG
+end
+
+--- The server's log for an environment from sim_env.
+function H.server_log(env)
+  return H.read_file(env.XDG_STATE_HOME .. "/kiro-rt/server.log") or ""
+end
+
+-- cjson gives every number as a float: make whole ones integers again.
+local function integers(v)
+  if type(v) == "table" then
+    for k, x in pairs(v) do v[k] = integers(x) end
+  elseif math.type(v) == "float" then
+    return math.tointeger(v) or v
+  end
+  return v
+end
+
+--- The running server's status (a table), or nil.
+function H.status(env)
+  local r = H.run({ H.kiro_rt, "status", "--json" }, env)
+  if r.code ~= 0 then return nil, r.err end
+  return integers(require("cjson").decode(r.out))
 end
 
 function H.agent(args, env, stdin)
   local argv = { H.kiro_rt, "agent" }
   for _, a in ipairs(args) do argv[#argv + 1] = a end
   return H.run(argv, env, stdin)
+end
+
+-- Starts a command in the background; returns its pid and a function that
+-- waits for its exit status.
+function H.spawn_bg(argv, env)
+  local dir = H.tmpdir()
+  local parts = { "env" }
+  for k, v in pairs(env) do parts[#parts + 1] = H.q(k .. "=" .. v) end
+  for _, a in ipairs(argv) do parts[#parts + 1] = H.q(a) end
+  local cmd = table.concat(parts, " ")
+  local script = ("(%s </dev/null >%s 2>%s & echo $! >%s; wait $!; echo $? >%s) >/dev/null 2>&1 &")
+    :format(cmd, H.q(dir .. "/out"), H.q(dir .. "/err"), H.q(dir .. "/pid"), H.q(dir .. "/rc"))
+  assert(os.execute(script))
+  assert(H.wait_for(function() return (H.read_file(dir .. "/pid") or ""):match("%d+") end, 5000))
+  local pid = tonumber(H.read_file(dir .. "/pid"):match("%d+"))
+  local function wait_exit()
+    assert(H.wait_for(function() return (H.read_file(dir .. "/rc") or ""):match("%d+") end, 15000),
+      "the command did not exit")
+    return tonumber(H.read_file(dir .. "/rc"):match("%d+")), H.read_file(dir .. "/out"), H.read_file(dir .. "/err")
+  end
+  return pid, wait_exit, dir
 end
 
 --- kiro-sim's event log as a list of { pid =, mode =, event =, ... }.
@@ -138,6 +186,11 @@ end
 H.pid = my_pid()
 
 local lfs = require "lfs" -- busted depends on it
+
+--- Whether anything (a file, a socket) exists at path.
+function H.exists(path)
+  return lfs.symlinkattributes(path, "mode") ~= nil
+end
 
 --- Child processes of this process (live or zombie).
 function H.children()
@@ -211,13 +264,22 @@ end
 --- After each out-of-process test: every kiro-sim that logged a start is gone
 -- (kiro-rt reaps its children before it exits).
 function H.check_sims_gone()
-  for _, log in ipairs(H.sim_logs) do
+  for _, env in ipairs(H.envs) do
+    -- A server the test started (if any) is stopped, and must go.
+    local s = H.status(env)
+    if s then
+      local r = H.run({ H.kiro_rt, "stop" }, env)
+      assert(r.code == 0, "kiro-rt stop failed: " .. tostring(r.err))
+      assert(H.wait_for(function() return not H.alive(s.pid) end, 5000),
+        ("the server pid %d outlived its test"):format(s.pid))
+    end
+    local log = env.KIRO_SIM_LOG
     for _, pid in ipairs(H.pids(H.sim_events(log), { event = "start" })) do
-      assert(H.wait_for(function() return not H.alive(pid) end, 3000),
+      assert(H.wait_for(function() return not H.alive(pid) end, 5000),
         ("kiro-sim pid %d outlived its test (%s)"):format(pid, log))
     end
   end
-  H.sim_logs = {}
+  H.envs = {}
 end
 
 --- After each in-process test: stop everything, then nothing may be left.

@@ -18,20 +18,12 @@
 #include "proto.h"
 #include "rt.h"
 #include "version.h"
+#include "lkiro.h"
 
 #define RT_MT "kiro.runtime"
 #define REQ_MT "kiro.request"
 #define TIMER_MT "kiro.timer"
 #define BACKEND_MT "kiro.backend"
-
-typedef struct lrt {
-    krt *rt;
-    lua_State *L;     /* the thread driving the loop right now */
-    int err_ref;      /* first error raised by a callback, re-raised by step() */
-    int sig_ref;      /* Lua handler for SIGINT/SIGTERM */
-    int dispatch_ref; /* Lua function that receives request events */
-    uv_signal_t *sigs[2];
-} lrt;
 
 typedef struct lreq {
     lrt *lrt;
@@ -50,7 +42,7 @@ typedef struct ltimer {
     ltimer_state *s;
 } ltimer;
 
-static lrt *get_lrt(lua_State *L)
+lrt *get_lrt(lua_State *L)
 {
     lrt *x = lua_touserdata(L, lua_upvalueindex(1));
     if (!x->rt)
@@ -61,7 +53,7 @@ static lrt *get_lrt(lua_State *L)
 
 /* Calls the function on top of the stack with nargs arguments below it,
  * keeping the first error for step() to raise. */
-static void call_cb(lrt *x, int nargs)
+void call_cb(lrt *x, int nargs)
 {
     lua_State *L = x->L;
     /* Lua has news: make the current step() return instead of blocking in
@@ -75,7 +67,7 @@ static void call_cb(lrt *x, int nargs)
     }
 }
 
-static int raise_pending(lua_State *L, lrt *x)
+int raise_pending(lua_State *L, lrt *x)
 {
     if (x->err_ref == LUA_NOREF)
         return 0;
@@ -764,6 +756,7 @@ int luaopen_kiro_core(lua_State *L)
     lua_newtable(L);
     lua_pushvalue(L, -2);
     luaL_setfuncs(L, core_fns, 1);
+    lipc_register(L);
     lua_pushstring(L, KIRO_VERSION);
     lua_setfield(L, -2, "version");
     return 1;

@@ -10,11 +10,15 @@ Usage:
   kiro-rt agent -m TEXT [--model M] [--no-stream] [--mode auto|daemon|oneshot] [--timeout-ms N]
   kiro-rt agent                  (no -m: the prompt is read from stdin)
   kiro-rt run FILE.lua [ARGS...] (run a Lua script with `kiro` loaded, as a kiro task)
+  kiro-rt serve | status | stop  (the background server that keeps backends warm)
   kiro-rt --version | --help
 
 Commands:
   agent   send one prompt to the backend and print the reply
   run     run a script; `kiro` is require-able and `arg` holds ARGS
+  serve   run the server in the foreground (agent starts one when none runs)
+  status  show the server, its pools and daemons (--json for a machine)
+  stop    stop the server gracefully
 
 Environment:
   KIRO_CLI_PATH    backend executable (default: kiro-cli on PATH)
@@ -40,10 +44,34 @@ Options:
       --timeout-ms N   give up after N ms (exit status 124)
       --raw            send TEXT as the whole prompt, without the
                        "User: ...\n\nAssistant: " template
+      --no-server      serve the request in this process (no background server)
   -h, --help           this text
 
+The request goes through the user's kiro-rt server, which keeps backends
+warm between calls; one is started in the background when none runs (see
+'kiro-rt serve --help'). With --mode oneshot or KIRO_USE_DAEMON=false no
+server is needed: the CLI is spawned for this call.
+
 Exit status: 0 success, 1 backend failure, 2 usage error, 124 timeout,
-128+N killed by signal N (the backends are stopped first).
+128+N killed by signal N (in-process backends are stopped first).
+]]
+
+local SERVE_USAGE = [[
+Usage: kiro-rt serve [--idle-ms N] [--stop-grace-ms N]
+
+Runs the kiro-rt server in the foreground (for systemd and debugging).
+`kiro-rt agent` starts one in the background when none runs. It listens on
+$XDG_RUNTIME_DIR/kiro-rt/server.sock (else /tmp/kiro-rt-$UID/server.sock), a
+socket only this user can reach, keeps a pool of warm daemons per backend, and
+exits after N ms without requests.
+
+Options:
+  --idle-ms N        exit after N ms without requests (default: KIRO_SERVER_IDLE_MS,
+                     else 600000; 0: never)
+  --stop-grace-ms N  on stop, in-flight requests get N ms to finish (default 10000)
+  -h, --help         this text
+
+`kiro-rt status` shows it; `kiro-rt stop` stops it.
 ]]
 
 local function usage_error(msg, hint)
@@ -61,6 +89,16 @@ local function catch_signals(kiro)
     error(("interrupted by signal %d"):format(sig), 0)
   end)
   return function() return got end
+end
+
+-- The backend path as the server must see it: absolute (the server's working
+-- directory is not ours).
+local function absolute_cli(kiro)
+  local cli = kiro.option("cli_path")
+  if not cli then return nil end
+  if not cli:find("/") then cli = kiro.core.which(cli) or cli end
+  if cli:sub(1, 1) ~= "/" then cli = kiro.core.cwd() .. "/" .. cli end
+  return cli
 end
 
 local function parse_agent(args)
@@ -83,6 +121,8 @@ local function parse_agent(args)
       o.stream = false
     elseif a == "--raw" then
       o.raw = true
+    elseif a == "--no-server" then
+      o.no_server = true
     elseif a == "--mode" then
       o.mode, err = value(a)
       if o.mode and o.mode ~= "auto" and o.mode ~= "daemon" and o.mode ~= "oneshot" then
@@ -131,23 +171,46 @@ local function agent(args)
   if not utf8.len(prompt) then return usage_error("agent: the prompt is not valid UTF-8") end
 
   local signalled = catch_signals(kiro)
-
-  local opts = { model = o.model, mode = o.mode, timeout_ms = o.timeout_ms }
+  local mode = o.mode or kiro.option("mode")
   local last = ""
+  local function out(chunk)
+    io.stdout:write(chunk)
+    if o.stream then io.stdout:flush() end
+    last = chunk
+  end
+
+  -- Through the server (started in the background if need be), unless told
+  -- otherwise or oneshot anyway; in-process if the server cannot be had.
+  local conn
+  if not o.no_server and mode ~= "oneshot" then
+    local cerr
+    conn, cerr = require("kiro.client").open { autostart = true }
+    if not conn then
+      kiro.log("warn", "kiro.client", "cannot use the kiro-rt server (" .. cerr .. "); serving in-process")
+    end
+  end
+
   local ok, e = pcall(function()
-    if o.stream then
-      for chunk in kiro.stream(prompt, opts) do
-        io.stdout:write(chunk)
-        io.stdout:flush()
-        last = chunk
+    if conn then
+      local cli = absolute_cli(kiro)
+      if not cli then error(setmetatable({ code = "spawn",
+        message = "no backend: kiro-cli is not on PATH and KIRO_CLI_PATH is not set" }, kiro.Error), 0) end
+      local iter = conn:request(prompt, {
+        stream = o.stream, cli = cli, model = o.model or kiro.option("model"), mode = mode,
+        env = require("kiro.client").backend_env(), timeout_ms = o.timeout_ms,
+      })
+      for chunk in iter do out(chunk) end
+    elseif o.stream then
+      for chunk in kiro.stream(prompt, { model = o.model, mode = o.mode, timeout_ms = o.timeout_ms }) do
+        out(chunk)
       end
     else
-      local reply, msg, code = kiro.chat(prompt, opts)
+      local reply, msg, code = kiro.chat(prompt, { model = o.model, mode = o.mode, timeout_ms = o.timeout_ms })
       if not reply then error({ code = code, message = msg }, 0) end
-      io.stdout:write(reply)
-      last = reply
+      out(reply)
     end
   end)
+  if conn then conn:close() end
   if last ~= "" and last:sub(-1) ~= "\n" then io.stdout:write("\n") end
   io.stdout:flush()
   if signalled() then return 128 + signalled() end
@@ -191,6 +254,137 @@ local function run(args)
   return EXIT_OK
 end
 
+local function parse_ms(flag, v)
+  local n = tonumber(v)
+  if not n or math.type(n) ~= "integer" or n < 0 then
+    return nil, flag .. " needs a whole number of milliseconds (got '" .. tostring(v) .. "')"
+  end
+  return n
+end
+
+local function serve(args)
+  local opts = {}
+  local env_idle = os.getenv("KIRO_SERVER_IDLE_MS")
+  if env_idle and env_idle ~= "" then
+    local n, err = parse_ms("KIRO_SERVER_IDLE_MS", env_idle)
+    if not n then return usage_error(err) end
+    opts.idle_ms = n
+  end
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    if a == "-h" or a == "--help" then io.stdout:write(SERVE_USAGE); return EXIT_OK end
+    local key = ({ ["--idle-ms"] = "idle_ms", ["--stop-grace-ms"] = "stop_grace_ms" })[a]
+    if not key then return usage_error("serve: unknown argument '" .. a .. "'") end
+    local n, err = parse_ms(a, args[i + 1])
+    if not n then return usage_error(err) end
+    opts[key] = n
+    i = i + 2
+  end
+  if opts.idle_ms == 0 then opts.idle_ms = math.maxinteger // 2 end
+  local kiro = require "kiro"
+  -- A server's log is its only voice: its own lifecycle is always at info.
+  local filter = os.getenv("KIRO_LOG")
+  if not filter or filter == "" then
+    kiro.configure { log = "info" }
+  elseif not filter:find("kiro.server", 1, true) then
+    pcall(kiro.configure, { log = filter .. ",kiro.server=info" })
+  end
+  local ok, err, why
+  kiro.spawn(function() ok, err, why = require("kiro.server").serve(opts) end)
+  local rok, rerr = pcall(kiro.run)
+  if not rok then
+    io.stderr:write("kiro-rt: serve: ", tostring(rerr), "\n")
+    return EXIT_FAIL
+  end
+  if not ok then
+    io.stderr:write("kiro-rt: serve: ", err, "\n")
+    return EXIT_FAIL
+  end
+  return EXIT_OK
+end
+
+local function mib(bytes)
+  return bytes and ("%.1f MiB"):format(bytes / 1048576) or "?"
+end
+
+local function status(args)
+  local as_json = args[1] == "--json"
+  if args[1] and not as_json then
+    if args[1] == "-h" or args[1] == "--help" then
+      io.stdout:write("Usage: kiro-rt status [--json]\n\nShows the running server and its daemons.\n")
+      return EXIT_OK
+    end
+    return usage_error("status: unknown argument '" .. args[1] .. "'")
+  end
+  local conn, err = require("kiro.client").open { autostart = false }
+  if not conn then
+    io.stderr:write("kiro-rt: no server running (", err, ")\n")
+    return EXIT_FAIL
+  end
+  conn:send { op = "status" }
+  local s, rerr = conn:reply(5000)
+  conn:close()
+  if not s then io.stderr:write("kiro-rt: status: ", rerr, "\n"); return EXIT_FAIL end
+  if as_json then
+    s.op = nil
+    io.stdout:write(require("cjson").encode(s), "\n")
+    return EXIT_OK
+  end
+  local w = function(...) io.stdout:write(string.format(...), "\n") end
+  w("server   pid %d, version %s, up %.1f s, rss %s", s.pid, s.version, s.uptime_ms / 1000, mib(s.rss_bytes))
+  w("         %d requests, %d in flight, %d connections, idle exit after %.0f s",
+    s.requests, s.in_flight, s.connections, s.idle_ms / 1000)
+  w("socket   %s", s.socket)
+  for _, p in ipairs(s.pools or {}) do
+    w("pool     %s%s: %s, %d daemon(s), %d queued, %d restarts", p.cli,
+      p.model and (" --model " .. p.model) or "", p.state, p.live, p.queued, p.restarts)
+    if p.last_error then w("         last error: %s", p.last_error) end
+    for _, d in ipairs(p.daemons or {}) do
+      w("  daemon pid %d, %s, served %d, rss %s", d.pid, d.state, d.served, mib(d.rss_bytes))
+    end
+  end
+  return EXIT_OK
+end
+
+local function process_alive(pid)
+  local f = io.open(("/proc/%d/stat"):format(pid))
+  if not f then return false end
+  local stat = f:read("a")
+  f:close()
+  local state = stat:match("^%d+ %b() (%a)")
+  return state ~= "Z" and state ~= "X"
+end
+
+local function stop(args)
+  if args[1] == "-h" or args[1] == "--help" then
+    io.stdout:write("Usage: kiro-rt stop\n\nStops the server: in-flight requests finish (within its\n",
+      "stop grace period), then its backends are stopped.\n")
+    return EXIT_OK
+  elseif args[1] then
+    return usage_error("stop: unknown argument '" .. args[1] .. "'")
+  end
+  local client = require "kiro.client"
+  local conn, err = client.open { autostart = false }
+  if not conn then
+    io.stdout:write("kiro-rt: no server running\n")
+    return EXIT_OK
+  end
+  local pid = conn.server_pid
+  conn:send { op = "stop" }
+  local reply, rerr = conn:reply(5000)
+  if not reply then io.stderr:write("kiro-rt: stop: ", rerr, "\n"); return EXIT_FAIL end
+  -- The server closes our connection once its backends are gone; then it
+  -- exits. Wait for that too (it is not our child: watch /proc).
+  local kiro = require "kiro"
+  while not conn.closed do conn.reply_ev:wait(); conn.reply_ev = kiro.event() end
+  conn:close()
+  local deadline = kiro.core.now() + 5000
+  while process_alive(pid) and kiro.core.now() < deadline do kiro.sleep(5) end
+  io.stdout:write(("kiro-rt: server (pid %d) stopped\n"):format(pid))
+  return EXIT_OK
+end
+
 function cli.main(args)
   local cmd = args[1]
   local rest = table.move(args, 2, #args, 1, {})
@@ -204,6 +398,12 @@ function cli.main(args)
     return agent(rest)
   elseif cmd == "run" then
     return run(rest)
+  elseif cmd == "serve" then
+    return serve(rest)
+  elseif cmd == "status" then
+    return status(rest)
+  elseif cmd == "stop" then
+    return stop(rest)
   elseif cmd == nil then
     io.stderr:write(USAGE)
     return EXIT_USAGE

@@ -63,7 +63,7 @@ if env_cli == "" then env_cli = nil end
 local found_cli -- kiro-cli on PATH, looked up on first use
 -- Backend objects (the C core's view of cli + model + args + env), built
 -- once per configuration and model; configure() starts afresh.
-local backends = {}
+local backends, nbackends = {}, 0
 
 local cfg = {
   cli_path = nil,          -- resolved on first use: KIRO_CLI_PATH, else kiro-cli on PATH
@@ -133,7 +133,7 @@ function kiro.configure(tbl)
       if v == false and resettable[k] then cfg[k] = nil else cfg[k] = v end
     end
   end
-  backends = {}
+  backends, nbackends = {}, 0
   if tbl.cli_path == false then found_cli = nil end
 end
 
@@ -156,16 +156,31 @@ end
 
 local NO_MODEL = {}
 
--- The cli is fixed for a configuration, so a model names the backend.
-local function backend_for(cli, model)
+-- A backend is named by cli, model and extra environment. The common case
+-- (the configured cli and env) is keyed by model alone.
+local function backend_for(cli, model, env)
   local key = model or NO_MODEL
+  if env or cli ~= (cfg.cli_path or env_cli or found_cli) then
+    local vars = {}
+    for k, v in pairs(env or {}) do vars[#vars + 1] = k .. "=" .. v end
+    table.sort(vars)
+    key = table.concat({ cli, model or "", table.concat(vars, "\0") }, "\1")
+  end
   local b = backends[key]
   if not b then
+    if nbackends >= 256 then backends, nbackends = {}, 0 end -- bounded
+    local merged = env
+    if cfg.env and env then
+      merged = {}
+      for k, v in pairs(cfg.env) do merged[k] = v end
+      for k, v in pairs(env) do merged[k] = v end
+    end
     b = core.backend {
       cli = cli, model = model, protocol = cfg.protocol,
-      daemon_args = cfg.daemon_args, oneshot_args = cfg.oneshot_args, env = cfg.env,
+      daemon_args = cfg.daemon_args, oneshot_args = cfg.oneshot_args, env = merged or cfg.env,
     }
     backends[key] = b
+    nbackends = nbackends + 1
   end
   return b
 end
@@ -269,6 +284,25 @@ local function wake(w)
   if w.task then schedule(w.task) end
 end
 
+--- event(): a one-shot signal between tasks. ev:wait() suspends the calling
+-- task (or drives the loop for a plain caller) until ev:set(); ev:is_set().
+local Event = {}
+Event.__index = Event
+function Event:wait()
+  if self.done then return end
+  local w = { woken = false }
+  self.waiters[#self.waiters + 1] = w
+  while not self.done do block(w) end
+end
+function Event:set()
+  if self.done then return end
+  self.done = true
+  for _, w in ipairs(self.waiters) do wake(w) end
+  self.waiters = {}
+end
+function Event:is_set() return self.done end
+function kiro.event() return setmetatable({ done = false, waiters = {} }, Event) end
+
 --- sleep(ms): suspend the calling task (or block a plain caller) for ms.
 function kiro.sleep(ms)
   if math.type(ms) == nil then error("kiro.sleep: expected milliseconds", 2) end
@@ -296,8 +330,12 @@ local function check_opts(fname, prompt, opts)
   for k, v in pairs(opts) do
     if k == "mode" then
       if not modes[v] then error(fname .. ": mode must be auto, daemon or oneshot", 3) end
-    elseif k == "model" then
-      if type(v) ~= "string" then error(fname .. ": model must be a string", 3) end
+    elseif k == "model" or k == "cli_path" then
+      if type(v) ~= "string" then error(("%s: %s must be a string"):format(fname, k), 3) end
+    elseif k == "env" then
+      if type(v) ~= "table" then error(fname .. ": env must be a table", 3) end
+    elseif k == "stream" and fname == "kiro.call" then
+      if type(v) ~= "boolean" then error(fname .. ": stream must be a boolean", 3) end
     elseif k == "timeout_ms" or k == "first_chunk_timeout_ms" or k == "stall_timeout_ms" then
       if math.type(v) ~= "integer" or v < 0 then
         error(("%s: %s must be a non-negative integer"):format(fname, k), 3)
@@ -322,7 +360,7 @@ local function open_call(fname, prompt, opts, stream)
     attempt = 1, delivered = false,
     chunks = {}, chead = 1, ctail = 0,
     woken = false,
-    cli = cfg.cli_path or env_cli or kiro.option("cli_path"),
+    cli = opts.cli_path or cfg.cli_path or env_cli or kiro.option("cli_path"),
     t0 = core.now(),
   }, Call)
   if not call.cli then
@@ -342,21 +380,25 @@ function Call:submit()
   end
   self.ended, self.code, self.msg = false, nil, nil
   local o = self.opts
-  self.req = core.request(backend_for(self.cli, self.model), self.mode, self.prompt, self.stream,
+  self.req = core.request(backend_for(self.cli, self.model, o.env), self.mode, self.prompt, self.stream,
     remaining, o.first_chunk_timeout_ms or cfg.first_chunk_timeout_ms,
     o.stall_timeout_ms or cfg.stall_timeout_ms, self)
 end
 
--- Every request's events arrive here, with the Call as ctx.
-core.on_event(function(call, ev, a, b)
+-- A request's events: chunks, then its end.
+function Call:on_event(ev, a, b)
   if ev == "chunk" then
-    call.ctail = call.ctail + 1
-    call.chunks[call.ctail] = a
+    self.ctail = self.ctail + 1
+    self.chunks[self.ctail] = a
   else
-    call.ended, call.code, call.msg = true, a, b
+    self.ended, self.code, self.msg = true, a, b
   end
-  wake(call)
-end)
+  wake(self)
+end
+
+-- Every event of the C core (requests, connections) arrives here, with the
+-- object it belongs to as ctx.
+core.on_event(function(ctx, ev, a, b) ctx:on_event(ev, a, b) end)
 
 local function log(level, target, msg)
   if core.log_enabled(level, target) then core.log(level, target, msg) end
@@ -468,6 +510,15 @@ function kiro.stream(prompt, opts)
     end
   end
   return iter, nil, nil, call
+end
+
+--- call(prompt [, opts]) -> call: the request under chat and stream, for
+-- callers that relay it (like the server). opts as for chat, plus `stream`
+-- (default true). call:next() -> chunk; nil at the end; nil, err (an error
+-- object) on failure. call:cancel() ends it with `cancelled`.
+function kiro.call(prompt, opts)
+  local stream = opts == nil or opts.stream ~= false
+  return open_call("kiro.call", prompt, opts, stream)
 end
 
 --- stats() -> table of counters (requests, ok, errors, fallbacks, pools, ...)

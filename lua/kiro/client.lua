@@ -1,0 +1,232 @@
+--- The client side of the kiro-rt server: connect (starting a server in the
+-- background when none runs), hand-shake, send requests, relay chunks.
+
+local cjson = require "cjson.safe"
+local kiro = require "kiro"
+local server = require "kiro.server"
+local core = kiro.core
+
+local client = {}
+
+client.START_TIMEOUT_MS = 10000    -- a new server must answer within this
+client.HELLO_TIMEOUT_MS = 5000
+
+-- Variables of kiro-rt itself; every other KIRO_* variable of the client is
+-- passed to the backend (so kiro-sim's knobs, say, reach it through the server).
+local reserved = {
+  KIRO_CLI_PATH = true, KIRO_USE_DAEMON = true, KIRO_MODEL = true, KIRO_LOG = true,
+  KIRO_LUA_DIR = true,
+}
+
+function client.backend_env()
+  local env = {}
+  for k, v in pairs(core.environ()) do
+    if k:sub(1, 5) == "KIRO_" and not reserved[k] and k:sub(1, 12) ~= "KIRO_SERVER_" then
+      env[k] = v
+    end
+  end
+  return env
+end
+
+local Conn = {}
+Conn.__index = Conn
+
+function Conn:on_event(ev, a, b)
+  if ev == "connect" then
+    self.connect_err, self.connect_msg = a, b
+    self.connected:set()
+  elseif ev == "line" then
+    local msg = cjson.decode(a)
+    if type(msg) ~= "table" then return end
+    if msg.id ~= nil then
+      local req = self.reqs[msg.id]
+      if req then req:on_message(msg) end
+    else
+      self.replies[#self.replies + 1] = msg
+      self.reply_ev:set()
+    end
+  elseif ev == "close" then
+    self.closed = a or "closed"
+    self.connected:set()
+    self.reply_ev:set()
+    for _, req in pairs(self.reqs) do
+      if not req.done then -- a reply that ended just before the close stands
+        req:on_message { error = { code = "closed",
+          message = "the kiro-rt server went away (" .. self.closed .. ")" } }
+      end
+    end
+  end
+end
+
+function Conn:send(t)
+  return self.sock:send(cjson.encode(t) .. "\n")
+end
+
+-- The next non-request message (hello, status, stopping), or nil, why.
+function Conn:reply(timeout_ms)
+  local timer
+  if timeout_ms then
+    timer = core.timer(timeout_ms, function() self.timed_out = true; self.reply_ev:set() end)
+  end
+  while #self.replies == 0 and not self.closed and not self.timed_out do
+    self.reply_ev:wait()
+    self.reply_ev = kiro.event()
+  end
+  if timer then timer:stop() end
+  local msg = table.remove(self.replies, 1)
+  if msg then return msg end
+  if self.timed_out then self.timed_out = nil; return nil, "no answer from the server" end
+  return nil, "the kiro-rt server went away (" .. tostring(self.closed) .. ")"
+end
+
+function Conn:close()
+  if self.sock then self.sock:close() end
+  self.sock = nil
+end
+
+--- Connects to a running server; nil, err_name, message when there is none.
+function client.connect(path)
+  local c = setmetatable({ reqs = {}, replies = {}, reply_ev = kiro.event(),
+                           connected = kiro.event(), next_id = 1 }, Conn)
+  c.sock = core.connect(path, c)
+  c.connected:wait()
+  if c.connect_err or c.closed then
+    c:close()
+    return nil, c.connect_err or "ECONNRESET", c.connect_msg or c.closed
+  end
+  return c
+end
+
+local function hello(c)
+  c:send { op = "hello", version = kiro.version, proto = server.PROTO }
+  local msg, err = c:reply(client.HELLO_TIMEOUT_MS)
+  if not msg then return nil, err end
+  if msg.op ~= "hello" then return nil, "unexpected answer to hello" end
+  return msg
+end
+
+-- Polls until a server answers at path (or the time is up).
+local function wait_for_server(path, ms)
+  local deadline = core.now() + ms
+  while core.now() < deadline do
+    local c = client.connect(path)
+    if c then return c end
+    kiro.sleep(5)
+  end
+  return nil
+end
+
+-- Waits until nothing answers at path any more.
+local function wait_gone(path, ms)
+  local deadline = core.now() + ms
+  while core.now() < deadline do
+    local c = client.connect(path)
+    if not c then return true end
+    c:close()
+    kiro.sleep(10)
+  end
+  return false
+end
+
+--- Starts `kiro-rt serve` in the background, detached in its own session,
+-- logging to the state directory.
+function client.start_server(p)
+  local ok, err = core.secure_dir(p.dir)
+  if not ok then return nil, err end
+  ok, err = server.ensure_logdir(p)
+  if not ok then return nil, err end
+  local exe = core.exe()
+  if not exe then return nil, "cannot find the kiro-rt executable" end
+  local pid
+  pid, err = core.start_detached({ exe, "serve" }, p.log)
+  if not pid then return nil, err end
+  kiro.log("debug", "kiro.client", ("started a server (pid %d), log %s"):format(pid, p.log))
+  return pid
+end
+
+--- open{ autostart = bool } -> connection (hand-shaken), or nil, message.
+-- A server of another version is asked to stop and replaced by ours.
+function client.open(opts)
+  opts = opts or {}
+  local p = server.paths()
+  for _ = 1, 3 do
+    local c = client.connect(p.socket)
+    if not c then
+      if not opts.autostart then return nil, "no server running", "none" end
+      local pid, err = client.start_server(p)
+      if not pid then return nil, "cannot start a server: " .. err end
+      c = wait_for_server(p.socket, client.START_TIMEOUT_MS)
+      if not c then
+        return nil, ("the server did not come up within %d ms (see %s)"):format(client.START_TIMEOUT_MS, p.log)
+      end
+    end
+    local h, err = hello(c)
+    if not h then
+      c:close()
+      return nil, "handshake failed: " .. err
+    end
+    if h.version == kiro.version and h.proto == server.PROTO then
+      c.server_pid, c.server_version = h.pid, h.version
+      return c
+    end
+    kiro.log("warn", "kiro.client", ("the running server is version %s (pid %s), this is %s: replacing it")
+      :format(tostring(h.version), tostring(h.pid), kiro.version))
+    c:send { op = "stop" }
+    c:close()
+    if not wait_gone(p.socket, server.STOP_GRACE_MS + 2000) then
+      return nil, "the old server (pid " .. tostring(h.pid) .. ") did not stop"
+    end
+    if not opts.autostart then return nil, "no server running", "none" end
+  end
+  return nil, "could not reach a server of this version"
+end
+
+local Req = {}
+Req.__index = Req
+
+function Req:on_message(msg)
+  if msg.chunk then
+    self.chunks[#self.chunks + 1] = msg.chunk
+  elseif msg.done then
+    self.done = true
+  elseif msg.error then
+    self.done = true
+    self.err = setmetatable({ code = msg.error.code or "backend", message = msg.error.message or "" }, kiro.Error)
+  end
+  self.ev:set()
+end
+
+--- c:request(prompt, opts) -> iterator of chunks; raises an error object.
+-- opts: stream, model, mode, cli, env, timeout_ms, first_chunk_timeout_ms, stall_timeout_ms.
+function Conn:request(prompt, opts)
+  local id = self.next_id
+  self.next_id = id + 1
+  local req = setmetatable({ chunks = {}, ev = kiro.event() }, Req)
+  self.reqs[id] = req
+  self:send {
+    op = "request", id = id, prompt = prompt, stream = opts.stream ~= false,
+    backend = { cli = opts.cli, model = opts.model, mode = opts.mode or "auto", env = opts.env },
+    timeout_ms = opts.timeout_ms, first_chunk_timeout_ms = opts.first_chunk_timeout_ms,
+    stall_timeout_ms = opts.stall_timeout_ms,
+  }
+  local i = 0
+  return function()
+    while true do
+      if i < #req.chunks then
+        i = i + 1
+        local c = req.chunks[i]
+        req.chunks[i] = false
+        return c
+      end
+      if req.done then
+        self.reqs[id] = nil
+        if req.err then error(req.err, 0) end
+        return nil
+      end
+      req.ev:wait()
+      req.ev = kiro.event()
+    end
+  end
+end
+
+return client

@@ -1,0 +1,282 @@
+-- The background server: auto-start, privacy, lifecycle, recovery.
+local H = require "helper"
+
+local function agent_ok(env, text)
+  local r = H.agent({ "-m", text or "hi" }, env)
+  assert.are.equal(0, r.code, r.err)
+  assert.are.equal("You said: " .. (text or "hi") .. "\n", r.out)
+  return r
+end
+
+local function count_lines(text, pat)
+  local n = 0
+  for line in text:gmatch("[^\n]+") do if line:find(pat) then n = n + 1 end end
+  return n
+end
+
+describe("kiro-rt server", function()
+  after_each(H.check_sims_gone)
+
+  it("is started by the first agent and reused by the next", function()
+    local env, log = H.sim_env()
+    assert.is_nil(H.status(env))
+    local r = agent_ok(env, "one")
+    assert.are.equal("", r.err) -- auto-start is silent
+    local s1 = assert(H.status(env))
+    agent_ok(env, "two")
+    local s2 = assert(H.status(env))
+    assert.are.equal(s1.pid, s2.pid)
+    assert.are.equal(2, s2.requests)
+    -- One warm daemon served both calls.
+    assert.are.equal(1, #H.pids(H.sim_events(log), { event = "start" }))
+    assert.are.equal(1, #s2.pools)
+    assert.are.equal(2, s2.pools[1].daemons[1].served)
+    assert.is_true(s2.pools[1].daemons[1].rss_bytes > 0)
+    -- It runs in a session of its own, orphaned (nobody's child here).
+    local function sid_ppid(pid)
+      local stat = H.read_file("/proc/" .. pid .. "/stat")
+      local ppid, _, sid = stat:match("^%d+ %b() %a (%d+) (%d+) (%d+)")
+      return tonumber(sid), tonumber(ppid)
+    end
+    local sid, ppid = sid_ppid(s2.pid)
+    assert.are_not.equal(sid_ppid(H.pid), sid)
+    assert.are_not.equal(H.pid, ppid)
+  end)
+
+  it("concurrent first calls end up with one server", function()
+    local env = H.sim_env()
+    local waits = {}
+    for i = 1, 6 do
+      local _, wait_exit = H.spawn_bg({ H.kiro_rt, "agent", "-m", "c" .. i }, env)
+      waits[i] = wait_exit
+    end
+    for i = 1, 6 do
+      local code, out = waits[i]()
+      assert.are.equal(0, code)
+      assert.are.equal("You said: c" .. i .. "\n", out)
+    end
+    local s = assert(H.status(env))
+    assert.are.equal(6, s.requests)
+    -- Every server but one found the lock taken and left.
+    assert.are.equal(1, count_lines(H.server_log(env), "listening on"))
+  end)
+
+  it("keeps a pool per backend: model and KIRO_* knobs of each call", function()
+    local env = H.sim_env()
+    agent_ok(env, "a")
+    local r = H.agent({ "-m", "a", "--model", "m1" }, env)
+    assert.are.equal("[m1] You said: a\n", r.out)
+    local env2 = {}
+    for k, v in pairs(env) do env2[k] = v end
+    env2.KIRO_SIM_FAULT = "error"
+    r = H.agent({ "-m", "a" }, env2)
+    assert.are.equal(1, r.code)
+    assert.are.equal("kiro-rt: backend: simulated backend failure\n", r.err)
+    local s = assert(H.status(env))
+    assert.are.equal(3, #s.pools)
+  end)
+
+  it("refuses a socket directory that others can write, and says so", function()
+    local env = H.sim_env()
+    assert(os.execute("mkdir -m 777 " .. H.q(env.XDG_RUNTIME_DIR .. "/kiro-rt")))
+    assert(os.execute("chmod 777 " .. H.q(env.XDG_RUNTIME_DIR .. "/kiro-rt")))
+    local r = H.agent({ "-m", "hi" }, env)
+    -- The request is still served, in-process, with a warning.
+    assert.are.equal(0, r.code)
+    assert.are.equal("You said: hi\n", r.out)
+    assert.matches("writable by others", r.err)
+    assert.matches("serving in%-process", r.err)
+    r = H.run({ H.kiro_rt, "serve" }, env)
+    assert.are.equal(1, r.code)
+    assert.matches("kiro%-rt/? is writable by others %(mode 777%)", r.err)
+    assert.is_false(H.exists(env.XDG_RUNTIME_DIR .. "/kiro-rt/server.sock"))
+  end)
+
+  local root = H.read_file("/proc/self/status"):match("\nUid:%s+0%s") ~= nil
+  local it_root = root and it or pending
+  it_root("refuses connections from another user (SO_PEERCRED)", function()
+    local env = H.sim_env()
+    agent_ok(env)
+    local s = assert(H.status(env))
+    -- Open the way on purpose, so only the peer check stands between.
+    local dir = env.XDG_RUNTIME_DIR
+    local path = ""
+    for part in (dir .. "/kiro-rt"):gmatch("[^/]+") do
+      path = path .. "/" .. part
+      if path:find("^/tmp/kiro%-spec") then os.execute("chmod o+rx " .. H.q(path)) end
+    end
+    os.execute("chmod 777 " .. H.q(dir .. "/kiro-rt/server.sock"))
+    local r = H.run({ "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                      H.kiro_rt, "status" }, env)
+    assert.are_not.equal(0, r.code)
+    assert.matches("no server running", r.err)
+    assert(H.wait_for(function()
+      return H.server_log(env):find("refused a connection from uid 65534") ~= nil
+    end, 3000))
+    assert.are.equal(s.pid, assert(H.status(env)).pid) -- still serving its user
+  end)
+
+  it("recovers from a stale socket left by a SIGKILLed server", function()
+    local env = H.sim_env()
+    agent_ok(env)
+    local old = assert(H.status(env))
+    os.execute("kill -KILL " .. old.pid)
+    assert(H.wait_for(function() return not H.alive(old.pid) end, 3000))
+    assert.is_true(H.exists(env.XDG_RUNTIME_DIR .. "/kiro-rt/server.sock")) -- left behind
+    agent_ok(env, "after")
+    local new = assert(H.status(env))
+    assert.are_not.equal(old.pid, new.pid)
+    assert.matches("removed a stale socket", H.server_log(env))
+  end)
+
+  it("replaces a server of another version", function()
+    local env = H.sim_env()
+    local script = H.tmpdir() .. "/old-server.lua"
+    -- A stand-in for an older kiro-rt: holds the lock and the socket, answers
+    -- hello with another version, and leaves when asked to stop.
+    H.write_file(script, [[
+      local kiro = require "kiro"
+      local cjson = require "cjson"
+      local core = kiro.core
+      local p = require("kiro.server").paths()
+      assert(core.secure_dir(p.dir))
+      local lock = assert(core.lock(p.lock))
+      local done = kiro.event()
+      local srv = {}
+      local listener
+      function srv:on_event(ev, conn)
+        local c = { sock = conn }
+        function c:on_event(e, line)
+          if e ~= "line" then return end
+          local msg = cjson.decode(line)
+          if msg.op == "hello" then
+            conn:send(cjson.encode { op = "hello", version = "0.0.1-old", proto = 1, pid = core.getpid() } .. "\n")
+          elseif msg.op == "stop" then
+            conn:send(cjson.encode { op = "stopping" } .. "\n")
+            listener:close()
+            lock:release()
+            done:set()
+          end
+        end
+        srv[c] = true
+        conn:attach(c)
+      end
+      listener = assert(core.listen(p.socket, srv))
+      io.stdout:write("ready\n"); io.stdout:flush()
+      done:wait()
+    ]])
+    local old_pid, wait_old = H.spawn_bg({ H.kiro_rt, "run", script }, env)
+    assert(H.wait_for(function()
+      return H.exists(env.XDG_RUNTIME_DIR .. "/kiro-rt/server.sock")
+    end, 5000))
+    local r = H.agent({ "-m", "hi" }, env)
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("You said: hi\n", r.out)
+    assert.matches("the running server is version 0%.0%.1%-old", r.err)
+    assert.are.equal(0, (wait_old()))
+    local s = assert(H.status(env))
+    assert.are_not.equal(old_pid, s.pid)
+    assert.are.equal(require("kiro.core").version, s.version)
+  end)
+
+  it("a client killed mid-stream leaves the server and its daemon healthy", function()
+    local env, log = H.sim_env { KIRO_SIM_CHUNK_DELAY_MS = "150" }
+    local pid, wait_exit, dir = H.spawn_bg({ H.kiro_rt, "agent", "-m", "one two three four five six" }, env)
+    assert(H.wait_for(function() return (H.read_file(dir .. "/out") or ""):find("You") end, 5000))
+    local s = assert(H.status(env))
+    os.execute("kill -INT " .. pid)
+    assert.are.equal(130, (wait_exit()))
+    -- The request was cancelled; the daemon drains the rest and serves again.
+    assert(H.wait_for(function()
+      local st = H.status(env)
+      return st and st.in_flight == 0 and st.pools[1].daemons[1].state == "ready"
+    end, 5000))
+    local r = H.agent({ "-m", "next" }, env)
+    assert.are.equal("You said: next\n", r.out)
+    local after = assert(H.status(env))
+    assert.are.equal(s.pid, after.pid)
+    assert.are.equal(1, #H.pids(H.sim_events(log), { event = "start" })) -- same daemon
+  end)
+
+  it("exits after its idle period and removes its socket", function()
+    local env = H.sim_env { KIRO_SERVER_IDLE_MS = "300" }
+    agent_ok(env)
+    local s = assert(H.status(env))
+    assert.are.equal(300, s.idle_ms)
+    assert(H.wait_for(function() return not H.alive(s.pid) end, 5000), "no idle exit")
+    assert.is_false(H.exists(env.XDG_RUNTIME_DIR .. "/kiro-rt/server.sock"))
+    assert.matches("stopped %(idle for %d+ ms%)", H.server_log(env))
+  end)
+
+  it("status and stop", function()
+    local env, log = H.sim_env()
+    local r = H.run({ H.kiro_rt, "status" }, env)
+    assert.are.equal(1, r.code)
+    assert.matches("no server running", r.err)
+    agent_ok(env)
+    r = H.run({ H.kiro_rt, "status" }, env)
+    assert.are.equal(0, r.code)
+    assert.matches("^server   pid %d+, version [%d.]+, up [%d.]+ s, rss [%d.]+ MiB", r.out)
+    assert.matches("\n  daemon pid %d+, ready, served 1, rss [%d.]+ MiB", r.out)
+    local s = assert(H.status(env))
+    local daemon = s.pools[1].daemons[1].pid
+    r = H.run({ H.kiro_rt, "stop" }, env)
+    assert.are.equal(0, r.code)
+    assert.are.equal(("kiro-rt: server (pid %d) stopped\n"):format(s.pid), r.out)
+    assert.is_false(H.alive(s.pid))
+    assert(H.wait_for(function() return not H.alive(daemon) end, 3000))
+    assert.are.equal(1, H.count(H.sim_events(log), { event = "exit", status = 0 }))
+    r = H.run({ H.kiro_rt, "stop" }, env)
+    assert.are.equal(0, r.code)
+    assert.matches("no server running", r.out)
+  end)
+
+  it("stop lets an in-flight request finish", function()
+    local env = H.sim_env { KIRO_SIM_LATENCY_MS = "400" }
+    agent_ok(env, "warm")
+    local _, wait_exit = H.spawn_bg({ H.kiro_rt, "agent", "-m", "in flight" }, env)
+    assert(H.wait_for(function() local s = H.status(env); return s and s.in_flight == 1 end, 5000))
+    local r = H.run({ H.kiro_rt, "stop" }, env)
+    assert.are.equal(0, r.code)
+    local code, out, err = wait_exit()
+    assert.are.equal(0, code, err)
+    assert.are.equal("You said: in flight\n", out)
+  end)
+
+  it("a server killed during a request: the client gets an error, the next call works", function()
+    local gate = H.tmpdir() .. "/gate"
+    local env = H.sim_env { KIRO_SIM_GATE = gate }
+    local _, wait_exit, dir = H.spawn_bg({ H.kiro_rt, "agent", "-m", "a b c" }, env)
+    assert(H.wait_for(function() return (H.read_file(dir .. "/out") or ""):find("You") end, 5000))
+    local s = assert(H.status(env))
+    os.execute("kill -KILL " .. s.pid)
+    local code, _, err = wait_exit()
+    assert.are.equal(1, code)
+    assert.matches("^kiro%-rt: closed: the kiro%-rt server went away", err)
+    H.write_file(gate, "") -- let the orphaned daemon finish and see EOF
+    local r = H.agent({ "-m", "again" }, env)
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("You said: again\n", r.out)
+  end)
+
+  it("SIGTERM to `kiro-rt serve` leaves no backend alive", function()
+    local env, log = H.sim_env()
+    local pid, wait_exit = H.spawn_bg({ H.kiro_rt, "serve" }, env)
+    assert(H.wait_for(function() return H.status(env) ~= nil end, 5000))
+    agent_ok(env)
+    local daemon = H.pids(H.sim_events(log), { event = "start" })[1]
+    os.execute("kill -TERM " .. pid)
+    assert.are.equal(0, (wait_exit()))
+    assert.is_false(H.alive(daemon))
+  end)
+
+  it("--no-server and KIRO_USE_DAEMON=false need no server", function()
+    local env = H.sim_env()
+    local r = H.agent({ "-m", "hi", "--no-server" }, env)
+    assert.are.equal("You said: hi\n", r.out)
+    env.KIRO_USE_DAEMON = "false"
+    r = H.agent({ "-m", "hi" }, env)
+    assert.are.equal("You said: hi\n", r.out)
+    assert.is_nil(H.status(env))
+  end)
+end)

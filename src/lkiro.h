@@ -1,0 +1,30 @@
+/* Shared by the Lua binding files (lkiro.c, lipc.c): the runtime as Lua
+ * holds it, and how callbacks reach Lua. */
+#ifndef KIRO_LKIRO_H
+#define KIRO_LKIRO_H
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <uv.h>
+
+#include "rt.h"
+
+typedef struct lrt {
+    krt *rt;
+    lua_State *L;     /* the thread driving the loop right now */
+    int err_ref;      /* first error raised by a callback, re-raised by step() */
+    int sig_ref;      /* Lua handler for SIGINT/SIGTERM */
+    int dispatch_ref; /* Lua function that receives events: fn(ctx, event, a, b) */
+    uv_signal_t *sigs[2];
+} lrt;
+
+/* The runtime from upvalue 1; remembers L as the thread driving the loop. */
+lrt *get_lrt(lua_State *L);
+/* Calls the function below nargs arguments on x->L, keeping the first error
+ * for step() to raise; makes the current step() return. */
+void call_cb(lrt *x, int nargs);
+int raise_pending(lua_State *L, lrt *x);
+/* Adds listen/connect and friends to the table on top (upvalue: runtime). */
+void lipc_register(lua_State *L);
+
+#endif
