@@ -32,8 +32,10 @@ asan: $(ASAN_BUILD)/Makefile
 # The whole suite, then again under AddressSanitizer + UBSan (what CI runs).
 check: test asan
 
+# Core round trips, then the seed's benchmark through the server (hyperfine).
 bench: all
 	$(BUILD)/kiro-rt run bench/core.lua
+	KIRO_BUILD_DIR=$(CURDIR)/$(BUILD) lua5.4 bench/server.lua
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -57,7 +57,7 @@ Exit status: 0 success, 1 backend failure, 2 usage error, 124 timeout,
 ]]
 
 local SERVE_USAGE = [[
-Usage: kiro-rt serve [--idle-ms N] [--stop-grace-ms N]
+Usage: kiro-rt serve [--idle-ms N] [--stop-grace-ms N] [--pool-min N] [--pool-max N]
 
 Runs the kiro-rt server in the foreground (for systemd and debugging).
 `kiro-rt agent` starts one in the background when none runs. It listens on
@@ -69,6 +69,8 @@ Options:
   --idle-ms N        exit after N ms without requests (default: KIRO_SERVER_IDLE_MS,
                      else 600000; 0: never)
   --stop-grace-ms N  on stop, in-flight requests get N ms to finish (default 10000)
+  --pool-min N       daemons kept warm per backend (default 1)
+  --pool-max N       most daemons per backend (default 4)
   -h, --help         this text
 
 `kiro-rt status` shows it; `kiro-rt stop` stops it.
@@ -274,7 +276,8 @@ local function serve(args)
   while i <= #args do
     local a = args[i]
     if a == "-h" or a == "--help" then io.stdout:write(SERVE_USAGE); return EXIT_OK end
-    local key = ({ ["--idle-ms"] = "idle_ms", ["--stop-grace-ms"] = "stop_grace_ms" })[a]
+    local key = ({ ["--idle-ms"] = "idle_ms", ["--stop-grace-ms"] = "stop_grace_ms",
+                   ["--pool-min"] = "pool_min", ["--pool-max"] = "pool_max" })[a]
     if not key then return usage_error("serve: unknown argument '" .. a .. "'") end
     local n, err = parse_ms(a, args[i + 1])
     if not n then return usage_error(err) end
@@ -283,6 +286,13 @@ local function serve(args)
   end
   if opts.idle_ms == 0 then opts.idle_ms = math.maxinteger // 2 end
   local kiro = require "kiro"
+  local pool = { pool_min = opts.pool_min, pool_max = opts.pool_max }
+  opts.pool_min, opts.pool_max = nil, nil
+  if pool.pool_min and not pool.pool_max and pool.pool_min > kiro.option("pool_max") then
+    pool.pool_max = pool.pool_min
+  end
+  local cok, cerr = pcall(kiro.configure, pool)
+  if not cok then return usage_error("serve: " .. tostring(cerr)) end
   -- A server's log is its only voice: its own lifecycle is always at info.
   local filter = os.getenv("KIRO_LOG")
   if not filter or filter == "" then
