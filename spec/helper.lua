@@ -48,12 +48,11 @@ end
 function H.run(argv, env, stdin)
   local dir = H.tmpdir()
   local parts = { "env" }
+  for k, v in pairs(env or {}) do -- env takes its options before assignments
+    if v == false then parts[#parts + 1] = "-u " .. k end
+  end
   for k, v in pairs(env or {}) do
-    if v == false then
-      parts[#parts + 1] = "-u " .. k
-    else
-      parts[#parts + 1] = shell_quote(k .. "=" .. v)
-    end
+    if v ~= false then parts[#parts + 1] = shell_quote(k .. "=" .. v) end
   end
   for _, a in ipairs(argv) do parts[#parts + 1] = shell_quote(a) end
   local cmd = table.concat(parts, " ")
@@ -117,7 +116,8 @@ end
 function H.spawn_bg(argv, env)
   local dir = H.tmpdir()
   local parts = { "env" }
-  for k, v in pairs(env) do parts[#parts + 1] = H.q(k .. "=" .. v) end
+  for k, v in pairs(env) do if v == false then parts[#parts + 1] = "-u " .. k end end
+  for k, v in pairs(env) do if v ~= false then parts[#parts + 1] = H.q(k .. "=" .. v) end end
   for _, a in ipairs(argv) do parts[#parts + 1] = H.q(a) end
   local cmd = table.concat(parts, " ")
   local script = ("(%s </dev/null >%s 2>%s & echo $! >%s; wait $!; echo $? >%s) >/dev/null 2>&1 &")

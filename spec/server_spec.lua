@@ -270,6 +270,14 @@ describe("kiro-rt server", function()
     assert.is_false(H.alive(daemon))
   end)
 
+  it("with no backend at all: a clear error, and no server is started", function()
+    local env = H.sim_env { KIRO_CLI_PATH = false, PATH = "/nonexistent" }
+    local r = H.agent({ "-m", "hi" }, env)
+    assert.are.equal(1, r.code)
+    assert.are.equal("kiro-rt: spawn: no backend: kiro-cli is not on PATH and KIRO_CLI_PATH is not set\n", r.err)
+    assert.is_false(H.exists(env.XDG_RUNTIME_DIR .. "/kiro-rt"))
+  end)
+
   it("--no-server and KIRO_USE_DAEMON=false need no server", function()
     local env = H.sim_env()
     local r = H.agent({ "-m", "hi", "--no-server" }, env)

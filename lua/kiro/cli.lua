@@ -184,7 +184,8 @@ local function agent(args)
   -- Through the server (started in the background if need be), unless told
   -- otherwise or oneshot anyway; in-process if the server cannot be had.
   local conn
-  if not o.no_server and mode ~= "oneshot" then
+  local cli = absolute_cli(kiro)
+  if cli and not o.no_server and mode ~= "oneshot" then
     local cerr
     conn, cerr = require("kiro.client").open { autostart = true }
     if not conn then
@@ -194,9 +195,6 @@ local function agent(args)
 
   local ok, e = pcall(function()
     if conn then
-      local cli = absolute_cli(kiro)
-      if not cli then error(setmetatable({ code = "spawn",
-        message = "no backend: kiro-cli is not on PATH and KIRO_CLI_PATH is not set" }, kiro.Error), 0) end
       local iter = conn:request(prompt, {
         stream = o.stream, cli = cli, model = o.model or kiro.option("model"), mode = mode,
         env = require("kiro.client").backend_env(), timeout_ms = o.timeout_ms,
@@ -357,15 +355,6 @@ local function status(args)
   return EXIT_OK
 end
 
-local function process_alive(pid)
-  local f = io.open(("/proc/%d/stat"):format(pid))
-  if not f then return false end
-  local stat = f:read("a")
-  f:close()
-  local state = stat:match("^%d+ %b() (%a)")
-  return state ~= "Z" and state ~= "X"
-end
-
 local function stop(args)
   if args[1] == "-h" or args[1] == "--help" then
     io.stdout:write("Usage: kiro-rt stop\n\nStops the server: in-flight requests finish (within its\n",
@@ -390,7 +379,7 @@ local function stop(args)
   while not conn.closed do conn.reply_ev:wait(); conn.reply_ev = kiro.event() end
   conn:close()
   local deadline = kiro.core.now() + 5000
-  while process_alive(pid) and kiro.core.now() < deadline do kiro.sleep(5) end
+  while client.alive(pid) and kiro.core.now() < deadline do kiro.sleep(5) end
   io.stdout:write(("kiro-rt: server (pid %d) stopped\n"):format(pid))
   return EXIT_OK
 end

@@ -105,12 +105,26 @@ local function hello(c)
   return msg
 end
 
--- Polls until a server answers at path (or the time is up).
-local function wait_for_server(path, ms)
+local function alive(pid)
+  local f = io.open(("/proc/%d/stat"):format(pid))
+  if not f then return false end
+  local state = f:read("a"):match("^%d+ %b() (%a)")
+  f:close()
+  return state ~= "Z" and state ~= "X"
+end
+client.alive = alive
+
+-- Polls until a server answers at path. The one we started may have lost
+-- the race to another (it then leaves at once): after it is gone, another
+-- gets a short while to show up.
+local function wait_for_server(path, ms, pid)
   local deadline = core.now() + ms
+  local gone_at
   while core.now() < deadline do
     local c = client.connect(path)
     if c then return c end
+    if not gone_at and not alive(pid) then gone_at = core.now() end
+    if gone_at and core.now() - gone_at > 2000 then return nil end
     kiro.sleep(5)
   end
   return nil
@@ -155,7 +169,7 @@ function client.open(opts)
       if not opts.autostart then return nil, "no server running", "none" end
       local pid, err = client.start_server(p)
       if not pid then return nil, "cannot start a server: " .. err end
-      c = wait_for_server(p.socket, client.START_TIMEOUT_MS)
+      c = wait_for_server(p.socket, client.START_TIMEOUT_MS, pid)
       if not c then
         return nil, ("the server did not come up within %d ms (see %s)"):format(client.START_TIMEOUT_MS, p.log)
       end

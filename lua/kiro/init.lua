@@ -406,7 +406,7 @@ end
 
 -- The request failed: ask the policy whether to try another way.
 function Call:recover()
-  if self.cancelled then return false end
+  if self.cancelled or not self.cli then return false end -- no backend: nothing to fall back to
   if self.delivered or self.attempt >= MAX_ATTEMPTS then return false end
   local remaining = self.timeout_ms > 0 and self.timeout_ms - (core.now() - self.t0) or math.huge
   if remaining <= 0 then return false end
