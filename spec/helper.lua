@@ -284,6 +284,7 @@ end
 
 --- After each in-process test: stop everything, then nothing may be left.
 function H.check_leaks()
+  H.check_sims_gone() -- for tests that also ran the CLI
   if not kiro_loaded then return end
   kiro_loaded.reset()
   local kids = H.children()
