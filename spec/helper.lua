@@ -253,6 +253,7 @@ function H.setup(knobs, options)
   base_config = base_config or kiro.core.config()
   local cfg = { cli_path = H.sim, env = env, mode = "auto", model = false, log = os.getenv("KIRO_LOG") or "warn",
                 timeout_ms = 20000, first_chunk_timeout_ms = 15000, stall_timeout_ms = 15000,
+                cache = false, cache_ttl_ms = 300000, cache_max_bytes = 64 * 1024 * 1024,
                 policy = require "kiro.policy" }
   for k, v in pairs(base_config) do cfg[k] = v end
   cfg.kill_grace_ms = 500

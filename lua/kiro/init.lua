@@ -9,6 +9,7 @@
 -- streaming calls, the fallback policy hook, and configuration.
 
 local core = require "kiro.core"
+local cache_store = require "kiro.cache"
 local default_policy = require "kiro.policy"
 local template = require "kiro.template"
 
@@ -61,6 +62,7 @@ if env_model == "" then env_model = nil end
 local env_cli = os.getenv("KIRO_CLI_PATH")
 if env_cli == "" then env_cli = nil end
 local found_cli -- kiro-cli on PATH, looked up on first use
+local replies    -- the response cache, made on first use
 -- Backend objects (the C core's view of cli + model + args + env), built
 -- once per configuration and model; configure() starts afresh.
 local backends, nbackends = {}, 0
@@ -77,6 +79,9 @@ local cfg = {
   oneshot_args = { "chat", "--no-interactive" },
   env = nil,               -- extra environment for backends: { NAME = "value" }
   policy = default_policy,
+  cache = false,           -- cache (and coalesce) replies by default
+  cache_max_bytes = 64 * 1024 * 1024,
+  cache_ttl_ms = 300000,
 }
 
 local modes = { auto = true, daemon = true, oneshot = true }
@@ -84,6 +89,7 @@ local lua_options = {
   cli_path = "string", model = "string", mode = "string", protocol = "string",
   timeout_ms = "number", first_chunk_timeout_ms = "number", stall_timeout_ms = "number",
   daemon_args = "table", oneshot_args = "table", env = "table", policy = "policy", log = "string",
+  cache = "boolean", cache_max_bytes = "number", cache_ttl_ms = "number",
 }
 local core_options = core.config()
 -- Options that `false` resets to their default (environment, PATH lookup).
@@ -135,6 +141,10 @@ function kiro.configure(tbl)
   end
   backends, nbackends = {}, 0
   if tbl.cli_path == false then found_cli = nil end
+  if replies then
+    replies.max_bytes, replies.ttl_ms = cfg.cache_max_bytes, cfg.cache_ttl_ms
+    replies:trim()
+  end
 end
 
 --- The effective value of an option (after environment defaults).
@@ -334,6 +344,8 @@ local function check_opts(fname, prompt, opts)
       if type(v) ~= "string" then error(("%s: %s must be a string"):format(fname, k), 3) end
     elseif k == "env" then
       if type(v) ~= "table" then error(fname .. ": env must be a table", 3) end
+    elseif k == "cache" then
+      if type(v) ~= "boolean" then error(fname .. ": cache must be a boolean", 3) end
     elseif k == "stream" and fname == "kiro.call" then
       if type(v) ~= "boolean" then error(fname .. ": stream must be a boolean", 3) end
     elseif k == "timeout_ms" or k == "first_chunk_timeout_ms" or k == "stall_timeout_ms" then
@@ -348,7 +360,6 @@ local function check_opts(fname, prompt, opts)
 end
 
 local function open_call(fname, prompt, opts, stream)
-  opts = check_opts(fname, prompt, opts)
   local mode = opts.mode or cfg.mode or kiro.option("mode")
   -- The call is also its own wait record (woken, task) for block/wake.
   local call = setmetatable({
@@ -476,9 +487,145 @@ function Call:cancel()
   end
 end
 
+---------------------------------------------------------------------------
+-- Cache and coalescing. A cacheable request is a Flight: one backend call
+-- whose chunks every Reader of it gets, each at its own pace, from the
+-- first. Identical cacheable requests in flight share it; a finished one
+-- fills the cache, and a cache hit is a Flight that is already complete.
+
+local flights = {}       -- key -> Flight in progress
+local coalesced = 0
+
+local function reply_cache()
+  replies = replies or cache_store.new {
+    max_bytes = cfg.cache_max_bytes, ttl_ms = cfg.cache_ttl_ms, now = core.now,
+  }
+  return replies
+end
+
+local Flight = {}
+Flight.__index = Flight
+
+function Flight:wake_all()
+  local ws = self.waiters
+  self.waiters = {}
+  for _, w in ipairs(ws) do wake(w) end
+end
+
+function Flight:finish(err)
+  self.done, self.err = true, err
+  if flights[self.key] == self then flights[self.key] = nil end
+  if not err and self.call then reply_cache():put(self.key, self.chunks) end
+  self:wake_all()
+end
+
+local Reader = {}
+Reader.__index = Reader
+Reader.__close = function(r) r:cancel() end
+
+local function cancelled_error() return new_error("cancelled", "cancelled by caller") end
+
+function Reader:next()
+  local f = self.flight
+  while true do
+    if self.cancelled then return nil, cancelled_error() end
+    if self.pos < f.n then
+      self.pos = self.pos + 1
+      return f.chunks[self.pos]
+    end
+    if f.done then
+      self:leave()
+      if f.err then return nil, f.err end
+      return nil
+    end
+    if not f.pulling then
+      -- Nobody is reading the backend call: this reader does, for everyone.
+      f.pulling = true
+      local c, err = f.call:next()
+      f.pulling = false
+      if c then
+        f.n = f.n + 1
+        f.chunks[f.n] = c
+        f:wake_all()
+      else
+        f:finish(err)
+      end
+    else
+      local w = { woken = false }
+      self.w = w
+      f.waiters[#f.waiters + 1] = w
+      block(w)
+      self.w = nil
+    end
+  end
+end
+
+function Reader:leave()
+  if self.left then return end
+  self.left = true
+  local f = self.flight
+  f.readers = f.readers - 1
+  if f.readers == 0 and not f.done then
+    -- The last reader left: nobody wants this reply any more.
+    if flights[f.key] == f then flights[f.key] = nil end
+    f.call:cancel()
+  elseif not f.done then
+    f:wake_all() -- someone else takes over pulling
+  end
+end
+
+function Reader:cancel()
+  if self.cancelled or self.left then return end
+  self.cancelled = true
+  self:leave()
+  if self.w then wake(self.w) end
+end
+
+local function cache_key(fname, prompt, opts)
+  local vars = {}
+  for k, v in pairs(opts.env or cfg.env or {}) do vars[#vars + 1] = k .. "=" .. v end
+  table.sort(vars)
+  return table.concat({
+    opts.cli_path or cfg.cli_path or env_cli or kiro.option("cli_path") or "",
+    opts.model or cfg.model or env_model or "", table.concat(vars, "\1"), prompt,
+  }, "\0")
+end
+
+local function cacheable(prompt, opts)
+  if opts.cache ~= nil then return opts.cache end
+  local p = cfg.policy
+  if type(p) == "table" and type(p.cacheable) == "function" then
+    local v = p.cacheable(prompt, opts)
+    if v ~= nil then return v end
+  end
+  return cfg.cache
+end
+
+-- Opens a request: a plain Call, or a Reader of a (shared or cached) Flight.
+local function open(fname, prompt, opts, stream)
+  opts = check_opts(fname, prompt, opts)
+  if not cacheable(prompt, opts) then return open_call(fname, prompt, opts, stream) end
+  local key = cache_key(fname, prompt, opts)
+  local f = flights[key]
+  if f then
+    coalesced = coalesced + 1
+  else
+    local hit = reply_cache():get(key)
+    if hit then
+      f = setmetatable({ key = key, chunks = hit, n = #hit, done = true, readers = 0, waiters = {} }, Flight)
+    else
+      f = setmetatable({ key = key, chunks = {}, n = 0, done = false, readers = 0, waiters = {} }, Flight)
+      f.call = open_call(fname, prompt, opts, stream)
+      flights[key] = f
+    end
+  end
+  f.readers = f.readers + 1
+  return setmetatable({ flight = f, pos = 0 }, Reader)
+end
+
 --- chat(prompt [, opts]) -> reply, or nil, message, code
 function kiro.chat(prompt, opts)
-  local call = open_call("kiro.chat", prompt, opts, false)
+  local call = open("kiro.chat", prompt, opts, false)
   local first, parts
   while true do
     local c, err = call:next()
@@ -501,7 +648,7 @@ end
 -- Raises an error object (.code, .message) on failure. Leaving the loop early
 -- (break, error, return) cancels the request.
 function kiro.stream(prompt, opts)
-  local call = open_call("kiro.stream", prompt, opts, true)
+  local call = open("kiro.stream", prompt, opts, true)
   local function iter()
     while true do
       local c, err = call:next()
@@ -518,7 +665,7 @@ end
 -- object) on failure. call:cancel() ends it with `cancelled`.
 function kiro.call(prompt, opts)
   local stream = opts == nil or opts.stream ~= false
-  return open_call("kiro.call", prompt, opts, stream)
+  return open("kiro.call", prompt, opts, stream)
 end
 
 --- stats() -> table of counters (requests, ok, errors, fallbacks, pools, ...)
@@ -529,6 +676,9 @@ function kiro.stats()
   s.fallbacks_by_reason = {}
   for k, v in pairs(stats.fallbacks_by_reason) do s.fallbacks_by_reason[k] = v end
   s.tasks = ntasks
+  local c = replies or { hits = 0, misses = 0, evictions = 0, bytes = 0, entries = 0 }
+  s.cache = { hits = c.hits, misses = c.misses, evictions = c.evictions, bytes = c.bytes,
+              entries = c.entries, coalesced = coalesced }
   return s
 end
 
@@ -536,12 +686,14 @@ end
 -- request is taken afterwards.
 function kiro.shutdown() core.shutdown(false) end
 
---- reset(): end every request (`cancelled`), stop every backend and wait
--- until each one has exited; the runtime stays usable (fresh pools).
+--- reset(): end every request (`cancelled`), stop every backend, wait
+-- until each one has exited, and empty the cache; the runtime stays usable
+-- (fresh pools).
 -- Called outside any task, it also closes tasks left waiting (say, by a
 -- kiro.run that ended in an error).
 function kiro.reset()
   core.shutdown(true)
+  if replies then replies:clear() end
   if in_task() then
     while core.stats().children > 0 do kiro.sleep(5) end
     return
