@@ -26,9 +26,10 @@ static void finish(daemon *d, const char *code, const char *msg)
     d->started = 1;
     if (d->state == D_BUSY || d->state == D_DRAINING)
         d->state = D_READY;
+    d->t_idle = uv_now(d->rt->loop);
     uv_timer_stop(&d->timer);
     if (r) {
-        d->served++;
+        d->served += !r->internal;
         klog(LOG_DEBUG, "kiro.provider", "Received response in %llums",
              (unsigned long long)(uv_now(d->rt->loop) - d->t_sent));
         pool_daemon_answered(d->pool);
@@ -199,7 +200,7 @@ daemon *daemon_new(struct pool *owner, char **argv, char **env, const proto_ops 
         return NULL;
     }
     d->pid = proc_pid(d->proc);
-    d->t_spawn = uv_now(rt->loop);
+    d->t_spawn = d->t_idle = uv_now(rt->loop);
     jsonl_init(&d->fr, rt->cfg.max_line_bytes);
     d->pstate = proto->state_new ? proto->state_new() : NULL;
     uv_timer_init(rt->loop, &d->timer);
@@ -272,6 +273,50 @@ static void daemon_abort(void *carrier, kreq *r, enum req_abort why)
         daemon_stop(d, NULL);
         break;
     }
+}
+
+void daemon_fail(daemon *d, const char *why)
+{
+    kreq *r = d->req;
+    d->req = NULL;
+    d->rt->stats.health_failures++;
+    klog(LOG_WARN, "kiro.health", "%s; replacing it", why);
+    daemon_stop(d, why);
+    if (d->proc)
+        proc_kill_now(d->proc); /* a stopped process cannot act on SIGTERM */
+    if (r) {
+        req_end(r, d->started || r->chunks ? KERR_CRASHED : KERR_SPAWN, "%s", why);
+        req_unref(r);
+    }
+}
+
+static void probe_chunk(void *ud, const char *data, size_t n)
+{
+    (void)ud, (void)data, (void)n;
+}
+
+static void probe_end(void *ud, const char *code, const char *msg)
+{
+    krt *rt = ud;
+    /* An {"error": ...} answer is still an answer: the daemon is alive. */
+    if (code && strcmp(code, KERR_BACKEND) != 0) {
+        rt->stats.probe_failures++;
+        klog(LOG_WARN, "kiro.health", "probe failed (%s): %s", code, msg);
+    }
+}
+
+void daemon_probe(daemon *d)
+{
+    krt *rt = d->rt;
+    req_sink sink = { probe_chunk, probe_end, rt };
+    kreq *r = req_new(rt, rt->cfg.probe_prompt, strlen(rt->cfg.probe_prompt), 0, &sink);
+    r->internal = 1;
+    r->timeout_ms = rt->cfg.probe_timeout_ms;
+    rt->stats.probes++;
+    klog(LOG_DEBUG, "kiro.health", "probing idle daemon pid %d", d->pid);
+    req_start(r);
+    daemon_assign(d, r);
+    req_unref(r); /* only the daemon and the runtime hold a probe */
 }
 
 void daemon_stop(daemon *d, const char *fault)

@@ -29,7 +29,7 @@ typedef struct daemon {
     enum daemon_state state;
     unsigned started : 1; /* it has answered in its protocol at least once */
     unsigned fault : 1;   /* stopped by us because it misbehaved */
-    uint64_t served, t_spawn, t_sent;
+    uint64_t served, t_spawn, t_sent, t_idle;
     uv_timer_t timer;     /* idle shrink, or the drain bound */
     struct daemon *next, *prev;
     char why[256];        /* why we stopped it */
@@ -43,6 +43,10 @@ void daemon_assign(daemon *d, kreq *r);
 /* Orderly stop (stdin closed, then signals). `fault`: why, when it misbehaved. */
 void daemon_stop(daemon *d, const char *fault);
 void daemon_arm_idle(daemon *d, uint64_t ms);
+/* The daemon is unhealthy: its request fails, it is killed and replaced. */
+void daemon_fail(daemon *d, const char *why);
+/* Sends the configured probe prompt; a probe that times out replaces it. */
+void daemon_probe(daemon *d);
 const char *daemon_state_name(enum daemon_state s);
 
 #endif

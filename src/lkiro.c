@@ -270,6 +270,7 @@ static int l_request(lua_State *L)
     luaL_setmetatable(L, REQ_MT);
     req_sink sink = { sink_chunk, sink_end, q };
     kreq *r = req_new(x->rt, prompt, plen, stream, &sink);
+    x->rt->stats.requests++;
     q->r = r;
     r->timeout_ms = timeout_ms;
     r->first_chunk_ms = first_chunk_ms;
@@ -421,6 +422,9 @@ static const struct cfg_field {
     F(restart_max, CFG_INT, 0),
     F(restart_window_ms, CFG_U64, 0),
     F(cooldown_ms, CFG_U64, 0),
+    F(health_interval_ms, CFG_U64, 0),
+    F(probe_interval_ms, CFG_U64, 0),
+    F(probe_timeout_ms, CFG_U64, 1),
 #undef F
 };
 #define NCFG (sizeof cfg_fields / sizeof cfg_fields[0])
@@ -461,6 +465,16 @@ static int l_configure(lua_State *L)
     lua_pushnil(L);
     while (lua_next(L, 1)) {
         const char *k = luaL_checkstring(L, -2);
+        if (strcmp(k, "probe_prompt") == 0) {
+            size_t n;
+            const char *v = lua_tolstring(L, -1, &n);
+            if (lua_type(L, -1) != LUA_TSTRING || n == 0 || n >= sizeof c.probe_prompt)
+                return luaL_error(L, "configure: probe_prompt must be a string of 1 to %d bytes",
+                                  (int)sizeof c.probe_prompt - 1);
+            memcpy(c.probe_prompt, v, n + 1);
+            lua_pop(L, 1);
+            continue;
+        }
         const struct cfg_field *f = NULL;
         for (size_t i = 0; i < NCFG && !f; i++)
             if (strcmp(k, cfg_fields[i].name) == 0)
@@ -477,6 +491,7 @@ static int l_configure(lua_State *L)
     if (c.pool_min > c.pool_max)
         return luaL_error(L, "configure: pool_min (%d) exceeds pool_max (%d)", c.pool_min, c.pool_max);
     x->rt->cfg = c;
+    rt_health_start(x->rt);
     return 0;
 }
 
@@ -488,6 +503,8 @@ static int l_config(lua_State *L)
         lua_pushinteger(L, cfg_get(&x->rt->cfg, &cfg_fields[i]));
         lua_setfield(L, -2, cfg_fields[i].name);
     }
+    lua_pushstring(L, x->rt->cfg.probe_prompt);
+    lua_setfield(L, -2, "probe_prompt");
     return 1;
 }
 
@@ -520,6 +537,9 @@ static int l_stats(lua_State *L)
     SET("daemon_starts", s->daemon_starts);
     SET("daemon_restarts", s->daemon_restarts);
     SET("daemon_start_failures", s->daemon_start_failures);
+    SET("health_failures", s->health_failures);
+    SET("probes", s->probes);
+    SET("probe_failures", s->probe_failures);
     SET("in_flight", x->rt->nrequests);
     SET("children", proc_live_count());
     lua_newtable(L);

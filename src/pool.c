@@ -349,6 +349,27 @@ void pool_daemon_exited(pool *p, daemon *d, int fault, int started, const char *
     record_failure(p, reason);
 }
 
+void pool_health_check(pool *p)
+{
+    kconfig *c = &p->rt->cfg;
+    uint64_t now = uv_now(p->rt->loop);
+    for (daemon *d = p->daemons, *next; d; d = next) {
+        next = d->next;
+        if (d->state == D_STOPPING || !d->proc)
+            continue;
+        char st = proc_state(d->proc);
+        if (st == 'T' || st == 't' || st == 'Z') {
+            char why[128];
+            snprintf(why, sizeof why, "daemon pid %d is %s", d->pid,
+                     st == 'Z' ? "a zombie" : "stopped by a signal");
+            daemon_fail(d, why);
+            continue;
+        }
+        if (c->probe_interval_ms && d->state == D_READY && now - d->t_idle >= c->probe_interval_ms)
+            daemon_probe(d);
+    }
+}
+
 void pool_free(pool *p)
 {
     if (p->prev)

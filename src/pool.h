@@ -16,6 +16,10 @@ typedef struct pool pool;
 
 pool *pool_get(krt *rt, const bspec *b);
 void pool_submit(pool *p, kreq *r);
+/* Passive: a daemon stopped by a signal, or a zombie, is replaced. Active
+ * (probe_interval_ms): an idle daemon is sent probe_prompt and replaced if it
+ * does not answer within probe_timeout_ms. */
+void pool_health_check(pool *p);
 /* Shutdown: stop every daemon; the memory goes once they are reaped. */
 void pool_free(pool *p);
 krt *pool_rt(pool *p);

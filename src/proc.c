@@ -349,6 +349,29 @@ int proc_pid(const proc *p)
     return p->pid;
 }
 
+char proc_state(const proc *p)
+{
+    char path[64], buf[512];
+    if (p->exited)
+        return 0;
+    snprintf(path, sizeof path, "/proc/%d/stat", p->pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *close = strrchr(buf, ')'); /* the name may hold anything */
+    return close && close[1] == ' ' ? close[2] : 0;
+}
+
+void proc_kill_now(proc *p)
+{
+    proc_close_stdin(p);
+    if (!p->exited)
+        uv_process_kill(&p->process, SIGKILL);
+}
+
 const char *proc_stderr_tail(const proc *p)
 {
     static char out[512];

@@ -38,6 +38,10 @@ void proc_terminate(proc *p, uint64_t grace_ms);
 /* The owner is gone: no more callbacks; the child is terminated and reaped. */
 void proc_detach(proc *p, uint64_t grace_ms);
 int proc_pid(const proc *p);
+/* The process state letter from /proc (R, S, T, Z, ...), or 0 if unknown. */
+char proc_state(const proc *p);
+/* Stop a process that may be stopped itself: SIGKILL now. */
+void proc_kill_now(proc *p);
 /* The last bytes of stderr, as a printable one-line string (static buffer). */
 const char *proc_stderr_tail(const proc *p);
 /* Live supervised processes (for leak checks and shutdown). */

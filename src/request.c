@@ -120,7 +120,8 @@ void req_chunk(kreq *r, const char *data, size_t n)
         rearm(r); /* the first-chunk deadline is met */
     }
     r->bytes += n;
-    r->rt->stats.chunks++;
+    if (!r->internal)
+        r->rt->stats.chunks++;
     if (r->sink.chunk)
         r->sink.chunk(r->sink.ud, data, n);
 }
@@ -131,7 +132,9 @@ static void end_now(kreq *r, const char *code, const char *msg)
     uv_timer_stop(&r->timer);
     req_clear_carrier(r);
     rt_untrack_request(r->rt, r);
-    if (code)
+    if (r->internal)
+        ;
+    else if (code)
         r->rt->stats.errors++;
     else
         r->rt->stats.ok++;

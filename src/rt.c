@@ -23,6 +23,10 @@ static const kconfig config_defaults = {
     .restart_max = 5,
     .restart_window_ms = 60000,
     .cooldown_ms = 60000,
+    .health_interval_ms = 1000,
+    .probe_interval_ms = 0,
+    .probe_timeout_ms = 5000,
+    .probe_prompt = "ping",
 };
 
 krt *rt_new(void)
@@ -34,6 +38,9 @@ krt *rt_new(void)
         return NULL;
     }
     r->cfg = config_defaults;
+    uv_timer_init(r->loop, &r->health);
+    r->health.data = r;
+    uv_unref((uv_handle_t *)&r->health); /* never keeps the loop alive */
     return r;
 }
 
@@ -45,7 +52,6 @@ void rt_track_request(krt *rt, kreq *r)
         rt->requests->all_prev = r;
     rt->requests = r;
     rt->nrequests++;
-    rt->stats.requests++;
 }
 
 void rt_untrack_request(krt *rt, kreq *r)
@@ -67,8 +73,24 @@ void rt_shutdown(krt *rt)
     rt->shutting_down = 1;
     while (rt->requests)
         req_cancel(rt->requests, ABORT_SHUTDOWN, KERR_CANCELLED, "runtime shutting down");
+    uv_timer_stop(&rt->health);
     while (rt->pools)
         pool_free(rt->pools);
+}
+
+static void on_health(uv_timer_t *t)
+{
+    krt *rt = t->data;
+    for (pool *p = rt->pools; p; p = pool_next(p))
+        pool_health_check(p);
+    if (rt->cfg.health_interval_ms)
+        uv_timer_start(&rt->health, on_health, rt->cfg.health_interval_ms, 0);
+}
+
+void rt_health_start(krt *rt)
+{
+    if (rt->cfg.health_interval_ms && !uv_is_active((uv_handle_t *)&rt->health))
+        uv_timer_start(&rt->health, on_health, rt->cfg.health_interval_ms, 0);
 }
 
 static void walk_close(uv_handle_t *h, void *arg)
@@ -81,6 +103,7 @@ static void walk_close(uv_handle_t *h, void *arg)
 void rt_free(krt *rt)
 {
     rt_shutdown(rt);
+    uv_close((uv_handle_t *)&rt->health, NULL);
     /* Children get their stop sequence; this ends once all are reaped. A
      * uv_stop() left over from a callback only cuts one run short. */
     while (uv_run(rt->loop, UV_RUN_DEFAULT) != 0)
@@ -100,6 +123,7 @@ void rt_submit_daemon(krt *rt, const bspec *b, kreq *r)
     }
     rt->stats.daemon_requests++;
     pool_submit(pool_get(rt, b), r);
+    rt_health_start(rt);
 }
 
 void rt_submit_oneshot(krt *rt, const bspec *b, kreq *r)

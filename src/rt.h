@@ -17,12 +17,17 @@ typedef struct kconfig {
     uint64_t restart_backoff_ms, restart_backoff_max_ms;
     int restart_max;             /* restarts allowed within restart_window_ms */
     uint64_t restart_window_ms, cooldown_ms;
+    uint64_t health_interval_ms; /* process-state checks of every daemon; 0: off */
+    uint64_t probe_interval_ms;  /* active probe of an idle daemon; 0: off */
+    uint64_t probe_timeout_ms;
+    char probe_prompt[256];
 } kconfig;
 
 typedef struct kstats {
     uint64_t requests, ok, errors, chunks, timeouts, cancelled;
     uint64_t daemon_requests, oneshot_requests;
     uint64_t daemon_starts, daemon_restarts, daemon_start_failures;
+    uint64_t health_failures, probes, probe_failures;
 } kstats;
 
 /* What a backend is: how to start it and speak to it. */
@@ -44,6 +49,7 @@ typedef struct krt {
     kreq *requests;
     int nrequests;
     int shutting_down;
+    uv_timer_t health; /* one timer checks every pool's daemons */
 } krt;
 
 krt *rt_new(void);
@@ -52,6 +58,8 @@ void rt_shutdown(krt *rt);
 /* Shuts down, runs the loop until every child is reaped, frees. */
 void rt_free(krt *rt);
 void rt_track_request(krt *rt, kreq *r);
+/* (Re)starts the periodic health check after a configuration change. */
+void rt_health_start(krt *rt);
 void rt_untrack_request(krt *rt, kreq *r);
 
 /* Serve `r` on the backend's daemon pool, or by a oneshot child. */
