@@ -16,7 +16,11 @@
 #define IPC_MAX_LINE (256u << 20)
 
 struct ipc_listener {
-    uv_pipe_t pipe;
+    union {
+        uv_pipe_t pipe;
+        uv_tcp_t tcp;
+    };
+    int tcp_mode;
     char *path;
     dev_t dev;
     ino_t ino;
@@ -25,7 +29,10 @@ struct ipc_listener {
 };
 
 struct ipc_conn {
-    uv_pipe_t pipe;
+    union {
+        uv_pipe_t pipe;
+        uv_tcp_t tcp;
+    };
     uv_connect_t creq;
     jsonl_framer fr;
     ipc_conn_cbs cbs;
@@ -87,10 +94,13 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         conn_end(c, "line too long");
 }
 
-static ipc_conn *conn_new(uv_loop_t *loop, size_t max_line)
+static ipc_conn *conn_new(uv_loop_t *loop, size_t max_line, int tcp)
 {
     ipc_conn *c = kcalloc(1, sizeof *c);
-    uv_pipe_init(loop, &c->pipe, 0);
+    if (tcp)
+        uv_tcp_init(loop, &c->tcp);
+    else
+        uv_pipe_init(loop, &c->pipe, 0);
     c->pipe.data = c;
     jsonl_init(&c->fr, max_line ? max_line : IPC_MAX_LINE);
     c->uid = (uid_t)-1;
@@ -127,7 +137,7 @@ static void on_connect(uv_connect_t *req, int status)
 
 ipc_conn *ipc_connect(uv_loop_t *loop, const char *path, size_t max_line)
 {
-    ipc_conn *c = conn_new(loop, max_line);
+    ipc_conn *c = conn_new(loop, max_line, 0);
     c->creq.data = c;
     uv_pipe_connect(&c->creq, &c->pipe, path, on_connect);
     return c;
@@ -187,9 +197,14 @@ static void on_connection(uv_stream_t *server, int status)
     ipc_listener *l = server->data;
     if (status < 0)
         return;
-    ipc_conn *c = conn_new(server->loop, 0);
+    ipc_conn *c = conn_new(server->loop, l->tcp_mode ? 65536 : 0, l->tcp_mode);
     if (uv_accept(server, (uv_stream_t *)&c->pipe) != 0) {
         conn_end(c, "accept failed");
+        return;
+    }
+    if (l->tcp_mode) { /* no user to check on TCP: only the metrics endpoint uses it */
+        c->uid = 0;
+        l->on_conn(l->ud, c);
         return;
     }
     uv_os_fd_t fd;
@@ -249,10 +264,47 @@ int ipc_listen(uv_loop_t *loop, const char *path, void (*on_conn)(void *ud, ipc_
     return 0;
 }
 
+int ipc_listen_tcp(uv_loop_t *loop, const char *host, int port, void (*on_conn)(void *ud, ipc_conn *c),
+                   void *ud, ipc_listener **out, char *err, size_t errlen)
+{
+    ipc_listener *l = kcalloc(1, sizeof *l);
+    struct sockaddr_storage addr;
+    int rc = uv_ip4_addr(host, port, (struct sockaddr_in *)&addr);
+    if (rc != 0)
+        rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr);
+    uv_tcp_init(loop, &l->tcp);
+    l->tcp.data = l;
+    l->tcp_mode = 1;
+    l->on_conn = on_conn;
+    l->ud = ud;
+    if (rc == 0)
+        rc = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&addr, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&l->tcp, 64, on_connection);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", host, port, uv_strerror(rc));
+        ipc_listener_close(l);
+        *out = NULL;
+        return -1;
+    }
+    *out = l;
+    return 0;
+}
+
+int ipc_listener_port(ipc_listener *l)
+{
+    struct sockaddr_storage addr;
+    int len = sizeof addr;
+    if (!l->tcp_mode || uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&addr, &len) != 0)
+        return -1;
+    return ntohs(addr.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&addr)->sin6_port
+                                            : ((struct sockaddr_in *)&addr)->sin_port);
+}
+
 static void listener_closed(uv_handle_t *h)
 {
     ipc_listener *l = h->data;
-    free(l->path);
+    free(l->path); /* NULL for TCP */
     free(l);
 }
 
@@ -260,7 +312,7 @@ void ipc_listener_close(ipc_listener *l)
 {
     struct stat st;
     /* Remove the socket only if it is still the one we bound. */
-    if (l->ino && stat(l->path, &st) == 0 && st.st_ino == l->ino && st.st_dev == l->dev)
+    if (l->path && l->ino && stat(l->path, &st) == 0 && st.st_ino == l->ino && st.st_dev == l->dev)
         unlink(l->path);
     l->ino = 0;
     if (!uv_is_closing((uv_handle_t *)&l->pipe))

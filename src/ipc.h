@@ -22,6 +22,11 @@ typedef struct ipc_conn_cbs {
  * Connections from another uid are refused before on_conn is called. */
 int ipc_listen(uv_loop_t *loop, const char *path, void (*on_conn)(void *ud, ipc_conn *c), void *ud,
                ipc_listener **out, char *err, size_t errlen);
+/* A TCP listener (for the metrics endpoint: no peer check is possible). */
+int ipc_listen_tcp(uv_loop_t *loop, const char *host, int port, void (*on_conn)(void *ud, ipc_conn *c),
+                   void *ud, ipc_listener **out, char *err, size_t errlen);
+/* The bound TCP port (for port 0), or -1. */
+int ipc_listener_port(ipc_listener *l);
 /* Stops listening and removes the socket file (if it is still ours). */
 void ipc_listener_close(ipc_listener *l);
 

@@ -177,6 +177,31 @@ static int l_listen(lua_State *L)
     return 1;
 }
 
+/* core.listen_tcp(host, port, ctx) -> listener, port; or nil, message */
+static int l_listen_tcp(lua_State *L)
+{
+    lrt *x = get_lrt(L);
+    const char *host = luaL_checkstring(L, 1);
+    int port = (int)luaL_checkinteger(L, 2);
+    luaL_checkany(L, 3);
+    luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port out of range");
+    llistener *ls = lua_newuserdatauv(L, sizeof *ls, 0);
+    memset(ls, 0, sizeof *ls);
+    ls->x = x;
+    ls->ctx = LUA_NOREF;
+    luaL_setmetatable(L, LISTENER_MT);
+    char err[512];
+    if (ipc_listen_tcp(x->rt->loop, host, port, on_accept, ls, &ls->l, err, sizeof err) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    lua_pushvalue(L, 3);
+    ls->ctx = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushinteger(L, ipc_listener_port(ls->l));
+    return 2;
+}
+
 static int listener_close(lua_State *L)
 {
     llistener *ls = luaL_checkudata(L, 1, LISTENER_MT);
@@ -369,6 +394,7 @@ static int l_getpid(lua_State *L)
 static const luaL_Reg ipc_fns[] = {
     { "connect", l_connect },
     { "listen", l_listen },
+    { "listen_tcp", l_listen_tcp },
     { "secure_dir", l_secure_dir },
     { "lock", l_lock },
     { "start_detached", l_start_detached },

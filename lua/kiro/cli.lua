@@ -58,6 +58,7 @@ Exit status: 0 success, 1 backend failure, 2 usage error, 124 timeout,
 
 local SERVE_USAGE = [[
 Usage: kiro-rt serve [--idle-ms N] [--stop-grace-ms N] [--pool-min N] [--pool-max N]
+                     [--cache] [--metrics-listen [HOST:]PORT]
 
 Runs the kiro-rt server in the foreground (for systemd and debugging).
 `kiro-rt agent` starts one in the background when none runs. It listens on
@@ -71,6 +72,10 @@ Options:
   --stop-grace-ms N  on stop, in-flight requests get N ms to finish (default 10000)
   --pool-min N       daemons kept warm per backend (default 1)
   --pool-max N       most daemons per backend (default 4)
+  --cache            cache replies (and share identical requests in flight)
+  --metrics-listen [HOST:]PORT
+                     Prometheus metrics at http://HOST:PORT/metrics
+                     (HOST defaults to 127.0.0.1: loopback)
   -h, --help         this text
 
 `kiro-rt status` shows it; `kiro-rt stop` stops it.
@@ -274,6 +279,19 @@ local function serve(args)
   while i <= #args do
     local a = args[i]
     if a == "-h" or a == "--help" then io.stdout:write(SERVE_USAGE); return EXIT_OK end
+    if a == "--metrics-listen" then
+      if not args[i + 1] then return usage_error("--metrics-listen needs PORT or HOST:PORT") end
+      local host, perr = require("kiro.server").parse_listen(args[i + 1])
+      if not host then return usage_error("--metrics-listen: " .. perr) end
+      opts.metrics_listen = args[i + 1]
+      i = i + 2
+      goto continue
+    end
+    if a == "--cache" then
+      opts.cache = true
+      i = i + 1
+      goto continue
+    end
     local key = ({ ["--idle-ms"] = "idle_ms", ["--stop-grace-ms"] = "stop_grace_ms",
                    ["--pool-min"] = "pool_min", ["--pool-max"] = "pool_max" })[a]
     if not key then return usage_error("serve: unknown argument '" .. a .. "'") end
@@ -281,11 +299,12 @@ local function serve(args)
     if not n then return usage_error(err) end
     opts[key] = n
     i = i + 2
+    ::continue::
   end
   if opts.idle_ms == 0 then opts.idle_ms = math.maxinteger // 2 end
   local kiro = require "kiro"
-  local pool = { pool_min = opts.pool_min, pool_max = opts.pool_max }
-  opts.pool_min, opts.pool_max = nil, nil
+  local pool = { pool_min = opts.pool_min, pool_max = opts.pool_max, cache = opts.cache }
+  opts.pool_min, opts.pool_max, opts.cache = nil, nil, nil
   if pool.pool_min and not pool.pool_max and pool.pool_min > kiro.option("pool_max") then
     pool.pool_max = pool.pool_min
   end
@@ -344,6 +363,11 @@ local function status(args)
   w("         %d requests, %d in flight, %d connections, idle exit after %.0f s",
     s.requests, s.in_flight, s.connections, s.idle_ms / 1000)
   w("socket   %s", s.socket)
+  if s.metrics then w("metrics  %s", s.metrics) end
+  if s.cache and (s.cache.hits > 0 or s.cache.entries > 0) then
+    w("cache    %d entries, %s, %d hits, %d misses, %d evictions, %d coalesced", s.cache.entries,
+      mib(s.cache.bytes), s.cache.hits, s.cache.misses, s.cache.evictions, s.cache.coalesced)
+  end
   for _, p in ipairs(s.pools or {}) do
     w("pool     %s%s: %s, %d daemon(s), %d queued, %d restarts", p.cli,
       p.model and (" --model " .. p.model) or "", p.state, p.live, p.queued, p.restarts)

@@ -10,6 +10,7 @@
 
 local core = require "kiro.core"
 local cache_store = require "kiro.cache"
+local M = require "kiro.metrics"
 local default_policy = require "kiro.policy"
 local template = require "kiro.template"
 
@@ -327,6 +328,33 @@ end
 
 local stats = { fallbacks = 0, retries = 0, fallbacks_by_reason = {} }
 
+-- Metrics recorded per request, as its caller saw it (the rest is read
+-- from the core's counters when metrics are rendered).
+local m_requests = M.counter("kiro_requests_total",
+  "Requests by backend, model, the mode that ended them (daemon, oneshot, cache, coalesced) and outcome.",
+  { "backend", "model", "mode", "outcome" })
+local m_duration = M.histogram("kiro_request_duration_seconds",
+  "Time from the call to the end of its reply.", { "backend", "mode" })
+local m_first = M.histogram("kiro_first_chunk_seconds",
+  "Time from the call to the first chunk handed to the caller.", { "backend", "mode" })
+local m_fallbacks = M.counter("kiro_fallbacks_total",
+  "Requests served another way after a failure, by the failure's code.", { "reason" })
+
+-- r: a Call or a Reader (fields cli, model, h0); mode: how it was served.
+local function observe_first(r, mode)
+  if r.saw_first or r.flighted then return end
+  r.saw_first = true
+  M.observe(m_first, { r.cli or "", mode }, (core.hrtime() - r.h0) / 1e9)
+end
+
+local function observe_end(r, mode, err)
+  if r.observed or r.flighted then return end
+  r.observed = true
+  local backend = r.cli or ""
+  M.inc(m_requests, { backend, r.model or "", mode, err and err.code or "ok" })
+  M.observe(m_duration, { backend, mode }, (core.hrtime() - r.h0) / 1e9)
+end
+
 local Call = {}
 Call.__index = Call
 Call.__close = function(call) call:cancel() end
@@ -372,10 +400,10 @@ local function open_call(fname, prompt, opts, stream)
     chunks = {}, chead = 1, ctail = 0,
     woken = false,
     cli = opts.cli_path or cfg.cli_path or env_cli or kiro.option("cli_path"),
-    t0 = core.now(),
+    t0 = core.now(), h0 = core.hrtime(),
   }, Call)
   if not call.cli then
-    call.ended, call.code = true, "spawn"
+    call.ended, call.code, call.cli = true, "spawn", nil
     call.msg = "no backend: kiro-cli is not on PATH and KIRO_CLI_PATH is not set"
     return call
   end
@@ -441,6 +469,7 @@ function Call:recover()
         :format(self.code, self.msg))
     end
     stats.fallbacks = stats.fallbacks + 1
+    M.inc(m_fallbacks, { self.code })
     stats.fallbacks_by_reason[self.code] = (stats.fallbacks_by_reason[self.code] or 0) + 1
     self.mode = "oneshot"
   elseif action == "retry" then
@@ -466,12 +495,17 @@ function Call:next()
       self.chunks[self.chead] = nil
       self.chead = self.chead + 1
       if self.stream then self.delivered = true end
+      observe_first(self, self.mode)
       return c
     end
     if self.ended then
-      if not self.code then return nil end
+      if not self.code then
+        observe_end(self, self.mode)
+        return nil
+      end
       if not self:recover() then
         self.failed = self.failed or new_error(self.code, self.msg)
+        observe_end(self, self.mode, self.failed)
         return nil, self.failed
       end
     else
@@ -531,10 +565,12 @@ function Reader:next()
     if self.cancelled then return nil, cancelled_error() end
     if self.pos < f.n then
       self.pos = self.pos + 1
+      observe_first(self, self:mode())
       return f.chunks[self.pos]
     end
     if f.done then
       self:leave()
+      observe_end(self, self:mode(), f.err)
       if f.err then return nil, f.err end
       return nil
     end
@@ -558,6 +594,14 @@ function Reader:next()
       self.w = nil
     end
   end
+end
+
+-- How this reader was served: from the cache, by another caller's backend
+-- call, or by its own.
+function Reader:mode()
+  if not self.flight.call then return "cache" end
+  if self.follower then return "coalesced" end
+  return self.flight.call.mode
 end
 
 function Reader:leave()
@@ -607,6 +651,7 @@ local function open(fname, prompt, opts, stream)
   if not cacheable(prompt, opts) then return open_call(fname, prompt, opts, stream) end
   local key = cache_key(fname, prompt, opts)
   local f = flights[key]
+  local follower = f ~= nil
   if f then
     coalesced = coalesced + 1
   else
@@ -616,11 +661,14 @@ local function open(fname, prompt, opts, stream)
     else
       f = setmetatable({ key = key, chunks = {}, n = 0, done = false, readers = 0, waiters = {} }, Flight)
       f.call = open_call(fname, prompt, opts, stream)
+      f.call.flighted = true -- its readers are what metrics count
       flights[key] = f
     end
   end
   f.readers = f.readers + 1
-  return setmetatable({ flight = f, pos = 0 }, Reader)
+  return setmetatable({ flight = f, pos = 0, follower = follower, h0 = core.hrtime(),
+    cli = opts.cli_path or cfg.cli_path or env_cli or kiro.option("cli_path"),
+    model = opts.model or cfg.model or env_model }, Reader)
 end
 
 --- chat(prompt [, opts]) -> reply, or nil, message, code
@@ -680,6 +728,61 @@ function kiro.stats()
   s.cache = { hits = c.hits, misses = c.misses, evictions = c.evictions, bytes = c.bytes,
               entries = c.entries, coalesced = coalesced }
   return s
+end
+
+local function rss_bytes()
+  local f = io.open("/proc/self/statm")
+  if not f then return 0 end
+  local _, rss = f:read("n", "n")
+  f:close()
+  return (rss or 0) * 4096
+end
+
+--- metrics() -> Prometheus text exposition (format 0.0.4) of this runtime.
+function kiro.metrics()
+  local s = kiro.stats()
+  local daemons, queue, restarts = {}, {}, {}
+  for _, p in ipairs(s.pools) do
+    local by_state = { ready = 0, busy = 0, draining = 0, stopping = 0 }
+    for _, d in ipairs(p.daemons) do by_state[d.state] = (by_state[d.state] or 0) + 1 end
+    for _, st in ipairs { "ready", "busy", "draining", "stopping" } do
+      daemons[#daemons + 1] = { { p.cli, p.model or "", st }, by_state[st] }
+    end
+    queue[#queue + 1] = { { p.cli, p.model or "" }, p.queued }
+    restarts[#restarts + 1] = { { p.cli, p.model or "" }, p.restarts }
+  end
+  local function counter(name, help, v) return { name = name, kind = "counter", help = help, samples = { { {}, v } } } end
+  local function gauge(name, help, v) return { name = name, kind = "gauge", help = help, samples = { { {}, v } } } end
+  local c = s.cache
+  return M.render {
+    { name = "kiro_daemons", kind = "gauge", help = "Daemons by backend, model and state.",
+      labels = { "backend", "model", "state" }, samples = daemons },
+    { name = "kiro_queue_depth", kind = "gauge", help = "Requests waiting for a daemon.",
+      labels = { "backend", "model" }, samples = queue },
+    { name = "kiro_pool_restarts_total", kind = "counter",
+      help = "Daemon failures that led to a restart, by backend and model (pools live until reset).",
+      labels = { "backend", "model" }, samples = restarts },
+    counter("kiro_daemon_starts_total", "Daemons started.", s.daemon_starts),
+    counter("kiro_daemon_restarts_total", "Daemons that died after answering and were replaced.", s.daemon_restarts),
+    counter("kiro_daemon_start_failures_total", "Daemons that died before answering.", s.daemon_start_failures),
+    counter("kiro_timeouts_total", "Requests ended by a timeout.", s.timeouts),
+    counter("kiro_cancelled_total", "Requests cancelled by their caller.", s.cancelled),
+    counter("kiro_chunks_total", "Reply chunks received from backends.", s.chunks),
+    counter("kiro_health_failures_total", "Daemons found stopped or zombie and replaced.", s.health_failures),
+    counter("kiro_probes_total", "Active health probes sent.", s.probes),
+    counter("kiro_probe_failures_total", "Active health probes that failed.", s.probe_failures),
+    counter("kiro_retries_total", "Requests the policy sent to the daemon pool again.", s.retries),
+    counter("kiro_cache_hits_total", "Response cache hits.", c.hits),
+    counter("kiro_cache_misses_total", "Response cache misses.", c.misses),
+    counter("kiro_cache_evictions_total", "Response cache entries evicted (bytes bound or TTL).", c.evictions),
+    counter("kiro_coalesced_total", "Requests that shared another's backend call.", c.coalesced),
+    gauge("kiro_cache_bytes", "Bytes held by the response cache.", c.bytes),
+    gauge("kiro_cache_entries", "Entries in the response cache.", c.entries),
+    gauge("kiro_in_flight", "Requests in flight.", s.in_flight),
+    gauge("process_resident_memory_bytes", "Resident memory size in bytes.", rss_bytes()),
+    { name = "kiro_build_info", kind = "gauge", help = "kiro-rt's version.", labels = { "version" },
+      samples = { { { kiro.version }, 1 } } },
+  }
 end
 
 --- shutdown(): end every request (`cancelled`) and stop every backend; no

@@ -217,6 +217,8 @@ function Server:status()
     uptime_ms = core.now() - self.started, idle_ms = self.idle_ms,
     rss_bytes = statm_rss(core.getpid()), connections = conns, in_flight = self.inflight,
     requests = self.served, fallbacks = s.fallbacks, socket = self.paths.socket,
+    metrics = self.metrics_addr and ("http://" .. self.metrics_addr .. "/metrics") or nil,
+    cache = s.cache,
     pools = pools,
   }
 end
@@ -229,6 +231,7 @@ function Server:stop(why)
   self.stop_reason = why
   log("info", "stopping: " .. why)
   if self.listener then self.listener:close(); self.listener = nil end
+  if self.metrics_listener then self.metrics_listener:close(); self.metrics_listener = nil end
   self.done:set()
 end
 
@@ -245,6 +248,52 @@ function Server:arm_idle()
       self:arm_idle()
     end
   end)
+end
+
+---------------------------------------------------------------------------
+-- The metrics endpoint: just enough HTTP/1.1 for a Prometheus scrape.
+
+local Http = {}
+Http.__index = Http
+
+function Http:on_event(ev, line)
+  if ev ~= "line" or self.answered then return end
+  if not self.request_line then
+    self.request_line = line
+    return
+  end
+  if line ~= "" then return end -- headers: not needed
+  self.answered = true
+  local method, path = self.request_line:match("^(%u+) (%S+) HTTP/1%.[01]$")
+  local status, body, ctype = "200 OK", nil, "text/plain; version=0.0.4; charset=utf-8"
+  if not method then
+    status, body, ctype = "400 Bad Request", "bad request\n", "text/plain"
+  elseif method ~= "GET" and method ~= "HEAD" then
+    status, body, ctype = "405 Method Not Allowed", "use GET\n", "text/plain"
+  elseif path:gsub("%?.*", "") ~= "/metrics" then
+    status, body, ctype = "404 Not Found", "try /metrics\n", "text/plain"
+  else
+    body = kiro.metrics()
+  end
+  self.sock:send(("HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s")
+    :format(status, ctype, #body, method == "HEAD" and "" or body))
+  self.sock:close()
+end
+
+local Metrics = {}
+Metrics.__index = Metrics
+function Metrics:on_event(ev, conn)
+  if ev == "accept" then conn:attach(setmetatable({ sock = conn }, Http)) end
+end
+
+--- "PORT" or "HOST:PORT" (loopback when no host is given) -> host, port.
+function server.parse_listen(spec)
+  local host, port = spec:match("^%[(.+)%]:(%d+)$")
+  if not host then host, port = spec:match("^([^:]+):(%d+)$") end
+  if not host then host, port = "127.0.0.1", spec:match("^(%d+)$") end
+  port = tonumber(port)
+  if not port or port > 65535 then return nil, "expected PORT or HOST:PORT, got '" .. spec .. "'" end
+  return host, port
 end
 
 --- Is a server answering at path? A socket that refuses connections is
@@ -290,6 +339,19 @@ function server.serve(opts)
   listener, err = core.listen(p.socket, self)
   if not listener then lock:release(); return nil, err, "listen" end
   self.listener = listener
+  if opts.metrics_listen then
+    local host, port = server.parse_listen(opts.metrics_listen)
+    local ml, merr
+    if host then ml, merr = core.listen_tcp(host, port, setmetatable({}, Metrics)) else merr = port end
+    if not ml then
+      listener:close()
+      lock:release()
+      return nil, "metrics: " .. merr, "listen"
+    end
+    self.metrics_listener = ml
+    self.metrics_addr = (host:find(":") and "[%s]:%d" or "%s:%d"):format(host, merr)
+    log("info", ("metrics on http://%s/metrics"):format(self.metrics_addr))
+  end
   log("info", ("listening on %s (pid %d, version %s, idle exit after %d ms)")
     :format(p.socket, core.getpid(), kiro.version, self.idle_ms))
   if opts.on_ready then opts.on_ready(self) end
