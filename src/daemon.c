@@ -17,29 +17,86 @@ const char *daemon_state_name(enum daemon_state s)
 }
 
 static void daemon_abort(void *carrier, kreq *r, enum req_abort why);
+static void on_timer(uv_timer_t *t);
 
-/* The reply for the request in flight is complete (or it was being drained). */
+static daemon_slot *head_slot(daemon *d)
+{
+    return d->count ? &d->slots[d->head] : NULL;
+}
+
+static void update_state(daemon *d)
+{
+    if (d->state == D_STOPPING)
+        return;
+    d->state = d->count == 0 ? D_READY : d->drains == d->count ? D_DRAINING : D_BUSY;
+}
+
+int daemon_room(const daemon *d)
+{
+    if (d->state == D_STOPPING)
+        return 0;
+    int depth = d->rt->cfg.pipeline_depth;
+    if (depth < 1)
+        depth = 1;
+    if (depth > DAEMON_MAX_DEPTH)
+        depth = DAEMON_MAX_DEPTH;
+    return depth > d->count ? depth - d->count : 0;
+}
+
+/* Every request still on the wire ends: the daemon is gone or going. */
+static void fail_all(daemon *d, const char *reason)
+{
+    while (d->count) {
+        daemon_slot s = d->slots[d->head];
+        d->head = (d->head + 1) % DAEMON_MAX_DEPTH;
+        d->count--;
+        if (!s.r)
+            continue;
+        if (d->started || s.r->chunks)
+            req_end(s.r, KERR_CRASHED, "%s", reason);
+        else
+            req_end(s.r, KERR_SPAWN, "daemon failed before answering: %s", reason);
+        req_unref(s.r);
+    }
+    d->drains = 0;
+}
+
+/* The reply at the head of the line is complete. */
 static void finish(daemon *d, const char *code, const char *msg)
 {
-    kreq *r = d->req;
-    d->req = NULL;
+    daemon_slot s = d->slots[d->head];
+    d->head = (d->head + 1) % DAEMON_MAX_DEPTH;
+    d->count--;
     d->started = 1;
-    if (d->state == D_BUSY || d->state == D_DRAINING)
-        d->state = D_READY;
-    d->t_idle = uv_now(d->rt->loop);
-    uv_timer_stop(&d->timer);
-    if (r) {
-        d->served += !r->internal;
+    if (!s.r)
+        d->drains--;
+    if (d->drains == 0 && uv_is_active((uv_handle_t *)&d->timer))
+        uv_timer_stop(&d->timer); /* nothing left to drain */
+    update_state(d);
+    if (d->count == 0)
+        d->t_idle = uv_now(d->rt->loop);
+    if (s.r) {
+        d->served += !s.r->internal;
         klog(LOG_DEBUG, "kiro.provider", "Received response in %llums",
-             (unsigned long long)(uv_now(d->rt->loop) - d->t_sent));
+             (unsigned long long)(uv_now(d->rt->loop) - s.r->t_start));
         pool_daemon_answered(d->pool);
         if (code)
-            req_end(r, code, "%s", msg);
+            req_end(s.r, code, "%s", msg);
         else
-            req_end(r, NULL, NULL);
-        req_unref(r);
+            req_end(s.r, NULL, NULL);
+        req_unref(s.r);
     }
     pool_daemon_idle(d->pool, d);
+}
+
+/* Output from the daemon keeps every request on its wire alive (stall). */
+static void touch_all(daemon *d)
+{
+    for (int i = 0; i < d->count; i++) {
+        kreq *r = d->slots[(d->head + i) % DAEMON_MAX_DEPTH].r;
+        if (r)
+            req_activity(r);
+    }
 }
 
 static void on_reply(void *ud, const char *content, size_t n, int has_content, int done)
@@ -49,25 +106,21 @@ static void on_reply(void *ud, const char *content, size_t n, int has_content, i
         d->started = 1;
         klog(LOG_DEBUG, "kiro.provider", "Daemon started successfully (pid %d)", d->pid);
     }
-    if (d->state == D_DRAINING) {
-        if (!d->req_stream || done == PROTO_DONE_TRUE)
-            finish(d, NULL, NULL);
-        return;
-    }
-    if (!d->req) {
+    daemon_slot *s = head_slot(d);
+    if (!s) {
         klog(LOG_INFO, "kiro.provider", "daemon pid %d sent a reply with no request in flight; ignored",
              d->pid);
         return;
     }
-    if (!d->req_stream) {
-        req_chunk(d->req, content, n);
+    touch_all(d);
+    if (!s->stream) {
+        if (s->r)
+            req_chunk(s->r, content, n);
         finish(d, NULL, NULL);
         return;
     }
-    if (has_content && n)
-        req_chunk(d->req, content, n);
-    else
-        req_activity(d->req);
+    if (s->r && has_content && n)
+        req_chunk(s->r, content, n);
     if (done == PROTO_DONE_TRUE)
         finish(d, NULL, NULL);
 }
@@ -76,19 +129,14 @@ static void on_error(void *ud, const char *msg)
 {
     daemon *d = ud;
     d->started = 1;
-    if (d->state == D_DRAINING || !d->req) {
-        if (d->state == D_DRAINING)
-            finish(d, NULL, NULL);
-        return;
-    }
-    finish(d, KERR_BACKEND, msg);
+    if (head_slot(d))
+        finish(d, KERR_BACKEND, msg);
 }
 
 static void on_noise(void *ud, const char *line, size_t n, const char *why)
 {
     daemon *d = ud;
-    if (d->req)
-        req_activity(d->req);
+    touch_all(d);
     klog(LOG_INFO, "kiro.provider", "skipped a line from daemon pid %d (%s): %.*s", d->pid, why,
          (int)(n > 200 ? 200 : n), line);
 }
@@ -113,13 +161,15 @@ static void on_stdout(void *ud, const char *data, size_t n)
         snprintf(msg, sizeof msg, "reply line longer than max_line_bytes (%zu bytes) from daemon pid %d",
                  d->fr.max_line, d->pid);
         klog(LOG_WARN, "kiro.provider", "%s; replacing the daemon", msg);
-        kreq *r = d->req;
-        d->req = NULL;
-        daemon_stop(d, msg);
-        if (r) {
+        daemon_slot *s = head_slot(d);
+        if (s && s->r) {
+            kreq *r = s->r;
+            s->r = NULL;
+            d->drains++;
             req_end(r, KERR_PROTOCOL, "%s", msg);
             req_unref(r);
         }
+        daemon_stop(d, msg);
     }
 }
 
@@ -128,8 +178,7 @@ static void on_stderr(void *ud, const char *data, size_t n)
     daemon *d = ud;
     (void)data;
     (void)n;
-    if (d->req)
-        req_activity(d->req);
+    touch_all(d);
 }
 
 static void on_timer_closed(uv_handle_t *h)
@@ -160,21 +209,13 @@ static void on_end(void *ud, int64_t status, int sig)
     else
         klog(LOG_INFO, "kiro.provider", "%s", reason);
 
-    kreq *r = d->req;
-    d->req = NULL;
     if (d->state != D_STOPPING) {
         d->state = D_STOPPING;
         pool_daemon_stopping(d->pool, d);
     }
     d->proc = NULL;
     pool_daemon_exited(d->pool, d, !planned, d->started, reason);
-    if (r) {
-        if (d->started || r->chunks)
-            req_end(r, KERR_CRASHED, "%s", reason);
-        else
-            req_end(r, KERR_SPAWN, "daemon failed before answering: %s", reason);
-        req_unref(r);
-    }
+    fail_all(d, reason);
     jsonl_free(&d->fr);
     if (d->proto->state_free)
         d->proto->state_free(d->pstate);
@@ -220,22 +261,24 @@ void daemon_assign(daemon *d, kreq *r)
         req_end(r, KERR_PROTOCOL, "%s", err);
         return;
     }
-    uv_timer_stop(&d->timer);
+    if (d->count == 0)
+        uv_timer_stop(&d->timer); /* the idle-shrink timer */
     d->fr.max_line = d->rt->cfg.max_line_bytes;
-    d->state = D_BUSY;
-    d->req = r;
-    d->req_stream = r->stream;
+    d->slots[(d->head + d->count) % DAEMON_MAX_DEPTH] = (daemon_slot){ r, r->stream };
+    d->count++;
+    update_state(d);
     d->t_sent = uv_now(d->rt->loop);
     req_ref(r);
     req_set_carrier(r, d, daemon_abort);
     proc_write_owned(d->proc, out.data, out.len);
-    klog(LOG_DEBUG, "kiro.provider", "Query sent to daemon (pid %d, %zu bytes)", d->pid, out.len);
+    klog(LOG_DEBUG, "kiro.provider", "Query sent to daemon (pid %d, %zu bytes, %d in flight)", d->pid,
+         out.len, d->count);
 }
 
 static void on_timer(uv_timer_t *t)
 {
     daemon *d = t->data;
-    if (d->state == D_DRAINING) {
+    if (d->drains) {
         char msg[128];
         snprintf(msg, sizeof msg, "daemon pid %d did not finish a cancelled reply within %llu ms",
                  d->pid, (unsigned long long)d->rt->cfg.drain_ms);
@@ -250,18 +293,31 @@ void daemon_arm_idle(daemon *d, uint64_t ms)
     uv_timer_start(&d->timer, on_timer, ms, 0);
 }
 
+static daemon_slot *slot_of(daemon *d, kreq *r)
+{
+    for (int i = 0; i < d->count; i++) {
+        daemon_slot *s = &d->slots[(d->head + i) % DAEMON_MAX_DEPTH];
+        if (s->r == r)
+            return s;
+    }
+    return NULL;
+}
+
 static void daemon_abort(void *carrier, kreq *r, enum req_abort why)
 {
     daemon *d = carrier;
-    if (d->req != r)
+    daemon_slot *s = slot_of(d, r);
+    if (!s)
         return;
-    d->req = NULL;
+    s->r = NULL;
+    d->drains++;
     req_unref(r);
     switch (why) {
     case ABORT_CANCEL:
         /* No way to tell the backend to stop: let the reply run out, unread. */
-        d->state = D_DRAINING;
-        uv_timer_start(&d->timer, on_timer, d->rt->cfg.drain_ms, 0);
+        update_state(d);
+        if (!uv_is_active((uv_handle_t *)&d->timer) || d->count == d->drains)
+            uv_timer_start(&d->timer, on_timer, d->rt->cfg.drain_ms, 0);
         break;
     case ABORT_TIMEOUT: {
         char msg[128];
@@ -277,17 +333,11 @@ static void daemon_abort(void *carrier, kreq *r, enum req_abort why)
 
 void daemon_fail(daemon *d, const char *why)
 {
-    kreq *r = d->req;
-    d->req = NULL;
     d->rt->stats.health_failures++;
     klog(LOG_WARN, "kiro.health", "%s; replacing it", why);
     daemon_stop(d, why);
     if (d->proc)
         proc_kill_now(d->proc); /* a stopped process cannot act on SIGTERM */
-    if (r) {
-        req_end(r, d->started || r->chunks ? KERR_CRASHED : KERR_SPAWN, "%s", why);
-        req_unref(r);
-    }
 }
 
 static void probe_chunk(void *ud, const char *data, size_t n)

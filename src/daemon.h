@@ -16,6 +16,16 @@ struct pool;
 
 enum daemon_state { D_READY, D_BUSY, D_DRAINING, D_STOPPING };
 
+#define DAEMON_MAX_DEPTH 64
+
+/* A request on the wire. The protocol has no ids, so replies come back in
+ * the order requests were sent; a cancelled request keeps its slot with
+ * r == NULL, and its reply is read and dropped (drained). */
+typedef struct daemon_slot {
+    kreq *r;
+    int stream;
+} daemon_slot;
+
 typedef struct daemon {
     struct pool *pool;
     krt *rt;
@@ -24,9 +34,9 @@ typedef struct daemon {
     jsonl_framer fr;
     const proto_ops *proto;
     void *pstate;
-    kreq *req;
-    int req_stream;     /* of the request in flight or being drained */
-    enum daemon_state state;
+    daemon_slot slots[DAEMON_MAX_DEPTH]; /* ring: head is the reply being read */
+    int head, count, drains;
+    enum daemon_state state; /* ready: nothing in flight; busy; draining: only dropped replies */
     unsigned started : 1; /* it has answered in its protocol at least once */
     unsigned fault : 1;   /* stopped by us because it misbehaved */
     uint64_t served, t_spawn, t_sent, t_idle;
@@ -38,8 +48,10 @@ typedef struct daemon {
 /* Spawns a daemon. On failure returns NULL with a reason in `err`. */
 daemon *daemon_new(struct pool *owner, char **argv, char **env, const proto_ops *proto,
                    char *err, size_t errlen);
-/* Sends `r`; the daemon must be D_READY. */
+/* Sends `r`; the daemon must have room (daemon_room). */
 void daemon_assign(daemon *d, kreq *r);
+/* How many more requests it takes now (pipeline_depth less those in flight). */
+int daemon_room(const daemon *d);
 /* Orderly stop (stdin closed, then signals). `fault`: why, when it misbehaved. */
 void daemon_stop(daemon *d, const char *fault);
 void daemon_arm_idle(daemon *d, uint64_t ms);

@@ -422,6 +422,7 @@ static const struct cfg_field {
     F(restart_max, CFG_INT, 0),
     F(restart_window_ms, CFG_U64, 0),
     F(cooldown_ms, CFG_U64, 0),
+    F(pipeline_depth, CFG_INT, 1),
     F(health_interval_ms, CFG_U64, 0),
     F(probe_interval_ms, CFG_U64, 0),
     F(probe_timeout_ms, CFG_U64, 1),
@@ -518,6 +519,7 @@ static void push_daemon(void *ud, const daemon_info *di)
     lua_pushstring(L, di->state);
     lua_setfield(L, -2, "state");
     SET("served", di->served);
+    SET("in_flight", di->in_flight);
     lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
 }
 

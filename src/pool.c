@@ -163,6 +163,26 @@ static daemon *idle_daemon(pool *p)
     return NULL;
 }
 
+/* With pipeline_depth > 1: the least loaded daemon that takes one more. */
+static daemon *roomy_daemon(pool *p)
+{
+    daemon *best = NULL;
+    for (daemon *d = p->daemons; d; d = d->next)
+        if (daemon_room(d) > 0 && (!best || d->count < best->count))
+            best = d;
+    return best;
+}
+
+/* Where a request goes: an idle daemon, else a new one (within pool_max and
+ * when not backing off), else the back of a pipeline with room. */
+static daemon *pick(pool *p)
+{
+    daemon *d = idle_daemon(p);
+    if (!d && p->state == POOL_OK && p->live < p->rt->cfg.pool_max)
+        d = spawn_daemon(p);
+    return d ? d : roomy_daemon(p);
+}
+
 static void top_up(pool *p)
 {
     while (!p->closing && p->state == POOL_OK && p->live < p->rt->cfg.pool_min)
@@ -173,9 +193,7 @@ static void top_up(pool *p)
 static void dispatch(pool *p)
 {
     while (p->qhead) {
-        daemon *d = idle_daemon(p);
-        if (!d && p->state == POOL_OK && p->live < p->rt->cfg.pool_max)
-            d = spawn_daemon(p);
+        daemon *d = pick(p);
         if (!d)
             break;
         kreq *r = p->qhead;
@@ -201,9 +219,7 @@ static const char *unavailable_reason(pool *p, char *buf, size_t n)
 void pool_submit(pool *p, kreq *r)
 {
     char why[768];
-    daemon *d = idle_daemon(p);
-    if (!d && p->state == POOL_OK && p->live < p->rt->cfg.pool_max)
-        d = spawn_daemon(p);
+    daemon *d = pick(p);
     if (d) {
         daemon_assign(d, r);
         top_up(p);
@@ -301,10 +317,11 @@ static daemon *spawn_daemon(pool *p)
 
 void pool_daemon_idle(pool *p, daemon *d)
 {
-    if (d->state != D_READY)
+    if (daemon_room(d) == 0)
         return;
     if (p->closing) {
-        daemon_stop(d, NULL);
+        if (d->count == 0)
+            daemon_stop(d, NULL);
         return;
     }
     dispatch(p);
@@ -411,7 +428,7 @@ void pool_describe(pool *p, pool_info *out)
 void pool_each_daemon(pool *p, void (*fn)(void *ud, const daemon_info *), void *ud)
 {
     for (daemon *d = p->daemons; d; d = d->next) {
-        daemon_info di = { d->pid, daemon_state_name(d->state), d->served };
+        daemon_info di = { d->pid, daemon_state_name(d->state), d->served, d->count - d->drains };
         fn(ud, &di);
     }
 }

@@ -43,6 +43,7 @@ typedef struct daemon_info {
     int pid;
     const char *state;
     uint64_t served;
+    int in_flight;
 } daemon_info;
 pool *pool_first(krt *rt);
 pool *pool_next(pool *p);

@@ -23,6 +23,7 @@ static const kconfig config_defaults = {
     .restart_max = 5,
     .restart_window_ms = 60000,
     .cooldown_ms = 60000,
+    .pipeline_depth = 1,
     .health_interval_ms = 1000,
     .probe_interval_ms = 0,
     .probe_timeout_ms = 5000,

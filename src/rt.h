@@ -17,6 +17,7 @@ typedef struct kconfig {
     uint64_t restart_backoff_ms, restart_backoff_max_ms;
     int restart_max;             /* restarts allowed within restart_window_ms */
     uint64_t restart_window_ms, cooldown_ms;
+    int pipeline_depth;          /* requests in flight per daemon (replies in order) */
     uint64_t health_interval_ms; /* process-state checks of every daemon; 0: off */
     uint64_t probe_interval_ms;  /* active probe of an idle daemon; 0: off */
     uint64_t probe_timeout_ms;
