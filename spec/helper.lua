@@ -45,7 +45,18 @@ end
 
 --- Runs argv (a list) with extra environment, stdin text optional.
 -- Returns { out =, err =, code = }.
+-- Under `make asan` the specs' lua5.4 runs with libasan preloaded; other
+-- programs (promtool, prometheus, curl, an instrumented kiro-rt) must not
+-- inherit that.
+local function without_preload(argv, env)
+  if argv[1] == "lua5.4" or not os.getenv("LD_PRELOAD") then return env end
+  local e = { LD_PRELOAD = false }
+  for k, v in pairs(env or {}) do e[k] = v end
+  return e
+end
+
 function H.run(argv, env, stdin)
+  env = without_preload(argv, env)
   local dir = H.tmpdir()
   local parts = { "env" }
   for k, v in pairs(env or {}) do -- env takes its options before assignments
@@ -114,6 +125,7 @@ end
 -- Starts a command in the background; returns its pid and a function that
 -- waits for its exit status.
 function H.spawn_bg(argv, env)
+  env = without_preload(argv, env)
   local dir = H.tmpdir()
   local parts = { "env" }
   for k, v in pairs(env) do if v == false then parts[#parts + 1] = "-u " .. k end end
