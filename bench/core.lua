@@ -80,6 +80,82 @@ results.ratio = median(ratios)
 kiro.reset()
 
 ---------------------------------------------------------------------------
+-- (c) throughput, zero-latency kiro-sim: pool sizes 1, 2, 4, pipelining off
+-- (depth 1) and on (depth 8), 16 tasks issuing requests at once.
+progress("(c) throughput by pool size and pipelining")
+-- Runs fn in n tasks at once and waits for all (we are a task ourselves).
+local function parallel(n, fn)
+  local left, done = n, kiro.event()
+  for i = 1, n do
+    kiro.spawn(function()
+      fn(i)
+      left = left - 1
+      if left == 0 then done:set() end
+    end)
+  end
+  done:wait()
+end
+
+local function throughput(size, depth, total)
+  kiro.reset()
+  kiro.configure { pool_min = size, pool_max = size, pipeline_depth = depth }
+  parallel(size, function() assert(kiro.chat("warm")) end)
+  local workers, per = 16, total // 16
+  local t0 = core.hrtime()
+  parallel(workers, function() for _ = 1, per do assert(kiro.chat("ping")) end end)
+  return workers * per / ((core.hrtime() - t0) / 1e9)
+end
+local total = quick and 1600 or 16000
+results.tput = {}
+for _, size in ipairs { 1, 2, 4 } do
+  results.tput[size] = { throughput(size, 1, total), throughput(size, 8, total) }
+end
+kiro.reset()
+kiro.configure { pool_min = 1, pool_max = 4, pipeline_depth = 1 }
+
+---------------------------------------------------------------------------
+-- (d) a cache hit against a daemon round trip.
+progress("(d) cache hit vs daemon round trip")
+assert(kiro.chat("cached prompt", { cache = true }))
+local n = quick and 2000 or 20000
+local t0 = core.hrtime()
+for _ = 1, n do assert(kiro.chat("cached prompt", { cache = true })) end
+results.hit_us = (core.hrtime() - t0) / 1e3 / n
+t0 = core.hrtime()
+for _ = 1, n do assert(kiro.chat("ping")) end
+results.miss_us = (core.hrtime() - t0) / 1e3 / n
+
+---------------------------------------------------------------------------
+-- (e) memory stays bounded: resident memory after 1,000, 20,000 and 100,000
+-- requests (distinct prompts, cache on and bounded at 1 MiB, so it fills and
+-- evicts; and with the cache off).
+progress("(e) memory after 1,000, 20,000 and 100,000 requests")
+local function rss()
+  local f = assert(io.open("/proc/self/statm"))
+  local _, pages = f:read("n", "n")
+  f:close()
+  return pages * 4096
+end
+local big = quick and 20000 or 100000
+local function memory_run(cached)
+  kiro.reset()
+  kiro.configure { cache = cached, cache_max_bytes = 1024 * 1024 }
+  local i, out = 0, {}
+  for _, k in ipairs { 1000, 20000, big } do
+    while i < k do i = i + 1; assert(kiro.chat("distinct prompt " .. i)) end
+    collectgarbage()
+    out[#out + 1] = rss()
+  end
+  return out
+end
+results.mem_off = memory_run(false)
+results.mem_on = memory_run(true)
+results.big = big
+results.cache_bytes = kiro.stats().cache.bytes
+kiro.configure { cache = false }
+kiro.reset()
+
+---------------------------------------------------------------------------
 local r = results
 local lines = {
   "kiro-rt core benchmark (one run; medians)",
@@ -95,5 +171,26 @@ local lines = {
   ("    kiro.chat via daemon              %9.2f us"):format(r.roundtrip_us),
   ("    kiro.stream via daemon (4 chunks) %9.2f us"):format(r.stream_roundtrip_us),
   ("    kiro.chat / pipe ping-pong        %9.2f x   (goal <= 3x; median of per-batch ratios)"):format(r.ratio),
+  "",
+  "(c) throughput, zero-latency kiro-sim, 16 concurrent tasks (requests/s)",
+  "    pool size    pipelining off   pipelining on (depth 8)   on/off",
 }
+for _, size in ipairs { 1, 2, 4 } do
+  local t = r.tput[size]
+  lines[#lines + 1] = ("    %9d    %14.0f   %23.0f   %6.2f x"):format(size, t[1], t[2], t[2] / t[1])
+end
+for _, l in ipairs {
+  "",
+  "(d) cache",
+  ("    cache hit                         %9.2f us"):format(r.hit_us),
+  ("    daemon round trip                 %9.2f us"):format(r.miss_us),
+  ("    hit / round trip                  %9.2f x"):format(r.hit_us / r.miss_us),
+  "",
+  "(e) resident memory (MiB) after N requests with distinct prompts",
+  ("    %-28s %9s %9s %9s"):format("", "1,000", "20,000", tostring(r.big)),
+  ("    %-28s %9.2f %9.2f %9.2f"):format("cache off", r.mem_off[1] / 1048576, r.mem_off[2] / 1048576,
+    r.mem_off[3] / 1048576),
+  ("    %-28s %9.2f %9.2f %9.2f"):format("cache on, bounded at 1 MiB", r.mem_on[1] / 1048576,
+    r.mem_on[2] / 1048576, r.mem_on[3] / 1048576),
+} do lines[#lines + 1] = l end
 print(table.concat(lines, "\n"))

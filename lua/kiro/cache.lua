@@ -5,6 +5,7 @@
 --   c:put(key, chunks)      -- chunks: array of strings (a reply as streamed)
 --   c:get(key) -> chunks    -- or nil
 --   c.hits, c.misses, c.evictions, c.bytes, c.entries
+-- bytes counts the text and an estimate of Lua's own overhead per entry.
 
 local cache = {}
 cache.__index = cache
@@ -56,9 +57,14 @@ function cache:get(key)
   return e.chunks
 end
 
+-- What an entry costs in memory, not just its text: Lua's tables and string
+-- headers (measured on Lua 5.4, x86_64), so max_bytes bounds real memory.
+cache.ENTRY_OVERHEAD = 340
+cache.CHUNK_OVERHEAD = 64
+
 function cache:put(key, chunks)
-  local size = #key
-  for _, c in ipairs(chunks) do size = size + #c end
+  local size = #key + cache.ENTRY_OVERHEAD
+  for _, c in ipairs(chunks) do size = size + #c + cache.CHUNK_OVERHEAD end
   self:remove(key)
   if size > self.max_bytes then return false end
   local e = { key = key, chunks = chunks, size = size, at = self.now() }
