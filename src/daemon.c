@@ -40,7 +40,14 @@ int daemon_room(const daemon *d)
         depth = 1;
     if (depth > DAEMON_MAX_DEPTH)
         depth = DAEMON_MAX_DEPTH;
-    return depth > d->count ? depth - d->count : 0;
+    /* A probe never stands in a user request's way: it does not use depth. */
+    int busy = d->count - d->probes;
+    return depth > busy ? depth - busy : 0;
+}
+
+int daemon_idle(const daemon *d)
+{
+    return d->state != D_STOPPING && d->count == d->probes;
 }
 
 /* Every request still on the wire ends: the daemon is gone or going. */
@@ -52,6 +59,8 @@ static void fail_all(daemon *d, const char *reason)
         d->count--;
         if (!s.r)
             continue;
+        if (s.r->internal)
+            d->probes--;
         if (d->started || s.r->chunks)
             req_end(s.r, KERR_CRASHED, "%s", reason);
         else
@@ -70,6 +79,8 @@ static void finish(daemon *d, const char *code, const char *msg)
     d->started = 1;
     if (!s.r)
         d->drains--;
+    else if (s.r->internal)
+        d->probes--;
     if (d->drains == 0 && uv_is_active((uv_handle_t *)&d->timer))
         uv_timer_stop(&d->timer); /* nothing left to drain */
     update_state(d);
@@ -166,6 +177,7 @@ static void on_stdout(void *ud, const char *data, size_t n)
             kreq *r = s->r;
             s->r = NULL;
             d->drains++;
+            d->probes -= r->internal;
             req_end(r, KERR_PROTOCOL, "%s", msg);
             req_unref(r);
         }
@@ -266,6 +278,7 @@ void daemon_assign(daemon *d, kreq *r)
     d->fr.max_line = d->rt->cfg.max_line_bytes;
     d->slots[(d->head + d->count) % DAEMON_MAX_DEPTH] = (daemon_slot){ r, r->stream };
     d->count++;
+    d->probes += r->internal;
     update_state(d);
     d->t_sent = uv_now(d->rt->loop);
     req_ref(r);
@@ -311,6 +324,8 @@ static void daemon_abort(void *carrier, kreq *r, enum req_abort why)
         return;
     s->r = NULL;
     d->drains++;
+    if (r->internal)
+        d->probes--;
     req_unref(r);
     switch (why) {
     case ABORT_CANCEL:

@@ -35,7 +35,7 @@ typedef struct daemon {
     const proto_ops *proto;
     void *pstate;
     daemon_slot slots[DAEMON_MAX_DEPTH]; /* ring: head is the reply being read */
-    int head, count, drains;
+    int head, count, drains, probes; /* probes: in flight, not counted against depth */
     enum daemon_state state; /* ready: nothing in flight; busy; draining: only dropped replies */
     unsigned started : 1; /* it has answered in its protocol at least once */
     unsigned fault : 1;   /* stopped by us because it misbehaved */
@@ -52,6 +52,8 @@ daemon *daemon_new(struct pool *owner, char **argv, char **env, const proto_ops 
 void daemon_assign(daemon *d, kreq *r);
 /* How many more requests it takes now (pipeline_depth less those in flight). */
 int daemon_room(const daemon *d);
+/* Nothing in flight but, perhaps, a probe. */
+int daemon_idle(const daemon *d);
 /* Orderly stop (stdin closed, then signals). `fault`: why, when it misbehaved. */
 void daemon_stop(daemon *d, const char *fault);
 void daemon_arm_idle(daemon *d, uint64_t ms);

@@ -158,7 +158,7 @@ static void fail_queue(pool *p, const char *why)
 static daemon *idle_daemon(pool *p)
 {
     for (daemon *d = p->daemons; d; d = d->next)
-        if (d->state == D_READY)
+        if (daemon_idle(d))
             return d;
     return NULL;
 }

@@ -360,8 +360,8 @@ local function status(args)
   end
   local w = function(...) io.stdout:write(string.format(...), "\n") end
   w("server   pid %d, version %s, up %.1f s, rss %s", s.pid, s.version, s.uptime_ms / 1000, mib(s.rss_bytes))
-  w("         %d requests, %d in flight, %d connections, idle exit after %.0f s",
-    s.requests, s.in_flight, s.connections, s.idle_ms / 1000)
+  w("         %d requests, %d in flight, %d fallbacks, %d connections, idle exit after %.0f s",
+    s.requests, s.in_flight, s.fallbacks or 0, s.connections, s.idle_ms / 1000)
   w("socket   %s", s.socket)
   if s.metrics then w("metrics  %s", s.metrics) end
   if s.cache and (s.cache.hits > 0 or s.cache.entries > 0) then
