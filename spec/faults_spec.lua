@@ -57,9 +57,9 @@ describe("faults", function()
     assert.are.equal(fallbacks, kiro.stats().fallbacks)
   end)
 
-  it("hang: `timeout` within the limit, the daemon killed and replaced", function()
+  it("hang: `timeout` within the limit; the rest is drained, and a hung daemon replaced", function()
     local kiro, log, fault = switchable_fault({ KIRO_SIM_FAULT = "hang" },
-                                              { first_chunk_timeout_ms = 300, restart_backoff_ms = 10 })
+      { first_chunk_timeout_ms = 300, restart_backoff_ms = 10, drain_ms = 300 })
     local r, msg, code = kiro.chat("are you there?")
     assert.is_nil(r)
     assert.are.equal("timeout", code)
@@ -90,14 +90,16 @@ describe("faults", function()
     assert.are.same({ "You" }, got)
   end)
 
-  it("a slow reply ends with `timeout` at timeout_ms", function()
-    local kiro = H.setup({ KIRO_SIM_LATENCY_MS = 2000 })
+  it("a slow reply ends with `timeout` at timeout_ms; the daemon drains it and stays", function()
+    local kiro, log = H.setup({ KIRO_SIM_LATENCY_MS = 600 }, { pool_max = 1, drain_ms = 5000 })
     local t0 = kiro.core.now()
     local r, msg, code = kiro.chat("slow", { timeout_ms = 200 })
     assert.is_nil(r)
     assert.are.equal("timeout", code)
     assert.matches("%(timeout_ms%)", msg)
-    assert.is_true(kiro.core.now() - t0 < 2000) -- it did not wait for the reply
+    assert.is_true(kiro.core.now() - t0 < 600) -- it did not wait for the reply
+    assert.are.equal("You said: next", kiro.chat("next"))
+    assert.are.equal(1, #daemon_pids(log)) -- the same daemon, once the late reply was read
   end)
 
   it("a cancelled reply that never finishes gets its daemon replaced (drain_ms)", function()

@@ -293,7 +293,7 @@ static void on_timer(uv_timer_t *t)
     daemon *d = t->data;
     if (d->drains) {
         char msg[128];
-        snprintf(msg, sizeof msg, "daemon pid %d did not finish a cancelled reply within %llu ms",
+        snprintf(msg, sizeof msg, "daemon pid %d did not finish an abandoned reply within %llu ms",
                  d->pid, (unsigned long long)d->rt->cfg.drain_ms);
         daemon_stop(d, msg);
     } else if (d->state == D_READY) {
@@ -329,17 +329,13 @@ static void daemon_abort(void *carrier, kreq *r, enum req_abort why)
     req_unref(r);
     switch (why) {
     case ABORT_CANCEL:
-        /* No way to tell the backend to stop: let the reply run out, unread. */
+    case ABORT_TIMEOUT:
+        /* No way to tell the backend to stop: let the reply run out, unread,
+         * within drain_ms; a hung daemon is replaced when that runs out. */
         update_state(d);
         if (!uv_is_active((uv_handle_t *)&d->timer) || d->count == d->drains)
             uv_timer_start(&d->timer, on_timer, d->rt->cfg.drain_ms, 0);
         break;
-    case ABORT_TIMEOUT: {
-        char msg[128];
-        snprintf(msg, sizeof msg, "daemon pid %d timed out on a request", d->pid);
-        daemon_stop(d, msg);
-        break;
-    }
     case ABORT_SHUTDOWN:
         daemon_stop(d, NULL);
         break;
@@ -397,8 +393,9 @@ void daemon_stop(daemon *d, const char *fault)
     pool_daemon_stopping(d->pool, d);
     if (!d->proc)
         return;
-    /* A daemon that misbehaved gets no grace: it may be hung. */
-    if (fault)
+    /* A daemon that misbehaved gets no grace: it may be hung; nor does one
+     * that only holds replies nobody wants any more. */
+    if (fault || (d->count && d->count == d->drains))
         proc_terminate(d->proc, d->rt->cfg.kill_grace_ms);
     else
         proc_stop(d->proc, d->rt->cfg.kill_grace_ms);
