@@ -1,13 +1,8 @@
 -- Health checks: passive (process state) and active probes (opt-in).
 local H = require "helper"
 
-local function daemon_pids(log)
-  return H.pids(H.sim_events(log), { mode = "daemon", event = "start" })
-end
-
-local function wait_for(kiro, pred, what)
-  assert(H.wait_for(pred, 10000, kiro), "timed out waiting for " .. what)
-end
+local daemon_pids = H.daemon_pids
+local wait_for = H.wait_kiro
 
 describe("health checks", function()
   after_each(function()

@@ -178,6 +178,24 @@ function H.pids(events, pred)
   return list
 end
 
+--- Runs fn(i) in n kiro tasks at once; returns their results, packed.
+function H.concurrently(kiro, n, fn)
+  local results = {}
+  for i = 1, n do kiro.spawn(function() results[i] = table.pack(fn(i)) end) end
+  kiro.run()
+  return results
+end
+
+--- Distinct pids of daemons kiro-sim logged as started.
+function H.daemon_pids(log)
+  return H.pids(H.sim_events(log), { mode = "daemon", event = "start" })
+end
+
+--- Waits, driving kiro's loop, until pred() holds (10 s at most).
+function H.wait_kiro(kiro, pred, what)
+  assert(H.wait_for(pred, 10000, kiro), "timed out waiting for " .. what)
+end
+
 --- Process state letter from /proc (nil if gone).
 function H.proc_state(pid)
   local stat = H.read_file("/proc/" .. pid .. "/stat")

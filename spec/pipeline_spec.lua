@@ -2,12 +2,7 @@
 -- replies come back in order and never cross.
 local H = require "helper"
 
-local function concurrently(kiro, n, fn)
-  local results = {}
-  for i = 1, n do kiro.spawn(function() results[i] = table.pack(fn(i)) end) end
-  kiro.run()
-  return results
-end
+local concurrently = H.concurrently
 
 describe("pipelining", function()
   after_each(H.check_leaks)

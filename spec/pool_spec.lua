@@ -2,16 +2,8 @@
 -- backpressure, and one pool per backend.
 local H = require "helper"
 
-local function daemon_pids(log)
-  return H.pids(H.sim_events(log), { mode = "daemon", event = "start" })
-end
-
-local function concurrently(kiro, n, fn)
-  local results = {}
-  for i = 1, n do kiro.spawn(function() results[i] = table.pack(fn(i)) end) end
-  kiro.run()
-  return results
-end
+local daemon_pids = H.daemon_pids
+local concurrently = H.concurrently
 
 describe("pool", function()
   after_each(H.check_leaks)

@@ -91,6 +91,15 @@ static lconn *push_conn(lua_State *L, lrt *x, ipc_conn *c)
     return k;
 }
 
+/* The value at idx receives the connection's events from now on. */
+static void attach(lua_State *L, lconn *k, int idx)
+{
+    luaL_unref(L, LUA_REGISTRYINDEX, k->ctx);
+    lua_pushvalue(L, idx);
+    k->ctx = luaL_ref(L, LUA_REGISTRYINDEX);
+    ipc_attach(k->c, &conn_cbs, k);
+}
+
 /* core.connect(path, ctx) -> conn; events: connect(err, msg), line, close */
 static int l_connect(lua_State *L)
 {
@@ -98,9 +107,7 @@ static int l_connect(lua_State *L)
     const char *path = luaL_checkstring(L, 1);
     luaL_checkany(L, 2);
     lconn *k = push_conn(L, x, ipc_connect(x->rt->loop, path, 0));
-    lua_pushvalue(L, 2);
-    k->ctx = luaL_ref(L, LUA_REGISTRYINDEX);
-    ipc_attach(k->c, &conn_cbs, k);
+    attach(L, k, 2);
     return 1;
 }
 
@@ -110,10 +117,7 @@ static int conn_attach(lua_State *L)
     luaL_checkany(L, 2);
     if (!k->c)
         return luaL_error(L, "connection is closed");
-    luaL_unref(L, LUA_REGISTRYINDEX, k->ctx);
-    lua_pushvalue(L, 2);
-    k->ctx = luaL_ref(L, LUA_REGISTRYINDEX);
-    ipc_attach(k->c, &conn_cbs, k);
+    attach(L, k, 2);
     return 0;
 }
 
@@ -412,30 +416,11 @@ void lipc_register(lua_State *L)
     static const luaL_Reg conn_m[] = {
         { "attach", conn_attach }, { "send", conn_send }, { "close", conn_close }, { NULL, NULL },
     };
-    luaL_newmetatable(L, CONN_MT);
-    lua_pushcfunction(L, conn_close);
-    lua_setfield(L, -2, "__gc");
-    luaL_newlib(L, conn_m);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
-
-    luaL_newmetatable(L, LISTENER_MT);
-    lua_pushcfunction(L, listener_close);
-    lua_setfield(L, -2, "__gc");
-    lua_newtable(L);
-    lua_pushcfunction(L, listener_close);
-    lua_setfield(L, -2, "close");
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
-
-    luaL_newmetatable(L, LOCK_MT);
-    lua_pushcfunction(L, lock_release);
-    lua_setfield(L, -2, "__gc");
-    lua_newtable(L);
-    lua_pushcfunction(L, lock_release);
-    lua_setfield(L, -2, "release");
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    static const luaL_Reg listener_m[] = { { "close", listener_close }, { NULL, NULL } };
+    static const luaL_Reg lock_m[] = { { "release", lock_release }, { NULL, NULL } };
+    lkiro_class(L, CONN_MT, conn_close, NULL, conn_m);
+    lkiro_class(L, LISTENER_MT, listener_close, NULL, listener_m);
+    lkiro_class(L, LOCK_MT, lock_release, NULL, lock_m);
 
     lua_pushvalue(L, -2); /* the runtime, as upvalue */
     luaL_setfuncs(L, ipc_fns, 1);

@@ -723,36 +723,36 @@ static const luaL_Reg core_fns[] = {
     { NULL, NULL },
 };
 
+void lkiro_class(lua_State *L, const char *name, lua_CFunction gc, lua_CFunction close,
+                 const luaL_Reg *methods)
+{
+    luaL_newmetatable(L, name);
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+    if (close) {
+        lua_pushcfunction(L, close);
+        lua_setfield(L, -2, "__close");
+    }
+    if (methods) {
+        lua_newtable(L);
+        luaL_setfuncs(L, methods, 0);
+        lua_setfield(L, -2, "__index");
+    }
+    lua_pop(L, 1);
+}
+
 int luaopen_kiro_core(lua_State *L)
 {
+    static const luaL_Reg req_m[] = { { "cancel", req_cancel_m }, { NULL, NULL } };
+    static const luaL_Reg timer_m[] = { { "stop", timer_stop }, { NULL, NULL } };
+
     /* A reader that went away must show up as EPIPE, not kill the host. */
     signal(SIGPIPE, SIG_IGN);
     luaL_checkversion(L);
 
-    luaL_newmetatable(L, REQ_MT);
-    lua_pushcfunction(L, req_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, req_gc);
-    lua_setfield(L, -2, "__close");
-    lua_newtable(L);
-    lua_pushcfunction(L, req_cancel_m);
-    lua_setfield(L, -2, "cancel");
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
-
-    luaL_newmetatable(L, BACKEND_MT);
-    lua_pushcfunction(L, backend_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
-
-    luaL_newmetatable(L, TIMER_MT);
-    lua_pushcfunction(L, timer_stop);
-    lua_setfield(L, -2, "__gc");
-    lua_newtable(L);
-    lua_pushcfunction(L, timer_stop);
-    lua_setfield(L, -2, "stop");
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    lkiro_class(L, REQ_MT, req_gc, req_gc, req_m);
+    lkiro_class(L, BACKEND_MT, backend_gc, NULL, NULL);
+    lkiro_class(L, TIMER_MT, timer_stop, NULL, timer_m);
 
     /* One runtime per Lua state, anchored in the registry; collected (all
      * children stopped and reaped) when the state closes. */

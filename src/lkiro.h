@@ -24,6 +24,9 @@ lrt *get_lrt(lua_State *L);
  * for step() to raise; makes the current step() return. */
 void call_cb(lrt *x, int nargs);
 int raise_pending(lua_State *L, lrt *x);
+/* Registers metatable `name`: __gc (and __close, when given) and methods. */
+void lkiro_class(lua_State *L, const char *name, lua_CFunction gc, lua_CFunction close,
+                 const luaL_Reg *methods);
 /* Adds listen/connect and friends to the table on top (upvalue: runtime). */
 void lipc_register(lua_State *L);
 
