@@ -779,6 +779,7 @@ int luaopen_kiro_core(lua_State *L)
     lua_pushvalue(L, -2);
     luaL_setfuncs(L, core_fns, 1);
     lipc_register(L);
+    ljson_register(L);
     lua_pushstring(L, KIRO_VERSION);
     lua_setfield(L, -2, "version");
     return 1;

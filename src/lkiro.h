@@ -29,5 +29,7 @@ void lkiro_class(lua_State *L, const char *name, lua_CFunction gc, lua_CFunction
                  const luaL_Reg *methods);
 /* Adds listen/connect and friends to the table on top (upvalue: runtime). */
 void lipc_register(lua_State *L);
+/* Adds json_encode, json_decode and null to the table on top. */
+void ljson_register(lua_State *L);
 
 #endif

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 int luaopen_kiro_core(lua_State *L);
@@ -17,16 +16,11 @@ int luaopen_kiro_core(lua_State *L);
 #define KIRO_LUA_INSTALL_DIR "/usr/local/share/kiro-rt/lua"
 #endif
 
-static int is_dir(const char *p)
-{
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-/* KIRO_LUA_DIR, else ../lua beside the binary (a build tree), else the
- * install location. */
+/* KIRO_LUA_DIR; else, beside the binary, lua/ (a build tree's byte-compiled
+ * copy) or ../lua (the sources); else the install location. */
 static const char *lua_dir(char *buf, size_t n)
 {
+    static const char *const candidates[] = { "/lua", "/../lua" };
     const char *env = getenv("KIRO_LUA_DIR");
     if (env && *env)
         return env;
@@ -34,11 +28,11 @@ static const char *lua_dir(char *buf, size_t n)
     if (len > 0) {
         buf[len] = '\0';
         char *slash = strrchr(buf, '/');
-        if (slash) {
-            strcpy(slash, "/../lua");
+        for (size_t i = 0; slash && i < sizeof candidates / sizeof *candidates; i++) {
+            strcpy(slash, candidates[i]);
             char probe[PATH_MAX + 32];
-            snprintf(probe, sizeof probe, "%s/kiro", buf);
-            if (is_dir(probe))
+            snprintf(probe, sizeof probe, "%s/kiro/init.lua", buf);
+            if (access(probe, R_OK) == 0)
                 return buf;
         }
     }

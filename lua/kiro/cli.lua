@@ -355,7 +355,7 @@ local function status(args)
   if not s then io.stderr:write("kiro-rt: status: ", rerr, "\n"); return EXIT_FAIL end
   if as_json then
     s.op = nil
-    io.stdout:write(require("cjson").encode(s), "\n")
+    io.stdout:write(require("kiro.core").json_encode(s), "\n")
     return EXIT_OK
   end
   local w = function(...) io.stdout:write(string.format(...), "\n") end

@@ -1,9 +1,8 @@
 --- The client side of the kiro-rt server: connect (starting a server in the
 -- background when none runs), hand-shake, send requests, relay chunks.
 
-local cjson = require "cjson.safe"
 local kiro = require "kiro"
-local server = require "kiro.server"
+local paths = require "kiro.paths"
 local core = kiro.core
 
 local client = {}
@@ -36,7 +35,7 @@ function Conn:on_event(ev, a, b)
     self.connect_err, self.connect_msg = a, b
     self.connected:set()
   elseif ev == "line" then
-    local msg = cjson.decode(a)
+    local msg = core.json_decode(a)
     if type(msg) ~= "table" then return end
     if msg.id ~= nil then
       local req = self.reqs[msg.id]
@@ -59,7 +58,7 @@ function Conn:on_event(ev, a, b)
 end
 
 function Conn:send(t)
-  return self.sock:send(cjson.encode(t) .. "\n")
+  return self.sock:send(core.json_encode(t) .. "\n")
 end
 
 -- The next non-request message (hello, status, stopping), or nil, why.
@@ -98,7 +97,7 @@ function client.connect(path)
 end
 
 local function hello(c)
-  c:send { op = "hello", version = kiro.version, proto = server.PROTO }
+  c:send { op = "hello", version = kiro.version, proto = paths.PROTO }
   local msg, err = c:reply(client.HELLO_TIMEOUT_MS)
   if not msg then return nil, err end
   if msg.op ~= "hello" then return nil, "unexpected answer to hello" end
@@ -147,7 +146,7 @@ end
 function client.start_server(p)
   local ok, err = core.secure_dir(p.dir)
   if not ok then return nil, err end
-  ok, err = server.ensure_logdir(p)
+  ok, err = paths.ensure_logdir(p)
   if not ok then return nil, err end
   local exe = core.exe()
   if not exe then return nil, "cannot find the kiro-rt executable" end
@@ -162,7 +161,7 @@ end
 -- A server of another version is asked to stop and replaced by ours.
 function client.open(opts)
   opts = opts or {}
-  local p = server.paths()
+  local p = paths.paths()
   for _ = 1, 3 do
     local c = client.connect(p.socket)
     if not c then
@@ -179,7 +178,7 @@ function client.open(opts)
       c:close()
       return nil, "handshake failed: " .. err
     end
-    if h.version == kiro.version and h.proto == server.PROTO then
+    if h.version == kiro.version and h.proto == paths.PROTO then
       c.server_pid, c.server_version = h.pid, h.version
       return c
     end
@@ -187,7 +186,7 @@ function client.open(opts)
       :format(tostring(h.version), tostring(h.pid), kiro.version))
     c:send { op = "stop" }
     c:close()
-    if not wait_gone(p.socket, server.STOP_GRACE_MS + 2000) then
+    if not wait_gone(p.socket, paths.STOP_GRACE_MS + 2000) then
       return nil, "the old server (pid " .. tostring(h.pid) .. ") did not stop"
     end
     if not opts.autostart then return nil, "no server running", "none" end

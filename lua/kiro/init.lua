@@ -9,8 +9,6 @@
 -- streaming calls, the fallback policy hook, and configuration.
 
 local core = require "kiro.core"
-local cache_store = require "kiro.cache"
-local M = require "kiro.metrics"
 local default_policy = require "kiro.policy"
 local template = require "kiro.template"
 
@@ -329,29 +327,37 @@ end
 local stats = { fallbacks = 0, retries = 0, fallbacks_by_reason = {} }
 
 -- Metrics recorded per request, as its caller saw it (the rest is read
--- from the core's counters when metrics are rendered).
-local m_requests = M.counter("kiro_requests_total",
-  "Requests by backend, model, the mode that ended them (daemon, oneshot, cache, coalesced) and outcome.",
-  { "backend", "model", "mode", "outcome" })
-local m_duration = M.histogram("kiro_request_duration_seconds",
-  "Time from the call to the end of its reply.", { "backend", "mode" })
-local m_first = M.histogram("kiro_first_chunk_seconds",
-  "Time from the call to the first chunk handed to the caller.", { "backend", "mode" })
-local m_fallbacks = M.counter("kiro_fallbacks_total",
-  "Requests served another way after a failure, by the failure's code.", { "reason" })
+-- from the core's counters when metrics are rendered). Loaded on first use:
+-- a command that makes no request (kiro-rt agent, as a client) skips it.
+local M, m_requests, m_duration, m_first, m_fallbacks
+
+local function metrics()
+  if M then return M end
+  M = require "kiro.metrics"
+  m_requests = M.counter("kiro_requests_total",
+    "Requests by backend, model, the mode that ended them (daemon, oneshot, cache, coalesced) and outcome.",
+    { "backend", "model", "mode", "outcome" })
+  m_duration = M.histogram("kiro_request_duration_seconds",
+    "Time from the call to the end of its reply.", { "backend", "mode" })
+  m_first = M.histogram("kiro_first_chunk_seconds",
+    "Time from the call to the first chunk handed to the caller.", { "backend", "mode" })
+  m_fallbacks = M.counter("kiro_fallbacks_total",
+    "Requests served another way after a failure, by the failure's code.", { "reason" })
+  return M
+end
 
 -- r: a Call or a Reader (fields cli, model, h0); mode: how it was served.
 local function observe_first(r, mode)
   if r.saw_first or r.flighted then return end
   r.saw_first = true
-  M.observe(m_first, { r.cli or "", mode }, (core.hrtime() - r.h0) / 1e9)
+  metrics().observe(m_first, { r.cli or "", mode }, (core.hrtime() - r.h0) / 1e9)
 end
 
 local function observe_end(r, mode, err)
   if r.observed or r.flighted then return end
   r.observed = true
   local backend = r.cli or ""
-  M.inc(m_requests, { backend, r.model or "", mode, err and err.code or "ok" })
+  metrics().inc(m_requests, { backend, r.model or "", mode, err and err.code or "ok" })
   M.observe(m_duration, { backend, mode }, (core.hrtime() - r.h0) / 1e9)
 end
 
@@ -469,7 +475,7 @@ function Call:recover()
         :format(self.code, self.msg))
     end
     stats.fallbacks = stats.fallbacks + 1
-    M.inc(m_fallbacks, { self.code })
+    metrics().inc(m_fallbacks, { self.code })
     stats.fallbacks_by_reason[self.code] = (stats.fallbacks_by_reason[self.code] or 0) + 1
     self.mode = "oneshot"
   elseif action == "retry" then
@@ -531,7 +537,7 @@ local flights = {}       -- key -> Flight in progress
 local coalesced = 0
 
 local function reply_cache()
-  replies = replies or cache_store.new {
+  replies = replies or require("kiro.cache").new {
     max_bytes = cfg.cache_max_bytes, ttl_ms = cfg.cache_ttl_ms, now = core.now,
   }
   return replies
@@ -754,7 +760,7 @@ function kiro.metrics()
   local function counter(name, help, v) return { name = name, kind = "counter", help = help, samples = { { {}, v } } } end
   local function gauge(name, help, v) return { name = name, kind = "gauge", help = help, samples = { { {}, v } } } end
   local c = s.cache
-  return M.render {
+  return metrics().render {
     { name = "kiro_daemons", kind = "gauge", help = "Daemons by backend, model and state.",
       labels = { "backend", "model", "state" }, samples = daemons },
     { name = "kiro_queue_depth", kind = "gauge", help = "Requests waiting for a daemon.",

@@ -15,56 +15,19 @@
 --   {"id":N,"chunk":S}  {"id":N,"done":true}  {"id":N,"error":{"code":C,"message":M}}
 --   {"op":"status",...}  {"op":"stopping"}  {"op":"error","message":M}
 
-local cjson = require "cjson.safe"
 local kiro = require "kiro"
+local paths = require "kiro.paths"
 local core = kiro.core
 
 local server = {}
 
-server.PROTO = 1
-server.IDLE_MS = 600000       -- exit after this long without requests
-server.STOP_GRACE_MS = 10000  -- in-flight requests get this long on `stop`
+server.PROTO = paths.PROTO
+server.IDLE_MS = 600000                 -- exit after this long without requests
+server.STOP_GRACE_MS = paths.STOP_GRACE_MS
+server.paths = paths.paths
+server.ensure_logdir = paths.ensure_logdir
 
 local function log(level, msg) kiro.log(level, "kiro.server", msg) end
-
---- Where the socket, lock and log live.
-function server.paths()
-  local runtime = os.getenv("XDG_RUNTIME_DIR")
-  local dir
-  if runtime and runtime ~= "" then
-    dir = runtime .. "/kiro-rt"
-  else
-    dir = ("/tmp/kiro-rt-%d"):format(core.getuid())
-  end
-  local state = os.getenv("XDG_STATE_HOME")
-  local home = os.getenv("HOME")
-  local logdir
-  if state and state ~= "" then
-    logdir = state .. "/kiro-rt"
-  elseif home and home ~= "" then
-    logdir = home .. "/.local/state/kiro-rt"
-  else
-    logdir = dir
-  end
-  return {
-    dir = dir,
-    socket = dir .. "/server.sock",
-    lock = dir .. "/server.lock",
-    logdir = logdir,
-    log = logdir .. "/server.log",
-  }
-end
-
---- Creates the log directory and its parents (0700 where created).
-function server.ensure_logdir(p)
-  local path = ""
-  for part in p.logdir:gmatch("[^/]+") do
-    path = path .. "/" .. part
-    local ok, err = core.mkdir(path)
-    if not ok then return nil, err end
-  end
-  return true
-end
 
 local function statm_rss(pid)
   local f = io.open(("/proc/%d/statm"):format(pid))
@@ -75,7 +38,7 @@ local function statm_rss(pid)
 end
 server.rss = statm_rss
 
-local function encode(t) return cjson.encode(t) .. "\n" end
+local function encode(t) return core.json_encode(t) .. "\n" end
 
 ---------------------------------------------------------------------------
 
@@ -118,7 +81,7 @@ end
 
 function Conn:handle(line)
   local srv = self.server
-  local msg = cjson.decode(line)
+  local msg = core.json_decode(line)
   if type(msg) ~= "table" then
     self:send { op = "error", message = "not a JSON object" }
     return
@@ -146,7 +109,6 @@ local modes = { auto = true, daemon = true, oneshot = true }
 
 function Conn:request(msg)
   local srv = self.server
-  -- cjson gives numbers as floats
   local id, b = math.tointeger(msg.id), msg.backend
   if not id or type(msg.prompt) ~= "string" or type(b) ~= "table"
      or type(b.cli) ~= "string" or not modes[b.mode or "auto"] then
@@ -159,7 +121,7 @@ function Conn:request(msg)
   end
   local opts = {
     cli_path = b.cli,
-    model = b.model ~= cjson.null and b.model or nil,
+    model = b.model ~= core.null and b.model or nil,
     mode = b.mode,
     env = type(b.env) == "table" and next(b.env) and b.env or nil,
   }

@@ -1,0 +1,50 @@
+--- Where the kiro-rt server lives: socket, lock and log paths, and the
+-- constants client and server share. Small on purpose: every `agent` loads it.
+
+local core = require "kiro.core"
+
+local M = {}
+
+M.PROTO = 1                -- wire protocol version (the handshake carries it)
+M.STOP_GRACE_MS = 10000    -- in-flight requests get this long on `stop`
+
+--- Where the socket, lock and log live.
+function M.paths()
+  local runtime = os.getenv("XDG_RUNTIME_DIR")
+  local dir
+  if runtime and runtime ~= "" then
+    dir = runtime .. "/kiro-rt"
+  else
+    dir = ("/tmp/kiro-rt-%d"):format(core.getuid())
+  end
+  local state = os.getenv("XDG_STATE_HOME")
+  local home = os.getenv("HOME")
+  local logdir
+  if state and state ~= "" then
+    logdir = state .. "/kiro-rt"
+  elseif home and home ~= "" then
+    logdir = home .. "/.local/state/kiro-rt"
+  else
+    logdir = dir
+  end
+  return {
+    dir = dir,
+    socket = dir .. "/server.sock",
+    lock = dir .. "/server.lock",
+    logdir = logdir,
+    log = logdir .. "/server.log",
+  }
+end
+
+--- Creates the log directory and its parents (0700 where created).
+function M.ensure_logdir(p)
+  local path = ""
+  for part in p.logdir:gmatch("[^/]+") do
+    path = path .. "/" .. part
+    local ok, err = core.mkdir(path)
+    if not ok then return nil, err end
+  end
+  return true
+end
+
+return M
