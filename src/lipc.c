@@ -159,23 +159,33 @@ static void on_accept(void *ud, ipc_conn *c)
     call_cb(x, 3);
 }
 
+static llistener *new_listener(lua_State *L, lrt *x)
+{
+    llistener *ls = lua_newuserdatauv(L, sizeof *ls, 0);
+    memset(ls, 0, sizeof *ls);
+    ls->x = x;
+    ls->ctx = LUA_NOREF;
+    luaL_setmetatable(L, LISTENER_MT);
+    return ls;
+}
+
+static int listen_failed(lua_State *L, const char *err)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+}
+
 /* core.listen(path, ctx) -> listener, or nil, message; events: accept(conn) */
 static int l_listen(lua_State *L)
 {
     lrt *x = get_lrt(L);
     const char *path = luaL_checkstring(L, 1);
     luaL_checkany(L, 2);
-    llistener *ls = lua_newuserdatauv(L, sizeof *ls, 0);
-    memset(ls, 0, sizeof *ls);
-    ls->x = x;
-    ls->ctx = LUA_NOREF;
-    luaL_setmetatable(L, LISTENER_MT);
+    llistener *ls = new_listener(L, x);
     char err[512];
-    if (ipc_listen(x->rt->loop, path, on_accept, ls, &ls->l, err, sizeof err) != 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, err);
-        return 2;
-    }
+    if (ipc_listen(x->rt->loop, path, on_accept, ls, &ls->l, err, sizeof err) != 0)
+        return listen_failed(L, err);
     lua_pushvalue(L, 2);
     ls->ctx = luaL_ref(L, LUA_REGISTRYINDEX);
     return 1;
@@ -189,17 +199,10 @@ static int l_listen_tcp(lua_State *L)
     int port = (int)luaL_checkinteger(L, 2);
     luaL_checkany(L, 3);
     luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port out of range");
-    llistener *ls = lua_newuserdatauv(L, sizeof *ls, 0);
-    memset(ls, 0, sizeof *ls);
-    ls->x = x;
-    ls->ctx = LUA_NOREF;
-    luaL_setmetatable(L, LISTENER_MT);
+    llistener *ls = new_listener(L, x);
     char err[512];
-    if (ipc_listen_tcp(x->rt->loop, host, port, on_accept, ls, &ls->l, err, sizeof err) != 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, err);
-        return 2;
-    }
+    if (ipc_listen_tcp(x->rt->loop, host, port, on_accept, ls, &ls->l, err, sizeof err) != 0)
+        return listen_failed(L, err);
     lua_pushvalue(L, 3);
     ls->ctx = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushinteger(L, ipc_listener_port(ls->l));

@@ -116,12 +116,18 @@ void rt_free(krt *rt)
     free(rt);
 }
 
+static int refuse_when_closing(krt *rt, kreq *r)
+{
+    if (!rt->shutting_down)
+        return 0;
+    req_end(r, KERR_CLOSED, "runtime is shutting down");
+    return 1;
+}
+
 void rt_submit_daemon(krt *rt, const bspec *b, kreq *r)
 {
-    if (rt->shutting_down) {
-        req_end(r, KERR_CLOSED, "runtime is shutting down");
+    if (refuse_when_closing(rt, r))
         return;
-    }
     rt->stats.daemon_requests++;
     pool_submit(pool_get(rt, b), r);
     rt_health_start(rt);
@@ -129,10 +135,8 @@ void rt_submit_daemon(krt *rt, const bspec *b, kreq *r)
 
 void rt_submit_oneshot(krt *rt, const bspec *b, kreq *r)
 {
-    if (rt->shutting_down) {
-        req_end(r, KERR_CLOSED, "runtime is shutting down");
+    if (refuse_when_closing(rt, r))
         return;
-    }
     rt->stats.oneshot_requests++;
     oneshot_start(rt, b, r);
 }
