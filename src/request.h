@@ -49,7 +49,7 @@ struct kreq {
 
     uv_timer_t timer;
     int refs;
-    unsigned ended : 1, armed : 1, internal : 1; /* internal: a probe, not counted */
+    unsigned ended : 1, internal : 1; /* internal: a probe, not counted */
 };
 
 kreq *req_new(struct krt *rt, const char *prompt, size_t len, int stream, const req_sink *sink);
