@@ -259,6 +259,20 @@ describe("kiro-rt server", function()
     assert.are.equal("You said: again\n", r.out)
   end)
 
+  it("a server that stops answering mid-request: the client gives up after its timeout", function()
+    local gate = H.tmpdir() .. "/gate"
+    local env = H.sim_env { KIRO_SIM_GATE = gate }
+    local _, wait_exit, dir = H.spawn_bg({ H.kiro_rt, "agent", "-m", "a b c", "--timeout-ms", "1000" }, env)
+    assert(H.wait_for(function() return (H.read_file(dir .. "/out") or ""):find("You") end, 5000))
+    local s = assert(H.status(env))
+    os.execute("kill -STOP " .. s.pid)
+    local code, _, err = wait_exit()
+    os.execute("kill -CONT " .. s.pid)
+    H.write_file(gate, "")
+    assert.are.equal(124, code)
+    assert.matches("no answer from the kiro%-rt server within 3000 ms", err)
+  end)
+
   it("SIGTERM to `kiro-rt serve` leaves no backend alive", function()
     local env, log = H.sim_env()
     local pid, wait_exit = H.spawn_bg({ H.kiro_rt, "serve" }, env)

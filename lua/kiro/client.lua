@@ -9,6 +9,9 @@ local client = {}
 
 client.START_TIMEOUT_MS = 10000    -- a new server must answer within this
 client.HELLO_TIMEOUT_MS = 5000
+-- A request's answer may come this long after its own timeout_ms before the
+-- client stops waiting for a server that stopped answering.
+client.GUARD_MS = 2000
 
 -- Variables of kiro-rt itself; every other KIRO_* variable of the client is
 -- passed to the backend (so kiro-sim's knobs, say, reach it through the server).
@@ -222,6 +225,14 @@ function Conn:request(prompt, opts)
     timeout_ms = opts.timeout_ms, first_chunk_timeout_ms = opts.first_chunk_timeout_ms,
     stall_timeout_ms = opts.stall_timeout_ms,
   }
+  -- Nobody waits forever, even on a server that hangs.
+  local limit = (opts.timeout_ms or kiro.option("timeout_ms")) + client.GUARD_MS
+  local guard = core.timer(limit, function()
+    if req.done then return end
+    self:send { op = "cancel", id = id }
+    req:on_message { error = { code = "timeout",
+      message = ("no answer from the kiro-rt server within %d ms"):format(limit) } }
+  end)
   local i = 0
   return function()
     while true do
@@ -233,6 +244,7 @@ function Conn:request(prompt, opts)
       end
       if req.done then
         self.reqs[id] = nil
+        guard:stop()
         if req.err then error(req.err, 0) end
         return nil
       end
