@@ -19,8 +19,19 @@ else
 fi
 export KIRO_CLI_PATH=$backend
 echo "== backend: $backend"
-echo "== kiro-rt agent -m \"Hello, who are you?\"   (streamed; provider log on)"
-KIRO_LOG=${KIRO_LOG:-kiro.provider=debug} "$BUILD/kiro-rt" agent -m "Hello, who are you?"
+echo "== kiro-rt agent -m \"Hello, who are you?\"   (the first call starts the server and a daemon)"
+t0=$(date +%s%N)
+"$BUILD/kiro-rt" agent -m "Hello, who are you?"
+t1=$(date +%s%N)
+echo "== the same again: the warm daemon answers"
+"$BUILD/kiro-rt" agent -m "Hello, who are you?"
+t2=$(date +%s%N)
+echo "   first call $(( (t1 - t0) / 1000000 )) ms, second call $(( (t2 - t1) / 1000000 )) ms (kiro-sim streams a word every ${KIRO_SIM_CHUNK_DELAY_MS:-0} ms)"
 echo
-echo "== three calls in one Lua script: the first starts the daemon, the rest reuse it"
+echo "== kiro-rt status"
+"$BUILD/kiro-rt" status
+echo
+echo "== three calls in one Lua script (in-process): the first starts a daemon, the rest reuse it"
 "$BUILD/kiro-rt" run scripts/demo.lua
+echo
+echo "The server keeps the daemon warm for 10 idle minutes; 'kiro-rt stop' stops it now."
