@@ -16,6 +16,7 @@
 #include "buf.h"
 #include "ipc.h"
 #include "lkiro.h"
+#include "proc.h"
 
 #define CONN_MT "kiro.conn"
 #define LISTENER_MT "kiro.listener"
@@ -386,6 +387,26 @@ static int l_cwd(lua_State *L)
     return 1;
 }
 
+/* core.process_state(pid) -> "R", "S", "T", "Z", ... or nil when gone */
+static int l_process_state(lua_State *L)
+{
+    char st = proc_state_of((int)luaL_checkinteger(L, 1));
+    if (!st)
+        return 0;
+    lua_pushlstring(L, &st, 1);
+    return 1;
+}
+
+/* core.process_rss(pid) -> resident bytes, or nil */
+static int l_process_rss(lua_State *L)
+{
+    long long rss = proc_rss_of((int)luaL_checkinteger(L, 1));
+    if (rss < 0)
+        return 0;
+    lua_pushinteger(L, (lua_Integer)rss);
+    return 1;
+}
+
 static int l_getuid(lua_State *L)
 {
     lua_pushinteger(L, getuid());
@@ -408,6 +429,8 @@ static const luaL_Reg ipc_fns[] = {
     { "exe", l_exe },
     { "mkdir", l_mkdir },
     { "cwd", l_cwd },
+    { "process_state", l_process_state },
+    { "process_rss", l_process_rss },
     { "environ", l_environ },
     { "getuid", l_getuid },
     { "getpid", l_getpid },

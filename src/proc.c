@@ -351,10 +351,13 @@ int proc_pid(const proc *p)
 
 char proc_state(const proc *p)
 {
+    return p->exited ? 0 : proc_state_of(p->pid);
+}
+
+char proc_state_of(int pid)
+{
     char path[64], buf[512];
-    if (p->exited)
-        return 0;
-    snprintf(path, sizeof path, "/proc/%d/stat", p->pid);
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
     FILE *f = fopen(path, "re");
     if (!f)
         return 0;
@@ -363,6 +366,19 @@ char proc_state(const proc *p)
     buf[n] = '\0';
     const char *close = strrchr(buf, ')'); /* the name may hold anything */
     return close && close[1] == ' ' ? close[2] : 0;
+}
+
+long long proc_rss_of(int pid)
+{
+    char path[64];
+    long long size, resident;
+    snprintf(path, sizeof path, "/proc/%d/statm", pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return -1;
+    int n = fscanf(f, "%lld %lld", &size, &resident);
+    fclose(f);
+    return n == 2 ? resident * 4096 : -1;
 }
 
 void proc_kill_now(proc *p)

@@ -40,6 +40,10 @@ void proc_detach(proc *p, uint64_t grace_ms);
 int proc_pid(const proc *p);
 /* The process state letter from /proc (R, S, T, Z, ...), or 0 if unknown. */
 char proc_state(const proc *p);
+/* The same for any pid (0 when it is gone), and its resident memory in
+ * bytes (-1 when unknown). */
+char proc_state_of(int pid);
+long long proc_rss_of(int pid);
 /* Stop a process that may be stopped itself: SIGKILL now. */
 void proc_kill_now(proc *p);
 /* The last bytes of stderr, as a printable one-line string (static buffer). */

@@ -259,13 +259,31 @@ local function run(args)
   return EXIT_OK
 end
 
-local function parse_ms(flag, v)
-  local n = tonumber(v)
-  if not n or math.type(n) ~= "integer" or n < 0 then
-    return nil, flag .. " needs a whole number of milliseconds (got '" .. tostring(v) .. "')"
+local function parse_whole(what)
+  return function(flag, v)
+    local n = tonumber(v)
+    if not n or math.type(n) ~= "integer" or n < 0 then
+      return nil, ("%s needs %s (got '%s')"):format(flag, what, tostring(v))
+    end
+    return n
   end
-  return n
 end
+local parse_ms = parse_whole("a whole number of milliseconds")
+local parse_count = parse_whole("a whole number")
+
+-- serve's flags: option name and how to read its value (none: a switch).
+local SERVE_FLAGS = {
+  ["--idle-ms"] = { "idle_ms", parse_ms },
+  ["--stop-grace-ms"] = { "stop_grace_ms", parse_ms },
+  ["--pool-min"] = { "pool_min", parse_count },
+  ["--pool-max"] = { "pool_max", parse_count },
+  ["--metrics-listen"] = { "metrics_listen", function(flag, v)
+    local host, err = require("kiro.server").parse_listen(v or "")
+    if not host then return nil, flag .. ": " .. (v and err or "needs PORT or HOST:PORT") end
+    return v
+  end },
+  ["--cache"] = { "cache" },
+}
 
 local function serve(args)
   local opts = {}
@@ -279,27 +297,17 @@ local function serve(args)
   while i <= #args do
     local a = args[i]
     if a == "-h" or a == "--help" then io.stdout:write(SERVE_USAGE); return EXIT_OK end
-    if a == "--metrics-listen" then
-      if not args[i + 1] then return usage_error("--metrics-listen needs PORT or HOST:PORT") end
-      local host, perr = require("kiro.server").parse_listen(args[i + 1])
-      if not host then return usage_error("--metrics-listen: " .. perr) end
-      opts.metrics_listen = args[i + 1]
+    local flag = SERVE_FLAGS[a]
+    if not flag then return usage_error("serve: unknown argument '" .. a .. "'") end
+    if flag[2] then
+      local v, err = flag[2](a, args[i + 1])
+      if v == nil then return usage_error(err) end
+      opts[flag[1]] = v
       i = i + 2
-      goto continue
-    end
-    if a == "--cache" then
-      opts.cache = true
+    else
+      opts[flag[1]] = true
       i = i + 1
-      goto continue
     end
-    local key = ({ ["--idle-ms"] = "idle_ms", ["--stop-grace-ms"] = "stop_grace_ms",
-                   ["--pool-min"] = "pool_min", ["--pool-max"] = "pool_max" })[a]
-    if not key then return usage_error("serve: unknown argument '" .. a .. "'") end
-    local n, err = parse_ms(a, args[i + 1])
-    if not n then return usage_error(err) end
-    opts[key] = n
-    i = i + 2
-    ::continue::
   end
   if opts.idle_ms == 0 then opts.idle_ms = math.maxinteger // 2 end
   local kiro = require "kiro"

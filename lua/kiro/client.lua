@@ -108,11 +108,8 @@ local function hello(c)
 end
 
 local function alive(pid)
-  local f = io.open(("/proc/%d/stat"):format(pid))
-  if not f then return false end
-  local state = f:read("a"):match("^%d+ %b() (%a)")
-  f:close()
-  return state ~= "Z" and state ~= "X"
+  local state = core.process_state(pid)
+  return state ~= nil and state ~= "Z" and state ~= "X"
 end
 client.alive = alive
 

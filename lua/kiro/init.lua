@@ -393,6 +393,16 @@ local function check_opts(fname, prompt, opts)
   return opts
 end
 
+-- The backend a call names: its own cli_path and model, else the configured
+-- ones, else the environment's.
+local function cli_of(opts)
+  return opts.cli_path or cfg.cli_path or env_cli or kiro.option("cli_path")
+end
+
+local function model_of(opts)
+  return opts.model or cfg.model or env_model
+end
+
 local function open_call(fname, prompt, opts, stream)
   local mode = opts.mode or cfg.mode or kiro.option("mode")
   -- The call is also its own wait record (woken, task) for block/wake.
@@ -400,12 +410,12 @@ local function open_call(fname, prompt, opts, stream)
     prompt = prompt, opts = opts, stream = stream,
     requested_mode = mode,
     mode = mode == "oneshot" and "oneshot" or "daemon",
-    model = opts.model or cfg.model or env_model,
+    model = model_of(opts),
     timeout_ms = opts.timeout_ms or cfg.timeout_ms,
     attempt = 1, delivered = false,
     chunks = {}, chead = 1, ctail = 0,
     woken = false,
-    cli = opts.cli_path or cfg.cli_path or env_cli or kiro.option("cli_path"),
+    cli = cli_of(opts),
     t0 = core.now(), h0 = core.hrtime(),
   }, Call)
   if not call.cli then
@@ -636,8 +646,7 @@ local function cache_key(fname, prompt, opts)
   for k, v in pairs(opts.env or cfg.env or {}) do vars[#vars + 1] = k .. "=" .. v end
   table.sort(vars)
   return table.concat({
-    opts.cli_path or cfg.cli_path or env_cli or kiro.option("cli_path") or "",
-    opts.model or cfg.model or env_model or "", table.concat(vars, "\1"), prompt,
+    cli_of(opts) or "", model_of(opts) or "", table.concat(vars, "\1"), prompt,
   }, "\0")
 end
 
@@ -673,8 +682,7 @@ local function open(fname, prompt, opts, stream)
   end
   f.readers = f.readers + 1
   return setmetatable({ flight = f, pos = 0, follower = follower, h0 = core.hrtime(),
-    cli = opts.cli_path or cfg.cli_path or env_cli or kiro.option("cli_path"),
-    model = opts.model or cfg.model or env_model }, Reader)
+    cli = cli_of(opts), model = model_of(opts) }, Reader)
 end
 
 --- chat(prompt [, opts]) -> reply, or nil, message, code
@@ -736,14 +744,6 @@ function kiro.stats()
   return s
 end
 
-local function rss_bytes()
-  local f = io.open("/proc/self/statm")
-  if not f then return 0 end
-  local _, rss = f:read("n", "n")
-  f:close()
-  return (rss or 0) * 4096
-end
-
 --- metrics() -> Prometheus text exposition (format 0.0.4) of this runtime.
 function kiro.metrics()
   local s = kiro.stats()
@@ -785,7 +785,8 @@ function kiro.metrics()
     gauge("kiro_cache_bytes", "Bytes held by the response cache.", c.bytes),
     gauge("kiro_cache_entries", "Entries in the response cache.", c.entries),
     gauge("kiro_in_flight", "Requests in flight.", s.in_flight),
-    gauge("process_resident_memory_bytes", "Resident memory size in bytes.", rss_bytes()),
+    gauge("process_resident_memory_bytes", "Resident memory size in bytes.",
+      core.process_rss(core.getpid()) or 0),
     { name = "kiro_build_info", kind = "gauge", help = "kiro-rt's version.", labels = { "version" },
       samples = { { { kiro.version }, 1 } } },
   }

@@ -29,14 +29,7 @@ server.ensure_logdir = paths.ensure_logdir
 
 local function log(level, msg) kiro.log(level, "kiro.server", msg) end
 
-local function statm_rss(pid)
-  local f = io.open(("/proc/%d/statm"):format(pid))
-  if not f then return nil end
-  local _, rss = f:read("n", "n")
-  f:close()
-  return rss and rss * 4096
-end
-server.rss = statm_rss
+
 
 local function encode(t) return core.json_encode(t) .. "\n" end
 
@@ -164,7 +157,7 @@ function Server:status()
   for _, p in ipairs(s.pools) do
     local daemons = {}
     for _, d in ipairs(p.daemons) do
-      daemons[#daemons + 1] = { pid = d.pid, state = d.state, served = d.served, rss_bytes = statm_rss(d.pid) }
+      daemons[#daemons + 1] = { pid = d.pid, state = d.state, served = d.served, rss_bytes = core.process_rss(d.pid) }
     end
     pools[#pools + 1] = {
       cli = p.cli, model = p.model, state = p.state, live = p.live, queued = p.queued,
@@ -177,7 +170,7 @@ function Server:status()
   return {
     op = "status", pid = core.getpid(), version = kiro.version,
     uptime_ms = core.now() - self.started, idle_ms = self.idle_ms,
-    rss_bytes = statm_rss(core.getpid()), connections = conns, in_flight = self.inflight,
+    rss_bytes = core.process_rss(core.getpid()), connections = conns, in_flight = self.inflight,
     requests = self.served, fallbacks = s.fallbacks, socket = self.paths.socket,
     metrics = self.metrics_addr and ("http://" .. self.metrics_addr .. "/metrics") or nil,
     cache = s.cache,
