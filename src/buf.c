@@ -44,9 +44,11 @@ void kbuf_reserve(kbuf *b, size_t extra)
 {
     if (b->cap - b->len >= extra)
         return;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap - b->len < extra)
-        cap *= 2;
+    /* Doubling keeps appends amortised; one large reservation is taken as
+     * asked (a 10 MB prompt gets 10 MB, not the next power of two). */
+    size_t cap = b->cap ? b->cap * 2 : 256;
+    if (cap - b->len < extra)
+        cap = b->len + extra;
     b->data = krealloc(b->data, cap);
     b->cap = cap;
 }

@@ -1,5 +1,6 @@
 #include "daemon.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,15 +69,18 @@ static void fail_all(daemon *d, const char *reason)
         req_unref(s.r);
     }
     d->drains = 0;
+    d->acc.len = 0;
 }
 
 /* The reply at the head of the line is complete. */
 static void finish(daemon *d, const char *code, const char *msg)
 {
     daemon_slot s = d->slots[d->head];
+    assert(d->count > 0);
     d->head = (d->head + 1) % DAEMON_MAX_DEPTH;
     d->count--;
     d->started = 1;
+    d->acc.len = 0;
     if (!s.r)
         d->drains--;
     else if (s.r->internal)
@@ -97,7 +101,12 @@ static void finish(daemon *d, const char *code, const char *msg)
             req_end(s.r, NULL, NULL);
         req_unref(s.r);
     }
-    pool_daemon_idle(d->pool, d);
+    /* Lines already read belong to the reply just ended or are wrong: the
+     * daemon takes a new request only after they are all looked at. */
+    if (d->reading)
+        d->idle_pending = 1;
+    else
+        pool_daemon_idle(d->pool, d);
 }
 
 /* Output from the daemon keeps every request on its wire alive (stall). */
@@ -110,38 +119,72 @@ static void touch_all(daemon *d)
     }
 }
 
-static void on_reply(void *ud, const char *content, size_t n, int has_content, int done)
+/* The daemon said something that cannot belong to any request on its wire:
+ * the request at the head (if any) ends `protocol`, and the daemon, whose
+ * next words can no longer be trusted to answer the right request, goes. */
+static void protocol_fault(daemon *d, const char *msg)
+{
+    klog(LOG_WARN, "kiro.provider", "%s; replacing the daemon", msg);
+    daemon_slot *s = head_slot(d);
+    if (s && s->r) {
+        kreq *r = s->r;
+        s->r = NULL;
+        d->drains++;
+        d->probes -= r->internal;
+        req_end(r, KERR_PROTOCOL, "%s", msg);
+        req_unref(r);
+    }
+    daemon_stop(d, msg);
+}
+
+static void on_violation(void *ud, const char *why, const char *line, size_t n)
 {
     daemon *d = ud;
+    char msg[384];
+    snprintf(msg, sizeof msg, "daemon pid %d broke the protocol: %s: %.*s", d->pid, why,
+             (int)(n > 160 ? 160 : n), line);
+    protocol_fault(d, msg);
+}
+
+static void on_reply(void *ud, const char *content, size_t n, int done)
+{
+    daemon *d = ud;
+    daemon_slot *s = head_slot(d);
+    if (!s) {
+        on_violation(d, "a reply line with no request in flight", content, n);
+        return;
+    }
     if (!d->started) {
         d->started = 1;
         klog(LOG_DEBUG, "kiro.provider", "Daemon started successfully (pid %d)", d->pid);
     }
-    daemon_slot *s = head_slot(d);
-    if (!s) {
-        klog(LOG_INFO, "kiro.provider", "daemon pid %d sent a reply with no request in flight; ignored",
-             d->pid);
-        return;
-    }
     touch_all(d);
-    if (!s->stream) {
-        if (s->r)
+    /* A stream relays each part as it comes; a plain request gathers the
+     * parts ("done": false lines) and gets the whole reply at its end. */
+    if (s->r && n) {
+        if (s->stream) {
             req_chunk(s->r, content, n);
-        finish(d, NULL, NULL);
-        return;
+        } else {
+            kbuf_append(&d->acc, content, n);
+            req_progress(s->r);
+        }
     }
-    if (s->r && has_content && n)
-        req_chunk(s->r, content, n);
-    if (done == PROTO_DONE_TRUE)
-        finish(d, NULL, NULL);
+    if (done == PROTO_DONE_FALSE)
+        return;
+    if (s->r && !s->stream && d->acc.len)
+        req_chunk(s->r, d->acc.data, d->acc.len);
+    finish(d, NULL, NULL);
 }
 
 static void on_error(void *ud, const char *msg)
 {
     daemon *d = ud;
+    if (!head_slot(d)) {
+        on_violation(d, "an error reply with no request in flight", msg, strlen(msg));
+        return;
+    }
     d->started = 1;
-    if (head_slot(d))
-        finish(d, KERR_BACKEND, msg);
+    finish(d, KERR_BACKEND, msg);
 }
 
 static void on_noise(void *ud, const char *line, size_t n, const char *why)
@@ -155,7 +198,7 @@ static void on_noise(void *ud, const char *line, size_t n, const char *why)
 static int on_line(void *ud, const char *line, size_t n)
 {
     daemon *d = ud;
-    const proto_sink sink = { d, on_reply, on_error, on_noise };
+    const proto_sink sink = { d, on_reply, on_error, on_noise, on_violation };
     if (n == 0)
         return 0;
     d->proto->decode(d->pstate, line, n, &sink);
@@ -167,21 +210,19 @@ static void on_stdout(void *ud, const char *data, size_t n)
     daemon *d = ud;
     if (d->state == D_STOPPING)
         return;
-    if (jsonl_feed(&d->fr, data, n, on_line, d) == JSONL_OVERFLOW) {
+    d->reading = 1;
+    int rc = jsonl_feed(&d->fr, data, n, on_line, d);
+    d->reading = 0;
+    if (rc == JSONL_OVERFLOW && d->state != D_STOPPING) {
         char msg[160];
         snprintf(msg, sizeof msg, "reply line longer than max_line_bytes (%zu bytes) from daemon pid %d",
                  d->fr.max_line, d->pid);
-        klog(LOG_WARN, "kiro.provider", "%s; replacing the daemon", msg);
-        daemon_slot *s = head_slot(d);
-        if (s && s->r) {
-            kreq *r = s->r;
-            s->r = NULL;
-            d->drains++;
-            d->probes -= r->internal;
-            req_end(r, KERR_PROTOCOL, "%s", msg);
-            req_unref(r);
-        }
-        daemon_stop(d, msg);
+        protocol_fault(d, msg);
+    }
+    if (d->idle_pending) {
+        d->idle_pending = 0;
+        if (d->state != D_STOPPING)
+            pool_daemon_idle(d->pool, d);
     }
 }
 
@@ -229,6 +270,7 @@ static void on_end(void *ud, int64_t status, int sig)
     pool_daemon_exited(d->pool, d, !planned, d->started, reason);
     fail_all(d, reason);
     jsonl_free(&d->fr);
+    kbuf_free(&d->acc);
     if (d->proto->state_free)
         d->proto->state_free(d->pstate);
     uv_close((uv_handle_t *)&d->timer, on_timer_closed);
@@ -241,7 +283,8 @@ daemon *daemon_new(struct pool *owner, char **argv, char **env, const proto_ops 
     krt *rt = pool_rt(owner);
     daemon *d = kcalloc(1, sizeof *d);
     proc_opts po = { .argv = argv, .env = env, .log_target = "kiro.daemon",
-                     .stderr_tail = DAEMON_STDERR_TAIL };
+                     .stderr_tail = DAEMON_STDERR_TAIL,
+                     .close_fds = rt->cfg.close_fds };
     d->pool = owner;
     d->rt = rt;
     d->proto = proto;

@@ -16,7 +16,7 @@ struct pool;
 
 enum daemon_state { D_READY, D_BUSY, D_DRAINING, D_STOPPING };
 
-#define DAEMON_MAX_DEPTH 64
+#define DAEMON_MAX_DEPTH KIRO_MAX_PIPELINE_DEPTH
 
 /* A request on the wire. The protocol has no ids, so replies come back in
  * the order requests were sent; a cancelled request keeps its slot with
@@ -39,6 +39,9 @@ typedef struct daemon {
     enum daemon_state state; /* ready: nothing in flight; busy; draining: only dropped replies */
     unsigned started : 1; /* it has answered in its protocol at least once */
     unsigned fault : 1;   /* stopped by us because it misbehaved */
+    unsigned reading : 1; /* inside on_stdout: lines of one read are being looked at */
+    unsigned idle_pending : 1; /* a reply ended while reading: tell the pool afterwards */
+    kbuf acc;             /* the head's reply, when not streamed, until it ends */
     uint64_t served, t_spawn, t_sent, t_idle;
     uv_timer_t timer;     /* idle shrink, or the drain bound */
     struct daemon *next, *prev;

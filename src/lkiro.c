@@ -262,7 +262,9 @@ static int l_request(lua_State *L)
         return luaL_error(L, "request: no event dispatcher (core.on_event)");
     lua_settop(L, 8);
 
-    lreq *q = lua_newuserdatauv(L, sizeof *q, 0);
+    lreq *q = lua_newuserdatauv(L, sizeof *q, 1);
+    lua_pushvalue(L, 3); /* the request borrows the prompt: the handle keeps it */
+    lua_setiuservalue(L, -2, 1);
     q->lrt = x;
     lua_pushvalue(L, 8);
     q->ctx = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -401,54 +403,73 @@ static int l_hrtime(lua_State *L)
     return 1;
 }
 
-/* The core's options, by name: one table for configure() and config(). */
-enum cfg_type { CFG_INT, CFG_SIZE, CFG_U64 };
+/* The core's options, by name: one table for configure() and config(),
+ * each with the range it accepts. */
+enum cfg_type { CFG_INT, CFG_SIZE, CFG_U64, CFG_BOOL };
+#define MAX_MS KIRO_MAX_MS
 static const struct cfg_field {
     const char *name;
     size_t offset;
     enum cfg_type type;
-    lua_Integer min;
+    lua_Integer min, max;
 } cfg_fields[] = {
-#define F(name, type, min) { #name, offsetof(kconfig, name), type, min }
-    F(max_line_bytes, CFG_SIZE, 64),
-    F(pool_min, CFG_INT, 0),
-    F(pool_max, CFG_INT, 1),
-    F(queue_max, CFG_INT, 0),
-    F(pool_idle_ms, CFG_U64, 0),
-    F(kill_grace_ms, CFG_U64, 0),
-    F(drain_ms, CFG_U64, 0),
-    F(restart_backoff_ms, CFG_U64, 0),
-    F(restart_backoff_max_ms, CFG_U64, 0),
-    F(restart_max, CFG_INT, 0),
-    F(restart_window_ms, CFG_U64, 0),
-    F(cooldown_ms, CFG_U64, 0),
-    F(pipeline_depth, CFG_INT, 1),
-    F(health_interval_ms, CFG_U64, 0),
-    F(probe_interval_ms, CFG_U64, 0),
-    F(probe_timeout_ms, CFG_U64, 1),
+#define F(name, type, min, max) { #name, offsetof(kconfig, name), type, min, max }
+    F(max_line_bytes, CFG_SIZE, 64, 1 << 30),
+    F(pool_min, CFG_INT, 0, 1024),
+    F(pool_max, CFG_INT, 1, 1024),
+    F(queue_max, CFG_INT, 0, 1000000),
+    F(pool_idle_ms, CFG_U64, 0, MAX_MS),
+    F(kill_grace_ms, CFG_U64, 0, MAX_MS),
+    F(drain_ms, CFG_U64, 0, MAX_MS),
+    F(restart_backoff_ms, CFG_U64, 0, MAX_MS),
+    F(restart_backoff_max_ms, CFG_U64, 0, MAX_MS),
+    F(restart_max, CFG_INT, 0, 1000000),
+    F(restart_window_ms, CFG_U64, 0, MAX_MS),
+    F(cooldown_ms, CFG_U64, 0, MAX_MS),
+    F(pipeline_depth, CFG_INT, 1, KIRO_MAX_PIPELINE_DEPTH),
+    F(health_interval_ms, CFG_U64, 0, MAX_MS),
+    F(probe_interval_ms, CFG_U64, 0, MAX_MS),
+    F(probe_timeout_ms, CFG_U64, 1, MAX_MS),
+    F(close_fds, CFG_BOOL, 0, 1),
 #undef F
 };
 #define NCFG (sizeof cfg_fields / sizeof cfg_fields[0])
 
-static lua_Integer cfg_get(const kconfig *c, const struct cfg_field *f)
+static void cfg_push(lua_State *L, const kconfig *c, const struct cfg_field *f)
 {
     const char *p = (const char *)c + f->offset;
     switch (f->type) {
+    case CFG_BOOL:
+        lua_pushboolean(L, *(const int *)p);
+        break;
     case CFG_INT:
-        return *(const int *)p;
+        lua_pushinteger(L, *(const int *)p);
+        break;
     case CFG_SIZE:
-        return (lua_Integer)*(const size_t *)p;
+        lua_pushinteger(L, (lua_Integer)*(const size_t *)p);
+        break;
     default:
-        return (lua_Integer)*(const uint64_t *)p;
+        lua_pushinteger(L, (lua_Integer)*(const uint64_t *)p);
     }
 }
 
-static void cfg_set(kconfig *c, const struct cfg_field *f, lua_Integer v)
+/* Sets f from the value on top of the stack; raises for a wrong type or
+ * a value out of range. */
+static void cfg_set(lua_State *L, kconfig *c, const struct cfg_field *f)
 {
     char *p = (char *)c + f->offset;
+    if (f->type == CFG_BOOL) {
+        if (!lua_isboolean(L, -1))
+            luaL_error(L, "configure: %s must be a boolean", f->name);
+        *(int *)p = lua_toboolean(L, -1);
+        return;
+    }
+    lua_Integer v = lua_tointeger(L, -1);
+    if (!lua_isinteger(L, -1) || v < f->min || v > f->max)
+        luaL_error(L, "configure: %s must be an integer from %I to %I", f->name, f->min, f->max);
     switch (f->type) {
     case CFG_INT:
-        *(int *)p = v > INT_MAX ? INT_MAX : (int)v;
+        *(int *)p = (int)v;
         break;
     case CFG_SIZE:
         *(size_t *)p = (size_t)v;
@@ -482,11 +503,7 @@ static int l_configure(lua_State *L)
                 f = &cfg_fields[i];
         if (!f)
             return luaL_error(L, "configure: unknown option '%s'", k);
-        int isnum;
-        lua_Integer v = lua_tointegerx(L, -1, &isnum);
-        if (!isnum || v < f->min)
-            return luaL_error(L, "configure: %s must be an integer of at least %d", k, (int)f->min);
-        cfg_set(&c, f, v);
+        cfg_set(L, &c, f);
         lua_pop(L, 1);
     }
     if (c.pool_min > c.pool_max)
@@ -501,7 +518,7 @@ static int l_config(lua_State *L)
     lrt *x = get_lrt(L);
     lua_createtable(L, 0, (int)NCFG);
     for (size_t i = 0; i < NCFG; i++) {
-        lua_pushinteger(L, cfg_get(&x->rt->cfg, &cfg_fields[i]));
+        cfg_push(L, &x->rt->cfg, &cfg_fields[i]);
         lua_setfield(L, -2, cfg_fields[i].name);
     }
     lua_pushstring(L, x->rt->cfg.probe_prompt);

@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "proc.h"
+
 int luaopen_kiro_core(lua_State *L);
 
 #ifndef KIRO_LUA_INSTALL_DIR
@@ -83,6 +85,8 @@ static int boot(lua_State *L)
 
 int main(int argc, char **argv)
 {
+    /* Descriptors kiro-rt inherited never reach a backend or the server. */
+    proc_cloexec_all();
     lua_State *L = luaL_newstate();
     if (!L) {
         fputs("kiro-rt: cannot create a Lua state\n", stderr);

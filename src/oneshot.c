@@ -10,17 +10,24 @@
 
 #define ONESHOT_STDERR_TAIL 2048
 
-typedef struct oneshot {
+struct oneshot {
     krt *rt;
+    oneshot *next, *prev; /* the runtime's live oneshots, for health checks */
     kreq *req;
     proc *proc;
     ansi_state ansi;
     kbuf reply; /* non-streamed requests gather the whole reply */
     char *cli;
-} oneshot;
+};
 
 static void os_free(oneshot *o)
 {
+    if (o->prev)
+        o->prev->next = o->next;
+    else if (o->rt->oneshots == o)
+        o->rt->oneshots = o->next;
+    if (o->next)
+        o->next->prev = o->prev;
     kbuf_free(&o->reply);
     free(o->cli);
     free(o);
@@ -44,10 +51,12 @@ static void os_stdout(void *ud, const char *data, size_t n)
     size_t m = ansi_strip(&o->ansi, data, n, clean);
     req_activity(o->req);
     if (m) {
-        if (o->req->stream)
+        if (o->req->stream) {
             req_chunk(o->req, clean, m);
-        else
+        } else {
             kbuf_append(&o->reply, clean, m);
+            req_progress(o->req);
+        }
     }
     free(clean);
 }
@@ -80,6 +89,27 @@ static void os_end(void *ud, int64_t status, int sig)
     os_free(o);
 }
 
+void oneshot_health_check(krt *rt)
+{
+    for (oneshot *o = rt->oneshots, *next; o; o = next) {
+        next = o->next;
+        char st = proc_state(o->proc);
+        if (st != 'T' && st != 't')
+            continue;
+        /* Stopped by a signal: it will not answer; nobody should wait for
+         * the stall timeout to find that out. */
+        kreq *r = o->req;
+        int pid = proc_pid(o->proc);
+        rt->stats.health_failures++;
+        klog(LOG_WARN, "kiro.health", "oneshot pid %d is stopped by a signal; killing it", pid);
+        proc_kill_now(o->proc);
+        proc_detach(o->proc, rt->cfg.kill_grace_ms);
+        req_end(r, KERR_CRASHED, "%s (pid %d) was stopped by a signal and killed", o->cli, pid);
+        req_unref(r);
+        os_free(o);
+    }
+}
+
 void oneshot_start(krt *rt, const bspec *b, kreq *r)
 {
     static const proc_cbs cbs = { os_stdout, os_stderr, os_end };
@@ -87,7 +117,8 @@ void oneshot_start(krt *rt, const bspec *b, kreq *r)
     char **argv = argv_build(b->cli, b->oneshot_args, b->model);
     char **env = env_build(b->env, 1);
     proc_opts po = { .argv = argv, .env = env, .log_target = "kiro.oneshot",
-                     .stderr_tail = ONESHOT_STDERR_TAIL };
+                     .stderr_tail = ONESHOT_STDERR_TAIL,
+                     .close_fds = rt->cfg.close_fds };
     o->rt = rt;
     o->req = r;
     o->cli = kstrdup(b->cli);
@@ -102,6 +133,10 @@ void oneshot_start(krt *rt, const bspec *b, kreq *r)
         os_free(o);
         return;
     }
+    o->next = rt->oneshots;
+    if (o->next)
+        o->next->prev = o;
+    rt->oneshots = o;
     req_set_carrier(r, o, os_abort);
     char *copy = kmalloc(r->prompt_len ? r->prompt_len : 1);
     memcpy(copy, r->prompt, r->prompt_len);

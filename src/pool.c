@@ -142,6 +142,7 @@ static void queue_abort(void *carrier, kreq *r, enum req_abort why)
 }
 
 static daemon *spawn_daemon(pool *p);
+static const char *unavailable_reason(pool *p, char *buf, size_t n);
 
 /* Requests that would only wait for a daemon that cannot come soon fail fast
  * with `spawn`, so the policy can serve them another way. */
@@ -152,6 +153,16 @@ static void fail_queue(pool *p, const char *why)
         dequeue(p, r);
         req_end(r, KERR_SPAWN, "%s", why);
         req_unref(r);
+    }
+}
+
+/* A pool that has no daemon and cannot start one now (backing off, cooling
+ * down) strands nobody: what waits goes to the policy at once. */
+static void unstrand(pool *p)
+{
+    if (p->live == 0 && p->state != POOL_OK && p->qhead) {
+        char why[768];
+        fail_queue(p, unavailable_reason(p, why, sizeof why));
     }
 }
 
@@ -271,8 +282,10 @@ static void record_failure(pool *p, const char *reason)
     p->failures++;
     p->restarts++;
     p->restarts_at[p->nrestarts++ % RESTART_RING] = now;
-    if (p->state == POOL_COOLDOWN)
+    if (p->state == POOL_COOLDOWN) {
+        unstrand(p);
         return;
+    }
     if (restarts_in_window(p, now) > c->restart_max) {
         p->state = POOL_COOLDOWN;
         klog(LOG_WARN, "kiro.provider",
@@ -291,10 +304,7 @@ static void record_failure(pool *p, const char *reason)
              (unsigned long long)delay);
         uv_timer_start(&p->timer, on_timer, delay, 0);
     }
-    if (p->live == 0 && p->qhead) {
-        char why[768];
-        fail_queue(p, unavailable_reason(p, why, sizeof why));
-    }
+    unstrand(p);
 }
 
 static daemon *spawn_daemon(pool *p)
@@ -346,6 +356,7 @@ void pool_daemon_stopping(pool *p, daemon *d)
 {
     (void)d;
     p->live--;
+    unstrand(p);
 }
 
 void pool_daemon_exited(pool *p, daemon *d, int fault, int started, const char *reason)

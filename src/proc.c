@@ -1,9 +1,14 @@
+#define _GNU_SOURCE /* syscall */
 #include "proc.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -42,6 +47,39 @@ struct proc_write {
 };
 
 static int live_procs;
+
+/* Marks every descriptor from 3 up close-on-exec, so a child gets its three
+ * pipes and nothing this process inherited or a script opened. One syscall
+ * where the kernel has close_range(CLOSE_RANGE_CLOEXEC), else a walk. */
+void proc_cloexec_all(void)
+{
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */) == 0)
+        return;
+#endif
+    DIR *dir = opendir("/proc/self/fd");
+    if (!dir)
+        return;
+    int self = dirfd(dir);
+    struct dirent *e;
+    while ((e = readdir(dir))) {
+        int fd = atoi(e->d_name);
+        if (fd > 2 && fd != self) {
+            int fl = fcntl(fd, F_GETFD);
+            if (fl >= 0 && !(fl & FD_CLOEXEC))
+                fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+        }
+    }
+    closedir(dir);
+}
+
+/* Signals go to the child's process group (it leads one: it runs in a
+ * session of its own), so helpers it started go with it. */
+static void signal_group(proc *p, int sig)
+{
+    if (p->pid > 0 && kill(-p->pid, sig) != 0 && !p->exited)
+        uv_process_kill(&p->process, sig);
+}
 
 int proc_live_count(void)
 {
@@ -87,7 +125,7 @@ static void on_timer(uv_timer_t *t)
     case STAGE_TERM:
         if (!p->exited) {
             klog(LOG_DEBUG, p->target, "pid %d did not exit after stdin closed; sending SIGTERM", p->pid);
-            uv_process_kill(&p->process, SIGTERM);
+            signal_group(p, SIGTERM);
             p->stage = STAGE_KILL;
             uv_timer_start(&p->timer, on_timer, p->grace_ms, 0);
         }
@@ -95,7 +133,7 @@ static void on_timer(uv_timer_t *t)
     case STAGE_KILL:
         if (!p->exited) {
             klog(LOG_WARN, p->target, "pid %d ignored SIGTERM; sending SIGKILL", p->pid);
-            uv_process_kill(&p->process, SIGKILL);
+            signal_group(p, SIGKILL);
         }
         break;
     case STAGE_EOF_WAIT:
@@ -116,6 +154,12 @@ static void on_proc_exit(uv_process_t *h, int64_t status, int sig)
     p->signal = sig;
     uv_timer_stop(&p->timer);
     if (!p->out_eof || !p->err_eof) {
+        /* Something it left behind holds the pipes: its process group goes
+         * with it, so EOF comes now rather than when a helper feels like it. */
+        klog(LOG_DEBUG, p->target, "pid %d exited with its output still held open; killing its group",
+             p->pid);
+        if (kill(-p->pid, SIGKILL) != 0 && errno != ESRCH)
+            klog(LOG_DEBUG, p->target, "kill(-%d): %s", p->pid, strerror(errno));
         p->stage = STAGE_EOF_WAIT;
         uv_timer_start(&p->timer, on_timer, PROC_EOF_WAIT_MS, 0);
     }
@@ -237,6 +281,8 @@ int proc_spawn(uv_loop_t *loop, const proc_opts *o, const proc_cbs *cbs, void *u
      * in order, instead of every backend dying mid-reply at once. */
     po.flags = UV_PROCESS_DETACHED;
 
+    if (o->close_fds)
+        proc_cloexec_all();
     rc = uv_spawn(loop, &p->process, &po);
     spawned = rc == 0;
     close(in_fd[0]);
@@ -333,7 +379,7 @@ void proc_terminate(proc *p, uint64_t grace_ms)
     if (p->exited || p->stage == STAGE_KILL)
         return;
     p->grace_ms = grace_ms;
-    uv_process_kill(&p->process, SIGTERM);
+    signal_group(p, SIGTERM);
     p->stage = STAGE_KILL;
     uv_timer_start(&p->timer, on_timer, grace_ms, 0);
 }
@@ -385,7 +431,7 @@ void proc_kill_now(proc *p)
 {
     proc_close_stdin(p);
     if (!p->exited)
-        uv_process_kill(&p->process, SIGKILL);
+        signal_group(p, SIGKILL);
 }
 
 const char *proc_stderr_tail(const proc *p)

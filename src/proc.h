@@ -23,6 +23,8 @@ typedef struct proc_opts {
     char *const *env;   /* NULL: inherit */
     const char *log_target;
     size_t stderr_tail; /* bytes of stderr kept for error messages */
+    int close_fds;      /* mark every descriptor close-on-exec first, so the child
+                           gets its three pipes and nothing else of this process */
 } proc_opts;
 
 /* Returns 0 or a negative libuv error code (the child was not started). */
@@ -31,7 +33,8 @@ int proc_spawn(uv_loop_t *loop, const proc_opts *o, const proc_cbs *cbs, void *u
 void proc_write_owned(proc *p, char *data, size_t n);
 /* Closes stdin once queued writes are done. */
 void proc_close_stdin(proc *p);
-/* Orderly stop: stdin closed now, SIGTERM after grace_ms, SIGKILL after another grace_ms. */
+/* Orderly stop: stdin closed now, SIGTERM after grace_ms, SIGKILL after another grace_ms.
+ * Signals go to the child's process group, so its own children go too. */
 void proc_stop(proc *p, uint64_t grace_ms);
 /* For a child that misbehaved: stdin closed and SIGTERM now, SIGKILL after grace_ms. */
 void proc_terminate(proc *p, uint64_t grace_ms);
@@ -50,5 +53,7 @@ void proc_kill_now(proc *p);
 const char *proc_stderr_tail(const proc *p);
 /* Live supervised processes (for leak checks and shutdown). */
 int proc_live_count(void);
+/* Marks every descriptor above 2 close-on-exec (the whole process's). */
+void proc_cloexec_all(void);
 
 #endif

@@ -13,12 +13,16 @@ enum { PROTO_DONE_ABSENT = -1, PROTO_DONE_FALSE = 0, PROTO_DONE_TRUE = 1 };
 
 typedef struct proto_sink {
     void *ud;
-    /* A reply line: content (if present) and the `done` flag as sent. */
-    void (*reply)(void *ud, const char *content, size_t n, int has_content, int done);
+    /* A reply line: its content (n == 0 when absent) and the `done` flag as
+     * sent (PROTO_DONE_ABSENT: the whole reply in one line). */
+    void (*reply)(void *ud, const char *content, size_t n, int done);
     /* The backend ended the request with an error message. */
     void (*error)(void *ud, const char *msg);
     /* A line that is not part of the protocol (banners, stray output). */
     void (*noise)(void *ud, const char *line, size_t n, const char *why);
+    /* A line that is in the protocol but wrong (a field of the wrong type):
+     * nothing it says can be trusted, and the connection is replaced. */
+    void (*violation)(void *ud, const char *why, const char *line, size_t n);
 } proto_sink;
 
 typedef struct proto_ops {

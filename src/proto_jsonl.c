@@ -4,31 +4,25 @@
 #include <jansson.h>
 #include <string.h>
 
-static int dump_to_kbuf(const char *p, size_t n, void *ud)
-{
-    kbuf_append(ud, p, n);
-    return 0;
-}
+#include "jsonstr.h"
 
 static int jsonl_encode(void *state, const char *prompt, size_t len, int stream, kbuf *out,
                         const char **err)
 {
+    static const char head[] = "{\"prompt\":\"";
+    const char *tail = stream ? "\",\"stream\":true}\n" : "\",\"stream\":false}\n";
+    size_t esc, tl = strlen(tail);
     (void)state;
-    json_t *s = json_stringn(prompt, len); /* validates UTF-8; NUL is fine */
-    if (!s) {
+    if (jstr_measure(prompt, len, &esc, NULL) != 0) {
         *err = "prompt is not valid UTF-8";
         return -1;
     }
-    json_t *obj = json_object();
-    json_object_set_new(obj, "prompt", s);
-    json_object_set_new(obj, "stream", json_boolean(stream));
-    int rc = json_dump_callback(obj, dump_to_kbuf, out, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(obj);
-    if (rc != 0) {
-        *err = "cannot encode request";
-        return -1;
-    }
-    kbuf_append(out, "\n", 1);
+    kbuf_reserve(out, sizeof head - 1 + esc + tl);
+    char *w = out->data + out->len;
+    memcpy(w, head, sizeof head - 1);
+    w = jstr_write(w + sizeof head - 1, prompt, len);
+    memcpy(w, tail, tl);
+    out->len = (size_t)(w + tl - out->data);
     return 0;
 }
 
@@ -65,11 +59,17 @@ static void jsonl_decode(void *state, const char *line, size_t len, const proto_
     }
     json_t *c = json_object_get(v, "content");
     json_t *d = json_object_get(v, "done");
-    int done = d ? (json_is_true(d) ? PROTO_DONE_TRUE : PROTO_DONE_FALSE) : PROTO_DONE_ABSENT;
-    if (json_is_string(c))
-        sink->reply(sink->ud, json_string_value(c), json_string_length(c), 1, done);
-    else if (d)
-        sink->reply(sink->ud, "", 0, 0, done);
+    if (c && json_is_null(c))
+        c = NULL;
+    if (d && json_is_null(d))
+        d = NULL;
+    if (c && !json_is_string(c))
+        sink->violation(sink->ud, "\"content\" is not a string", line, len);
+    else if (d && !json_is_boolean(d))
+        sink->violation(sink->ud, "\"done\" is not a boolean", line, len);
+    else if (c || d)
+        sink->reply(sink->ud, c ? json_string_value(c) : "", c ? json_string_length(c) : 0,
+                    d ? (json_is_true(d) ? PROTO_DONE_TRUE : PROTO_DONE_FALSE) : PROTO_DONE_ABSENT);
     else
         sink->noise(sink->ud, line, len, "neither content, done nor error");
     json_decref(v);

@@ -13,9 +13,7 @@ kreq *req_new(struct krt *rt, const char *prompt, size_t len, int stream, const 
 {
     kreq *r = kcalloc(1, sizeof *r);
     r->rt = rt;
-    r->prompt = kmalloc(len + 1);
-    memcpy(r->prompt, prompt, len);
-    r->prompt[len] = '\0';
+    r->prompt = prompt;
     r->prompt_len = len;
     r->stream = stream;
     r->sink = *sink;
@@ -42,7 +40,7 @@ static uint64_t next_deadline(const kreq *r, const char **why, uint64_t *limit)
     } while (0)
     if (r->timeout_ms)
         CONSIDER(r->t_start + r->timeout_ms, "timeout_ms", r->timeout_ms);
-    if (r->first_chunk_ms && !r->chunks)
+    if (r->first_chunk_ms && !r->progressed)
         CONSIDER(r->t_start + r->first_chunk_ms, "first_chunk_timeout_ms", r->first_chunk_ms);
     if (r->stall_ms && r->abort && r->t_activity)
         CONSIDER(r->t_activity + r->stall_ms, "stall_timeout_ms", r->stall_ms);
@@ -110,15 +108,22 @@ void req_activity(kreq *r)
     r->t_activity = uv_now(r->rt->loop);
 }
 
+void req_progress(kreq *r)
+{
+    r->t_activity = uv_now(r->rt->loop);
+    if (!r->progressed) {
+        r->progressed = 1;
+        r->t_first_chunk = r->t_activity;
+        rearm(r); /* the first-chunk deadline is met */
+    }
+}
+
 void req_chunk(kreq *r, const char *data, size_t n)
 {
     if (r->ended)
         return;
-    r->t_activity = uv_now(r->rt->loop);
-    if (!r->chunks++) {
-        r->t_first_chunk = r->t_activity;
-        rearm(r); /* the first-chunk deadline is met */
-    }
+    req_progress(r);
+    r->chunks++;
     r->bytes += n;
     if (!r->internal)
         r->rt->stats.chunks++;
@@ -129,6 +134,7 @@ void req_chunk(kreq *r, const char *data, size_t n)
 static void end_now(kreq *r, const char *code, const char *msg)
 {
     r->ended = 1;
+    r->prompt = NULL; /* borrowed until now */
     uv_timer_stop(&r->timer);
     req_clear_carrier(r);
     rt_untrack_request(r->rt, r);
@@ -176,9 +182,7 @@ void req_ref(kreq *r)
 
 static void on_timer_closed(uv_handle_t *h)
 {
-    kreq *r = h->data;
-    free(r->prompt);
-    free(r);
+    free(h->data);
 }
 
 void req_unref(kreq *r)

@@ -33,7 +33,7 @@ typedef struct req_sink {
 
 struct kreq {
     struct krt *rt;
-    char *prompt;
+    const char *prompt; /* borrowed from the creator: valid until the request ends */
     size_t prompt_len;
     int stream;
     uint64_t timeout_ms, first_chunk_ms, stall_ms; /* 0: none */
@@ -50,8 +50,11 @@ struct kreq {
     uv_timer_t timer;
     int refs;
     unsigned ended : 1, internal : 1; /* internal: a probe, not counted */
+    unsigned progressed : 1;          /* the backend sent reply content */
 };
 
+/* The prompt is borrowed, not copied: the creator keeps it valid until the
+ * request ends (carriers read it only when it is handed to them). */
 kreq *req_new(struct krt *rt, const char *prompt, size_t len, int stream, const req_sink *sink);
 /* Starts the deadline clock; call once the request is configured. */
 void req_start(kreq *r);
@@ -59,6 +62,9 @@ void req_set_carrier(kreq *r, void *carrier, void (*abort)(void *, kreq *, enum 
 void req_clear_carrier(kreq *r);
 /* From the carrier: output and the end. */
 void req_chunk(kreq *r, const char *data, size_t n);
+/* Reply content arrived that the carrier holds back (a reply not streamed):
+ * the first-chunk deadline is met and the request is not stalled. */
+void req_progress(kreq *r);
 void req_activity(kreq *r);
 void req_end(kreq *r, const char *code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* From the owner: stop waiting for this request. */

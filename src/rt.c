@@ -28,6 +28,7 @@ static const kconfig config_defaults = {
     .probe_interval_ms = 0,
     .probe_timeout_ms = 5000,
     .probe_prompt = "ping",
+    .close_fds = 1,
 };
 
 krt *rt_new(void)
@@ -84,6 +85,7 @@ static void on_health(uv_timer_t *t)
     krt *rt = t->data;
     for (pool *p = rt->pools; p; p = pool_next(p))
         pool_health_check(p);
+    oneshot_health_check(rt);
     if (rt->cfg.health_interval_ms)
         uv_timer_start(&rt->health, on_health, rt->cfg.health_interval_ms, 0);
 }
@@ -139,6 +141,7 @@ void rt_submit_oneshot(krt *rt, const bspec *b, kreq *r)
         return;
     rt->stats.oneshot_requests++;
     oneshot_start(rt, b, r);
+    rt_health_start(rt);
 }
 
 static size_t strv_len(const char *const *v)

@@ -8,6 +8,11 @@
 
 #include "request.h"
 
+/* The longest duration any option takes: 2^31 - 1 ms (24.8 days). */
+#define KIRO_MAX_MS 2147483647
+/* The most requests one daemon holds at once (pipeline_depth). */
+#define KIRO_MAX_PIPELINE_DEPTH 64
+
 typedef struct kconfig {
     size_t max_line_bytes;
     int pool_min, pool_max, queue_max;
@@ -22,6 +27,7 @@ typedef struct kconfig {
     uint64_t probe_interval_ms;  /* active probe of an idle daemon; 0: off */
     uint64_t probe_timeout_ms;
     char probe_prompt[256];
+    int close_fds;               /* backends get only their pipes (see proc_opts) */
 } kconfig;
 
 typedef struct kstats {
@@ -47,6 +53,7 @@ typedef struct krt {
     kconfig cfg;
     kstats stats;
     struct pool *pools;
+    struct oneshot *oneshots; /* live oneshot children */
     kreq *requests;
     int nrequests;
     int shutting_down;

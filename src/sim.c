@@ -41,8 +41,9 @@ static const char usage[] =
     "  KIRO_SIM_GATE=PATH       before the last chunk of a streamed reply (daemon with\n"
     "                           stream true, or chat), wait until PATH exists\n"
     "  KIRO_SIM_LOG=PATH        append one line per event (start, request, exit)\n"
-    "  KIRO_SIM_FAULT=NAME      inject a fault (below)\n"
+    "  KIRO_SIM_FAULT=NAME[,NAME...]  inject faults (below)\n"
     "  KIRO_SIM_FAULT_AFTER=N   per-request faults spare the first N requests of a process\n"
+    "  KIRO_SIM_FAULT_EVERY=N   per-request faults hit only every Nth request of a process\n"
     "  KIRO_SIM_FAULT_FILE=PATH the fault is active only while PATH exists\n"
     "  KIRO_SIM_FAULT_MODE      daemon (default), chat, or all: where faults apply\n"
     "  KIRO_SIM_OVERLONG_BYTES  size of the overlong line (default 17 MiB)\n"
@@ -60,15 +61,23 @@ static const char usage[] =
     "                      Python sample does this)\n"
     "  ansi                (chat) colour the reply with ANSI escape sequences\n"
     "  no-daemon           no daemon subcommand: exit 2 like a CLI too old for it\n"
-    "  die-at-start        daemon exits 1 right after start-up\n";
+    "  die-at-start        daemon exits 1 right after start-up\n"
+    "Hostile daemons (each breaks the protocol in one way):\n"
+    "  always-stream       stream every reply, whatever \"stream\" the request said\n"
+    "  wrong-type          reply {\"content\": 123}\n"
+    "  double-reply        follow each reply with a second one, \"[extra]\"\n"
+    "  grandchild          at start, fork a child that holds stdout open and sleeps\n"
+    "                      (it logs event=grandchild child=PID)\n"
+    "\n"
+    "The start event logs the open descriptors (fds=0,1,2 for a clean start).\n";
 
 /* Knobs, read once at start-up. */
-static const char *fault;
+static char *faults; /* ",name,name," */
 static const char *fault_mode = "daemon";
 static const char *log_path, *gate_path;
 static long latency_ms, chunk_delay_ms;
 static int done_separate;
-static long fault_after;
+static long fault_after, fault_every;
 static const char *fault_file;
 static const char *mode_name;
 static long served;
@@ -79,8 +88,10 @@ static long env_long(const char *name, long def)
     if (!v || !*v)
         return def;
     char *end;
+    errno = 0;
     long n = strtol(v, &end, 10);
-    if (*end || n < 0) {
+    /* Decimal digits only: no sign, no blanks, no hex, no overflow. */
+    if (v[strspn(v, "0123456789")] || *end || errno == ERANGE || n < 0) {
         fprintf(stderr, "kiro-sim: %s must be a non-negative integer (got '%s')\n", name, v);
         exit(2);
     }
@@ -139,13 +150,17 @@ static int exists(const char *path)
 /* Is `name` the active fault for this mode (and this request)? */
 static int fault_on(const char *name, int per_request)
 {
-    if (!fault || strcmp(fault, name) != 0)
+    char key[64];
+    snprintf(key, sizeof key, ",%s,", name);
+    if (!faults || !strstr(faults, key))
         return 0;
     if (fault_file && !exists(fault_file))
         return 0;
     if (strcmp(fault_mode, "all") != 0 && strcmp(fault_mode, mode_name) != 0)
         return 0;
     if (per_request && served < fault_after)
+        return 0;
+    if (per_request && fault_every && (served + 1) % fault_every != 0)
         return 0;
     return 1;
 }
@@ -155,6 +170,33 @@ static void crash(const char *what)
     fprintf(stderr, "kiro-sim: panic: simulated crash %s\n", what);
     sim_log("event=crash what=%s", what);
     _exit(3);
+}
+
+/* The start event, with the descriptors this process was given: a backend
+ * should get its three pipes and nothing else. */
+static void log_start(void)
+{
+    char fds[256] = "";
+    size_t n = 0;
+    for (int fd = 0; fd < 1024 && n + 8 < sizeof fds; fd++)
+        if (fcntl(fd, F_GETFD) != -1)
+            n += (size_t)snprintf(fds + n, sizeof fds - n, "%s%d", n ? "," : "", fd);
+    sim_log("event=start fds=%s", fds);
+}
+
+/* Then the grandchild fault: a helper that holds stdout open, as a
+ * forgotten one would. */
+static void log_start_and_fork(void)
+{
+    log_start();
+    if (!fault_on("grandchild", 0))
+        return;
+    pid_t child = fork();
+    if (child == 0) {
+        sleep_ms(3600 * 1000L);
+        _exit(0);
+    }
+    sim_log("event=grandchild child=%d", (int)child);
 }
 
 static void hang(void)
@@ -210,16 +252,25 @@ static size_t split(const char *s, size_t n, size_t *cuts, size_t maxcuts)
     return k;
 }
 
+/* double-reply: a second reply line, sent in the same write as the end of
+ * the first (so the runtime sees both at once, as a pipe often delivers). */
+static const char *trailer;
+
 static void emit_json(json_t *obj)
 {
     char *txt = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(obj);
     if (!txt)
         abort();
-    size_t n = strlen(txt);
-    txt = realloc(txt, n + 2);
-    txt[n] = '\n';
-    write_all(1, txt, n + 1);
+    size_t n = strlen(txt), tn = trailer ? strlen(trailer) : 0;
+    txt = realloc(txt, n + 2 + tn);
+    if (!txt)
+        abort();
+    txt[n++] = '\n';
+    if (tn)
+        memcpy(txt + n, trailer, tn);
+    trailer = NULL;
+    write_all(1, txt, n + tn);
     free(txt);
 }
 
@@ -271,6 +322,11 @@ static void serve_daemon_request(const char *prompt, size_t len, int stream, con
         served++;
         return;
     }
+    if (fault_on("wrong-type", 1)) {
+        write_all(1, "{\"content\": 123}\n", 17);
+        served++;
+        return;
+    }
     if (fault_on("overlong", 1)) {
         long n = env_long("KIRO_SIM_OVERLONG_BYTES", 17L << 20);
         char *line = malloc((size_t)n + 32);
@@ -285,6 +341,9 @@ static void serve_daemon_request(const char *prompt, size_t len, int stream, con
 
     size_t rl;
     char *reply = reply_for(prompt, len, model, &rl);
+    if (fault_on("always-stream", 1))
+        stream = 1;
+    const char *extra = fault_on("double-reply", 1) ? "{\"content\": \"[extra]\"}\n" : NULL;
     if (!stream) {
         if (fault_on("crash-mid-stream", 1)) {
             write_all(1, "{\"content\": \"You sa", 19);
@@ -292,6 +351,7 @@ static void serve_daemon_request(const char *prompt, size_t len, int stream, con
         }
         json_t *o = json_object();
         json_object_set_new(o, "content", json_stringn(reply, rl));
+        trailer = extra;
         emit_json(o);
     } else {
         size_t cuts[64];
@@ -306,6 +366,8 @@ static void serve_daemon_request(const char *prompt, size_t len, int stream, con
             json_t *o = json_object();
             json_object_set_new(o, "content", json_stringn(reply + cuts[i], end - cuts[i]));
             json_object_set_new(o, "done", json_boolean(last && !separate));
+            if (last && !separate)
+                trailer = extra;
             emit_json(o);
             if (i == 0 && fault_on("crash-mid-stream", 1))
                 crash("in the middle of a stream");
@@ -313,6 +375,7 @@ static void serve_daemon_request(const char *prompt, size_t len, int stream, con
         if (separate) {
             json_t *o = json_object();
             json_object_set_new(o, "done", json_true());
+            trailer = extra;
             emit_json(o);
         }
     }
@@ -363,7 +426,7 @@ static int run_daemon(const char *model)
         return 2;
     }
     sleep_ms(env_long("KIRO_SIM_STARTUP_MS", 0));
-    sim_log("event=start");
+    log_start_and_fork();
     if (fault_on("die-at-start", 0)) {
         fprintf(stderr, "fatal: simulated start-up failure\n");
         sim_log("event=exit status=1");
@@ -393,7 +456,7 @@ static int run_daemon(const char *model)
 static int run_chat(const char *model)
 {
     sleep_ms(env_long("KIRO_SIM_STARTUP_MS", 0));
-    sim_log("event=start");
+    log_start_and_fork();
     size_t len = 0, cap = 65536;
     char *prompt = malloc(cap);
     for (;;) {
@@ -413,6 +476,7 @@ static int run_chat(const char *model)
         hang();
     if (fault_on("error", 1) || fault_on("silent-error", 1)) {
         fprintf(stderr, "Error: simulated backend failure\n");
+        free(prompt);
         return 1;
     }
     before_reply(latency_ms);
@@ -465,10 +529,15 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    fault = getenv("KIRO_SIM_FAULT");
-    if (fault && !*fault)
-        fault = NULL;
+    const char *f = getenv("KIRO_SIM_FAULT");
+    if (f && *f) {
+        faults = malloc(strlen(f) + 3);
+        if (!faults)
+            abort();
+        sprintf(faults, ",%s,", f);
+    }
     fault_after = env_long("KIRO_SIM_FAULT_AFTER", 0);
+    fault_every = env_long("KIRO_SIM_FAULT_EVERY", 0);
     fault_file = getenv("KIRO_SIM_FAULT_FILE");
     if (fault_file && !*fault_file)
         fault_file = NULL;
@@ -493,14 +562,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "kiro-sim: KIRO_SIM_DONE must be inline or separate (got '%s')\n", v);
         return 2;
     }
+    int rc = 2;
     if (strcmp(cmd, "daemon") == 0) {
         mode_name = "daemon";
-        return run_daemon(model);
-    }
-    if (strcmp(cmd, "chat") == 0) {
+        rc = run_daemon(model);
+    } else if (strcmp(cmd, "chat") == 0) {
         mode_name = "chat";
-        return run_chat(model);
+        rc = run_chat(model);
     }
+    free(faults);
+    if (mode_name)
+        return rc;
     fprintf(stderr, "kiro-sim: unknown command '%s'\n%s", cmd, usage);
     return 2;
 }

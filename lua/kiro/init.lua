@@ -81,6 +81,7 @@ local cfg = {
   cache = false,           -- cache (and coalesce) replies by default
   cache_max_bytes = 64 * 1024 * 1024,
   cache_ttl_ms = 300000,
+  max_request_bytes = 64 * 1024 * 1024, -- the largest prompt a request may carry
 }
 
 local modes = { auto = true, daemon = true, oneshot = true }
@@ -89,7 +90,23 @@ local lua_options = {
   timeout_ms = "number", first_chunk_timeout_ms = "number", stall_timeout_ms = "number",
   daemon_args = "table", oneshot_args = "table", env = "table", policy = "policy", log = "string",
   cache = "boolean", cache_max_bytes = "number", cache_ttl_ms = "number",
+  max_request_bytes = "number",
 }
+-- The range of each number option (durations: 2^31 - 1 ms, 24.8 days, as in the core).
+local MAX_MS = 2147483647
+local ranges = {
+  timeout_ms = { 0, MAX_MS }, first_chunk_timeout_ms = { 0, MAX_MS }, stall_timeout_ms = { 0, MAX_MS },
+  cache_ttl_ms = { 0, MAX_MS }, cache_max_bytes = { 0, 1 << 40 }, max_request_bytes = { 64, 1 << 40 },
+}
+kiro.MAX_MS = MAX_MS
+
+-- Whole numbers within [lo, hi]; nil, message otherwise.
+local function check_range(what, v, lo, hi)
+  if math.type(v) ~= "integer" or v < lo or v > hi then
+    return nil, ("%s must be an integer from %d to %d"):format(what, lo, hi)
+  end
+  return v
+end
 local core_options = core.config()
 -- Options that `false` resets to their default (environment, PATH lookup).
 local resettable = { cli_path = true, model = true, env = true }
@@ -115,8 +132,9 @@ function kiro.configure(tbl)
       if type(v) ~= kind then
         error(("kiro.configure: %s must be a %s"):format(k, kind), 2)
       end
-      if kind == "number" and (v < 0 or math.type(v) ~= "integer") then
-        error(("kiro.configure: %s must be a non-negative integer"):format(k), 2)
+      if kind == "number" then
+        local ok, err = check_range(k, v, ranges[k][1], ranges[k][2])
+        if not ok then error("kiro.configure: " .. err, 2) end
       end
     elseif core_options[k] ~= nil then
       for_core[k] = v
@@ -383,9 +401,8 @@ local function check_opts(fname, prompt, opts)
     elseif k == "stream" and fname == "kiro.call" then
       if type(v) ~= "boolean" then error(fname .. ": stream must be a boolean", 3) end
     elseif k == "timeout_ms" or k == "first_chunk_timeout_ms" or k == "stall_timeout_ms" then
-      if math.type(v) ~= "integer" or v < 0 then
-        error(("%s: %s must be a non-negative integer"):format(fname, k), 3)
-      end
+      local ok, err = check_range(k, v, 0, MAX_MS)
+      if not ok then error(fname .. ": " .. err, 3) end
     else
       error(("%s: unknown option '%s'"):format(fname, tostring(k)), 3)
     end
@@ -404,7 +421,7 @@ local function model_of(opts)
 end
 
 local function open_call(fname, prompt, opts, stream)
-  local mode = opts.mode or cfg.mode or kiro.option("mode")
+  local mode = opts.mode or cfg.mode or (env_mode_ok and env_mode)
   -- The call is also its own wait record (woken, task) for block/wake.
   local call = setmetatable({
     prompt = prompt, opts = opts, stream = stream,
@@ -418,9 +435,18 @@ local function open_call(fname, prompt, opts, stream)
     cli = cli_of(opts),
     t0 = core.now(), h0 = core.hrtime(),
   }, Call)
-  if not call.cli then
-    call.ended, call.code, call.cli = true, "spawn", nil
+  -- Failures known before any backend is asked end the call at once.
+  if not mode then
+    call.ended, call.code, call.msg = true, "config", env_mode
+  elseif not call.cli then
+    call.ended, call.code = true, "spawn"
     call.msg = "no backend: kiro-cli is not on PATH and KIRO_CLI_PATH is not set"
+  elseif #prompt > cfg.max_request_bytes then
+    call.ended, call.code = true, "overloaded"
+    call.msg = ("the prompt is %d bytes; max_request_bytes is %d"):format(#prompt, cfg.max_request_bytes)
+  end
+  if call.ended then
+    call.cli = nil -- nothing to fall back to
     return call
   end
   call:submit()

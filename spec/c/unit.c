@@ -6,6 +6,7 @@
 
 #include "ansi.h"
 #include "jsonl.h"
+#include "jsonstr.h"
 #include "log.h"
 #include "proto.h"
 
@@ -106,17 +107,24 @@ static void test_log_filter(void)
 
 struct seen {
     char content[64];
-    int has, done, errors, noise;
+    int has, done, errors, noise, violations;
     char error[64];
 };
 
-static void s_reply(void *ud, const char *c, size_t n, int has, int done)
+static void s_reply(void *ud, const char *c, size_t n, int done)
 {
     struct seen *s = ud;
     memcpy(s->content, c, n < 63 ? n : 63);
     s->content[n < 63 ? n : 63] = '\0';
-    s->has = has;
+    s->has = n > 0;
     s->done = done;
+}
+
+static void s_violation(void *ud, const char *why, const char *line, size_t n)
+{
+    struct seen *s = ud;
+    (void)why, (void)line, (void)n;
+    s->violations++;
 }
 
 static void s_error(void *ud, const char *msg)
@@ -138,7 +146,7 @@ static struct seen decode(const char *line)
     struct seen s;
     memset(&s, 0, sizeof s);
     s.done = 99;
-    proto_sink sink = { &s, s_reply, s_error, s_noise };
+    proto_sink sink = { &s, s_reply, s_error, s_noise, s_violation };
     proto_jsonl.decode(NULL, line, strlen(line), &sink);
     return s;
 }
@@ -168,6 +176,38 @@ static void test_codec(void)
     CHECK(decode("Starting kiro-cli v1.0").noise == 1);
     CHECK(decode("[1,2]").noise == 1);
     CHECK(decode("{\"other\":1}").noise == 1);
+    /* A field of the wrong type is not noise: it breaks the protocol. */
+    CHECK(decode("{\"content\":123}").violations == 1);
+    CHECK(decode("{\"content\":\"x\",\"done\":\"yes\"}").violations == 1);
+    CHECK(decode("{\"content\":[\"x\"],\"done\":true}").violations == 1);
+    s = decode("{\"content\":null,\"done\":true}");
+    CHECK(s.violations == 0 && !s.has && s.done == PROTO_DONE_TRUE);
+}
+
+static void test_jstr(void)
+{
+    size_t n = 0, bad = 0;
+    char out[128];
+    const char plain[] = "a\"b\\c\nd\0e\xc3\xa9\x01\x7f/\xf0\x9f\x98\x80";
+    const char want[] = "a\\\"b\\\\c\\nd\\u0000e\xc3\xa9\\u0001\x7f/\xf0\x9f\x98\x80";
+    CHECK(jstr_measure(plain, sizeof plain - 1, &n, NULL) == 0 && n == sizeof want - 1);
+    *jstr_write(out, plain, sizeof plain - 1) = '\0';
+    CHECK(strcmp(out, want) == 0);
+    /* In place, after a header, inside one buffer. */
+    char buf[128];
+    memcpy(buf, plain, sizeof plain - 1);
+    jstr_write_in_place(buf, sizeof plain - 1, 5, n);
+    memcpy(buf, "head:", 5);
+    buf[5 + n] = '\0';
+    CHECK(strncmp(buf, "head:", 5) == 0 && strcmp(buf + 5, want) == 0);
+    /* Not UTF-8: a lone continuation, overlong forms, surrogates, past
+     * U+10FFFF, a cut sequence. */
+    static const char *const invalid[] = { "ab\x80", "\xc0\x80", "\xe0\x80\x80", "\xed\xa0\x80",
+                                           "\xf4\x90\x80\x80", "\xf5\x80\x80\x80", "x\xe2\x82" };
+    for (size_t i = 0; i < sizeof invalid / sizeof *invalid; i++)
+        CHECK(jstr_measure(invalid[i], strlen(invalid[i]), &n, &bad) == -1);
+    CHECK(jstr_measure("ab\x80", 3, &n, &bad) == -1 && bad == 2);
+    CHECK(jstr_measure("\xef\xbf\xbf\xf4\x8f\xbf\xbf", 7, &n, NULL) == 0 && n == 7);
 }
 
 int main(void)
@@ -176,6 +216,7 @@ int main(void)
     test_ansi();
     test_log_filter();
     test_codec();
+    test_jstr();
     printf("%d checks, %d failed\n", checks, failures);
     printf("%d passed, %d failed\n", checks - failures, failures);
     return failures != 0;
