@@ -188,6 +188,24 @@ describe("kiro Lua API", function()
     assert.matches("/nonexistent/kiro%-cli", msg)
   end)
 
+  it("a prompt over max_request_bytes: nil, message, `overloaded`, and no backend is asked", function()
+    local kiro, log = H.setup({}, { max_request_bytes = 1024 })
+    local r, msg, code = kiro.chat(("p"):rep(1025))
+    assert.is_nil(r)
+    assert.are.equal("overloaded", code)
+    assert.are.equal("the prompt is 1025 bytes; max_request_bytes is 1024", msg)
+    assert.are.equal(0, #H.sim_events(log))
+    assert.are.equal("You said: " .. ("p"):rep(1000), kiro.chat(("p"):rep(1000)))
+    assert.has_error(function() kiro.configure { max_request_bytes = 12 } end,
+      "kiro.configure: max_request_bytes must be an integer from 64 to 1099511627776")
+    assert.has_error(function() kiro.configure { timeout_ms = 2 ^ 40 } end,
+      "kiro.configure: timeout_ms must be an integer from 0 to 2147483647")
+    assert.has_error(function() kiro.configure { pipeline_depth = 65 } end,
+      "kiro.configure: pipeline_depth must be an integer from 1 to 64")
+    assert.has_error(function() kiro.configure { close_fds = 1 } end,
+      "kiro.configure: close_fds must be a boolean")
+  end)
+
   it("counts requests, paths and daemons in stats", function()
     local kiro = H.setup()
     local before = kiro.stats()

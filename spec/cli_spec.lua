@@ -91,7 +91,20 @@ describe("kiro-rt agent", function()
     local cases = {
       { { "agent", "-m" }, "needs a value" },
       { { "agent", "--mode", "turbo", "-m", "x" }, "auto, daemon or oneshot" },
-      { { "agent", "--timeout-ms", "soon", "-m", "x" }, "positive whole number" },
+      { { "agent", "--timeout-ms", "soon", "-m", "x" }, "whole number from 1 to 2147483647" },
+      -- Decimal only, within range (issue 7: these were accepted, or exited 124 at once).
+      { { "agent", "--timeout-ms", "0x10", "-m", "x" }, "got '0x10'" },
+      { { "agent", "--timeout-ms", "9223372036854775000", "-m", "x" }, "from 1 to 2147483647" },
+      { { "agent", "--timeout-ms", "-5", "-m", "x" }, "got '%-5'" },
+      { { "agent", "--timeout-ms", "1e3", "-m", "x" }, "got '1e3'" },
+      { { "agent", "--timeout-ms", " 5", "-m", "x" }, "got ' 5'" },
+      { { "agent", "--timeout-ms", "0", "-m", "x" }, "from 1 to" },
+      { { "serve", "--idle-ms", "10.5" }, "%-%-idle%-ms needs a whole number from 0 to 2147483647" },
+      { { "serve", "--pool-max", "0" }, "%-%-pool%-max needs a whole number from 1 to 1024" },
+      { { "serve", "--pool-min", "+1" }, "got '%+1'" },
+      { { "serve", "--metrics-listen", "99999" }, "PORT from 0 to 65535" },
+      { { "serve", "--metrics-listen", "localhost:0x50" }, "PORT from 0 to 65535" },
+      { { "serve", "--max-request-bytes", "12" }, "from 1024 to" },
       { { "agent", "--colour", "-m", "x" }, "unknown argument '%-%-colour'" },
       { { "agent", "-m", "" }, "empty prompt" },
       { { "frobnicate" }, "unknown command 'frobnicate'" },
@@ -108,6 +121,9 @@ describe("kiro-rt agent", function()
     local r = H.agent({ "-m", "x" }, H.sim_env { KIRO_USE_DAEMON = "maybe" })
     assert.are.equal(2, r.code)
     assert.matches("KIRO_USE_DAEMON must be one of", r.err)
+    r = H.run({ H.kiro_rt, "serve" }, H.sim_env { KIRO_SERVER_IDLE_MS = "0x10" })
+    assert.are.equal(2, r.code)
+    assert.matches("KIRO_SERVER_IDLE_MS needs a whole number from 0 to 2147483647 %(got '0x10'%)", r.err)
     assert.are.equal(2, H.run({ H.kiro_rt }, env).code)
   end)
 
@@ -227,6 +243,29 @@ describe("kiro-rt run", function()
     for ms in r.err:gmatch("restarting daemon for [^\n]* in (%d+) ms") do delays[#delays + 1] = tonumber(ms) end
     assert.are.same({ 10, 20, 40, 80 }, delays)
     assert.matches("failed 5 times within 60000 ms; daemon mode paused for 60000 ms", r.err)
+  end)
+
+  it("kiro-sim frees what it allocates, in every mode and fault (LeakSanitizer)", function()
+    if not H.sanitized then
+      pending("LeakSanitizer runs in the ASan build (make asan)")
+      return
+    end
+    local req = '{"prompt":"a b c","stream":false}\n{"prompt":"d e","stream":true}\n'
+    local runs = {
+      { "daemon", {} }, { "chat", {} }, { "daemon", { KIRO_SIM_FAULT = "error" } },
+      { "chat", { KIRO_SIM_FAULT = "error", KIRO_SIM_FAULT_MODE = "chat" } },
+      { "daemon", { KIRO_SIM_FAULT = "noise,double-reply,always-stream" } },
+      { "daemon", { KIRO_SIM_FAULT = "wrong-type" } },
+      { "daemon", { KIRO_SIM_FAULT = "overlong", KIRO_SIM_OVERLONG_BYTES = "100" } },
+      { "daemon", { KIRO_SIM_DONE = "separate", KIRO_SIM_FAULT = "silent-error" } },
+    }
+    for _, run in ipairs(runs) do
+      local env = { ASAN_OPTIONS = "detect_leaks=1:exitcode=99", LSAN_OPTIONS = "exitcode=98" }
+      for k, v in pairs(run[2]) do env[k] = v end
+      local r = H.run({ H.sim, run[1] }, env, run[1] == "daemon" and req or "hello")
+      assert.is_nil(r.err:find("LeakSanitizer", 1, true), r.err)
+      assert.is_true(r.code ~= 98 and r.code ~= 99, run[1] .. " " .. tostring(run[2].KIRO_SIM_FAULT))
+    end
   end)
 
   it("stops a running script and its backends on SIGTERM", function()

@@ -191,6 +191,34 @@ function H.daemon_pids(log)
   return H.pids(H.sim_events(log), { mode = "daemon", event = "start" })
 end
 
+--- The server socket of an environment from sim_env.
+function H.socket(env)
+  return env.XDG_RUNTIME_DIR .. "/kiro-rt/server.sock"
+end
+
+--- A raw connection to a server, from this (in-process) kiro: every line
+-- the server sends is decoded into c.msgs; c:send(text) sends text as is.
+function H.raw_conn(kiro, path)
+  local c = { msgs = {}, connected = kiro.event() }
+  function c:on_event(ev, a)
+    if ev == "connect" then
+      self.err = a
+      self.connected:set()
+    elseif ev == "line" then
+      self.msgs[#self.msgs + 1] = require("cjson").decode(a)
+    elseif ev == "close" then
+      self.closed = a or "closed"
+      self.connected:set()
+    end
+  end
+  function c:send(text) return self.sock:send(text) end
+  function c:close() self.sock:close() end
+  c.sock = kiro.core.connect(path, c)
+  c.connected:wait()
+  assert(not c.err, "cannot connect to " .. path .. ": " .. tostring(c.err))
+  return c
+end
+
 --- Waits, driving kiro's loop, until pred() holds (10 s at most).
 function H.wait_kiro(kiro, pred, what)
   assert(H.wait_for(pred, 10000, kiro), "timed out waiting for " .. what)
@@ -320,6 +348,8 @@ function H.check_leaks()
   kiro_loaded.reset()
   local kids = H.children()
   assert(#kids == 0, "child processes left behind: " .. table.concat(kids, ", "))
+  -- Connections a test closed finish closing on the loop's next turns.
+  H.wait_for(function() return H.fd_count() == H.fd_baseline end, 2000, kiro_loaded)
   local fds, list = H.fd_count()
   assert(fds == H.fd_baseline, ("fd leak: %d open, %d at start: %s"):format(fds, H.fd_baseline, list))
   assert(kiro_loaded.stats().in_flight == 0, "requests still in flight")

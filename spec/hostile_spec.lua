@@ -175,4 +175,35 @@ describe("cool-down", function()
     assert.are.equal("cooldown", kiro.stats().pools[1].state)
     assert.is_true(H.count(H.sim_events(log), { mode = "chat", event = "request" }) > 0)
   end)
+
+  it("never strands a queue through the server either (its default 60 s cool-down)", function()
+    local kiro = H.setup()
+    local env, log = H.sim_env()
+    assert.are.equal(0, H.agent({ "-m", "warm" }, env).code)
+    local client = require "kiro.client"
+    local n, outcomes = 40, {}
+    local backend_env = { KIRO_SIM_FAULT = "crash-mid-stream", KIRO_SIM_FAULT_EVERY = "10", KIRO_SIM_LOG = log }
+    H.concurrently(kiro, 8, function(t)
+      local c = assert(client.connect(H.socket(env)))
+      for i = 1, n do
+        local prompt = ("t%d q%d a b"):format(t, i)
+        local ok, err = pcall(function()
+          local parts = {}
+          for chunk in c:request(prompt, { cli = H.sim, env = backend_env, timeout_ms = 30000 }) do
+            parts[#parts + 1] = chunk
+          end
+          assert.are.equal("You said: " .. prompt, table.concat(parts))
+        end)
+        local code = ok and "ok" or err.code
+        outcomes[code] = (outcomes[code] or 0) + 1
+      end
+      c:close()
+    end)
+    assert.is_nil(outcomes.timeout)
+    assert.are.equal(8 * n, (outcomes.ok or 0) + (outcomes.crashed or 0))
+    local pool
+    for _, p in ipairs(assert(H.status(env)).pools) do if p.state == "cooldown" then pool = p end end
+    assert.is_table(pool, "the crash-looping pool is cooling down")
+    assert.is_true(H.count(H.sim_events(log), { mode = "chat", event = "request" }) > 0)
+  end)
 end)

@@ -2,6 +2,7 @@
 #include "ipc.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +14,9 @@
 #include "jsonl.h"
 #include "log.h"
 
-#define IPC_MAX_LINE (256u << 20)
+#define IPC_CLIENT_MAX_LINE (1u << 30) /* what a client accepts from its server */
+#define IPC_KEEP_BUFFER (1u << 20)     /* a line buffer larger than this is freed once empty */
+#define IPC_FLUSH_MS 2000              /* closing: how long queued writes get to go out */
 
 struct ipc_listener {
     union {
@@ -26,6 +29,11 @@ struct ipc_listener {
     ino_t ino;
     void (*on_conn)(void *ud, ipc_conn *c);
     void *ud;
+    ipc_limits lim;
+    size_t buffered; /* unfinished lines of all connections */
+    size_t held;     /* held by the owner for its peers' requests */
+    int nconns;      /* connections not yet freed: each keeps the listener */
+    unsigned closed : 1, handle_closed : 1;
 };
 
 struct ipc_conn {
@@ -34,35 +42,149 @@ struct ipc_conn {
         uv_tcp_t tcp;
     };
     uv_connect_t creq;
+    uv_timer_t timer; /* idle and lifetime bounds, when the listener has them */
+    int open_handles;
+    ipc_listener *l; /* NULL on the client side */
     jsonl_framer fr;
+    size_t counted; /* this connection's share of l->buffered */
+    uint64_t t_accept, t_read;
     ipc_conn_cbs cbs;
     void *ud;
     uid_t uid;
-    unsigned attached : 1, closing : 1, dead : 1;
+    unsigned attached : 1, closing : 1, dead : 1, has_timer : 1;
 };
 
 struct ipc_write {
     uv_write_t req;
+    char *owned; /* freed when written, unless the data follows the struct */
     char data[];
 };
 
-static void conn_closed(uv_handle_t *h)
+static void maybe_free_listener(ipc_listener *l)
+{
+    if (l->handle_closed && l->nconns == 0) {
+        free(l->path); /* NULL for TCP */
+        free(l);
+    }
+}
+
+static void conn_handle_closed(uv_handle_t *h)
 {
     ipc_conn *c = h->data;
+    if (--c->open_handles > 0)
+        return;
     jsonl_free(&c->fr);
+    if (c->l) {
+        c->l->nconns--;
+        maybe_free_listener(c->l);
+    }
     free(c);
 }
 
-/* Ends the connection: one `closed` callback (unless the owner closed it). */
+/* This connection's unfinished line no longer counts, nor takes memory. */
+static void release(ipc_conn *c)
+{
+    if (c->l) {
+        c->l->buffered -= c->counted;
+        c->counted = 0;
+    }
+    kbuf_free(&c->fr.partial);
+}
+
+static void close_handles(ipc_conn *c)
+{
+    if (c->has_timer && !uv_is_closing((uv_handle_t *)&c->timer))
+        uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
+    if (!uv_is_closing((uv_handle_t *)&c->pipe))
+        uv_close((uv_handle_t *)&c->pipe, conn_handle_closed);
+}
+
+/* Ends the connection at once: one `closed` callback (unless the owner
+ * closed it). */
 static void conn_end(ipc_conn *c, const char *why)
 {
     if (c->dead)
         return;
     c->dead = 1;
+    release(c);
     if (c->attached && !c->closing && c->cbs.closed)
         c->cbs.closed(c->ud, why);
-    if (!uv_is_closing((uv_handle_t *)&c->pipe))
-        uv_close((uv_handle_t *)&c->pipe, conn_closed);
+    close_handles(c);
+}
+
+static void on_written(uv_write_t *req, int status)
+{
+    struct ipc_write *w = (struct ipc_write *)req;
+    (void)status; /* a broken connection shows up as a read error */
+    free(w->owned);
+    free(w);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    ipc_conn *c = req->data;
+    (void)status;
+    free(req);
+    close_handles(c);
+}
+
+static void on_close_deadline(uv_timer_t *t)
+{
+    close_handles(t->data); /* the peer would not take what was queued */
+}
+
+/* Queued writes are flushed, then the connection closes; within
+ * IPC_FLUSH_MS, since a peer that does not read would hold it forever. */
+static void flush_and_close(ipc_conn *c)
+{
+    uv_read_stop((uv_stream_t *)&c->pipe);
+    if (!c->has_timer) {
+        uv_timer_init(c->pipe.loop, &c->timer);
+        c->timer.data = c;
+        c->has_timer = 1;
+        c->open_handles++;
+    }
+    uv_timer_start(&c->timer, on_close_deadline, IPC_FLUSH_MS, 0);
+    uv_shutdown_t *req = kmalloc(sizeof *req);
+    req->data = c;
+    if (uv_shutdown(req, (uv_stream_t *)&c->pipe, on_shutdown) != 0) {
+        free(req);
+        close_handles(c);
+    }
+}
+
+static void write_raw(ipc_conn *c, const char *data, size_t n)
+{
+    struct ipc_write *w = kmalloc(sizeof *w + n);
+    w->owned = NULL;
+    memcpy(w->data, data, n);
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
+    if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, on_written) < 0)
+        free(w);
+}
+
+/* The peer went past a limit: it is told why (on a JSON Lines connection),
+ * the owner hears `closed` with the same reason, and the connection goes. */
+static void refuse(ipc_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void refuse(ipc_conn *c, const char *fmt, ...)
+{
+    char why[256], line[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    if (c->dead)
+        return;
+    c->dead = 1;
+    release(c);
+    if (c->attached && !c->closing && c->cbs.closed)
+        c->cbs.closed(c->ud, why);
+    if (!(c->l && c->l->tcp_mode)) {
+        /* why holds no quote or backslash: it is ours, made of numbers. */
+        int n = snprintf(line, sizeof line, "{\"op\":\"error\",\"code\":\"overloaded\",\"message\":\"%s\"}\n", why);
+        write_raw(c, line, (size_t)n);
+    }
+    flush_and_close(c);
 }
 
 static int on_line(void *ud, const char *line, size_t n)
@@ -90,8 +212,36 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         conn_end(c, n == UV_EOF ? "connection closed by peer" : uv_strerror((int)n));
         return;
     }
-    if (n > 0 && jsonl_feed(&c->fr, buf->base, (size_t)n, on_line, c) == JSONL_OVERFLOW)
-        conn_end(c, "line too long");
+    if (n == 0 || c->dead)
+        return;
+    ipc_listener *l = c->l;
+    if (c->has_timer)
+        c->t_read = uv_now(s->loop);
+    /* A line that ends in this read passes from this connection's count to
+     * what the owner holds for it (ipc_listener_hold), not to both. */
+    if (l) {
+        l->buffered -= c->counted;
+        c->counted = 0;
+    }
+    if (jsonl_feed(&c->fr, buf->base, (size_t)n, on_line, c) == JSONL_OVERFLOW) {
+        refuse(c, "a line longer than %zu bytes (the server's max_request_bytes); connection closed",
+               c->fr.max_line);
+        return;
+    }
+    if (c->dead || !l)
+        return;
+    /* What this connection holds back now counts against the budget every
+     * connection shares. */
+    size_t pending = jsonl_pending(&c->fr);
+    if (l->lim.max_buffered && l->buffered + l->held + pending > l->lim.max_buffered) {
+        refuse(c, "the server holds %zu bytes of requests (max_buffered_bytes %zu); connection closed",
+               l->buffered + l->held, l->lim.max_buffered);
+        return;
+    }
+    l->buffered += pending;
+    c->counted = pending;
+    if (pending == 0 && c->fr.partial.cap > IPC_KEEP_BUFFER)
+        kbuf_free(&c->fr.partial); /* a large line went through: give its memory back */
 }
 
 static ipc_conn *conn_new(uv_loop_t *loop, size_t max_line, int tcp)
@@ -102,7 +252,8 @@ static ipc_conn *conn_new(uv_loop_t *loop, size_t max_line, int tcp)
     else
         uv_pipe_init(loop, &c->pipe, 0);
     c->pipe.data = c;
-    jsonl_init(&c->fr, max_line ? max_line : IPC_MAX_LINE);
+    c->open_handles = 1;
+    jsonl_init(&c->fr, max_line);
     c->uid = (uid_t)-1;
     return c;
 }
@@ -137,36 +288,45 @@ static void on_connect(uv_connect_t *req, int status)
 
 ipc_conn *ipc_connect(uv_loop_t *loop, const char *path, size_t max_line)
 {
-    ipc_conn *c = conn_new(loop, max_line, 0);
+    ipc_conn *c = conn_new(loop, max_line ? max_line : IPC_CLIENT_MAX_LINE, 0);
     c->creq.data = c;
     uv_pipe_connect(&c->creq, &c->pipe, path, on_connect);
     return c;
 }
 
-static void on_written(uv_write_t *req, int status)
+/* Would n more bytes take this peer past what it may leave unread? One
+ * write is always let through to a peer that has read everything. */
+static int over_unread(ipc_conn *c, size_t n)
 {
-    (void)status; /* a broken connection shows up as a read error */
-    free(req);
+    size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe);
+    return c->l && c->l->lim.max_unread && queued > 0 && queued + n > c->l->lim.max_unread;
 }
 
-void ipc_send(ipc_conn *c, const char *data, size_t n)
+int ipc_send(ipc_conn *c, const char *data, size_t n)
 {
     if (c->dead || c->closing)
-        return;
-    struct ipc_write *w = kmalloc(sizeof *w + n);
-    memcpy(w->data, data, n);
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
-    if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, on_written) < 0)
-        free(w);
+        return 0;
+    if (over_unread(c, n))
+        return -1;
+    write_raw(c, data, n);
+    return 0;
 }
 
-static void on_shutdown(uv_shutdown_t *req, int status)
+int ipc_send_owned(ipc_conn *c, char *data, size_t n)
 {
-    ipc_conn *c = req->data;
-    (void)status;
-    free(req);
-    if (!uv_is_closing((uv_handle_t *)&c->pipe))
-        uv_close((uv_handle_t *)&c->pipe, conn_closed);
+    if (c->dead || c->closing || over_unread(c, n)) {
+        int refused = !(c->dead || c->closing);
+        free(data);
+        return refused ? -1 : 0;
+    }
+    struct ipc_write *w = kmalloc(sizeof *w);
+    w->owned = data;
+    uv_buf_t b = uv_buf_init(data, (unsigned)n);
+    if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, on_written) < 0) {
+        free(data);
+        free(w);
+    }
+    return 0;
 }
 
 void ipc_close(ipc_conn *c)
@@ -177,14 +337,18 @@ void ipc_close(ipc_conn *c)
     if (c->dead)
         return;
     c->dead = 1;
-    uv_read_stop((uv_stream_t *)&c->pipe);
-    /* Queued writes are flushed before the socket closes. */
-    uv_shutdown_t *req = kmalloc(sizeof *req);
-    req->data = c;
-    if (uv_shutdown(req, (uv_stream_t *)&c->pipe, on_shutdown) != 0) {
-        free(req);
-        uv_close((uv_handle_t *)&c->pipe, conn_closed);
+    release(c);
+    flush_and_close(c);
+}
+
+void ipc_abort(ipc_conn *c)
+{
+    c->closing = 1;
+    if (!c->dead) {
+        c->dead = 1;
+        release(c);
     }
+    close_handles(c); /* queued writes are dropped */
 }
 
 uid_t ipc_peer_uid(const ipc_conn *c)
@@ -192,44 +356,106 @@ uid_t ipc_peer_uid(const ipc_conn *c)
     return c->uid;
 }
 
+/* ---- bounds on an accepted connection's time ---------------------------- */
+
+static void on_conn_timer(uv_timer_t *t)
+{
+    ipc_conn *c = t->data;
+    const ipc_limits *lim = &c->l->lim;
+    uint64_t now = uv_now(t->loop), next = 0;
+    if (lim->lifetime_ms) {
+        if (now - c->t_accept >= lim->lifetime_ms) {
+            conn_end(c, "connection open too long");
+            return;
+        }
+        next = c->t_accept + lim->lifetime_ms;
+    }
+    if (lim->idle_ms) {
+        if (now - c->t_read >= lim->idle_ms) {
+            conn_end(c, "idle timeout");
+            return;
+        }
+        if (!next || c->t_read + lim->idle_ms < next)
+            next = c->t_read + lim->idle_ms;
+    }
+    uv_timer_start(&c->timer, on_conn_timer, next - now, 0);
+}
+
+static void start_conn_timer(ipc_conn *c)
+{
+    const ipc_limits *lim = &c->l->lim;
+    if (!lim->idle_ms && !lim->lifetime_ms)
+        return;
+    uv_timer_init(c->pipe.loop, &c->timer);
+    c->timer.data = c;
+    c->has_timer = 1;
+    c->open_handles++;
+    c->t_accept = c->t_read = uv_now(c->pipe.loop);
+    uint64_t first = lim->idle_ms && (!lim->lifetime_ms || lim->idle_ms < lim->lifetime_ms)
+                         ? lim->idle_ms
+                         : lim->lifetime_ms;
+    uv_timer_start(&c->timer, on_conn_timer, first, 0);
+}
+
+/* ---- listeners ---------------------------------------------------------- */
+
 static void on_connection(uv_stream_t *server, int status)
 {
     ipc_listener *l = server->data;
-    if (status < 0)
+    if (status < 0 || l->closed)
         return;
-    ipc_conn *c = conn_new(server->loop, l->tcp_mode ? 65536 : 0, l->tcp_mode);
+    ipc_conn *c = conn_new(server->loop, l->lim.max_line ? l->lim.max_line : IPC_CLIENT_MAX_LINE,
+                           l->tcp_mode);
+    c->l = l;
+    l->nconns++;
     if (uv_accept(server, (uv_stream_t *)&c->pipe) != 0) {
         conn_end(c, "accept failed");
         return;
     }
-    if (l->tcp_mode) { /* no user to check on TCP: only the metrics endpoint uses it */
-        c->uid = 0;
-        l->on_conn(l->ud, c);
+    if (l->lim.max_conns && l->nconns > l->lim.max_conns) {
+        klog(LOG_DEBUG, "kiro.server", "refused a connection: %d open (the most)", l->lim.max_conns);
+        refuse(c, "too many connections (%d open); try again later", l->lim.max_conns);
         return;
     }
-    uv_os_fd_t fd;
-    struct ucred cred;
-    socklen_t len = sizeof cred;
-    if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0 ||
-        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-        klog(LOG_WARN, "kiro.server", "cannot read peer credentials; connection refused");
-        conn_end(c, "no credentials");
-        return;
+    if (!l->tcp_mode) {
+        uv_os_fd_t fd;
+        struct ucred cred;
+        socklen_t len = sizeof cred;
+        if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0 ||
+            getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+            klog(LOG_WARN, "kiro.server", "cannot read peer credentials; connection refused");
+            conn_end(c, "no credentials");
+            return;
+        }
+        if (cred.uid != getuid()) {
+            klog(LOG_WARN, "kiro.server", "refused a connection from uid %u (pid %d): not our user",
+                 (unsigned)cred.uid, (int)cred.pid);
+            conn_end(c, "foreign uid");
+            return;
+        }
+        c->uid = cred.uid;
+    } else {
+        c->uid = 0; /* no user to check on TCP: only the metrics endpoint uses it */
     }
-    if (cred.uid != getuid()) {
-        klog(LOG_WARN, "kiro.server", "refused a connection from uid %u (pid %d): not our user",
-             (unsigned)cred.uid, (int)cred.pid);
-        conn_end(c, "foreign uid");
-        return;
-    }
-    c->uid = cred.uid;
+    start_conn_timer(c);
     l->on_conn(l->ud, c);
 }
 
-int ipc_listen(uv_loop_t *loop, const char *path, void (*on_conn)(void *ud, ipc_conn *c), void *ud,
-               ipc_listener **out, char *err, size_t errlen)
+static ipc_listener *listener_new(const ipc_limits *lim, void (*on_conn)(void *, ipc_conn *), void *ud)
 {
     ipc_listener *l = kcalloc(1, sizeof *l);
+    l->on_conn = on_conn;
+    l->ud = ud;
+    if (lim)
+        l->lim = *lim;
+    return l;
+}
+
+int ipc_listen(uv_loop_t *loop, const char *path, const ipc_limits *lim,
+               void (*on_conn)(void *ud, ipc_conn *c), void *ud, ipc_listener **out, char *err,
+               size_t errlen)
+{
+    ipc_listener *l = listener_new(lim, on_conn, ud);
     char tmp[4096];
     int rc;
     snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
@@ -237,8 +463,6 @@ int ipc_listen(uv_loop_t *loop, const char *path, void (*on_conn)(void *ud, ipc_
     uv_pipe_init(loop, &l->pipe, 0);
     l->pipe.data = l;
     l->path = kstrdup(path);
-    l->on_conn = on_conn;
-    l->ud = ud;
     /* Bind under a private name, listen, then rename: the socket appears
      * at `path` only when it accepts connections, and atomically. */
     mode_t old = umask(0077);
@@ -264,21 +488,28 @@ int ipc_listen(uv_loop_t *loop, const char *path, void (*on_conn)(void *ud, ipc_
     return 0;
 }
 
-int ipc_listen_tcp(uv_loop_t *loop, const char *host, int port, void (*on_conn)(void *ud, ipc_conn *c),
-                   void *ud, ipc_listener **out, char *err, size_t errlen)
+int ipc_listen_tcp(uv_loop_t *loop, const char *host, int port, const ipc_limits *lim,
+                   void (*on_conn)(void *ud, ipc_conn *c), void *ud, ipc_listener **out, char *err,
+                   size_t errlen)
 {
-    ipc_listener *l = kcalloc(1, sizeof *l);
-    struct sockaddr_storage addr;
-    int rc = uv_ip4_addr(host, port, (struct sockaddr_in *)&addr);
-    if (rc != 0)
-        rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr);
+    ipc_listener *l = listener_new(lim, on_conn, ud);
+    uv_getaddrinfo_t req;
+    struct addrinfo hints;
+    char service[16];
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV | AI_PASSIVE;
+    snprintf(service, sizeof service, "%d", port);
     uv_tcp_init(loop, &l->tcp);
     l->tcp.data = l;
     l->tcp_mode = 1;
-    l->on_conn = on_conn;
-    l->ud = ud;
-    if (rc == 0)
-        rc = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&addr, 0);
+    /* A name (localhost) is resolved here, once; no callback: synchronous. */
+    int rc = uv_getaddrinfo(loop, &req, NULL, host, service, &hints);
+    if (rc == 0) {
+        rc = uv_tcp_bind(&l->tcp, req.addrinfo->ai_addr, 0);
+        uv_freeaddrinfo(req.addrinfo);
+    }
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&l->tcp, 64, on_connection);
     if (rc != 0) {
@@ -301,22 +532,42 @@ int ipc_listener_port(ipc_listener *l)
                                             : ((struct sockaddr_in *)&addr)->sin_port);
 }
 
+int ipc_listener_hold(ipc_listener *l, long long n)
+{
+    if (n < 0) {
+        size_t m = (size_t)-n;
+        l->held = m > l->held ? 0 : l->held - m;
+        return 0;
+    }
+    if (l->lim.max_buffered && l->buffered + l->held + (size_t)n > l->lim.max_buffered)
+        return -1;
+    l->held += (size_t)n;
+    return 0;
+}
+
+size_t ipc_listener_buffered(const ipc_listener *l)
+{
+    return l->buffered + l->held;
+}
+
 static void listener_closed(uv_handle_t *h)
 {
     ipc_listener *l = h->data;
-    free(l->path); /* NULL for TCP */
-    free(l);
+    l->handle_closed = 1;
+    maybe_free_listener(l);
 }
 
 void ipc_listener_close(ipc_listener *l)
 {
     struct stat st;
+    if (l->closed)
+        return;
+    l->closed = 1;
     /* Remove the socket only if it is still the one we bound. */
     if (l->path && l->ino && stat(l->path, &st) == 0 && st.st_ino == l->ino && st.st_dev == l->dev)
         unlink(l->path);
     l->ino = 0;
-    if (!uv_is_closing((uv_handle_t *)&l->pipe))
-        uv_close((uv_handle_t *)&l->pipe, listener_closed);
+    uv_close((uv_handle_t *)&l->pipe, listener_closed);
 }
 
 int ipc_secure_dir(const char *dir, char *err, size_t errlen)

@@ -1,6 +1,6 @@
 /* Lua binding for the server's local IPC (ipc.c) and the process chores of
  * a background server: a lock file, a detached start, the executable path. */
-#define _GNU_SOURCE /* pipe2 */
+#define _GNU_SOURCE /* pipe2, syscall */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -9,12 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "buf.h"
 #include "ipc.h"
+#include "jsonstr.h"
 #include "lkiro.h"
 #include "proc.h"
 
@@ -122,6 +125,15 @@ static int conn_attach(lua_State *L)
     return 0;
 }
 
+static int unread_refused(lua_State *L)
+{
+    lua_pushnil(L);
+    lua_pushliteral(L, "the peer is not reading: it has more unread bytes than its limit");
+    return 2;
+}
+
+/* conn:send(data) -> true; false when closed; nil, message when the peer
+ * leaves more unread than its listener allows (nothing is queued then). */
 static int conn_send(lua_State *L)
 {
     lconn *k = luaL_checkudata(L, 1, CONN_MT);
@@ -131,15 +143,116 @@ static int conn_send(lua_State *L)
         lua_pushboolean(L, 0);
         return 1;
     }
-    ipc_send(k->c, s, n);
+    if (ipc_send(k->c, s, n) != 0)
+        return unread_refused(L);
     lua_pushboolean(L, 1);
     return 1;
 }
 
+/* Reads all of fd 0 into one buffer that starts `room` bytes in (so a header
+ * can go before it without a copy). NULL with errno on a read error. */
+static char *slurp_stdin(size_t room, size_t *len)
+{
+    struct stat st;
+    size_t cap = 65536, n = 0;
+    if (fstat(0, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0)
+        cap = (size_t)st.st_size + 1; /* +1: EOF is seen without a regrow */
+    char *buf = kmalloc(room + cap);
+    for (;;) {
+        if (n == cap) {
+            cap *= 2; /* pages not yet touched cost no memory */
+            buf = krealloc(buf, room + cap);
+        }
+        ssize_t r = read(0, buf + room + n, cap - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            free(buf);
+            return NULL;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    *len = n;
+    return buf;
+}
+
+/* conn:send_stdin_prompt(head, prefix, suffix, strip_newline, max_prompt)
+ *   -> bytes sent, or nil, message, kind ("empty", "utf8", "size", "read")
+ * Sends one request line whose prompt is prefix .. <all of stdin> .. suffix:
+ * head is the request's JSON object without its closing brace, and the
+ * prompt is appended as its last field. Stdin is read into the buffer that
+ * is sent and escaped there in place: a prompt of any size costs about its
+ * own size once, never a Lua string or a second copy. */
+static int conn_send_stdin_prompt(lua_State *L)
+{
+    lconn *k = luaL_checkudata(L, 1, CONN_MT);
+    size_t hl, pl, sl;
+    const char *head = luaL_checklstring(L, 2, &hl);
+    const char *prefix = luaL_checklstring(L, 3, &pl);
+    const char *suffix = luaL_checklstring(L, 4, &sl);
+    int strip = lua_toboolean(L, 5);
+    lua_Integer max_prompt = luaL_optinteger(L, 6, 0);
+    size_t pe, se, body, esc, bad = 0;
+    if (!k->c)
+        return luaL_error(L, "connection is closed");
+    if (jstr_measure(prefix, pl, &pe, NULL) != 0 || jstr_measure(suffix, sl, &se, NULL) != 0)
+        return luaL_error(L, "send_stdin_prompt: prefix and suffix must be UTF-8");
+    static const char field[] = ",\"prompt\":\"", tail[] = "\"}\n";
+    size_t room = hl + (sizeof field - 1) + pe;
+    char *buf = slurp_stdin(room, &body);
+    if (!buf) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "cannot read the prompt from stdin: %s", strerror(errno));
+        lua_pushliteral(L, "read");
+        return 3;
+    }
+    char *text = buf + room;
+    if (strip && body && text[body - 1] == '\n')
+        body--;
+    const char *kind = NULL;
+    if (body == 0)
+        kind = "empty";
+    else if (jstr_measure(text, body, &esc, &bad) != 0)
+        kind = "utf8";
+    size_t total = kind ? 0 : room + esc + se + sizeof tail - 1;
+    if (!kind && max_prompt > 0 && pl + body + sl > (size_t)max_prompt)
+        kind = "size";
+    if (kind) {
+        free(buf);
+        lua_pushnil(L);
+        if (kind[0] == 'e')
+            lua_pushliteral(L, "empty prompt (give -m TEXT or text on stdin)");
+        else if (kind[0] == 'u')
+            lua_pushfstring(L, "the prompt is not valid UTF-8 (byte %I of stdin)", (lua_Integer)bad);
+        else
+            lua_pushfstring(L, "the prompt is %I bytes; the server takes at most %I (max_request_bytes)",
+                            (lua_Integer)(pl + body + sl), max_prompt);
+        lua_pushstring(L, kind);
+        return 3;
+    }
+    buf = krealloc(buf, total);
+    text = buf + room;
+    jstr_write_in_place(text, body, 0, esc); /* escaped where it lies */
+    memcpy(buf, head, hl);
+    memcpy(buf + hl, field, sizeof field - 1);
+    jstr_write(buf + hl + sizeof field - 1, prefix, pl); /* ends at text */
+    char *w = jstr_write(text + esc, suffix, sl);
+    memcpy(w, tail, sizeof tail - 1);
+    if (ipc_send_owned(k->c, buf, total) != 0)
+        return unread_refused(L);
+    lua_pushinteger(L, (lua_Integer)total);
+    return 1;
+}
+
+/* conn:close([abort]): pending writes are flushed first, unless `abort`. */
 static int conn_close(lua_State *L)
 {
     lconn *k = luaL_checkudata(L, 1, CONN_MT);
-    if (k->c)
+    if (k->c && lua_toboolean(L, 2))
+        ipc_abort(k->c);
+    else if (k->c)
         ipc_close(k->c);
     k->c = NULL;
     luaL_unref(L, LUA_REGISTRYINDEX, k->ctx);
@@ -170,6 +283,31 @@ static llistener *new_listener(lua_State *L, lrt *x)
     return ls;
 }
 
+/* Reads the optional limits table at idx: { max_line=, max_buffered=,
+ * max_unread=, max_conns=, idle_ms=, lifetime_ms= } (0 or absent: none). */
+static void get_limits(lua_State *L, int idx, ipc_limits *lim)
+{
+    memset(lim, 0, sizeof *lim);
+    if (lua_isnoneornil(L, idx))
+        return;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    static const char *const names[] = { "max_line", "max_buffered", "max_unread", "max_conns",
+                                         "idle_ms", "lifetime_ms" };
+    lua_Integer v[6];
+    for (int i = 0; i < 6; i++) {
+        lua_getfield(L, idx, names[i]);
+        v[i] = luaL_optinteger(L, -1, 0);
+        luaL_argcheck(L, v[i] >= 0, idx, "limits must not be negative");
+        lua_pop(L, 1);
+    }
+    lim->max_line = (size_t)v[0];
+    lim->max_buffered = (size_t)v[1];
+    lim->max_unread = (size_t)v[2];
+    lim->max_conns = v[3] > INT_MAX ? INT_MAX : (int)v[3];
+    lim->idle_ms = (uint64_t)v[4];
+    lim->lifetime_ms = (uint64_t)v[5];
+}
+
 static int listen_failed(lua_State *L, const char *err)
 {
     lua_pushnil(L);
@@ -177,32 +315,37 @@ static int listen_failed(lua_State *L, const char *err)
     return 2;
 }
 
-/* core.listen(path, ctx) -> listener, or nil, message; events: accept(conn) */
+/* core.listen(path, ctx [, limits]) -> listener, or nil, message;
+ * events: accept(conn) */
 static int l_listen(lua_State *L)
 {
     lrt *x = get_lrt(L);
     const char *path = luaL_checkstring(L, 1);
     luaL_checkany(L, 2);
+    ipc_limits lim;
+    get_limits(L, 3, &lim);
     llistener *ls = new_listener(L, x);
     char err[512];
-    if (ipc_listen(x->rt->loop, path, on_accept, ls, &ls->l, err, sizeof err) != 0)
+    if (ipc_listen(x->rt->loop, path, &lim, on_accept, ls, &ls->l, err, sizeof err) != 0)
         return listen_failed(L, err);
     lua_pushvalue(L, 2);
     ls->ctx = luaL_ref(L, LUA_REGISTRYINDEX);
     return 1;
 }
 
-/* core.listen_tcp(host, port, ctx) -> listener, port; or nil, message */
+/* core.listen_tcp(host, port, ctx [, limits]) -> listener, port; or nil, message */
 static int l_listen_tcp(lua_State *L)
 {
     lrt *x = get_lrt(L);
     const char *host = luaL_checkstring(L, 1);
-    int port = (int)luaL_checkinteger(L, 2);
+    lua_Integer port = luaL_checkinteger(L, 2);
     luaL_checkany(L, 3);
     luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port out of range");
+    ipc_limits lim;
+    get_limits(L, 4, &lim);
     llistener *ls = new_listener(L, x);
     char err[512];
-    if (ipc_listen_tcp(x->rt->loop, host, port, on_accept, ls, &ls->l, err, sizeof err) != 0)
+    if (ipc_listen_tcp(x->rt->loop, host, (int)port, &lim, on_accept, ls, &ls->l, err, sizeof err) != 0)
         return listen_failed(L, err);
     lua_pushvalue(L, 3);
     ls->ctx = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -219,6 +362,24 @@ static int listener_close(lua_State *L)
     luaL_unref(L, LUA_REGISTRYINDEX, ls->ctx);
     ls->ctx = LUA_NOREF;
     return 0;
+}
+
+/* listener:hold(n) -> true, or false when n more bytes would take the
+ * listener past its max_buffered (nothing is held then); n < 0 releases. */
+static int listener_hold(lua_State *L)
+{
+    llistener *ls = luaL_checkudata(L, 1, LISTENER_MT);
+    lua_Integer n = luaL_checkinteger(L, 2);
+    lua_pushboolean(L, !ls->l || ipc_listener_hold(ls->l, n) == 0);
+    return 1;
+}
+
+/* listener:buffered() -> bytes of unfinished lines plus bytes held */
+static int listener_buffered(lua_State *L)
+{
+    llistener *ls = luaL_checkudata(L, 1, LISTENER_MT);
+    lua_pushinteger(L, ls->l ? (lua_Integer)ipc_listener_buffered(ls->l) : 0);
+    return 1;
 }
 
 static int l_secure_dir(lua_State *L)
@@ -267,13 +428,28 @@ static int lock_release(lua_State *L)
     return 0;
 }
 
-/* core.start_detached(argv, logfile) -> pid, or nil, message. Double fork:
- * the grandchild runs in a session of its own, is nobody's child here, and
- * writes stdout and stderr to logfile. No shell is involved. */
+/* In a child between fork and exec: every descriptor above 2 is marked
+ * close-on-exec (async-signal-safe: syscalls only). */
+static void cloexec_above_stdio(void)
+{
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */) == 0)
+        return;
+#endif
+    struct rlimit rl;
+    int max = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536 ? (int)rl.rlim_cur : 65536;
+    for (int fd = 3; fd < max; fd++)
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
+
+/* core.start_detached(argv) -> pid, or nil, message. Double fork: the
+ * grandchild runs in a session of its own, is nobody's child here, has
+ * /dev/null for stdin, stdout and stderr, and no other descriptor of ours
+ * (a caller's pipe held by a background server would keep `agent | cat`
+ * waiting for the server to exit). No shell is involved. */
 static int l_start_detached(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    const char *log = luaL_checkstring(L, 2);
     int n = (int)lua_rawlen(L, 1);
     luaL_argcheck(L, n >= 1, 1, "argv is empty");
     char **argv = lua_newuserdatauv(L, (size_t)(n + 1) * sizeof *argv, 0);
@@ -295,7 +471,9 @@ static int l_start_detached(lua_State *L)
         return 2;
     }
     if (child == 0) {
-        /* Only async-signal-safe calls from here to exec. */
+        /* Only async-signal-safe calls from here to exec. The pipe tells the
+         * parent the grandchild's pid, then (if exec fails) its errno; a
+         * successful exec closes it. */
         close(pfd[0]);
         setsid();
         pid_t gc = fork();
@@ -304,26 +482,35 @@ static int l_start_detached(lua_State *L)
                 (void)!write(pfd[1], &gc, sizeof gc);
             _exit(gc > 0 ? 0 : 1);
         }
-        int in = open("/dev/null", O_RDONLY);
-        int out = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        if (in < 0 || out < 0)
+        int null = open("/dev/null", O_RDWR);
+        if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0) {
+            int e = errno;
+            (void)!write(pfd[1], &e, sizeof e);
             _exit(127);
-        dup2(in, 0);
-        dup2(out, 1);
-        dup2(out, 2);
+        }
+        if (null > 2)
+            close(null);
+        cloexec_above_stdio();
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         signal(SIGPIPE, SIG_DFL);
         execv(argv[0], argv);
+        int e = errno;
+        (void)!write(pfd[1], &e, sizeof e);
         _exit(127);
     }
     close(pfd[1]);
     pid_t gc = 0;
+    int exec_errno = 0;
     ssize_t r;
     do
         r = read(pfd[0], &gc, sizeof gc);
     while (r < 0 && errno == EINTR);
+    ssize_t r2;
+    do /* EOF once the grandchild has exec'd; an errno if it could not */
+        r2 = read(pfd[0], &exec_errno, sizeof exec_errno);
+    while (r2 < 0 && errno == EINTR);
     close(pfd[0]);
     int status;
     while (waitpid(child, &status, 0) < 0 && errno == EINTR)
@@ -333,7 +520,42 @@ static int l_start_detached(lua_State *L)
         lua_pushliteral(L, "could not start the background process");
         return 2;
     }
+    if (r2 == sizeof exec_errno) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "cannot run %s: %s", argv[0], strerror(exec_errno));
+        return 2;
+    }
     lua_pushinteger(L, gc);
+    return 1;
+}
+
+/* core.check_writable(path) -> true, or nil, message: can this process
+ * append to path (creating it 0600 if need be)? */
+static int l_check_writable(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+    if (fd < 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "cannot write %s: %s", path, strerror(errno));
+        return 2;
+    }
+    close(fd);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* core.raise_nofile() -> the descriptor limit now in force: the soft limit
+ * raised to the hard one (a server holds many connections and pipes). */
+static int l_raise_nofile(lua_State *L)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    lua_pushinteger(L, (lua_Integer)rl.rlim_cur);
     return 1;
 }
 
@@ -426,6 +648,8 @@ static const luaL_Reg ipc_fns[] = {
     { "secure_dir", l_secure_dir },
     { "lock", l_lock },
     { "start_detached", l_start_detached },
+    { "check_writable", l_check_writable },
+    { "raise_nofile", l_raise_nofile },
     { "exe", l_exe },
     { "mkdir", l_mkdir },
     { "cwd", l_cwd },
@@ -440,9 +664,18 @@ static const luaL_Reg ipc_fns[] = {
 void lipc_register(lua_State *L)
 {
     static const luaL_Reg conn_m[] = {
-        { "attach", conn_attach }, { "send", conn_send }, { "close", conn_close }, { NULL, NULL },
+        { "attach", conn_attach },
+        { "send", conn_send },
+        { "send_stdin_prompt", conn_send_stdin_prompt },
+        { "close", conn_close },
+        { NULL, NULL },
     };
-    static const luaL_Reg listener_m[] = { { "close", listener_close }, { NULL, NULL } };
+    static const luaL_Reg listener_m[] = {
+        { "close", listener_close },
+        { "hold", listener_hold },
+        { "buffered", listener_buffered },
+        { NULL, NULL },
+    };
     static const luaL_Reg lock_m[] = { { "release", lock_release }, { NULL, NULL } };
     lkiro_class(L, CONN_MT, conn_close, NULL, conn_m);
     lkiro_class(L, LISTENER_MT, listener_close, NULL, listener_m);

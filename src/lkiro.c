@@ -689,6 +689,58 @@ static int l_handle_signals(lua_State *L)
     return 0;
 }
 
+static void on_hup(uv_signal_t *h, int signum)
+{
+    lrt *x = h->data;
+    (void)signum;
+    if (x->hup_ref != LUA_NOREF && x->L) {
+        lua_rawgeti(x->L, LUA_REGISTRYINDEX, x->hup_ref);
+        call_cb(x, 0);
+    }
+}
+
+/* core.handle_hup(fn): on SIGHUP call fn() (reopen logs, reload). */
+static int l_handle_hup(lua_State *L)
+{
+    lrt *x = get_lrt(L);
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    luaL_unref(L, LUA_REGISTRYINDEX, x->hup_ref);
+    lua_pushvalue(L, 1);
+    x->hup_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (!x->sigs[2]) {
+        x->sigs[2] = kcalloc(1, sizeof(uv_signal_t));
+        uv_signal_init(x->rt->loop, x->sigs[2]);
+        x->sigs[2]->data = x;
+        uv_signal_start(x->sigs[2], on_hup, SIGHUP);
+        uv_unref((uv_handle_t *)x->sigs[2]);
+    }
+    return 0;
+}
+
+/* core.log_file(path, max_bytes) -> true, or nil, message: the log (and
+ * stderr) goes to path from now on, rotated past max_bytes. */
+static int l_log_file(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    lua_Integer max = luaL_optinteger(L, 2, 0);
+    char err[512];
+    luaL_argcheck(L, max >= 0, 2, "must not be negative");
+    if (log_set_file(path, (size_t)max, err, sizeof err) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* core.log_reopen() -> true or false: the log file opened again. */
+static int l_log_reopen(lua_State *L)
+{
+    lua_pushboolean(L, log_reopen() == 0);
+    return 1;
+}
+
 static void sig_closed(uv_handle_t *h)
 {
     free(h);
@@ -712,7 +764,7 @@ static int rt_gc(lua_State *L)
     if (!x->rt)
         return 0;
     x->L = NULL; /* no Lua callbacks from here on */
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 3; i++)
         if (x->sigs[i])
             uv_close((uv_handle_t *)x->sigs[i], sig_closed);
     rt_free(x->rt);
@@ -736,6 +788,9 @@ static const luaL_Reg core_fns[] = {
     { "set_log", l_set_log },
     { "which", l_which },
     { "handle_signals", l_handle_signals },
+    { "handle_hup", l_handle_hup },
+    { "log_file", l_log_file },
+    { "log_reopen", l_log_reopen },
     { "shutdown", l_shutdown },
     { NULL, NULL },
 };
@@ -778,7 +833,7 @@ int luaopen_kiro_core(lua_State *L)
         lua_pop(L, 1);
         lrt *x = lua_newuserdatauv(L, sizeof *x, 0);
         memset(x, 0, sizeof *x);
-        x->err_ref = x->sig_ref = x->dispatch_ref = LUA_NOREF;
+        x->err_ref = x->sig_ref = x->hup_ref = x->dispatch_ref = LUA_NOREF;
         x->rt = rt_new();
         if (!x->rt)
             return luaL_error(L, "kiro: cannot initialise the event loop");

@@ -14,8 +14,9 @@ typedef struct lrt {
     lua_State *L;     /* the thread driving the loop right now */
     int err_ref;      /* first error raised by a callback, re-raised by step() */
     int sig_ref;      /* Lua handler for SIGINT/SIGTERM */
+    int hup_ref;      /* Lua handler for SIGHUP */
     int dispatch_ref; /* Lua function that receives events: fn(ctx, event, a, b) */
-    uv_signal_t *sigs[2];
+    uv_signal_t *sigs[3]; /* SIGINT, SIGTERM, SIGHUP */
 } lrt;
 
 /* The runtime from upvalue 1; remembers L as the thread driving the loop. */

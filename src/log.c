@@ -1,9 +1,13 @@
 #include "log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define LOG_MAX_RULES 16
 #define LOG_TARGET_MAX 64
@@ -83,6 +87,69 @@ int log_enabled(enum log_level lvl, const char *target)
     return lvl != LOG_OFF && (int)lvl <= level;
 }
 
+/* The log file, when there is one: it is also stderr (fd 2), so anything
+ * else written there (a Lua error, a sanitizer report) lands in it too. */
+static char *log_path;
+static size_t log_max, log_size;
+
+static int open_log(const char *path, char *err, size_t errlen)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+    struct stat st;
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot write the log %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "cannot write the log %s: not a regular file", path);
+        close(fd);
+        return -1;
+    }
+    if (dup2(fd, 2) < 0) {
+        snprintf(err, errlen, "cannot use the log %s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    close(fd);
+    log_size = (size_t)st.st_size;
+    return 0;
+}
+
+int log_set_file(const char *path, size_t max_bytes, char *err, size_t errlen)
+{
+    if (open_log(path, err, errlen) != 0)
+        return -1;
+    free(log_path);
+    log_path = strdup(path);
+    log_max = max_bytes;
+    return 0;
+}
+
+int log_reopen(void)
+{
+    char err[512];
+    if (!log_path)
+        return 0;
+    fflush(stderr);
+    if (open_log(log_path, err, sizeof err) != 0) {
+        log_write(LOG_ERROR, "kiro.log", "%s; still writing to the file open before", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Past log_max: the file becomes <path>.1 (one older file kept) and a new
+ * one is started. */
+static void rotate(void)
+{
+    char old[4096];
+    snprintf(old, sizeof old, "%s.1", log_path);
+    if (rename(log_path, old) == 0)
+        log_reopen();
+    else
+        log_size = 0; /* cannot rotate: do not try at every line */
+}
+
 void log_write(enum log_level lvl, const char *target, const char *fmt, ...)
 {
     static const char *const tags[] = { "OFF", "ERROR", "WARN", "INFO", "DEBUG", "TRACE" };
@@ -97,4 +164,6 @@ void log_write(enum log_level lvl, const char *target, const char *fmt, ...)
     line[len++] = '\n';
     fwrite(line, 1, len, stderr);
     fflush(stderr);
+    if (log_path && log_max && (log_size += len) > log_max)
+        rotate();
 }

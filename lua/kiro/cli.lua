@@ -58,7 +58,9 @@ Exit status: 0 success, 1 backend failure, 2 usage error, 124 timeout,
 
 local SERVE_USAGE = [[
 Usage: kiro-rt serve [--idle-ms N] [--stop-grace-ms N] [--pool-min N] [--pool-max N]
-                     [--cache] [--metrics-listen [HOST:]PORT]
+                     [--cache] [--metrics-listen [HOST:]PORT] [--log-file PATH]
+                     [--log-max-bytes N] [--max-request-bytes N] [--max-buffered-bytes N]
+                     [--max-unread-bytes N]
 
 Runs the kiro-rt server in the foreground (for systemd and debugging).
 `kiro-rt agent` starts one in the background when none runs. It listens on
@@ -75,11 +77,38 @@ Options:
   --cache            cache replies (and share identical requests in flight)
   --metrics-listen [HOST:]PORT
                      Prometheus metrics at http://HOST:PORT/metrics
-                     (HOST defaults to 127.0.0.1: loopback)
+                     (HOST defaults to 127.0.0.1: loopback; a name like
+                     localhost is resolved)
+  --log-file PATH    log (and stderr) to PATH instead of stderr; reopened on
+                     SIGHUP (for logrotate), rotated to PATH.1 past
+  --log-max-bytes N  bytes (default 10 MiB; 0: never)
+
+Limits (a client past one gets an `overloaded` error naming it):
+  --max-request-bytes N   the largest prompt a request may carry (64 MiB)
+  --max-buffered-bytes N  bytes of requests held for all clients at once,
+                          unfinished request lines included (192 MiB)
+  --max-unread-bytes N    replies a client may leave unread before it is
+                          disconnected and its requests cancelled (32 MiB)
+  The server takes at most 512 connections; a metrics connection must send
+  its request within 5 s (8 KiB of headers), and at most 16 are served at once.
   -h, --help         this text
 
 `kiro-rt status` shows it; `kiro-rt stop` stops it.
 ]]
+
+-- The longest duration a flag takes (2^31 - 1 ms, 24.8 days), as kiro.configure.
+local MAX_MS = 2147483647
+
+--- A whole number in decimal (digits only: no sign, hex, blanks or
+-- exponent) from lo to hi; nil, message otherwise.
+local function parse_int(what, v, lo, hi)
+  local n = type(v) == "string" and v:match("^%d+$") and #v <= 19 and math.tointeger(tonumber(v))
+  if not n or n < lo or n > hi then
+    return nil, ("%s needs a whole number from %d to %d (got '%s')"):format(what, lo, hi, tostring(v))
+  end
+  return n
+end
+cli.parse_int = parse_int
 
 local function usage_error(msg, hint)
   io.stderr:write("kiro-rt: ", msg, "\n", hint or "Run 'kiro-rt --help' for usage.\n")
@@ -138,12 +167,7 @@ local function parse_agent(args)
     elseif a == "--timeout-ms" then
       local v
       v, err = value(a)
-      if v then
-        o.timeout_ms = tonumber(v)
-        if not o.timeout_ms or math.type(o.timeout_ms) ~= "integer" or o.timeout_ms <= 0 then
-          err = "--timeout-ms needs a positive whole number of milliseconds (got '" .. v .. "')"
-        end
-      end
+      if v then o.timeout_ms, err = parse_int(a, v, 1, MAX_MS) end
     elseif a == "-h" or a == "--help" then
       o.help = true
     else
@@ -154,6 +178,17 @@ local function parse_agent(args)
   end
   return o
 end
+
+-- The template around the user's text: render() of one user turn, split
+-- where the text goes.
+local function template_parts(kiro)
+  local MARK = "\1kiro-rt-prompt\1"
+  local whole = kiro.template.render { { role = "user", content = MARK } }
+  local i, j = whole:find(MARK, 1, true)
+  return whole:sub(1, i - 1), whole:sub(j + 1)
+end
+
+local EMPTY = "agent: empty prompt (give -m TEXT or text on stdin)"
 
 local function agent(args)
   local o, err = parse_agent(args)
@@ -166,16 +201,15 @@ local function agent(args)
     if kiro_ok == nil then return usage_error(perr) end
   end
 
-  local text = o.message
-  if not text then
-    text = io.stdin:read("a") or ""
-    if not o.raw then text = text:gsub("\n$", "") end
-  end
-  if text == "" then return usage_error("agent: empty prompt (give -m TEXT or text on stdin)") end
-
   local kiro = require "kiro"
-  local prompt = o.raw and text or kiro.template.render({ { role = "user", content = text } })
-  if not utf8.len(prompt) then return usage_error("agent: the prompt is not valid UTF-8") end
+  local prefix, suffix = "", ""
+  if not o.raw then prefix, suffix = template_parts(kiro) end
+  local prompt
+  if o.message then
+    if o.message == "" then return usage_error(EMPTY) end
+    prompt = prefix .. o.message .. suffix
+    if not utf8.len(prompt) then return usage_error("agent: the prompt is not valid UTF-8") end
+  end
 
   local signalled = catch_signals(kiro)
   local mode = o.mode or kiro.option("mode")
@@ -197,13 +231,31 @@ local function agent(args)
       kiro.log("warn", "kiro.client", "cannot use the kiro-rt server (" .. cerr .. "); serving in-process")
     end
   end
+  if not prompt and not conn then -- in-process: the prompt as a Lua string
+    local text = io.stdin:read("a") or ""
+    if not o.raw then text = text:gsub("\n$", "") end
+    if text == "" then return usage_error(EMPTY) end
+    prompt = prefix .. text .. suffix
+    if not utf8.len(prompt) then return usage_error("agent: the prompt is not valid UTF-8") end
+  end
 
+  local usage
   local ok, e = pcall(function()
     if conn then
-      local iter = conn:request(prompt, {
+      local opts = {
         stream = o.stream, cli = cli, model = o.model or kiro.option("model"), mode = mode,
         env = require("kiro.client").backend_env(), timeout_ms = o.timeout_ms,
-      })
+      }
+      local iter, ierr, kind
+      if prompt then
+        iter = conn:request(prompt, opts)
+      else -- stdin straight into the request line
+        iter, ierr, kind = conn:request_stdin(prefix, suffix, not o.raw, opts)
+        if not iter then
+          if kind == "empty" or kind == "utf8" then usage = "agent: " .. ierr; return end
+          error({ code = kind == "size" and "overloaded" or "backend", message = ierr }, 0)
+        end
+      end
       for chunk in iter do out(chunk) end
     elseif o.stream then
       for chunk in kiro.stream(prompt, { model = o.model, mode = o.mode, timeout_ms = o.timeout_ms }) do
@@ -216,6 +268,7 @@ local function agent(args)
     end
   end)
   if conn then conn:close() end
+  if usage then return usage_error(usage) end
   if last ~= "" and last:sub(-1) ~= "\n" then io.stdout:write("\n") end
   io.stdout:flush()
   if signalled() then return 128 + signalled() end
@@ -259,24 +312,24 @@ local function run(args)
   return EXIT_OK
 end
 
-local function parse_whole(what)
-  return function(flag, v)
-    local n = tonumber(v)
-    if not n or math.type(n) ~= "integer" or n < 0 then
-      return nil, ("%s needs %s (got '%s')"):format(flag, what, tostring(v))
-    end
-    return n
-  end
+local function ranged(lo, hi)
+  return function(flag, v) return parse_int(flag, v, lo, hi) end
 end
-local parse_ms = parse_whole("a whole number of milliseconds")
-local parse_count = parse_whole("a whole number")
 
 -- serve's flags: option name and how to read its value (none: a switch).
 local SERVE_FLAGS = {
-  ["--idle-ms"] = { "idle_ms", parse_ms },
-  ["--stop-grace-ms"] = { "stop_grace_ms", parse_ms },
-  ["--pool-min"] = { "pool_min", parse_count },
-  ["--pool-max"] = { "pool_max", parse_count },
+  ["--idle-ms"] = { "idle_ms", ranged(0, MAX_MS) },
+  ["--stop-grace-ms"] = { "stop_grace_ms", ranged(0, MAX_MS) },
+  ["--pool-min"] = { "pool_min", ranged(0, 1024) },
+  ["--pool-max"] = { "pool_max", ranged(1, 1024) },
+  ["--max-request-bytes"] = { "max_request_bytes", ranged(1024, 1 << 40) },
+  ["--max-buffered-bytes"] = { "max_buffered_bytes", ranged(1024, 1 << 40) },
+  ["--max-unread-bytes"] = { "max_unread_bytes", ranged(1024, 1 << 40) },
+  ["--log-file"] = { "log_file", function(flag, v)
+    if not v or v == "" then return nil, flag .. " needs a path" end
+    return v
+  end },
+  ["--log-max-bytes"] = { "log_max_bytes", ranged(0, 1 << 40) },
   ["--metrics-listen"] = { "metrics_listen", function(flag, v)
     local host, err = require("kiro.server").parse_listen(v or "")
     if not host then return nil, flag .. ": " .. (v and err or "needs PORT or HOST:PORT") end
@@ -289,7 +342,7 @@ local function serve(args)
   local opts = {}
   local env_idle = os.getenv("KIRO_SERVER_IDLE_MS")
   if env_idle and env_idle ~= "" then
-    local n, err = parse_ms("KIRO_SERVER_IDLE_MS", env_idle)
+    local n, err = parse_int("KIRO_SERVER_IDLE_MS", env_idle, 0, MAX_MS)
     if not n then return usage_error(err) end
     opts.idle_ms = n
   end
@@ -311,8 +364,14 @@ local function serve(args)
   end
   if opts.idle_ms == 0 then opts.idle_ms = math.maxinteger // 2 end
   local kiro = require "kiro"
-  local pool = { pool_min = opts.pool_min, pool_max = opts.pool_max, cache = opts.cache }
-  opts.pool_min, opts.pool_max, opts.cache = nil, nil, nil
+  if opts.log_file then
+    -- From here on stderr is the log too: nothing the server says is lost.
+    local lok, lerr = kiro.core.log_file(opts.log_file, opts.log_max_bytes or require("kiro.server").LOG_MAX_BYTES)
+    if not lok then io.stderr:write("kiro-rt: serve: ", lerr, "\n"); return EXIT_FAIL end
+  end
+  local pool = { pool_min = opts.pool_min, pool_max = opts.pool_max, cache = opts.cache,
+                 max_request_bytes = opts.max_request_bytes }
+  opts.pool_min, opts.pool_max, opts.cache, opts.max_request_bytes = nil, nil, nil, nil
   if pool.pool_min and not pool.pool_max and pool.pool_min > kiro.option("pool_max") then
     pool.pool_max = pool.pool_min
   end

@@ -40,22 +40,31 @@ function Conn:on_event(ev, a, b)
   elseif ev == "line" then
     local msg = core.json_decode(a)
     if type(msg) ~= "table" then return end
-    if msg.id ~= nil then
+    if msg.id ~= nil and msg.id ~= core.null then
       local req = self.reqs[msg.id]
       if req then req:on_message(msg) end
-    else
-      self.replies[#self.replies + 1] = msg
-      self.reply_ev:set()
+      return
     end
+    if msg.op == "error" then
+      -- About the connection, not one request (a line over the server's
+      -- limits): every request on it ends with the server's reason.
+      self.error = { code = msg.code or "protocol", message = tostring(msg.message) }
+      self:fail_all(self.error)
+    end
+    self.replies[#self.replies + 1] = msg
+    self.reply_ev:set()
   elseif ev == "close" then
     self.closed = a or "closed"
     self.connected:set()
     self.reply_ev:set()
-    for _, req in pairs(self.reqs) do
-      if not req.done then -- a reply that ended just before the close stands
-        req:on_message { error = { code = "closed",
-          message = "the kiro-rt server went away (" .. self.closed .. ")" } }
-      end
+    self:fail_all(self.error or { code = "closed", message = "the kiro-rt server went away (" .. self.closed .. ")" })
+  end
+end
+
+function Conn:fail_all(err)
+  for _, req in pairs(self.reqs) do
+    if not req.done then -- a reply that ended just before stands
+      req:on_message { error = err }
     end
   end
 end
@@ -103,6 +112,7 @@ local function hello(c)
   c:send { op = "hello", version = kiro.version, proto = paths.PROTO }
   local msg, err = c:reply(client.HELLO_TIMEOUT_MS)
   if not msg then return nil, err end
+  if msg.op == "error" then return nil, tostring(msg.message) end
   if msg.op ~= "hello" then return nil, "unexpected answer to hello" end
   return msg
 end
@@ -113,20 +123,24 @@ local function alive(pid)
 end
 client.alive = alive
 
--- Polls until a server answers at path. The one we started may have lost
--- the race to another (it then leaves at once): after it is gone, another
--- gets a short while to show up.
-local function wait_for_server(path, ms, pid)
+-- Polls until a server answers at p.socket; nil, why when none will. The
+-- one we started may have lost the race to another (it then leaves at
+-- once): while someone holds the lock, a server is on its way.
+local function wait_for_server(p, ms, pid)
   local deadline = core.now() + ms
-  local gone_at
   while core.now() < deadline do
-    local c = client.connect(path)
+    local c = client.connect(p.socket)
     if c then return c end
-    if not gone_at and not alive(pid) then gone_at = core.now() end
-    if gone_at and core.now() - gone_at > 2000 then return nil end
+    if not alive(pid) then
+      local lock = core.lock(p.lock)
+      if lock then
+        lock:release()
+        return nil, ("the server (pid %d) exited at start-up; see %s"):format(pid, p.log)
+      end
+    end
     kiro.sleep(5)
   end
-  return nil
+  return nil, ("the server did not come up within %d ms (see %s)"):format(ms, p.log)
 end
 
 -- Waits until nothing answers at path any more.
@@ -148,10 +162,14 @@ function client.start_server(p)
   if not ok then return nil, err end
   ok, err = paths.ensure_logdir(p)
   if not ok then return nil, err end
+  -- The server's only voice is its log: one it could not write would leave
+  -- a silent failure to start.
+  ok, err = core.check_writable(p.log)
+  if not ok then return nil, "its log is unusable: " .. err end
   local exe = core.exe()
   if not exe then return nil, "cannot find the kiro-rt executable" end
   local pid
-  pid, err = core.start_detached({ exe, "serve" }, p.log)
+  pid, err = core.start_detached { exe, "serve", "--log-file", p.log }
   if not pid then return nil, err end
   kiro.log("debug", "kiro.client", ("started a server (pid %d), log %s"):format(pid, p.log))
   return pid
@@ -168,10 +186,8 @@ function client.open(opts)
       if not opts.autostart then return nil, "no server running", "none" end
       local pid, err = client.start_server(p)
       if not pid then return nil, "cannot start a server: " .. err end
-      c = wait_for_server(p.socket, client.START_TIMEOUT_MS, pid)
-      if not c then
-        return nil, ("the server did not come up within %d ms (see %s)"):format(client.START_TIMEOUT_MS, p.log)
-      end
+      c, err = wait_for_server(p, client.START_TIMEOUT_MS, pid)
+      if not c then return nil, err end
     end
     local h, err = hello(c)
     if not h then
@@ -179,7 +195,7 @@ function client.open(opts)
       return nil, "handshake failed: " .. err
     end
     if h.version == kiro.version and h.proto == paths.PROTO then
-      c.server_pid, c.server_version = h.pid, h.version
+      c.server_pid, c.server_version, c.max_request_bytes = h.pid, h.version, h.max_request_bytes
       return c
     end
     kiro.log("warn", "kiro.client", ("the running server is version %s (pid %s), this is %s: replacing it")
@@ -209,19 +225,22 @@ function Req:on_message(msg)
   self.ev:set()
 end
 
---- c:request(prompt, opts) -> iterator of chunks; raises an error object.
--- opts: stream, model, mode, cli, env, timeout_ms, first_chunk_timeout_ms, stall_timeout_ms.
-function Conn:request(prompt, opts)
-  local id = self.next_id
-  self.next_id = id + 1
-  local req = setmetatable({ chunks = {}, ev = kiro.event() }, Req)
-  self.reqs[id] = req
-  self:send {
-    op = "request", id = id, prompt = prompt, stream = opts.stream ~= false,
+local function request_fields(id, opts)
+  return {
+    op = "request", id = id, stream = opts.stream ~= false,
     backend = { cli = opts.cli, model = opts.model, mode = opts.mode or "auto", env = opts.env },
     timeout_ms = opts.timeout_ms, first_chunk_timeout_ms = opts.first_chunk_timeout_ms,
     stall_timeout_ms = opts.stall_timeout_ms,
   }
+end
+
+
+-- After its line is sent: the request's chunks, as an iterator that raises
+-- an error object on failure.
+function Conn:iterate(id, opts)
+  local req = setmetatable({ chunks = {}, ev = kiro.event() }, Req)
+  self.reqs[id] = req
+  if self.error then req:on_message { error = self.error } end
   -- Nobody waits forever, even on a server that hangs.
   local limit = (opts.timeout_ms or kiro.option("timeout_ms")) + client.GUARD_MS
   local guard = core.timer(limit, function()
@@ -249,6 +268,41 @@ function Conn:request(prompt, opts)
       req.ev = kiro.event()
     end
   end
+end
+
+function Conn:new_id()
+  local id = self.next_id
+  self.next_id = id + 1
+  return id
+end
+
+--- c:request(prompt, opts) -> iterator of chunks; raises an error object.
+-- opts: stream, model, mode, cli, env, timeout_ms, first_chunk_timeout_ms, stall_timeout_ms.
+function Conn:request(prompt, opts)
+  local max = self.max_request_bytes
+  if max and #prompt > max then
+    error(setmetatable({ code = "overloaded", message =
+      ("the prompt is %d bytes; the server takes at most %d (max_request_bytes)"):format(#prompt, max) },
+      kiro.Error), 0)
+  end
+  local id = self:new_id()
+  local fields = request_fields(id, opts)
+  fields.prompt = prompt
+  self.sock:send(core.json_encode(fields) .. "\n")
+  return self:iterate(id, opts)
+end
+
+--- c:request_stdin(prefix, suffix, strip_newline, opts) -> iterator, as
+-- request, for the prompt prefix .. <stdin> .. suffix; or nil, message,
+-- kind ("empty", "utf8": the input is not a prompt; "size", "read"). Stdin
+-- goes from the kernel into the request line without a Lua string or a
+-- second copy, so a prompt of any size costs about its own size once.
+function Conn:request_stdin(prefix, suffix, strip, opts)
+  local id = self:new_id()
+  local head = core.json_encode(request_fields(id, opts)):sub(1, -2) -- without its "}"
+  local sent, err, kind = self.sock:send_stdin_prompt(head, prefix, suffix, strip, self.max_request_bytes)
+  if not sent then return nil, err, kind end
+  return self:iterate(id, opts)
 end
 
 return client

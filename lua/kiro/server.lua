@@ -8,15 +8,20 @@
 -- Wire protocol, client -> server (one JSON object per line):
 --   {"op":"hello","version":V,"proto":1}
 --   {"op":"request","id":N,"prompt":S,"stream":B,"backend":{"cli":P,"model":M,
---    "mode":"auto|daemon|oneshot","env":{...}},"timeout_ms":T,...}
+--    "mode":"auto|daemon|oneshot","env":{...}},"timeout_ms":T,...}  (kiro.wire)
 --   {"op":"cancel","id":N}   {"op":"status"}   {"op":"stop"}
 -- server -> client:
---   {"op":"hello","version":V,"proto":1,"pid":P}
+--   {"op":"hello","version":V,"proto":1,"pid":P,"max_request_bytes":B}
 --   {"id":N,"chunk":S}  {"id":N,"done":true}  {"id":N,"error":{"code":C,"message":M}}
---   {"op":"status",...}  {"op":"stopping"}  {"op":"error","message":M}
+--   {"op":"status",...}  {"op":"stopping"}  {"op":"error","code":C,"message":M}
+-- Every request line gets exactly one {"done"} or {"error"} on its id (a
+-- request whose id is unusable gets its error with "id": null). A line
+-- past max_request_bytes, or past what the server may buffer for all
+-- clients, gets {"op":"error","code":"overloaded"} and the connection closes.
 
 local kiro = require "kiro"
 local paths = require "kiro.paths"
+local wire = require "kiro.wire"
 local core = kiro.core
 
 local server = {}
@@ -26,10 +31,18 @@ server.IDLE_MS = 600000                 -- exit after this long without requests
 server.STOP_GRACE_MS = paths.STOP_GRACE_MS
 server.paths = paths.paths
 server.ensure_logdir = paths.ensure_logdir
+-- Bounds, so nothing a client sends or fails to read grows the server
+-- without limit (the largest request is kiro's max_request_bytes).
+server.MAX_BUFFERED_BYTES = 192 * 1024 * 1024 -- requests held, and unfinished lines, of all clients
+server.MAX_UNREAD_BYTES = 32 * 1024 * 1024    -- replies one client has not read yet
+server.MAX_CLIENTS = 512                      -- connections at once
+server.LOG_MAX_BYTES = 10 * 1024 * 1024       -- server.log is rotated to server.log.1 past this
+-- The metrics endpoint is on TCP, where any local user can reach it.
+server.METRICS_LIMITS = { max_line = 16384, max_conns = 16, idle_ms = 5000, lifetime_ms = 10000,
+                          max_unread = 1024 * 1024 }
+server.METRICS_MAX_HEADER_BYTES = 8192
 
 local function log(level, msg) kiro.log(level, "kiro.server", msg) end
-
-
 
 local function encode(t) return core.json_encode(t) .. "\n" end
 
@@ -55,38 +68,64 @@ function Server:on_event(ev, conn)
   end
 end
 
+-- Sends t; false if the connection is gone. A client that leaves more
+-- than MAX_UNREAD_BYTES of replies unread is disconnected, its requests
+-- cancelled: it cannot make the server hold its replies for it.
 function Conn:send(t)
-  self.sock:send(encode(t))
+  if self.closed then return false end
+  local ok, err = self.sock:send(encode(t))
+  if ok == nil then
+    self:gone(("client %d is not reading its replies (%s); disconnected, its requests cancelled")
+      :format(self.id, err), "warn")
+    self.sock:close(true) -- what it left unread goes too
+    return false
+  end
+  return ok
+end
+
+-- The connection is over: every request it made is cancelled, and each
+-- daemon drains the rest of its reply and stays usable.
+function Conn:gone(why, level)
+  if self.closed then return end
+  self.closed = true
+  self.server.conns[self] = nil
+  log(level or "debug", why)
+  for _, call in pairs(self.calls) do
+    if call ~= true then call:cancel() end
+  end
 end
 
 function Conn:on_event(ev, a)
   if ev == "line" then
-    self:handle(a)
+    -- Nothing a client sends may end the server: whatever goes wrong in
+    -- handling one line is that line's error.
+    local ok, err = xpcall(self.handle, debug.traceback, self, a)
+    if not ok then
+      log("error", "internal error handling a client's line: " .. tostring(err))
+      self:send { op = "error", code = "protocol", message = "internal error in the kiro-rt server (see its log)" }
+    end
   elseif ev == "close" then
-    -- The client went away (Ctrl-C, crash): its requests are cancelled, and
-    -- each daemon drains the rest of its reply and stays usable.
-    self.closed = true
-    self.server.conns[self] = nil
-    for _, call in pairs(self.calls) do call:cancel() end
-    self.calls = {}
+    local limit = a and (a:find("max_", 1, true) or a:find("too many", 1, true))
+    self:gone(("client %d: %s"):format(self.id, tostring(a)), limit and "warn" or "debug")
   end
 end
 
 function Conn:handle(line)
   local srv = self.server
   local msg = core.json_decode(line)
-  if type(msg) ~= "table" then
-    self:send { op = "error", message = "not a JSON object" }
+  if type(msg) ~= "table" or #msg > 0 then
+    self:send { op = "error", code = "protocol", message = "not a JSON object" }
     return
   end
   local op = msg.op
   if op == "request" then
     self:request(msg)
   elseif op == "cancel" then
-    local call = self.calls[math.tointeger(msg.id) or -1]
-    if call then call:cancel() end
+    local call = self.calls[math.tointeger(msg.id) or false]
+    if call and call ~= true then call:cancel() end
   elseif op == "hello" then
-    self:send { op = "hello", version = kiro.version, proto = server.PROTO, pid = core.getpid() }
+    self:send { op = "hello", version = kiro.version, proto = server.PROTO, pid = core.getpid(),
+                max_request_bytes = srv.max_request_bytes }
   elseif op == "status" then
     self:send(srv:status())
   elseif op == "stop" then
@@ -94,61 +133,75 @@ function Conn:handle(line)
     self:send { op = "stopping", pid = core.getpid() }
     srv:stop("stop requested")
   else
-    self:send { op = "error", message = "unknown op: " .. tostring(op) }
+    self:send { op = "error", code = "protocol",
+                message = type(op) == "string" and "unknown op: " .. op or "op must be a string" }
   end
 end
 
-local modes = { auto = true, daemon = true, oneshot = true }
+function Conn:fail(id, code, message)
+  self:send { id = id == nil and core.null or id, error = { code = code, message = message } }
+end
 
 function Conn:request(msg)
   local srv = self.server
-  local id, b = math.tointeger(msg.id), msg.backend
-  if not id or type(msg.prompt) ~= "string" or type(b) ~= "table"
-     or type(b.cli) ~= "string" or not modes[b.mode or "auto"] then
-    self:send { id = id, error = { code = "protocol", message = "malformed request" } }
-    return
+  local req, err = wire.request(msg, srv.max_request_bytes)
+  if not req then return self:fail(wire.raw_id(msg), "protocol", "bad request: " .. err) end
+  local id = req.id
+  if self.calls[id] then
+    return self:fail(id, "protocol", ("bad request: id %d is already in flight on this connection"):format(id))
   end
-  if srv.stopping then
-    self:send { id = id, error = { code = "closed", message = "the kiro-rt server is stopping" } }
-    return
+  if srv.stopping then return self:fail(id, "closed", "the kiro-rt server is stopping") end
+  -- Its prompt stays in memory until it ends: it counts against the bytes
+  -- the server holds for all clients.
+  local held = #req.prompt
+  if not srv.listener or not srv.listener:hold(held) then
+    return self:fail(id, "overloaded", ("the server holds %d bytes of requests (max_buffered_bytes %d); try again later")
+      :format(srv.listener and srv.listener:buffered() or 0, srv.max_buffered_bytes))
   end
-  local opts = {
-    cli_path = b.cli,
-    model = b.model ~= core.null and b.model or nil,
-    mode = b.mode,
-    env = type(b.env) == "table" and next(b.env) and b.env or nil,
-  }
-  for _, k in ipairs { "timeout_ms", "first_chunk_timeout_ms", "stall_timeout_ms" } do
-    local v = math.tointeger(msg[k])
-    if v and v >= 0 then opts[k] = v end
-  end
+  self.calls[id] = true -- taken from now on
   srv.inflight = srv.inflight + 1
   srv.served = srv.served + 1
   srv:touch()
+  local listener = srv.listener
   kiro.spawn(function()
-    opts.stream = msg.stream ~= false
-    local call = kiro.call(msg.prompt, opts)
-    self.calls[id] = call
-    local ok, err = true, nil
-    while true do
-      local chunk, e = call:next()
-      if not chunk then ok, err = e == nil, e; break end
-      if self.closed then call:cancel() break end
-      self:send { id = id, chunk = chunk }
-    end
+    local ok, outcome, e = xpcall(self.relay, debug.traceback, self, id, req)
+    listener:hold(-held)
     self.calls[id] = nil
     srv.inflight = srv.inflight - 1
     srv:touch()
-    if self.closed then return end
-    if ok then
-      self:send { id = id, done = true }
-    else
-      local code = type(err) == "table" and err.code or "backend"
-      local message = type(err) == "table" and err.message or tostring(err)
-      self:send { id = id, error = { code = code, message = message } }
+    if not ok then
+      log("error", ("internal error in request %d: %s"):format(id, tostring(outcome)))
+      outcome, e = false, { code = "backend", message = "internal error in the kiro-rt server (see its log)" }
+    end
+    if not self.closed then
+      if outcome then
+        self:send { id = id, done = true }
+      else
+        self:fail(id, e.code or "backend", e.message or tostring(e))
+      end
     end
     if srv.stopping and srv.inflight == 0 then srv.drained:set() end
   end)
+end
+
+-- Serves one checked request, relaying its chunks; true, or false and the
+-- error object.
+function Conn:relay(id, req)
+  local opts = {
+    cli_path = req.cli, model = req.model, mode = req.mode, env = req.env, stream = req.stream,
+    timeout_ms = req.timeout_ms, first_chunk_timeout_ms = req.first_chunk_timeout_ms,
+    stall_timeout_ms = req.stall_timeout_ms,
+  }
+  local call = kiro.call(req.prompt, opts)
+  self.calls[id] = call
+  while true do
+    local chunk, e = call:next()
+    if not chunk then return e == nil, e end
+    if self.closed or not self:send { id = id, chunk = chunk } then
+      call:cancel()
+      return false, { code = "cancelled", message = "client gone" }
+    end
+  end
 end
 
 function Server:status()
@@ -171,6 +224,10 @@ function Server:status()
     op = "status", pid = core.getpid(), version = kiro.version,
     uptime_ms = core.now() - self.started, idle_ms = self.idle_ms,
     rss_bytes = core.process_rss(core.getpid()), connections = conns, in_flight = self.inflight,
+    buffered_bytes = self.listener and self.listener:buffered() or 0,
+    limits = { max_request_bytes = self.max_request_bytes, max_buffered_bytes = self.max_buffered_bytes,
+               max_unread_bytes = self.max_unread_bytes, max_clients = self.max_clients },
+    log = self.log_file,
     requests = self.served, fallbacks = s.fallbacks, socket = self.paths.socket,
     metrics = self.metrics_addr and ("http://" .. self.metrics_addr .. "/metrics") or nil,
     cache = s.cache,
@@ -213,6 +270,13 @@ Http.__index = Http
 
 function Http:on_event(ev, line)
   if ev ~= "line" or self.answered then return end
+  self.header_bytes = self.header_bytes + #line + 2
+  if self.header_bytes > server.METRICS_MAX_HEADER_BYTES then
+    self.answered = true
+    self.sock:send("HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+    self.sock:close()
+    return
+  end
   if not self.request_line then
     self.request_line = line
     return
@@ -238,16 +302,19 @@ end
 local Metrics = {}
 Metrics.__index = Metrics
 function Metrics:on_event(ev, conn)
-  if ev == "accept" then conn:attach(setmetatable({ sock = conn }, Http)) end
+  if ev == "accept" then conn:attach(setmetatable({ sock = conn, header_bytes = 0 }, Http)) end
 end
 
---- "PORT" or "HOST:PORT" (loopback when no host is given) -> host, port.
+--- "PORT" or "HOST:PORT" (loopback when no host is given; HOST may be a
+-- name, like localhost, or [IPv6]) -> host, port.
 function server.parse_listen(spec)
   local host, port = spec:match("^%[(.+)%]:(%d+)$")
   if not host then host, port = spec:match("^([^:]+):(%d+)$") end
   if not host then host, port = "127.0.0.1", spec:match("^(%d+)$") end
-  port = tonumber(port)
-  if not port or port > 65535 then return nil, "expected PORT or HOST:PORT, got '" .. spec .. "'" end
+  port = port and #port <= 5 and math.tointeger(tonumber(port))
+  if not port or port > 65535 then
+    return nil, "expected PORT or HOST:PORT with PORT from 0 to 65535, got '" .. spec .. "'"
+  end
   return host, port
 end
 
@@ -287,17 +354,32 @@ function server.serve(opts)
     paths = p, conns = {}, next_conn = 1, inflight = 0, served = 0,
     idle_ms = opts.idle_ms or server.IDLE_MS,
     stop_grace_ms = opts.stop_grace_ms or server.STOP_GRACE_MS,
+    max_request_bytes = kiro.option("max_request_bytes"),
+    max_buffered_bytes = opts.max_buffered_bytes or server.MAX_BUFFERED_BYTES,
+    max_unread_bytes = opts.max_unread_bytes or server.MAX_UNREAD_BYTES,
+    max_clients = opts.max_clients or server.MAX_CLIENTS,
+    log_file = opts.log_file,
     started = core.now(), done = kiro.event(), drained = kiro.event(),
   }, Server)
   self:touch()
+  core.raise_nofile()
   local listener
-  listener, err = core.listen(p.socket, self)
+  listener, err = core.listen(p.socket, self, {
+    -- A request line carries its prompt JSON-escaped: room for the escapes.
+    max_line = self.max_request_bytes + self.max_request_bytes // 8 + 65536,
+    max_buffered = self.max_buffered_bytes, max_unread = self.max_unread_bytes,
+    max_conns = self.max_clients,
+  })
   if not listener then lock:release(); return nil, err, "listen" end
   self.listener = listener
   if opts.metrics_listen then
     local host, port = server.parse_listen(opts.metrics_listen)
     local ml, merr
-    if host then ml, merr = core.listen_tcp(host, port, setmetatable({}, Metrics)) else merr = port end
+    if host then
+      ml, merr = core.listen_tcp(host, port, setmetatable({}, Metrics), server.METRICS_LIMITS)
+    else
+      merr = port
+    end
     if not ml then
       listener:close()
       lock:release()
@@ -313,6 +395,10 @@ function server.serve(opts)
   kiro.on_signal(function(sig)
     log("info", ("signal %d: stopping"):format(sig))
     self:stop("signal " .. sig)
+  end)
+  -- SIGHUP: the log was moved away (logrotate); write to a new one.
+  core.handle_hup(function()
+    if core.log_reopen() then log("info", "SIGHUP: log reopened") end
   end)
 
   self:arm_idle()

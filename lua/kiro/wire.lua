@@ -1,0 +1,95 @@
+--- The server's wire protocol: what a client may send, checked completely
+-- at the door. A line that is not a well-formed request never reaches a
+-- task: it is answered with an error naming the field, on its id.
+--
+--   {"op":"request","id":N,"prompt":S,"stream":B,
+--    "backend":{"cli":P,"model":M,"mode":"auto|daemon|oneshot","env":{NAME:S,...}},
+--    "timeout_ms":T,"first_chunk_timeout_ms":T,"stall_timeout_ms":T}
+--
+-- Unknown fields are ignored (a newer client may send more).
+
+local wire = {}
+
+local MAX_MS = 2147483647 -- as kiro.configure: 24.8 days
+wire.MAX_ENV = 256        -- variables a request may pass to its backend
+wire.MAX_NAME = 4096      -- bytes of a path, a model, a variable's name or value
+-- JSON null decodes to a light userdata (core.null).
+local function absent(v) return v == nil or type(v) == "userdata" end
+
+local MODES = { auto = true, daemon = true, oneshot = true }
+local TIMEOUTS = { "timeout_ms", "first_chunk_timeout_ms", "stall_timeout_ms" }
+
+--- The id as the client sent it, when it can be echoed back (a number, a
+-- string or a boolean); nil otherwise (the error then goes out with "id": null).
+function wire.raw_id(msg)
+  local t = type(msg) == "table" and type(msg.id)
+  if t == "number" or t == "string" or t == "boolean" then return msg.id end
+  return nil
+end
+
+-- A string of 1 to MAX_NAME bytes without NUL (C strings end at NUL).
+local function name_ok(v)
+  return type(v) == "string" and #v > 0 and #v <= wire.MAX_NAME and not v:find("\0", 1, true)
+end
+
+local function check_env(env)
+  if absent(env) then return nil end
+  if type(env) ~= "table" or (#env > 0) then
+    return nil, "backend.env must be an object of NAME: \"value\" strings"
+  end
+  local n = 0
+  for k, v in pairs(env) do
+    n = n + 1
+    if n > wire.MAX_ENV then
+      return nil, ("backend.env holds more than %d variables"):format(wire.MAX_ENV)
+    end
+    if type(k) ~= "string" or not k:match("^[%a_][%w_]*$") or #k > wire.MAX_NAME then
+      return nil, ("backend.env: %q is not a variable name"):format(tostring(k))
+    end
+    if type(v) ~= "string" or #v > wire.MAX_NAME or v:find("\0", 1, true) then
+      return nil, ("backend.env.%s must be a string of at most %d bytes without NUL"):format(k, wire.MAX_NAME)
+    end
+  end
+  return n > 0 and env or nil
+end
+
+--- request(msg, max_prompt) -> a checked request, or nil, message.
+-- The result: { id, prompt, stream, cli, model, mode, env, timeout_ms, ... }.
+function wire.request(msg, max_prompt)
+  local id = msg.id
+  if math.type(id) ~= "integer" then return nil, "id must be an integer" end
+  if type(msg.prompt) ~= "string" then return nil, "prompt must be a string" end
+  if #msg.prompt > max_prompt then
+    return nil, ("prompt is %d bytes; the server takes at most %d (max_request_bytes)"):format(#msg.prompt, max_prompt)
+  end
+  if not absent(msg.stream) and type(msg.stream) ~= "boolean" then return nil, "stream must be a boolean" end
+  local b = msg.backend
+  if type(b) ~= "table" then return nil, "backend must be an object" end
+  if not name_ok(b.cli) then return nil, "backend.cli must be a non-empty string (the CLI's absolute path)" end
+  if b.cli:sub(1, 1) ~= "/" then return nil, "backend.cli must be an absolute path" end
+  if not absent(b.model) and not name_ok(b.model) then
+    return nil, "backend.model must be a non-empty string"
+  end
+  if not absent(b.mode) and not MODES[b.mode] then
+    return nil, "backend.mode must be auto, daemon or oneshot"
+  end
+  local env, err = check_env(b.env)
+  if err then return nil, err end
+  local req = {
+    id = id, prompt = msg.prompt, stream = msg.stream ~= false,
+    cli = b.cli, model = not absent(b.model) and b.model or nil,
+    mode = not absent(b.mode) and b.mode or "auto", env = env,
+  }
+  for _, k in ipairs(TIMEOUTS) do
+    local v = msg[k]
+    if not absent(v) then
+      if math.type(v) ~= "integer" or v < 0 or v > MAX_MS then
+        return nil, ("%s must be an integer from 0 to %d"):format(k, MAX_MS)
+      end
+      req[k] = v
+    end
+  end
+  return req
+end
+
+return wire

@@ -1,0 +1,319 @@
+-- The server under attack by its own clients and by other local users:
+-- nothing they send, hold or leave unread ends it, starves the others or
+-- grows it without bound. Each test is named after the defect it caught
+-- (issue 7).
+local H = require "helper"
+
+local PEER = H.build .. "/kiro-test-peer"
+local root = H.read_file("/proc/self/status"):match("\nUid:%s+0%s") ~= nil
+
+-- `kiro-rt serve ARGS...` in the foreground, once it answers. Returns its
+-- pid and a function that stops it and checks it exited 0.
+local function serve(env, args)
+  assert(os.execute("mkdir -p " .. H.q(env.XDG_STATE_HOME .. "/kiro-rt")))
+  local argv = { H.kiro_rt, "serve", "--log-file", env.XDG_STATE_HOME .. "/kiro-rt/server.log" }
+  for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
+  local pid, wait_exit = H.spawn_bg(argv, env)
+  assert(H.wait_for(function() return H.status(env) ~= nil end, 5000), "the server did not come up")
+  return pid, function()
+    os.execute("kill -TERM " .. pid)
+    local code, _, err = wait_exit()
+    assert.are.equal(0, code, err)
+  end
+end
+
+-- A kiro-test-peer in the background, once it is ready; returns what it
+-- printed and a function that kills it.
+local function peer(argv, env)
+  local pid, wait_exit, dir = H.spawn_bg(argv, env or {})
+  assert(H.wait_for(function() return (H.read_file(dir .. "/out") or ""):find("ready") end, 20000),
+    "the peer did not get ready: " .. tostring(H.read_file(dir .. "/err")))
+  return H.read_file(dir .. "/out"), function()
+    os.execute("kill -TERM " .. pid)
+    wait_exit()
+  end
+end
+
+local function agent_ok(env, text)
+  local r = H.agent({ "-m", text }, env)
+  assert.are.equal(0, r.code, r.err)
+  assert.are.equal("You said: " .. text .. "\n", r.out)
+end
+
+-- A request line for the raw wire protocol.
+local function request(id, prompt, backend_env, extra)
+  local t = { op = "request", id = id, prompt = prompt, stream = true,
+              backend = { cli = H.sim, env = backend_env } }
+  for k, v in pairs(extra or {}) do t[k] = v end
+  return require("cjson").encode(t) .. "\n"
+end
+
+local function ends(c, id)
+  for _, m in ipairs(c.msgs) do
+    if m.id == id and (m.done or m.error) then return m end
+  end
+end
+
+local function vm_hwm(pid)
+  return tonumber(H.read_file("/proc/" .. pid .. "/status"):match("VmHWM:%s+(%d+) kB")) * 1024
+end
+
+describe("server limits", function()
+  after_each(H.check_leaks)
+
+  it("a duplicate in-flight request id is refused; the first request goes on", function()
+    local kiro = H.setup()
+    local env = H.sim_env()
+    agent_ok(env, "warm")
+    local c = H.raw_conn(kiro, H.socket(env))
+    c:send(request(7, "first", { KIRO_SIM_LATENCY_MS = "300" }))
+    c:send(request(7, "second"))
+    H.wait_kiro(kiro, function()
+      local n = 0
+      for _, m in ipairs(c.msgs) do if m.done or m.error then n = n + 1 end end
+      return n == 2
+    end, "both answers")
+    assert.are.equal("protocol", c.msgs[1].error.code)
+    assert.matches("id 7 is already in flight", c.msgs[1].error.message)
+    local text = {}
+    for _, m in ipairs(c.msgs) do text[#text + 1] = m.chunk end
+    assert.are.equal("You said: first", table.concat(text))
+    assert.is_true(ends(c, 7) ~= nil)
+    c:close()
+    H.wait_kiro(kiro, function() return H.fd_count() <= H.fd_baseline end, "the connection to close")
+  end)
+
+  it("a request line over the cap gets a clear `overloaded` error, not 'server went away'", function()
+    local kiro = H.setup()
+    local env = H.sim_env()
+    local _, stop = serve(env, { "--max-request-bytes", "65536" })
+    local big = ("y"):rep(100000)
+    local r = H.agent({ "-m", big }, env)
+    assert.are.equal(1, r.code)
+    assert.matches("^kiro%-rt: overloaded: the prompt is 100%d+ bytes; the server takes at most 65536 %(max_request_bytes%)", r.err)
+    r = H.agent({}, env, big)
+    assert.are.equal(1, r.code)
+    assert.matches("^kiro%-rt: overloaded: the prompt is 100%d+ bytes; the server takes at most 65536", r.err)
+    -- A client that sends it anyway is told, and only it is disconnected.
+    local c = H.raw_conn(kiro, H.socket(env))
+    c:send(request(1, ("z"):rep(200000)))
+    H.wait_kiro(kiro, function() return c.closed ~= nil end, "the connection to be closed")
+    assert.are.equal("error", c.msgs[1].op)
+    assert.are.equal("overloaded", c.msgs[1].code)
+    assert.matches("max_request_bytes", c.msgs[1].message)
+    agent_ok(env, "still here")
+    c:close()
+    stop()
+  end)
+
+  it("what the server holds for all clients is bounded: past it, `overloaded`; others still served", function()
+    local kiro = H.setup()
+    local env = H.sim_env()
+    local _, stop = serve(env, { "--max-buffered-bytes", "300000" })
+    -- Three unfinished lines of 120 kB: the third takes the server past it.
+    local conns = {}
+    for i = 1, 3 do
+      conns[i] = H.raw_conn(kiro, H.socket(env))
+      conns[i]:send(('{"op":"request","id":1,"prompt":"' .. ("u"):rep(120000)))
+      H.wait_kiro(kiro, function()
+        local s = H.status(env)
+        return (i < 3 and s.buffered_bytes >= i * 120000) or conns[i].closed
+      end, "the server to take line " .. i)
+    end
+    assert.is_nil(conns[1].closed)
+    assert.is_nil(conns[2].closed)
+    assert.are.equal("overloaded", conns[3].msgs[1].code)
+    assert.matches("max_buffered_bytes 300000", conns[3].msgs[1].message)
+    agent_ok(env, "meanwhile")
+    -- The first two finish their lines and are served.
+    for i = 1, 2 do
+      conns[i]:send('","backend":{"cli":"' .. H.sim .. '"},"stream":false}\n')
+    end
+    H.wait_kiro(kiro, function() return ends(conns[1], 1) and ends(conns[2], 1) end, "both replies")
+    for i = 1, 2 do assert.is_true(ends(conns[i], 1).done) end
+    for i = 1, 3 do conns[i]:close() end
+    assert(H.wait_for(function() return H.status(env).buffered_bytes == 0 end, 5000, kiro))
+    stop()
+  end)
+
+  it("a client that never reads its replies is disconnected, its requests cancelled; others are served", function()
+    local env = H.sim_env()
+    local pid, stop = serve(env, { "--max-unread-bytes", "1048576" })
+    local file = H.tmpdir() .. "/requests"
+    local f = assert(io.open(file, "wb"))
+    for i = 1, 40 do f:write(request(i, ("r"):rep(256 * 1024), nil, { stream = false })) end
+    f:close()
+    local out, kill = peer({ PEER, "noread", H.socket(env), file })
+    assert.matches("sent %d+", out)
+    assert(H.wait_for(function()
+      return H.server_log(env):find("is not reading its replies", 1, true) ~= nil
+    end, 10000), "no disconnection in the log")
+    assert(H.wait_for(function() local s = H.status(env); return s and s.in_flight == 0 end, 10000))
+    agent_ok(env, "unaffected")
+    kill()
+    assert.are.equal(pid, H.status(env).pid)
+    stop()
+  end)
+
+  local it_root = root and it or pending
+  it_root("another uid holding 1,100 metrics connections: the owner's status and agent keep working", function()
+    local env = H.sim_env()
+    local _, stop = serve(env, { "--metrics-listen", "127.0.0.1:0" })
+    local port = assert(tonumber(H.status(env).metrics:match(":(%d+)/metrics$")))
+    local out, kill = peer({ "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                             PEER, "hold-tcp", "127.0.0.1", tostring(port), "1100" })
+    assert.matches("connected %d+", out)
+    for i = 1, 3 do agent_ok(env, "owner " .. i) end
+    local s = assert(H.status(env))
+    assert.is_true(s.connections <= 2)
+    kill()
+    stop()
+  end)
+
+  it("metrics connections are bounded in number, time and header size", function()
+    local env = H.sim_env()
+    local _, stop = serve(env, { "--metrics-listen", "localhost:0" })
+    local url = H.status(env).metrics
+    assert.matches("^http://localhost:%d+/metrics$", url)
+    local port = url:match(":(%d+)/")
+    -- A scrape works by name.
+    local r = H.run({ "curl", "-sS", "--max-time", "5", url }, {})
+    assert.are.equal(0, r.code, r.err)
+    assert.matches("kiro_build_info", r.out)
+    -- 8 KiB of headers: 431, not a buffer that grows.
+    r = H.run({ "curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}",
+                "-H", "X-Big: " .. ("b"):rep(9000), url }, {})
+    assert.are.equal("431", r.out)
+    -- Silent connections are closed after the idle timeout; past the
+    -- limit they are closed at once. Either way the peer sees EOF.
+    local held, kill = peer({ PEER, "hold-tcp", "127.0.0.1", port, "40" })
+    assert.matches("connected 40", held)
+    kill()
+    r = H.run({ "curl", "-sS", "--max-time", "5", url }, {})
+    assert.are.equal(0, r.code, r.err)
+    stop()
+  end)
+
+  it("peak memory stays bounded: four 250 MB lines at once and three clients that never read", function()
+    if H.sanitized then
+      pending("ASan holds freed memory in quarantine: measured in the plain build")
+      return
+    end
+    local env = H.sim_env()
+    local pid = serve(env)
+    local base = vm_hwm(pid)
+    local file = H.tmpdir() .. "/requests"
+    local f = assert(io.open(file, "wb"))
+    for i = 1, 200 do f:write(request(i, ("m"):rep(1024 * 1024), nil, { stream = false })) end
+    f:close()
+    local kills = {}
+    local floods = {}
+    for i = 1, 4 do
+      floods[i] = { H.spawn_bg({ PEER, "flood", H.socket(env), tostring(250 * 1000 * 1000) }, {}) }
+    end
+    for i = 1, 3 do
+      local _, kill = peer({ PEER, "noread", H.socket(env), file })
+      kills[#kills + 1] = kill
+    end
+    for i = 1, 4 do
+      local dir = floods[i][3]
+      assert(H.wait_for(function() return (H.read_file(dir .. "/out") or ""):find("ready") end, 60000))
+      assert.matches("sent %d+", H.read_file(dir .. "/out"))
+      os.execute("kill -TERM " .. floods[i][1])
+      floods[i][2]()
+    end
+    agent_ok(env, "served all along")
+    for _, kill in ipairs(kills) do kill() end
+    local peak = vm_hwm(pid)
+    assert.is_true(peak < 512 * 1024 * 1024, ("peak %d MB (from %d MB)"):format(peak >> 20, base >> 20))
+    assert.matches("max_buffered_bytes", H.server_log(env))
+    local r = H.run({ H.kiro_rt, "stop" }, env)
+    assert.are.equal(0, r.code)
+  end)
+end)
+
+describe("descriptor hygiene", function()
+  after_each(H.check_sims_gone)
+
+  it("`kiro-rt agent | cat` returns once the reply is printed: the server it started holds no pipe of ours", function()
+    local env = H.sim_env()
+    local r = H.run({ "timeout", "20", "sh", "-c", H.q(H.kiro_rt) .. " agent -m hi | cat" }, env)
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("You said: hi\n", r.out)
+    local pid = assert(H.status(env)).pid
+    local fds = {}
+    for fd in require("lfs").dir("/proc/" .. pid .. "/fd") do
+      if fd:match("^%d+$") then
+        fds[tonumber(fd)] = require("lfs").symlinkattributes("/proc/" .. pid .. "/fd/" .. fd, "target")
+      end
+    end
+    assert.are.equal("/dev/null", fds[0])
+    assert.are.equal("/dev/null", fds[1])
+    assert.are.equal(env.XDG_STATE_HOME .. "/kiro-rt/server.log", fds[2])
+  end)
+
+  it("backends get their three pipes and nothing kiro-rt inherited, in-process and through the server", function()
+    local env, log = H.sim_env()
+    local cmd = H.q(H.kiro_rt) .. " agent -m one --no-server 7</dev/null 8>/dev/null"
+    assert.are.equal(0, H.run({ "sh", "-c", cmd }, env).code)
+    cmd = H.q(H.kiro_rt) .. " agent -m two 7</dev/null 8>/dev/null"
+    assert.are.equal(0, H.run({ "sh", "-c", cmd }, env).code)
+    local starts = 0
+    for _, e in ipairs(H.sim_events(log)) do
+      if e.event == "start" then
+        starts = starts + 1
+        assert.are.equal("0,1,2", e.fds)
+      end
+    end
+    assert.are.equal(2, starts)
+  end)
+end)
+
+describe("server log", function()
+  after_each(H.check_sims_gone)
+
+  it("an unusable log file: a clear message at once, and the request is served in-process", function()
+    local env = H.sim_env()
+    assert(os.execute("mkdir -p " .. H.q(env.XDG_STATE_HOME .. "/kiro-rt/server.log")))
+    local r = H.agent({ "-m", "hi" }, env)
+    assert.are.equal(0, r.code)
+    assert.are.equal("You said: hi\n", r.out)
+    assert.matches("log is unusable: cannot write .*server%.log: Is a directory%); serving in%-process", r.err)
+    assert.is_nil(r.err:find("did not come up", 1, true))
+  end)
+
+  it("is reopened on SIGHUP (logrotate) and rotated past --log-max-bytes", function()
+    local env = H.sim_env { KIRO_LOG = "debug" }
+    local path = env.XDG_STATE_HOME .. "/kiro-rt/server.log"
+    local pid, stop = serve(env, { "--log-max-bytes", "2000" })
+    agent_ok(env, "before")
+    assert(os.rename(path, path .. ".moved"))
+    os.execute("kill -HUP " .. pid)
+    assert(H.wait_for(function() return (H.read_file(path) or ""):find("SIGHUP: log reopened", 1, true) end, 5000))
+    for i = 1, 20 do agent_ok(env, "rotate " .. i) end
+    assert.is_true(H.exists(path .. ".1"))
+    assert.is_true(#H.read_file(path) < 2000 + 4096)
+    assert.is_true(#H.read_file(path .. ".1") <= 2000 + 4096)
+    stop()
+  end)
+end)
+
+describe("error model at the edges", function()
+  after_each(H.check_sims_gone)
+
+  it("KIRO_USE_DAEMON=maybe: chat returns nil, message, `config`; stream raises it", function()
+    local env = H.sim_env { KIRO_USE_DAEMON = "maybe" }
+    local script = H.tmpdir() .. "/use.lua"
+    H.write_file(script, [[
+      local kiro = require "kiro"
+      local r, msg, code = kiro.chat("x")
+      print(r, code, msg)
+      local ok, e = pcall(function() for _ in kiro.stream("x") do end end)
+      print(ok, e.code)
+    ]])
+    local r = H.run({ H.kiro_rt, "run", script }, env)
+    assert.are.equal(0, r.code, r.err)
+    assert.matches("^nil\tconfig\tKIRO_USE_DAEMON must be one of", r.out)
+    assert.matches("\nfalse\tconfig\n$", r.out)
+  end)
+end)
