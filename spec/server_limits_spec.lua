@@ -155,6 +155,62 @@ describe("server limits", function()
     stop()
   end)
 
+  it("a client that reads a large reply slowly gets all of it: its request waits, it is not cut off", function()
+    local env = H.sim_env()
+    local _, stop = serve(env)
+    local words = {}
+    for i = 1, 400000 do words[i] = "w" .. i end
+    local text = table.concat(words, " ") -- about 3 MB, streamed in 64 chunks
+    local file = H.tmpdir() .. "/prompt"
+    H.write_file(file, text)
+    -- The reader stops for 2 s with megabytes on the way, then reads on.
+    local cmd = ("%s agent <%s | (sleep 2; cat) | wc -c"):format(H.q(H.kiro_rt), H.q(file))
+    local r = H.run({ "sh", "-c", cmd }, env)
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal(#("You said: " .. text .. "\n"), tonumber(r.out))
+    assert.is_nil(H.server_log(env):find("disconnected", 1, true))
+    stop()
+  end)
+
+  it("a client that reads nothing of a large stream is disconnected after --unread-timeout-ms", function()
+    local env = H.sim_env()
+    local _, stop = serve(env, { "--unread-timeout-ms", "300" })
+    local words = {}
+    for i = 1, 1000000 do words[i] = "w" .. i end
+    local file = H.tmpdir() .. "/prompt"
+    H.write_file(file, table.concat(words, " "))
+    local cmd = ("%s agent <%s | (sleep 2; cat >/dev/null)"):format(H.q(H.kiro_rt), H.q(file))
+    local r = H.run({ "sh", "-c", cmd }, env)
+    assert.matches("^kiro%-rt: closed: the kiro%-rt server went away", r.err)
+    assert.matches("read none of its %d+ unread bytes in 300 ms; disconnected, its requests cancelled",
+      H.server_log(env))
+    assert(H.wait_for(function() local s = H.status(env); return s and s.in_flight == 0 end, 5000))
+    agent_ok(env, "next")
+    stop()
+  end)
+
+  it("a large request's memory goes back once it is served", function()
+    if H.sanitized then
+      pending("ASan keeps freed memory in quarantine: measured in the plain build")
+      return
+    end
+    local env = H.sim_env()
+    local pid, stop = serve(env)
+    agent_ok(env, "warm")
+    local base = assert(H.status(env)).rss_bytes
+    local words = {}
+    for i = 1, 3000000 do words[i] = "w" .. i end
+    local file = H.tmpdir() .. "/prompt"
+    H.write_file(file, table.concat(words, " ")) -- about 24 MB
+    local r = H.run({ "sh", "-c", ("%s agent <%s >/dev/null"):format(H.q(H.kiro_rt), H.q(file)) }, env)
+    assert.are.equal(0, r.code, r.err)
+    assert.is_true(vm_hwm(pid) > base + 24 * 1024 * 1024) -- it did hold the request
+    -- Of three times the prompt at the peak, less than a third of one is left.
+    assert(H.wait_for(function() return H.status(env).rss_bytes < base + 8 * 1024 * 1024 end, 5000),
+      ("resident %d kB, %d kB before"):format(H.status(env).rss_bytes >> 10, base >> 10))
+    stop()
+  end)
+
   local it_root = root and it or pending
   it_root("another uid holding 1,100 metrics connections: the owner's status and agent keep working", function()
     local env = H.sim_env()

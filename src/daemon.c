@@ -18,7 +18,20 @@ const char *daemon_state_name(enum daemon_state s)
 }
 
 static void daemon_abort(void *carrier, kreq *r, enum req_abort why);
+static void daemon_pause(void *carrier, kreq *r, int on);
 static void on_timer(uv_timer_t *t);
+
+static const req_carrier_ops daemon_ops = { daemon_abort, daemon_pause };
+
+/* The request that paused the daemon's output leaves it: reading resumes. */
+static void unpause(daemon *d, kreq *r)
+{
+    if (r && d->pauser == r) {
+        d->pauser = NULL;
+        if (d->proc)
+            proc_pause_output(d->proc, 0);
+    }
+}
 
 static daemon_slot *head_slot(daemon *d)
 {
@@ -51,6 +64,19 @@ int daemon_idle(const daemon *d)
     return d->state != D_STOPPING && d->count == d->probes;
 }
 
+#define DAEMON_KEEP_BUFFER (1u << 20)
+
+/* Between replies: the gathered reply is empty, and a buffer a large reply
+ * grew goes back to the system. */
+static void shrink(daemon *d)
+{
+    d->acc.len = 0;
+    if (d->acc.cap > DAEMON_KEEP_BUFFER)
+        kbuf_free(&d->acc);
+    if (jsonl_pending(&d->fr) == 0 && d->fr.partial.cap > DAEMON_KEEP_BUFFER)
+        kbuf_free(&d->fr.partial);
+}
+
 /* Every request still on the wire ends: the daemon is gone or going. */
 static void fail_all(daemon *d, const char *reason)
 {
@@ -60,6 +86,7 @@ static void fail_all(daemon *d, const char *reason)
         d->count--;
         if (!s.r)
             continue;
+        unpause(d, s.r);
         if (s.r->internal)
             d->probes--;
         if (d->started || s.r->chunks)
@@ -69,7 +96,7 @@ static void fail_all(daemon *d, const char *reason)
         req_unref(s.r);
     }
     d->drains = 0;
-    d->acc.len = 0;
+    shrink(d);
 }
 
 /* The reply at the head of the line is complete. */
@@ -80,7 +107,8 @@ static void finish(daemon *d, const char *code, const char *msg)
     d->head = (d->head + 1) % DAEMON_MAX_DEPTH;
     d->count--;
     d->started = 1;
-    d->acc.len = 0;
+    shrink(d);
+    unpause(d, s.r);
     if (!s.r)
         d->drains--;
     else if (s.r->internal)
@@ -129,6 +157,7 @@ static void protocol_fault(daemon *d, const char *msg)
     if (s && s->r) {
         kreq *r = s->r;
         s->r = NULL;
+        unpause(d, r);
         d->drains++;
         d->probes -= r->internal;
         req_end(r, KERR_PROTOCOL, "%s", msg);
@@ -325,7 +354,7 @@ void daemon_assign(daemon *d, kreq *r)
     update_state(d);
     d->t_sent = uv_now(d->rt->loop);
     req_ref(r);
-    req_set_carrier(r, d, daemon_abort);
+    req_set_carrier(r, d, &daemon_ops);
     proc_write_owned(d->proc, out.data, out.len);
     klog(LOG_DEBUG, "kiro.provider", "Query sent to daemon (pid %d, %zu bytes, %d in flight)", d->pid,
          out.len, d->count);
@@ -366,6 +395,7 @@ static void daemon_abort(void *carrier, kreq *r, enum req_abort why)
     if (!s)
         return;
     s->r = NULL;
+    unpause(d, r);
     d->drains++;
     if (r->internal)
         d->probes--;
@@ -382,6 +412,19 @@ static void daemon_abort(void *carrier, kreq *r, enum req_abort why)
     case ABORT_SHUTDOWN:
         daemon_stop(d, NULL);
         break;
+    }
+}
+
+/* Flow control: the daemon's output waits while a request's reader is
+ * behind. Replies come in order, so the whole pipe waits. */
+static void daemon_pause(void *carrier, kreq *r, int on)
+{
+    daemon *d = carrier;
+    if (!on) {
+        unpause(d, r);
+    } else if (d->proc && !d->pauser) {
+        d->pauser = r;
+        proc_pause_output(d->proc, 1);
     }
 }
 

@@ -42,6 +42,7 @@ typedef struct daemon {
     unsigned reading : 1; /* inside on_stdout: lines of one read are being looked at */
     unsigned idle_pending : 1; /* a reply ended while reading: tell the pool afterwards */
     kbuf acc;             /* the head's reply, when not streamed, until it ends */
+    kreq *pauser;         /* the request whose reader asked the output to wait */
     uint64_t served, t_spawn, t_sent, t_idle;
     uv_timer_t timer;     /* idle shrink, or the drain bound */
     struct daemon *next, *prev;

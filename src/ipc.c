@@ -47,11 +47,12 @@ struct ipc_conn {
     ipc_listener *l; /* NULL on the client side */
     jsonl_framer fr;
     size_t counted; /* this connection's share of l->buffered */
+    size_t drain_below; /* with want_drain: call `drained` at this mark */
     uint64_t t_accept, t_read;
     ipc_conn_cbs cbs;
     void *ud;
     uid_t uid;
-    unsigned attached : 1, closing : 1, dead : 1, has_timer : 1;
+    unsigned attached : 1, closing : 1, dead : 1, has_timer : 1, want_drain : 1;
 };
 
 struct ipc_write {
@@ -115,9 +116,26 @@ static void conn_end(ipc_conn *c, const char *why)
 static void on_written(uv_write_t *req, int status)
 {
     struct ipc_write *w = (struct ipc_write *)req;
+    ipc_conn *c = req->handle->data;
     (void)status; /* a broken connection shows up as a read error */
     free(w->owned);
     free(w);
+    if (c->want_drain && !c->dead && ipc_unread(c) <= c->drain_below) {
+        c->want_drain = 0;
+        if (c->cbs.drained)
+            c->cbs.drained(c->ud);
+    }
+}
+
+size_t ipc_unread(const ipc_conn *c)
+{
+    return uv_stream_get_write_queue_size((const uv_stream_t *)&c->pipe);
+}
+
+void ipc_notify_drain(ipc_conn *c, size_t below)
+{
+    c->drain_below = below;
+    c->want_drain = 1;
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)

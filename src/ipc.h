@@ -23,6 +23,8 @@ typedef struct ipc_conn_cbs {
     void (*line)(void *ud, const char *line, size_t n);
     /* The last callback: the peer closed, an error, a limit, or ipc_close(). */
     void (*closed)(void *ud, const char *why);
+    /* What the peer had not read fell to the mark of ipc_notify_drain. */
+    void (*drained)(void *ud);
 } ipc_conn_cbs;
 
 /* Bounds for the connections of one listener (0: no bound). */
@@ -67,6 +69,10 @@ void ipc_attach(ipc_conn *c, const ipc_conn_cbs *cbs, void *ud);
 int ipc_send(ipc_conn *c, const char *data, size_t n);
 /* The same, taking ownership of data (malloc'd): no copy. */
 int ipc_send_owned(ipc_conn *c, char *data, size_t n);
+/* Bytes queued to the peer that it has not read yet. */
+size_t ipc_unread(const ipc_conn *c);
+/* Calls `drained` once the peer's unread bytes fall to `below` or fewer. */
+void ipc_notify_drain(ipc_conn *c, size_t below);
 /* No more callbacks after this; pending writes are flushed first (for two
  * seconds at most). */
 void ipc_close(ipc_conn *c);

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,12 +30,14 @@ typedef struct lconn {
     ipc_conn *c;
     lrt *x;
     int ctx;
+    int json; /* lines are decoded here: Lua gets values, not text */
 } lconn;
 
 typedef struct llistener {
     ipc_listener *l;
     lrt *x;
     int ctx;
+    int json; /* for its connections */
 } llistener;
 
 static void dispatch(lrt *x, int ctx, const char *ev)
@@ -62,14 +65,22 @@ static void conn_connected(void *ud, int status)
     call_cb(k->x, 4);
 }
 
+/* A line: its text, or on a JSON connection its value and nil, or nil and
+ * why it is not JSON (decoded straight from the read buffer: a large
+ * request is never also a Lua string of its text). */
 static void conn_line(void *ud, const char *line, size_t n)
 {
     lconn *k = ud;
     if (k->ctx == LUA_NOREF || !k->x->L)
         return;
     dispatch(k->x, k->ctx, "line");
-    lua_pushlstring(k->x->L, line, n);
-    call_cb(k->x, 3);
+    if (k->json) {
+        ljson_push_decoded(k->x->L, line, n);
+        call_cb(k->x, 4);
+    } else {
+        lua_pushlstring(k->x->L, line, n);
+        call_cb(k->x, 3);
+    }
 }
 
 static void conn_closed(void *ud, const char *why)
@@ -83,14 +94,24 @@ static void conn_closed(void *ud, const char *why)
     call_cb(k->x, 3);
 }
 
-static const ipc_conn_cbs conn_cbs = { conn_connected, conn_line, conn_closed };
+static void conn_drained(void *ud)
+{
+    lconn *k = ud;
+    if (k->ctx == LUA_NOREF || !k->x->L)
+        return;
+    dispatch(k->x, k->ctx, "drain");
+    call_cb(k->x, 2);
+}
 
-static lconn *push_conn(lua_State *L, lrt *x, ipc_conn *c)
+static const ipc_conn_cbs conn_cbs = { conn_connected, conn_line, conn_closed, conn_drained };
+
+static lconn *push_conn(lua_State *L, lrt *x, ipc_conn *c, int json)
 {
     lconn *k = lua_newuserdatauv(L, sizeof *k, 0);
     k->c = c;
     k->x = x;
     k->ctx = LUA_NOREF;
+    k->json = json;
     luaL_setmetatable(L, CONN_MT);
     return k;
 }
@@ -104,13 +125,15 @@ static void attach(lua_State *L, lconn *k, int idx)
     ipc_attach(k->c, &conn_cbs, k);
 }
 
-/* core.connect(path, ctx) -> conn; events: connect(err, msg), line, close */
+/* core.connect(path, ctx [, json]) -> conn; events: connect(err, msg),
+ * line (text; with json, value and error), close */
 static int l_connect(lua_State *L)
 {
     lrt *x = get_lrt(L);
     const char *path = luaL_checkstring(L, 1);
     luaL_checkany(L, 2);
-    lconn *k = push_conn(L, x, ipc_connect(x->rt->loop, path, 0));
+    int json = lua_toboolean(L, 3);
+    lconn *k = push_conn(L, x, ipc_connect(x->rt->loop, path, 0), json);
     attach(L, k, 2);
     return 1;
 }
@@ -144,6 +167,43 @@ static int conn_send(lua_State *L)
         return 1;
     }
     if (ipc_send(k->c, s, n) != 0)
+        return unread_refused(L);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* conn:unread() -> bytes queued to the peer that it has not read */
+static int conn_unread(lua_State *L)
+{
+    lconn *k = luaL_checkudata(L, 1, CONN_MT);
+    lua_pushinteger(L, k->c ? (lua_Integer)ipc_unread(k->c) : 0);
+    return 1;
+}
+
+/* conn:notify_drain(bytes): a "drain" event once the peer's unread bytes
+ * fall to `bytes` or fewer. */
+static int conn_notify_drain(lua_State *L)
+{
+    lconn *k = luaL_checkudata(L, 1, CONN_MT);
+    lua_Integer below = luaL_checkinteger(L, 2);
+    if (k->c)
+        ipc_notify_drain(k->c, below < 0 ? 0 : (size_t)below);
+    return 0;
+}
+
+/* conn:send_json(value): as send, for value as one line of JSON, encoded
+ * straight into the buffer that is written. */
+static int conn_send_json(lua_State *L)
+{
+    lconn *k = luaL_checkudata(L, 1, CONN_MT);
+    luaL_checkany(L, 2);
+    if (!k->c) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    size_t n;
+    char *line = ljson_encode_line(L, 2, &n);
+    if (ipc_send_owned(k->c, line, n) != 0)
         return unread_refused(L);
     lua_pushboolean(L, 1);
     return 1;
@@ -269,7 +329,7 @@ static void on_accept(void *ud, ipc_conn *c)
         return;
     }
     dispatch(x, ls->ctx, "accept");
-    push_conn(x->L, x, c);
+    push_conn(x->L, x, c, ls->json);
     call_cb(x, 3);
 }
 
@@ -284,12 +344,13 @@ static llistener *new_listener(lua_State *L, lrt *x)
 }
 
 /* Reads the optional limits table at idx: { max_line=, max_buffered=,
- * max_unread=, max_conns=, idle_ms=, lifetime_ms= } (0 or absent: none). */
-static void get_limits(lua_State *L, int idx, ipc_limits *lim)
+ * max_unread=, max_conns=, idle_ms=, lifetime_ms= } (0 or absent: none),
+ * and its `json` flag (connections hand over decoded lines). */
+static int get_limits(lua_State *L, int idx, ipc_limits *lim)
 {
     memset(lim, 0, sizeof *lim);
     if (lua_isnoneornil(L, idx))
-        return;
+        return 0;
     luaL_checktype(L, idx, LUA_TTABLE);
     static const char *const names[] = { "max_line", "max_buffered", "max_unread", "max_conns",
                                          "idle_ms", "lifetime_ms" };
@@ -306,6 +367,10 @@ static void get_limits(lua_State *L, int idx, ipc_limits *lim)
     lim->max_conns = v[3] > INT_MAX ? INT_MAX : (int)v[3];
     lim->idle_ms = (uint64_t)v[4];
     lim->lifetime_ms = (uint64_t)v[5];
+    lua_getfield(L, idx, "json");
+    int json = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return json;
 }
 
 static int listen_failed(lua_State *L, const char *err)
@@ -323,8 +388,9 @@ static int l_listen(lua_State *L)
     const char *path = luaL_checkstring(L, 1);
     luaL_checkany(L, 2);
     ipc_limits lim;
-    get_limits(L, 3, &lim);
+    int json = get_limits(L, 3, &lim);
     llistener *ls = new_listener(L, x);
+    ls->json = json;
     char err[512];
     if (ipc_listen(x->rt->loop, path, &lim, on_accept, ls, &ls->l, err, sizeof err) != 0)
         return listen_failed(L, err);
@@ -342,8 +408,9 @@ static int l_listen_tcp(lua_State *L)
     luaL_checkany(L, 3);
     luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port out of range");
     ipc_limits lim;
-    get_limits(L, 4, &lim);
+    int json = get_limits(L, 4, &lim);
     llistener *ls = new_listener(L, x);
+    ls->json = json;
     char err[512];
     if (ipc_listen_tcp(x->rt->loop, host, (int)port, &lim, on_accept, ls, &ls->l, err, sizeof err) != 0)
         return listen_failed(L, err);
@@ -635,6 +702,19 @@ static int l_getuid(lua_State *L)
     return 1;
 }
 
+/* core.trim_memory(): a full garbage collection, then freed heap memory
+ * handed back to the system (after a large request, whose buffers the
+ * collector and the allocator would otherwise keep for a while). */
+static int l_trim_memory(lua_State *L)
+{
+    lua_gc(L, LUA_GCCOLLECT);
+    lua_gc(L, LUA_GCCOLLECT); /* what finalisers of the first let go */
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+    return 0;
+}
+
 static int l_getpid(lua_State *L)
 {
     lua_pushinteger(L, getpid());
@@ -658,6 +738,7 @@ static const luaL_Reg ipc_fns[] = {
     { "environ", l_environ },
     { "getuid", l_getuid },
     { "getpid", l_getpid },
+    { "trim_memory", l_trim_memory },
     { NULL, NULL },
 };
 
@@ -666,6 +747,9 @@ void lipc_register(lua_State *L)
     static const luaL_Reg conn_m[] = {
         { "attach", conn_attach },
         { "send", conn_send },
+        { "send_json", conn_send_json },
+        { "unread", conn_unread },
+        { "notify_drain", conn_notify_drain },
         { "send_stdin_prompt", conn_send_stdin_prompt },
         { "close", conn_close },
         { NULL, NULL },

@@ -147,21 +147,44 @@ static void push_json(lua_State *L, json_t *j, int depth)
     }
 }
 
-/* core.json_decode(text) -> value, or nil, message */
-static int l_json_decode(lua_State *L)
+void ljson_push_decoded(lua_State *L, const char *s, size_t n)
 {
-    size_t n;
-    const char *s = luaL_checklstring(L, 1, &n);
     json_error_t err;
     json_t *j = json_loadb(s, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
     if (!j) {
         lua_pushnil(L);
         lua_pushfstring(L, "json: %s (at %d)", err.text, err.position);
-        return 2;
+        return;
     }
     push_json(L, j, 0);
     json_decref(j);
-    return 1;
+    lua_pushnil(L);
+}
+
+/* core.json_decode(text) -> value, or nil, message */
+static int l_json_decode(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    ljson_push_decoded(L, s, n);
+    return lua_isnil(L, -2) ? 2 : 1;
+}
+
+char *ljson_encode_line(lua_State *L, int idx, size_t *len)
+{
+    json_t *j = to_json(L, idx, 0);
+    size_t n = json_dumpb(j, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *buf = n ? kmalloc(n + 1) : NULL;
+    if (buf && json_dumpb(j, buf, n, JSON_COMPACT | JSON_ENCODE_ANY) != n) {
+        free(buf);
+        buf = NULL;
+    }
+    json_decref(j);
+    if (!buf)
+        luaL_error(L, "json: cannot encode");
+    buf[n] = '\n';
+    *len = n + 1;
+    return buf;
 }
 
 void ljson_register(lua_State *L)

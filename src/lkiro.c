@@ -28,7 +28,8 @@
 typedef struct lreq {
     lrt *lrt;
     kreq *r;
-    int ctx; /* the caller's value handed to the dispatcher */
+    int ctx;    /* the caller's value handed to the dispatcher */
+    int prompt; /* the prompt the request borrows, anchored until it ends */
 } lreq;
 
 typedef struct ltimer_state {
@@ -220,6 +221,10 @@ static void sink_end(void *ud, const char *code, const char *msg)
     lrt *x = q->lrt;
     kreq *r = q->r;
     q->r = NULL;
+    if (x->L) {
+        luaL_unref(x->L, LUA_REGISTRYINDEX, q->prompt);
+        q->prompt = LUA_NOREF;
+    }
     if (q->ctx != LUA_NOREF && x->L) {
         lua_State *L = x->L;
         push_dispatch(x, q, "end");
@@ -262,10 +267,12 @@ static int l_request(lua_State *L)
         return luaL_error(L, "request: no event dispatcher (core.on_event)");
     lua_settop(L, 8);
 
-    lreq *q = lua_newuserdatauv(L, sizeof *q, 1);
-    lua_pushvalue(L, 3); /* the request borrows the prompt: the handle keeps it */
-    lua_setiuservalue(L, -2, 1);
+    lreq *q = lua_newuserdatauv(L, sizeof *q, 0);
     q->lrt = x;
+    /* The request borrows the prompt: anchored until it ends, and not a
+     * moment longer (a user value would live until the handle's finaliser). */
+    lua_pushvalue(L, 3);
+    q->prompt = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushvalue(L, 8);
     q->ctx = luaL_ref(L, LUA_REGISTRYINDEX);
     q->r = NULL;
@@ -307,12 +314,24 @@ static int req_cancel_m(lua_State *L)
     return 0;
 }
 
+/* request:pause(on): flow control; the carrier stops reading its output
+ * while on (the reader is behind), and starts again when off. */
+static int req_pause_m(lua_State *L)
+{
+    lreq *q = luaL_checkudata(L, 1, REQ_MT);
+    if (q->r)
+        req_pause(q->r, lua_toboolean(L, 2));
+    return 0;
+}
+
 static int req_gc(lua_State *L)
 {
     lreq *q = luaL_checkudata(L, 1, REQ_MT);
     luaL_unref(L, LUA_REGISTRYINDEX, q->ctx);
     q->ctx = LUA_NOREF;
     if (q->r && q->lrt->rt) {
+        luaL_unref(L, LUA_REGISTRYINDEX, q->prompt);
+        q->prompt = LUA_NOREF;
         q->lrt->rt->stats.cancelled++;
         req_cancel(q->r, ABORT_CANCEL, KERR_CANCELLED, "request handle collected");
     }
@@ -815,7 +834,7 @@ void lkiro_class(lua_State *L, const char *name, lua_CFunction gc, lua_CFunction
 
 int luaopen_kiro_core(lua_State *L)
 {
-    static const luaL_Reg req_m[] = { { "cancel", req_cancel_m }, { NULL, NULL } };
+    static const luaL_Reg req_m[] = { { "cancel", req_cancel_m }, { "pause", req_pause_m }, { NULL, NULL } };
     static const luaL_Reg timer_m[] = { { "stop", timer_stop }, { NULL, NULL } };
 
     /* A reader that went away must show up as EPIPE, not kill the host. */

@@ -32,5 +32,10 @@ void lkiro_class(lua_State *L, const char *name, lua_CFunction gc, lua_CFunction
 void lipc_register(lua_State *L);
 /* Adds json_encode, json_decode and null to the table on top. */
 void ljson_register(lua_State *L);
+/* Pushes the value JSON text s decodes to and nil, or nil and a message. */
+void ljson_push_decoded(lua_State *L, const char *s, size_t n);
+/* The value at idx as one line of JSON (with its "\n"), malloc'd: no Lua
+ * string in between. Raises for what JSON cannot carry. */
+char *ljson_encode_line(lua_State *L, int idx, size_t *len);
 
 #endif

@@ -44,6 +44,15 @@ static void os_abort(void *carrier, kreq *r, enum req_abort why)
     os_free(o);
 }
 
+static void os_pause(void *carrier, kreq *r, int on)
+{
+    oneshot *o = carrier;
+    (void)r;
+    proc_pause_output(o->proc, on);
+}
+
+static const req_carrier_ops os_ops = { os_abort, os_pause };
+
 static void os_stdout(void *ud, const char *data, size_t n)
 {
     oneshot *o = ud;
@@ -137,7 +146,7 @@ void oneshot_start(krt *rt, const bspec *b, kreq *r)
     if (o->next)
         o->next->prev = o;
     rt->oneshots = o;
-    req_set_carrier(r, o, os_abort);
+    req_set_carrier(r, o, &os_ops);
     char *copy = kmalloc(r->prompt_len ? r->prompt_len : 1);
     memcpy(copy, r->prompt, r->prompt_len);
     proc_write_owned(o->proc, copy, r->prompt_len);

@@ -246,7 +246,8 @@ void pool_submit(pool *p, kreq *r)
     }
     req_ref(r);
     enqueue(p, r);
-    req_set_carrier(r, p, queue_abort);
+    static const req_carrier_ops queue_ops = { queue_abort, NULL };
+    req_set_carrier(r, p, &queue_ops);
     r->t_activity = 0; /* a queued request cannot stall */
 }
 

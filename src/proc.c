@@ -28,6 +28,7 @@ struct proc {
     uv_shutdown_t shut;
     int open_handles;
     unsigned exited : 1, out_eof : 1, err_eof : 1, ended : 1, in_closing : 1, detached : 1;
+    unsigned out_paused : 1;
     int stage;
     uint64_t grace_ms;
     int64_t status;
@@ -146,9 +147,24 @@ static void on_timer(uv_timer_t *t)
     }
 }
 
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+
+void proc_pause_output(proc *p, int pause)
+{
+    if (p->out_eof || p->ended || p->out_paused == (unsigned)!!pause)
+        return;
+    p->out_paused = (unsigned)!!pause;
+    if (pause)
+        uv_read_stop((uv_stream_t *)&p->out);
+    else
+        uv_read_start((uv_stream_t *)&p->out, on_alloc, on_read);
+}
+
 static void on_proc_exit(uv_process_t *h, int64_t status, int sig)
 {
     proc *p = h->data;
+    proc_pause_output(p, 0); /* what it wrote before it went is still read */
     p->exited = 1;
     p->status = status;
     p->signal = sig;

@@ -31,6 +31,9 @@ typedef struct proc_opts {
 int proc_spawn(uv_loop_t *loop, const proc_opts *o, const proc_cbs *cbs, void *ud, proc **out);
 /* Queues `data` (malloc'd; ownership passes to the supervisor). */
 void proc_write_owned(proc *p, char *data, size_t n);
+/* Stops reading stdout (the child blocks once the pipe is full), or starts
+ * again. stderr is always drained. */
+void proc_pause_output(proc *p, int pause);
 /* Closes stdin once queued writes are done. */
 void proc_close_stdin(proc *p);
 /* Orderly stop: stdin closed now, SIGTERM after grace_ms, SIGKILL after another grace_ms.

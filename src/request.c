@@ -42,7 +42,7 @@ static uint64_t next_deadline(const kreq *r, const char **why, uint64_t *limit)
         CONSIDER(r->t_start + r->timeout_ms, "timeout_ms", r->timeout_ms);
     if (r->first_chunk_ms && !r->progressed)
         CONSIDER(r->t_start + r->first_chunk_ms, "first_chunk_timeout_ms", r->first_chunk_ms);
-    if (r->stall_ms && r->abort && r->t_activity)
+    if (r->stall_ms && r->ops && r->t_activity && !r->paused)
         CONSIDER(r->t_activity + r->stall_ms, "stall_timeout_ms", r->stall_ms);
 #undef CONSIDER
     return best;
@@ -88,11 +88,13 @@ void req_start(kreq *r)
     rearm(r);
 }
 
-void req_set_carrier(kreq *r, void *carrier, void (*abort)(void *, kreq *, enum req_abort))
+void req_set_carrier(kreq *r, void *carrier, const req_carrier_ops *ops)
 {
     r->carrier = carrier;
-    r->abort = abort;
+    r->ops = ops;
     r->t_activity = uv_now(r->rt->loop);
+    if (r->paused && ops->pause)
+        ops->pause(carrier, r, 1);
     if (r->stall_ms)
         rearm(r);
 }
@@ -100,7 +102,21 @@ void req_set_carrier(kreq *r, void *carrier, void (*abort)(void *, kreq *, enum 
 void req_clear_carrier(kreq *r)
 {
     r->carrier = NULL;
-    r->abort = NULL;
+    r->ops = NULL;
+}
+
+void req_pause(kreq *r, int on)
+{
+    on = !!on;
+    if (r->ended || r->paused == (unsigned)on)
+        return;
+    r->paused = (unsigned)on;
+    if (!on) {
+        r->t_activity = uv_now(r->rt->loop); /* the stall clock starts again */
+        rearm(r);
+    }
+    if (r->ops && r->ops->pause)
+        r->ops->pause(r->carrier, r, on);
 }
 
 void req_activity(kreq *r)
@@ -168,10 +184,10 @@ void req_cancel(kreq *r, enum req_abort why, const char *code, const char *msg)
     if (r->ended)
         return;
     void *carrier = r->carrier;
-    void (*abort)(void *, kreq *, enum req_abort) = r->abort;
+    const req_carrier_ops *ops = r->ops;
     req_clear_carrier(r);
-    if (abort)
-        abort(carrier, r, why);
+    if (ops)
+        ops->abort(carrier, r, why);
     end_now(r, code, msg);
 }
 

@@ -24,6 +24,14 @@ struct krt;
 /* Why a carrier loses its request. */
 enum req_abort { ABORT_TIMEOUT, ABORT_CANCEL, ABORT_SHUTDOWN };
 
+/* What a carrier does for the request it holds: let go of it (required),
+ * and stop or start reading its output (optional: flow control, when the
+ * request's reader cannot keep up). */
+typedef struct req_carrier_ops {
+    void (*abort)(void *carrier, kreq *r, enum req_abort why);
+    void (*pause)(void *carrier, kreq *r, int on);
+} req_carrier_ops;
+
 typedef struct req_sink {
     void (*chunk)(void *ud, const char *data, size_t n);
     /* code NULL: success. The request may be freed once this returns. */
@@ -43,7 +51,7 @@ struct kreq {
 
     /* The carrier that holds the request, told when it must let go. */
     void *carrier;
-    void (*abort)(void *carrier, kreq *r, enum req_abort why);
+    const req_carrier_ops *ops;
     kreq *qnext, *qprev;       /* pool queue links */
     kreq *all_next, *all_prev; /* the runtime's list of live requests */
 
@@ -51,6 +59,7 @@ struct kreq {
     int refs;
     unsigned ended : 1, internal : 1; /* internal: a probe, not counted */
     unsigned progressed : 1;          /* the backend sent reply content */
+    unsigned paused : 1;              /* its reader asked the carrier to wait */
 };
 
 /* The prompt is borrowed, not copied: the creator keeps it valid until the
@@ -58,7 +67,7 @@ struct kreq {
 kreq *req_new(struct krt *rt, const char *prompt, size_t len, int stream, const req_sink *sink);
 /* Starts the deadline clock; call once the request is configured. */
 void req_start(kreq *r);
-void req_set_carrier(kreq *r, void *carrier, void (*abort)(void *, kreq *, enum req_abort));
+void req_set_carrier(kreq *r, void *carrier, const req_carrier_ops *ops);
 void req_clear_carrier(kreq *r);
 /* From the carrier: output and the end. */
 void req_chunk(kreq *r, const char *data, size_t n);
@@ -69,6 +78,9 @@ void req_activity(kreq *r);
 void req_end(kreq *r, const char *code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* From the owner: stop waiting for this request. */
 void req_cancel(kreq *r, enum req_abort why, const char *code, const char *msg);
+/* From the owner: hold the output back (on) or let it flow again. While
+ * paused the stall deadline does not run: the silence is the reader's. */
+void req_pause(kreq *r, int on);
 void req_ref(kreq *r);
 void req_unref(kreq *r);
 

@@ -60,7 +60,7 @@ local SERVE_USAGE = [[
 Usage: kiro-rt serve [--idle-ms N] [--stop-grace-ms N] [--pool-min N] [--pool-max N]
                      [--cache] [--metrics-listen [HOST:]PORT] [--log-file PATH]
                      [--log-max-bytes N] [--max-request-bytes N] [--max-buffered-bytes N]
-                     [--max-unread-bytes N]
+                     [--max-unread-bytes N] [--unread-timeout-ms N]
 
 Runs the kiro-rt server in the foreground (for systemd and debugging).
 `kiro-rt agent` starts one in the background when none runs. It listens on
@@ -89,6 +89,9 @@ Limits (a client past one gets an `overloaded` error naming it):
                           unfinished request lines included (192 MiB)
   --max-unread-bytes N    replies a client may leave unread before it is
                           disconnected and its requests cancelled (32 MiB)
+  --unread-timeout-ms N   a client more than 4 MiB behind has its requests
+                          wait (their backends paused) while it reads; one
+                          that reads nothing for N ms is disconnected (10000)
   The server takes at most 512 connections; a metrics connection must send
   its request within 5 s (8 KiB of headers), and at most 16 are served at once.
   -h, --help         this text
@@ -325,6 +328,7 @@ local SERVE_FLAGS = {
   ["--max-request-bytes"] = { "max_request_bytes", ranged(1024, 1 << 40) },
   ["--max-buffered-bytes"] = { "max_buffered_bytes", ranged(1024, 1 << 40) },
   ["--max-unread-bytes"] = { "max_unread_bytes", ranged(1024, 1 << 40) },
+  ["--unread-timeout-ms"] = { "unread_timeout_ms", ranged(1, MAX_MS) },
   ["--log-file"] = { "log_file", function(flag, v)
     if not v or v == "" then return nil, flag .. " needs a path" end
     return v

@@ -38,7 +38,7 @@ function Conn:on_event(ev, a, b)
     self.connect_err, self.connect_msg = a, b
     self.connected:set()
   elseif ev == "line" then
-    local msg = core.json_decode(a)
+    local msg = a -- decoded by the connection
     if type(msg) ~= "table" then return end
     if msg.id ~= nil and msg.id ~= core.null then
       local req = self.reqs[msg.id]
@@ -70,7 +70,7 @@ function Conn:fail_all(err)
 end
 
 function Conn:send(t)
-  return self.sock:send(core.json_encode(t) .. "\n")
+  return self.sock:send_json(t)
 end
 
 -- The next non-request message (hello, status, stopping), or nil, why.
@@ -99,7 +99,7 @@ end
 function client.connect(path)
   local c = setmetatable({ reqs = {}, replies = {}, reply_ev = kiro.event(),
                            connected = kiro.event(), next_id = 1 }, Conn)
-  c.sock = core.connect(path, c)
+  c.sock = core.connect(path, c, true)
   c.connected:wait()
   if c.connect_err or c.closed then
     c:close()
@@ -288,7 +288,7 @@ function Conn:request(prompt, opts)
   local id = self:new_id()
   local fields = request_fields(id, opts)
   fields.prompt = prompt
-  self.sock:send(core.json_encode(fields) .. "\n")
+  self.sock:send_json(fields)
   return self:iterate(id, opts)
 end
 

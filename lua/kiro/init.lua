@@ -261,6 +261,7 @@ local function step_task(co)
       coroutine.close(co)
       error(msg, 0)
     end
+    coroutine.close(co) -- its stack goes now, with whatever it still pointed at
   elseif res ~= WAIT then
     schedule(co) -- a plain coroutine.yield(): let others run, then go on
   end
@@ -543,17 +544,31 @@ function Call:next()
     if self.ended then
       if not self.code then
         observe_end(self, self.mode)
+        self:release()
         return nil
       end
       if not self:recover() then
         self.failed = self.failed or new_error(self.code, self.msg)
         observe_end(self, self.mode, self.failed)
+        self:release()
         return nil, self.failed
       end
     else
       block(self)
     end
   end
+end
+
+-- The call is over for good: what it held for a retry (the prompt, the
+-- request, which borrows it) goes, whoever still holds the call.
+function Call:release()
+  self.prompt, self.req = nil, nil
+end
+
+--- Flow control: while paused, the backend's output waits (its pipe fills
+-- and it blocks); for a reader that cannot keep up.
+function Call:pause(on)
+  if self.req and not self.ended then self.req:pause(on) end
 end
 
 function Call:cancel()

@@ -35,6 +35,12 @@ server.ensure_logdir = paths.ensure_logdir
 -- without limit (the largest request is kiro's max_request_bytes).
 server.MAX_BUFFERED_BYTES = 192 * 1024 * 1024 -- requests held, and unfinished lines, of all clients
 server.MAX_UNREAD_BYTES = 32 * 1024 * 1024    -- replies one client has not read yet
+-- Flow control: past UNREAD_HIGH unread bytes a client's request waits (its
+-- backend too) until the client is down to UNREAD_LOW; a client that reads
+-- nothing for UNREAD_TIMEOUT_MS meanwhile is disconnected.
+server.UNREAD_HIGH = 4 * 1024 * 1024
+server.UNREAD_LOW = 1024 * 1024
+server.UNREAD_TIMEOUT_MS = 10000
 server.MAX_CLIENTS = 512                      -- connections at once
 server.LOG_MAX_BYTES = 10 * 1024 * 1024       -- server.log is rotated to server.log.1 past this
 -- The metrics endpoint is on TCP, where any local user can reach it.
@@ -43,8 +49,6 @@ server.METRICS_LIMITS = { max_line = 16384, max_conns = 16, idle_ms = 5000, life
 server.METRICS_MAX_HEADER_BYTES = 8192
 
 local function log(level, msg) kiro.log(level, "kiro.server", msg) end
-
-local function encode(t) return core.json_encode(t) .. "\n" end
 
 ---------------------------------------------------------------------------
 
@@ -60,7 +64,8 @@ end
 
 function Server:on_event(ev, conn)
   if ev == "accept" then
-    local c = setmetatable({ server = self, sock = conn, calls = {}, id = self.next_conn }, Conn)
+    local c = setmetatable({ server = self, sock = conn, calls = {}, id = self.next_conn,
+                             drain_ev = kiro.event() }, Conn)
     self.next_conn = self.next_conn + 1
     self.conns[c] = true
     conn:attach(c)
@@ -73,7 +78,7 @@ end
 -- cancelled: it cannot make the server hold its replies for it.
 function Conn:send(t)
   if self.closed then return false end
-  local ok, err = self.sock:send(encode(t))
+  local ok, err = self.sock:send_json(t)
   if ok == nil then
     self:gone(("client %d is not reading its replies (%s); disconnected, its requests cancelled")
       :format(self.id, err), "warn")
@@ -88,6 +93,7 @@ end
 function Conn:gone(why, level)
   if self.closed then return end
   self.closed = true
+  self.drain_ev:set()
   self.server.conns[self] = nil
   log(level or "debug", why)
   for _, call in pairs(self.calls) do
@@ -98,21 +104,47 @@ end
 function Conn:on_event(ev, a)
   if ev == "line" then
     -- Nothing a client sends may end the server: whatever goes wrong in
-    -- handling one line is that line's error.
+    -- handling one line is that line's error. (The line arrives decoded:
+    -- a large request is never also a Lua string of its JSON text.)
     local ok, err = xpcall(self.handle, debug.traceback, self, a)
     if not ok then
       log("error", "internal error handling a client's line: " .. tostring(err))
       self:send { op = "error", code = "protocol", message = "internal error in the kiro-rt server (see its log)" }
     end
+  elseif ev == "drain" then
+    self.drain_ev:set()
   elseif ev == "close" then
     local limit = a and (a:find("max_", 1, true) or a:find("too many", 1, true))
     self:gone(("client %d: %s"):format(self.id, tostring(a)), limit and "warn" or "debug")
   end
 end
 
-function Conn:handle(line)
+-- The client is behind: the request waits, its backend paused, until the
+-- client has read down to UNREAD_LOW. False when the client went away, or
+-- read nothing for UNREAD_TIMEOUT_MS (it is then disconnected).
+function Conn:catch_up(call)
   local srv = self.server
-  local msg = core.json_decode(line)
+  call:pause(true)
+  while not self.closed and self.sock:unread() > server.UNREAD_LOW do
+    local before = self.sock:unread()
+    local ev = self.drain_ev
+    self.sock:notify_drain(server.UNREAD_LOW)
+    local timer = core.timer(srv.unread_timeout_ms, function() ev:set() end)
+    ev:wait()
+    timer:stop()
+    if self.drain_ev == ev then self.drain_ev = kiro.event() end
+    if not self.closed and self.sock:unread() >= before then
+      self:gone(("client %d read none of its %d unread bytes in %d ms; disconnected, its requests cancelled")
+        :format(self.id, before, srv.unread_timeout_ms), "warn")
+      self.sock:close(true)
+    end
+  end
+  call:pause(false)
+  return not self.closed
+end
+
+function Conn:handle(msg)
+  local srv = self.server
   if type(msg) ~= "table" or #msg > 0 then
     self:send { op = "error", code = "protocol", message = "not a JSON object" }
     return
@@ -166,6 +198,7 @@ function Conn:request(msg)
   kiro.spawn(function()
     local ok, outcome, e = xpcall(self.relay, debug.traceback, self, id, req)
     listener:hold(-held)
+    if held >= 4 * 1024 * 1024 then srv:reclaim() end
     self.calls[id] = nil
     srv.inflight = srv.inflight - 1
     srv:touch()
@@ -197,7 +230,8 @@ function Conn:relay(id, req)
   while true do
     local chunk, e = call:next()
     if not chunk then return e == nil, e end
-    if self.closed or not self:send { id = id, chunk = chunk } then
+    if self.closed or not self:send { id = id, chunk = chunk }
+       or (self.sock:unread() > server.UNREAD_HIGH and not self:catch_up(call)) then
       call:cancel()
       return false, { code = "cancelled", message = "client gone" }
     end
@@ -225,6 +259,7 @@ function Server:status()
     uptime_ms = core.now() - self.started, idle_ms = self.idle_ms,
     rss_bytes = core.process_rss(core.getpid()), connections = conns, in_flight = self.inflight,
     buffered_bytes = self.listener and self.listener:buffered() or 0,
+    lua_bytes = math.floor(collectgarbage("count") * 1024),
     limits = { max_request_bytes = self.max_request_bytes, max_buffered_bytes = self.max_buffered_bytes,
                max_unread_bytes = self.max_unread_bytes, max_clients = self.max_clients },
     log = self.log_file,
@@ -245,6 +280,14 @@ function Server:stop(why)
   if self.listener then self.listener:close(); self.listener = nil end
   if self.metrics_listener then self.metrics_listener:close(); self.metrics_listener = nil end
   self.done:set()
+end
+
+--- A large request is over: its memory goes back to the system now rather
+-- than when the collector gets round to it (a resident size that stays at
+-- its peak looks like a leak, and counts against MemoryMax). From a timer:
+-- once the task that served it has finished.
+function Server:reclaim()
+  self.reclaim_timer = core.timer(0, core.trim_memory) -- kept: a collected timer never fires
 end
 
 -- A timer, not a task: it must not hold `serve` up once the server stops.
@@ -358,6 +401,7 @@ function server.serve(opts)
     max_buffered_bytes = opts.max_buffered_bytes or server.MAX_BUFFERED_BYTES,
     max_unread_bytes = opts.max_unread_bytes or server.MAX_UNREAD_BYTES,
     max_clients = opts.max_clients or server.MAX_CLIENTS,
+    unread_timeout_ms = opts.unread_timeout_ms or server.UNREAD_TIMEOUT_MS,
     log_file = opts.log_file,
     started = core.now(), done = kiro.event(), drained = kiro.event(),
   }, Server)
@@ -365,6 +409,7 @@ function server.serve(opts)
   core.raise_nofile()
   local listener
   listener, err = core.listen(p.socket, self, {
+    json = true,
     -- A request line carries its prompt JSON-escaped: room for the escapes.
     max_line = self.max_request_bytes + self.max_request_bytes // 8 + 65536,
     max_buffered = self.max_buffered_bytes, max_unread = self.max_unread_bytes,
