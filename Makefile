@@ -32,10 +32,12 @@ asan: $(ASAN_BUILD)/Makefile
 # The whole suite, then again under AddressSanitizer + UBSan (what CI runs).
 check: test asan
 
-# Core round trips, then the seed's benchmark through the server (hyperfine).
+# Core round trips, the seed's benchmark through the server (hyperfine), and
+# the server under attack (issue 7's bounds).
 bench: all
 	$(BUILD)/kiro-rt run bench/core.lua
 	KIRO_BUILD_DIR=$(CURDIR)/$(BUILD) lua5.4 bench/server.lua
+	KIRO_BUILD_DIR=$(CURDIR)/$(BUILD) lua5.4 bench/attack.lua
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

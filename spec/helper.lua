@@ -22,6 +22,10 @@ function H.tmpdir()
     local p = io.popen("mktemp -d /tmp/kiro-spec.XXXXXX")
     tmp_root = p:read("l")
     p:close()
+    -- Collected when the Lua state closes, at the end of the spec file.
+    H.tmp_reaper = setmetatable({}, { __gc = function()
+      if os.getenv("KIRO_SPEC_KEEP_TMP") ~= "1" then os.execute("rm -rf " .. shell_quote(tmp_root)) end
+    end })
   end
   H.ntmp = (H.ntmp or 0) + 1
   local d = ("%s/t%d"):format(tmp_root, H.ntmp)

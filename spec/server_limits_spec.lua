@@ -14,8 +14,11 @@ local function serve(env, args)
   local argv = { H.kiro_rt, "serve", "--log-file", env.XDG_STATE_HOME .. "/kiro-rt/server.log" }
   for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
   local pid, wait_exit = H.spawn_bg(argv, env)
+  local stopped = false
+  finally(function() if not stopped then os.execute("kill -TERM " .. pid) end end)
   assert(H.wait_for(function() return H.status(env) ~= nil end, 5000), "the server did not come up")
   return pid, function()
+    stopped = true
     os.execute("kill -TERM " .. pid)
     local code, _, err = wait_exit()
     assert.are.equal(0, code, err)
@@ -26,12 +29,17 @@ end
 -- printed and a function that kills it.
 local function peer(argv, env)
   local pid, wait_exit, dir = H.spawn_bg(argv, env or {})
-  assert(H.wait_for(function() return (H.read_file(dir .. "/out") or ""):find("ready") end, 20000),
-    "the peer did not get ready: " .. tostring(H.read_file(dir .. "/err")))
-  return H.read_file(dir .. "/out"), function()
+  local killed = false
+  local function kill()
+    if killed then return end
+    killed = true
     os.execute("kill -TERM " .. pid)
     wait_exit()
   end
+  finally(kill) -- gone even when the test fails
+  assert(H.wait_for(function() return (H.read_file(dir .. "/out") or ""):find("ready") end, 20000),
+    "the peer did not get ready: " .. tostring(H.read_file(dir .. "/err")))
+  return H.read_file(dir .. "/out"), kill
 end
 
 local function agent_ok(env, text)
@@ -176,14 +184,21 @@ describe("server limits", function()
     local env = H.sim_env()
     local _, stop = serve(env, { "--unread-timeout-ms", "300" })
     local words = {}
-    for i = 1, 1000000 do words[i] = "w" .. i end
+    for i = 1, 2000000 do words[i] = "w" .. i end
     local file = H.tmpdir() .. "/prompt"
-    H.write_file(file, table.concat(words, " "))
-    local cmd = ("%s agent <%s | (sleep 2; cat >/dev/null)"):format(H.q(H.kiro_rt), H.q(file))
-    local r = H.run({ "sh", "-c", cmd }, env)
-    assert.matches("^kiro%-rt: closed: the kiro%-rt server went away", r.err)
-    assert.matches("read none of its %d+ unread bytes in 300 ms; disconnected, its requests cancelled",
-      H.server_log(env))
+    H.write_file(file, table.concat(words, " ")) -- a reply of 16 MB
+    -- The agent blocks on its stdout at once: `sleep` never reads.
+    local pidfile = H.tmpdir() .. "/sleep.pid"
+    local cmd = ("%s agent <%s | sleep 60 & echo $! >%s; wait"):format(H.q(H.kiro_rt), H.q(file), H.q(pidfile))
+    local _, wait_exit = H.spawn_bg({ "sh", "-c", cmd }, env)
+    local function kill_sleep() os.execute("kill " .. (H.read_file(pidfile) or ""):match("%d+") .. " 2>/dev/null") end
+    assert(H.wait_for(function() return H.read_file(pidfile) end, 5000))
+    finally(kill_sleep)
+    assert(H.wait_for(function()
+      return H.server_log(env):find("read none of its %d+ unread bytes in 300 ms; disconnected, its requests cancelled")
+    end, 30000), "the client was not disconnected")
+    kill_sleep()
+    wait_exit()
     assert(H.wait_for(function() local s = H.status(env); return s and s.in_flight == 0 end, 5000))
     agent_ok(env, "next")
     stop()
@@ -266,6 +281,8 @@ describe("server limits", function()
     local floods = {}
     for i = 1, 4 do
       floods[i] = { H.spawn_bg({ PEER, "flood", H.socket(env), tostring(250 * 1000 * 1000) }, {}) }
+      local pid = floods[i][1]
+      finally(function() os.execute("kill -TERM " .. pid .. " 2>/dev/null") end)
     end
     for i = 1, 3 do
       local _, kill = peer({ PEER, "noread", H.socket(env), file })

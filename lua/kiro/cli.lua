@@ -86,9 +86,9 @@ Options:
 Limits (a client past one gets an `overloaded` error naming it):
   --max-request-bytes N   the largest prompt a request may carry (64 MiB)
   --max-buffered-bytes N  bytes of requests held for all clients at once,
-                          unfinished request lines included (192 MiB)
+                          unfinished request lines included (128 MiB)
   --max-unread-bytes N    replies a client may leave unread before it is
-                          disconnected and its requests cancelled (32 MiB)
+                          disconnected and its requests cancelled (16 MiB)
   --unread-timeout-ms N   a client more than 4 MiB behind has its requests
                           wait (their backends paused) while it reads; one
                           that reads nothing for N ms is disconnected (10000)

@@ -33,8 +33,8 @@ server.paths = paths.paths
 server.ensure_logdir = paths.ensure_logdir
 -- Bounds, so nothing a client sends or fails to read grows the server
 -- without limit (the largest request is kiro's max_request_bytes).
-server.MAX_BUFFERED_BYTES = 192 * 1024 * 1024 -- requests held, and unfinished lines, of all clients
-server.MAX_UNREAD_BYTES = 32 * 1024 * 1024    -- replies one client has not read yet
+server.MAX_BUFFERED_BYTES = 128 * 1024 * 1024 -- requests held, and unfinished lines, of all clients
+server.MAX_UNREAD_BYTES = 16 * 1024 * 1024    -- replies one client has not read yet
 -- Flow control: past UNREAD_HIGH unread bytes a client's request waits (its
 -- backend too) until the client is down to UNREAD_LOW; a client that reads
 -- nothing for UNREAD_TIMEOUT_MS meanwhile is disconnected.
@@ -312,6 +312,15 @@ local Http = {}
 Http.__index = Http
 
 function Http:on_event(ev, line)
+  -- As on the socket: whatever goes wrong with one scrape ends that one.
+  local ok, err = xpcall(self.handle, debug.traceback, self, ev, line)
+  if not ok then
+    log("error", "internal error answering a metrics request: " .. tostring(err))
+    self.sock:close(true)
+  end
+end
+
+function Http:handle(ev, line)
   if ev ~= "line" or self.answered then return end
   self.header_bytes = self.header_bytes + #line + 2
   if self.header_bytes > server.METRICS_MAX_HEADER_BYTES then

@@ -7,6 +7,8 @@
  *                                           without its newline, as fast as
  *                                           the server takes it
  *   kiro-test-peer noread PATH FILE         sends FILE's lines, never reads
+ *   kiro-test-peer maxrss CMD [ARG...]      runs CMD (stdio inherited) and
+ *                                           prints its peak resident kB on stderr
  *
  * It raises its own descriptor limit, so N may exceed the usual 1024. */
 #include <arpa/inet.h>
@@ -18,6 +20,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static void die(const char *what)
@@ -131,14 +134,35 @@ static int noread(const char *path, const char *file)
     return 0;
 }
 
+static int maxrss(char **argv)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork");
+    if (pid == 0) {
+        execvp(argv[0], argv);
+        die(argv[0]);
+    }
+    int status;
+    struct rusage ru;
+    while (wait4(pid, &status, 0, &ru) < 0)
+        if (errno != EINTR)
+            die("wait4");
+    fprintf(stderr, "maxrss %ld\n", ru.ru_maxrss);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 3 && strcmp(argv[1], "maxrss") == 0)
+        return maxrss(argv + 2);
     if (argc == 5 && strcmp(argv[1], "hold-tcp") == 0)
         return hold_tcp(argv[2], atoi(argv[3]), atoi(argv[4]));
     if (argc == 4 && strcmp(argv[1], "flood") == 0)
         return flood(argv[2], atoll(argv[3]));
     if (argc == 4 && strcmp(argv[1], "noread") == 0)
         return noread(argv[2], argv[3]);
-    fputs("usage: kiro-test-peer hold-tcp HOST PORT N | flood PATH BYTES | noread PATH FILE\n", stderr);
+    fputs("usage: kiro-test-peer hold-tcp HOST PORT N | flood PATH BYTES | noread PATH FILE"
+          " | maxrss CMD [ARG...]\n", stderr);
     return 2;
 }
