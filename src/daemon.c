@@ -73,8 +73,6 @@ static void shrink(daemon *d)
     d->acc.len = 0;
     if (d->acc.cap > DAEMON_KEEP_BUFFER)
         kbuf_free(&d->acc);
-    if (jsonl_pending(&d->fr) == 0 && d->fr.partial.cap > DAEMON_KEEP_BUFFER)
-        kbuf_free(&d->fr.partial);
 }
 
 /* Every request still on the wire ends: the daemon is gone or going. */
@@ -242,6 +240,8 @@ static void on_stdout(void *ud, const char *data, size_t n)
     d->reading = 1;
     int rc = jsonl_feed(&d->fr, data, n, on_line, d);
     d->reading = 0;
+    if (jsonl_pending(&d->fr) == 0 && d->fr.partial.cap > DAEMON_KEEP_BUFFER)
+        kbuf_free(&d->fr.partial); /* a long line went through: its buffer goes */
     if (rc == JSONL_OVERFLOW && d->state != D_STOPPING) {
         char msg[160];
         snprintf(msg, sizeof msg, "reply line longer than max_line_bytes (%zu bytes) from daemon pid %d",

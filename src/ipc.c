@@ -100,17 +100,24 @@ static void close_handles(ipc_conn *c)
         uv_close((uv_handle_t *)&c->pipe, conn_handle_closed);
 }
 
-/* Ends the connection at once: one `closed` callback (unless the owner
- * closed it). */
-static void conn_end(ipc_conn *c, const char *why)
+/* The connection is over: its owner hears `closed` once (unless the owner
+ * closed it). Returns 0 if it was over already. */
+static int mark_dead(ipc_conn *c, const char *why)
 {
     if (c->dead)
-        return;
+        return 0;
     c->dead = 1;
     release(c);
     if (c->attached && !c->closing && c->cbs.closed)
         c->cbs.closed(c->ud, why);
-    close_handles(c);
+    return 1;
+}
+
+/* Ends the connection at once. */
+static void conn_end(ipc_conn *c, const char *why)
+{
+    if (mark_dead(c, why))
+        close_handles(c);
 }
 
 static void on_written(uv_write_t *req, int status)
@@ -191,12 +198,8 @@ static void refuse(ipc_conn *c, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
-    if (c->dead)
+    if (!mark_dead(c, why))
         return;
-    c->dead = 1;
-    release(c);
-    if (c->attached && !c->closing && c->cbs.closed)
-        c->cbs.closed(c->ud, why);
     if (!(c->l && c->l->tcp_mode)) {
         /* why holds no quote or backslash: it is ours, made of numbers. */
         int n = snprintf(line, sizeof line, "{\"op\":\"error\",\"code\":\"overloaded\",\"message\":\"%s\"}\n", why);

@@ -373,13 +373,6 @@ static int get_limits(lua_State *L, int idx, ipc_limits *lim)
     return json;
 }
 
-static int listen_failed(lua_State *L, const char *err)
-{
-    lua_pushnil(L);
-    lua_pushstring(L, err);
-    return 2;
-}
-
 /* core.listen(path, ctx [, limits]) -> listener, or nil, message;
  * events: accept(conn) */
 static int l_listen(lua_State *L)
@@ -393,7 +386,7 @@ static int l_listen(lua_State *L)
     ls->json = json;
     char err[512];
     if (ipc_listen(x->rt->loop, path, &lim, on_accept, ls, &ls->l, err, sizeof err) != 0)
-        return listen_failed(L, err);
+        return lkiro_fail(L, err);
     lua_pushvalue(L, 2);
     ls->ctx = luaL_ref(L, LUA_REGISTRYINDEX);
     return 1;
@@ -413,7 +406,7 @@ static int l_listen_tcp(lua_State *L)
     ls->json = json;
     char err[512];
     if (ipc_listen_tcp(x->rt->loop, host, (int)port, &lim, on_accept, ls, &ls->l, err, sizeof err) != 0)
-        return listen_failed(L, err);
+        return lkiro_fail(L, err);
     lua_pushvalue(L, 3);
     ls->ctx = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushinteger(L, ipc_listener_port(ls->l));
@@ -453,9 +446,7 @@ static int l_secure_dir(lua_State *L)
 {
     char err[512];
     if (ipc_secure_dir(luaL_checkstring(L, 1), err, sizeof err) != 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, err);
-        return 2;
+        return lkiro_fail(L, err);
     }
     lua_pushboolean(L, 1);
     return 1;

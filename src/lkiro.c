@@ -43,6 +43,13 @@ typedef struct ltimer {
     ltimer_state *s;
 } ltimer;
 
+int lkiro_fail(lua_State *L, const char *msg)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, msg);
+    return 2;
+}
+
 lrt *get_lrt(lua_State *L)
 {
     lrt *x = lua_touserdata(L, lua_upvalueindex(1));
@@ -745,9 +752,7 @@ static int l_log_file(lua_State *L)
     char err[512];
     luaL_argcheck(L, max >= 0, 2, "must not be negative");
     if (log_set_file(path, (size_t)max, err, sizeof err) != 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, err);
-        return 2;
+        return lkiro_fail(L, err);
     }
     lua_pushboolean(L, 1);
     return 1;

@@ -19,6 +19,8 @@ typedef struct lrt {
     uv_signal_t *sigs[3]; /* SIGINT, SIGTERM, SIGHUP */
 } lrt;
 
+/* A failure as the caller gets it: pushes nil and msg, returns 2. */
+int lkiro_fail(lua_State *L, const char *msg);
 /* The runtime from upvalue 1; remembers L as the thread driving the loop. */
 lrt *get_lrt(lua_State *L);
 /* Calls the function below nargs arguments on x->L, keeping the first error
