@@ -146,6 +146,35 @@ describe("hostile backends", function()
   end)
 end)
 
+describe("hostile backends through the server", function()
+  after_each(H.check_sims_gone)
+
+  it("always-stream: 20 plain calls from alternating callers each print exactly their own whole reply", function()
+    local env, log = H.sim_env { KIRO_SIM_FAULT = "always-stream" }
+    for i = 1, 20 do
+      -- Each call is a caller of its own (a process); odd and even ones
+      -- also differ in how they ask.
+      local args = { "--no-stream", "-m", ("q%d part1 part2"):format(i) }
+      if i % 2 == 0 then table.insert(args, 1, "--raw") end
+      local r = H.agent(args, env)
+      assert.are.equal(0, r.code, r.err)
+      assert.are.equal(("You said: q%d part1 part2\n"):format(i), r.out)
+    end
+    assert.are.equal(1, #daemon_pids(log)) -- one warm daemon served them all, in step
+  end)
+
+  it("a daemon killed after a \"done\": false line: `crashed` (exit 1), not the half with exit 0", function()
+    local env = H.sim_env { KIRO_SIM_FAULT = "always-stream,crash-mid-stream" }
+    local r = H.agent({ "--no-stream", "--mode", "daemon", "-m", "half and half" }, env)
+    assert.are.equal(1, r.code)
+    assert.are.equal("", r.out)
+    assert.matches("^kiro%-rt: crashed: .*simulated crash", r.err)
+    r = H.agent({ "--no-stream", "-m", "half and half" }, env) -- auto: served by oneshot
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("You said: half and half\n", r.out)
+  end)
+end)
+
 describe("cool-down", function()
   after_each(H.check_leaks)
 

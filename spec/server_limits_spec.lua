@@ -342,6 +342,29 @@ describe("descriptor hygiene", function()
   end)
 end)
 
+describe("agent memory", function()
+  after_each(H.check_sims_gone)
+
+  it("a large prompt on stdin costs the agent about its size once (it used to be six times)", function()
+    if H.sanitized then
+      pending("ASan's allocator adds its own: measured in the plain build")
+      return
+    end
+    local env = H.sim_env()
+    local words = {}
+    for i = 1, 2000000 do words[i] = "w" .. i end
+    local file = H.tmpdir() .. "/prompt"
+    H.write_file(file, table.concat(words, " ")) -- about 16 MB
+    words = nil
+    local size = #H.read_file(file)
+    local cmd = ("%s maxrss %s agent <%s >/dev/null"):format(H.q(PEER), H.q(H.kiro_rt), H.q(file))
+    local r = H.run({ "sh", "-c", cmd }, env)
+    assert.are.equal(0, r.code, r.err)
+    local peak = tonumber(r.err:match("maxrss (%d+)")) * 1024
+    assert.is_true(peak < 2 * size, ("peak %d MB for a %d MB prompt"):format(peak >> 20, size >> 20))
+  end)
+end)
+
 describe("server log", function()
   after_each(H.check_sims_gone)
 
