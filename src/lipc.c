@@ -239,7 +239,8 @@ static char *slurp_stdin(size_t room, size_t *len)
 }
 
 /* conn:send_stdin_prompt(head, prefix, suffix, strip_newline, max_prompt)
- *   -> bytes sent, or nil, message, kind ("empty", "utf8", "size", "read")
+ *   -> bytes sent, or nil, message, kind ("empty", "utf8", "size", "read",
+ *      "closed")
  * Sends one request line whose prompt is prefix .. <all of stdin> .. suffix:
  * head is the request's JSON object without its closing brace, and the
  * prompt is appended as its last field. Stdin is read into the buffer that
@@ -255,8 +256,12 @@ static int conn_send_stdin_prompt(lua_State *L)
     int strip = lua_toboolean(L, 5);
     lua_Integer max_prompt = luaL_optinteger(L, 6, 0);
     size_t pe, se, body, esc, bad = 0;
-    if (!k->c)
-        return luaL_error(L, "connection is closed");
+    if (!k->c) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "the connection to the server is closed");
+        lua_pushliteral(L, "closed");
+        return 3;
+    }
     if (jstr_measure(prefix, pl, &pe, NULL) != 0 || jstr_measure(suffix, sl, &se, NULL) != 0)
         return luaL_error(L, "send_stdin_prompt: prefix and suffix must be UTF-8");
     static const char field[] = ",\"prompt\":\"", tail[] = "\"}\n";

@@ -256,7 +256,8 @@ local function agent(args)
         iter, ierr, kind = conn:request_stdin(prefix, suffix, not o.raw, opts)
         if not iter then
           if kind == "empty" or kind == "utf8" then usage = "agent: " .. ierr; return end
-          error({ code = kind == "size" and "overloaded" or "backend", message = ierr }, 0)
+          local codes = { size = "overloaded", closed = "closed" }
+          error({ code = codes[kind] or "backend", message = ierr }, 0)
         end
       end
       for chunk in iter do out(chunk) end

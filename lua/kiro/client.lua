@@ -294,7 +294,7 @@ end
 
 --- c:request_stdin(prefix, suffix, strip_newline, opts) -> iterator, as
 -- request, for the prompt prefix .. <stdin> .. suffix; or nil, message,
--- kind ("empty", "utf8": the input is not a prompt; "size", "read"). Stdin
+-- kind ("empty", "utf8": the input is not a prompt; "size", "read", "closed"). Stdin
 -- goes from the kernel into the request line without a Lua string or a
 -- second copy, so a prompt of any size costs about its own size once.
 function Conn:request_stdin(prefix, suffix, strip, opts)
