@@ -837,7 +837,7 @@ void lkiro_class(lua_State *L, const char *name, lua_CFunction gc, lua_CFunction
     lua_pop(L, 1);
 }
 
-int luaopen_kiro_core(lua_State *L)
+KIRO_EXPORT int luaopen_kiro_core(lua_State *L)
 {
     static const luaL_Reg req_m[] = { { "cancel", req_cancel_m }, { "pause", req_pause_m }, { NULL, NULL } };
     static const luaL_Reg timer_m[] = { { "stop", timer_stop }, { NULL, NULL } };

@@ -9,6 +9,9 @@
 
 #include "rt.h"
 
+/* What a loadable module exports; everything else is hidden. */
+#define KIRO_EXPORT __attribute__((visibility("default")))
+
 typedef struct lrt {
     krt *rt;
     lua_State *L;     /* the thread driving the loop right now */
