@@ -2,7 +2,7 @@
 
 enum { TEXT, ESC, CSI, OSC, OSC_ESC, STR, STR_ESC };
 
-size_t ansi_strip(ansi_state *s, const char *in, size_t n, char *out)
+size_t kansi_strip(kansi_state *s, const char *in, size_t n, char *out)
 {
     size_t o = 0;
     int st = s->st;

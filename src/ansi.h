@@ -5,11 +5,11 @@
 
 #include <stddef.h>
 
-typedef struct ansi_state {
+typedef struct kansi_state {
     int st;
-} ansi_state;
+} kansi_state;
 
 /* Filters `in` into `out` (at least n bytes); returns the bytes written. */
-size_t ansi_strip(ansi_state *s, const char *in, size_t n, char *out);
+size_t kansi_strip(kansi_state *s, const char *in, size_t n, char *out);
 
 #endif

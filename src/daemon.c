@@ -11,43 +11,43 @@
 
 #define DAEMON_STDERR_TAIL 2048
 
-const char *daemon_state_name(enum daemon_state s)
+const char *kdaemon_state_name(enum kdaemon_state s)
 {
     static const char *const names[] = { "ready", "busy", "draining", "stopping" };
     return names[s];
 }
 
-static void daemon_abort(void *carrier, kreq *r, enum req_abort why);
+static void daemon_abort(void *carrier, kreq *r, enum kreq_abort why);
 static void daemon_pause(void *carrier, kreq *r, int on);
 static void on_timer(uv_timer_t *t);
 
-static const req_carrier_ops daemon_ops = { daemon_abort, daemon_pause };
+static const kreq_carrier_ops daemon_ops = { daemon_abort, daemon_pause };
 
 /* The request that paused the daemon's output leaves it: reading resumes. */
-static void unpause(daemon *d, kreq *r)
+static void unpause(kdaemon *d, kreq *r)
 {
     if (r && d->pauser == r) {
         d->pauser = NULL;
         if (d->proc)
-            proc_pause_output(d->proc, 0);
+            kproc_pause_output(d->proc, 0);
     }
 }
 
-static daemon_slot *head_slot(daemon *d)
+static kdaemon_slot *head_slot(kdaemon *d)
 {
     return d->count ? &d->slots[d->head] : NULL;
 }
 
-static void update_state(daemon *d)
+static void update_state(kdaemon *d)
 {
-    if (d->state == D_STOPPING)
+    if (d->state == KD_STOPPING)
         return;
-    d->state = d->count == 0 ? D_READY : d->drains == d->count ? D_DRAINING : D_BUSY;
+    d->state = d->count == 0 ? KD_READY : d->drains == d->count ? KD_DRAINING : KD_BUSY;
 }
 
-int daemon_room(const daemon *d)
+int kdaemon_room(const kdaemon *d)
 {
-    if (d->state == D_STOPPING)
+    if (d->state == KD_STOPPING)
         return 0;
     int depth = d->rt->cfg.pipeline_depth;
     if (depth < 1)
@@ -59,16 +59,16 @@ int daemon_room(const daemon *d)
     return depth > busy ? depth - busy : 0;
 }
 
-int daemon_idle(const daemon *d)
+int kdaemon_idle(const kdaemon *d)
 {
-    return d->state != D_STOPPING && d->count == d->probes;
+    return d->state != KD_STOPPING && d->count == d->probes;
 }
 
 #define DAEMON_KEEP_BUFFER (1u << 20)
 
 /* Between replies: the gathered reply is empty, and a buffer a large reply
  * grew goes back to the system. */
-static void shrink(daemon *d)
+static void shrink(kdaemon *d)
 {
     d->acc.len = 0;
     if (d->acc.cap > DAEMON_KEEP_BUFFER)
@@ -76,10 +76,10 @@ static void shrink(daemon *d)
 }
 
 /* Every request still on the wire ends: the daemon is gone or going. */
-static void fail_all(daemon *d, const char *reason)
+static void fail_all(kdaemon *d, const char *reason)
 {
     while (d->count) {
-        daemon_slot s = d->slots[d->head];
+        kdaemon_slot s = d->slots[d->head];
         d->head = (d->head + 1) % DAEMON_MAX_DEPTH;
         d->count--;
         if (!s.r)
@@ -88,19 +88,19 @@ static void fail_all(daemon *d, const char *reason)
         if (s.r->internal)
             d->probes--;
         if (d->started || s.r->chunks)
-            req_end(s.r, KERR_CRASHED, "%s", reason);
+            kreq_end(s.r, KERR_CRASHED, "%s", reason);
         else
-            req_end(s.r, KERR_SPAWN, "daemon failed before answering: %s", reason);
-        req_unref(s.r);
+            kreq_end(s.r, KERR_SPAWN, "daemon failed before answering: %s", reason);
+        kreq_unref(s.r);
     }
     d->drains = 0;
     shrink(d);
 }
 
 /* The reply at the head of the line is complete. */
-static void finish(daemon *d, const char *code, const char *msg)
+static void finish(kdaemon *d, const char *code, const char *msg)
 {
-    daemon_slot s = d->slots[d->head];
+    kdaemon_slot s = d->slots[d->head];
     assert(d->count > 0);
     d->head = (d->head + 1) % DAEMON_MAX_DEPTH;
     d->count--;
@@ -118,55 +118,55 @@ static void finish(daemon *d, const char *code, const char *msg)
         d->t_idle = uv_now(d->rt->loop);
     if (s.r) {
         d->served += !s.r->internal;
-        klog(LOG_DEBUG, "kiro.provider", "Received response in %llums",
+        klog(KLOG_DEBUG, "kiro.provider", "Received response in %llums",
              (unsigned long long)(uv_now(d->rt->loop) - s.r->t_start));
-        pool_daemon_answered(d->pool);
+        kpool_daemon_answered(d->pool);
         if (code)
-            req_end(s.r, code, "%s", msg);
+            kreq_end(s.r, code, "%s", msg);
         else
-            req_end(s.r, NULL, NULL);
-        req_unref(s.r);
+            kreq_end(s.r, NULL, NULL);
+        kreq_unref(s.r);
     }
     /* Lines already read belong to the reply just ended or are wrong: the
      * daemon takes a new request only after they are all looked at. */
     if (d->reading)
         d->idle_pending = 1;
     else
-        pool_daemon_idle(d->pool, d);
+        kpool_daemon_idle(d->pool, d);
 }
 
 /* Output from the daemon keeps every request on its wire alive (stall). */
-static void touch_all(daemon *d)
+static void touch_all(kdaemon *d)
 {
     for (int i = 0; i < d->count; i++) {
         kreq *r = d->slots[(d->head + i) % DAEMON_MAX_DEPTH].r;
         if (r)
-            req_activity(r);
+            kreq_activity(r);
     }
 }
 
 /* The daemon said something that cannot belong to any request on its wire:
  * the request at the head (if any) ends `protocol`, and the daemon, whose
  * next words can no longer be trusted to answer the right request, goes. */
-static void protocol_fault(daemon *d, const char *msg)
+static void protocol_fault(kdaemon *d, const char *msg)
 {
-    klog(LOG_WARN, "kiro.provider", "%s; replacing the daemon", msg);
-    daemon_slot *s = head_slot(d);
+    klog(KLOG_WARN, "kiro.provider", "%s; replacing the daemon", msg);
+    kdaemon_slot *s = head_slot(d);
     if (s && s->r) {
         kreq *r = s->r;
         s->r = NULL;
         unpause(d, r);
         d->drains++;
         d->probes -= r->internal;
-        req_end(r, KERR_PROTOCOL, "%s", msg);
-        req_unref(r);
+        kreq_end(r, KERR_PROTOCOL, "%s", msg);
+        kreq_unref(r);
     }
-    daemon_stop(d, msg);
+    kdaemon_stop(d, msg);
 }
 
 static void on_violation(void *ud, const char *why, const char *line, size_t n)
 {
-    daemon *d = ud;
+    kdaemon *d = ud;
     char msg[384];
     snprintf(msg, sizeof msg, "daemon pid %d broke the protocol: %s: %.*s", d->pid, why,
              (int)(n > 160 ? 160 : n), line);
@@ -175,37 +175,37 @@ static void on_violation(void *ud, const char *why, const char *line, size_t n)
 
 static void on_reply(void *ud, const char *content, size_t n, int done)
 {
-    daemon *d = ud;
-    daemon_slot *s = head_slot(d);
+    kdaemon *d = ud;
+    kdaemon_slot *s = head_slot(d);
     if (!s) {
         on_violation(d, "a reply line with no request in flight", content, n);
         return;
     }
     if (!d->started) {
         d->started = 1;
-        klog(LOG_DEBUG, "kiro.provider", "Daemon started successfully (pid %d)", d->pid);
+        klog(KLOG_DEBUG, "kiro.provider", "Daemon started successfully (pid %d)", d->pid);
     }
     touch_all(d);
     /* A stream relays each part as it comes; a plain request gathers the
      * parts ("done": false lines) and gets the whole reply at its end. */
     if (s->r && n) {
         if (s->stream) {
-            req_chunk(s->r, content, n);
+            kreq_chunk(s->r, content, n);
         } else {
             kbuf_append(&d->acc, content, n);
-            req_progress(s->r);
+            kreq_progress(s->r);
         }
     }
-    if (done == PROTO_DONE_FALSE)
+    if (done == KPROTO_DONE_FALSE)
         return;
     if (s->r && !s->stream && d->acc.len)
-        req_chunk(s->r, d->acc.data, d->acc.len);
+        kreq_chunk(s->r, d->acc.data, d->acc.len);
     finish(d, NULL, NULL);
 }
 
 static void on_error(void *ud, const char *msg)
 {
-    daemon *d = ud;
+    kdaemon *d = ud;
     if (!head_slot(d)) {
         on_violation(d, "an error reply with no request in flight", msg, strlen(msg));
         return;
@@ -216,33 +216,33 @@ static void on_error(void *ud, const char *msg)
 
 static void on_noise(void *ud, const char *line, size_t n, const char *why)
 {
-    daemon *d = ud;
+    kdaemon *d = ud;
     touch_all(d);
-    klog(LOG_INFO, "kiro.provider", "skipped a line from daemon pid %d (%s): %.*s", d->pid, why,
+    klog(KLOG_INFO, "kiro.provider", "skipped a line from daemon pid %d (%s): %.*s", d->pid, why,
          (int)(n > 200 ? 200 : n), line);
 }
 
 static int on_line(void *ud, const char *line, size_t n)
 {
-    daemon *d = ud;
-    const proto_sink sink = { d, on_reply, on_error, on_noise, on_violation };
+    kdaemon *d = ud;
+    const kproto_sink sink = { d, on_reply, on_error, on_noise, on_violation };
     if (n == 0)
         return 0;
     d->proto->decode(d->pstate, line, n, &sink);
-    return d->state == D_STOPPING; /* stop reading once it is being replaced */
+    return d->state == KD_STOPPING; /* stop reading once it is being replaced */
 }
 
 static void on_stdout(void *ud, const char *data, size_t n)
 {
-    daemon *d = ud;
-    if (d->state == D_STOPPING)
+    kdaemon *d = ud;
+    if (d->state == KD_STOPPING)
         return;
     d->reading = 1;
-    int rc = jsonl_feed(&d->fr, data, n, on_line, d);
+    int rc = kjsonl_feed(&d->fr, data, n, on_line, d);
     d->reading = 0;
-    if (jsonl_pending(&d->fr) == 0 && d->fr.partial.cap > DAEMON_KEEP_BUFFER)
+    if (kjsonl_pending(&d->fr) == 0 && d->fr.partial.cap > DAEMON_KEEP_BUFFER)
         kbuf_free(&d->fr.partial); /* a long line went through: its buffer goes */
-    if (rc == JSONL_OVERFLOW && d->state != D_STOPPING) {
+    if (rc == KJSONL_OVERFLOW && d->state != KD_STOPPING) {
         char msg[160];
         snprintf(msg, sizeof msg, "reply line longer than max_line_bytes (%zu bytes) from daemon pid %d",
                  d->fr.max_line, d->pid);
@@ -250,14 +250,14 @@ static void on_stdout(void *ud, const char *data, size_t n)
     }
     if (d->idle_pending) {
         d->idle_pending = 0;
-        if (d->state != D_STOPPING)
-            pool_daemon_idle(d->pool, d);
+        if (d->state != KD_STOPPING)
+            kpool_daemon_idle(d->pool, d);
     }
 }
 
 static void on_stderr(void *ud, const char *data, size_t n)
 {
-    daemon *d = ud;
+    kdaemon *d = ud;
     (void)data;
     (void)n;
     touch_all(d);
@@ -265,133 +265,133 @@ static void on_stderr(void *ud, const char *data, size_t n)
 
 static void on_timer_closed(uv_handle_t *h)
 {
-    daemon *d = h->data;
-    struct pool *p = d->pool;
+    kdaemon *d = h->data;
+    struct kpool *p = d->pool;
     free(d);
-    pool_unref(p);
+    kpool_unref(p);
 }
 
 static void on_end(void *ud, int64_t status, int sig)
 {
-    daemon *d = ud;
+    kdaemon *d = ud;
     char reason[768];
-    int planned = d->state == D_STOPPING && !d->fault;
+    int planned = d->state == KD_STOPPING && !d->fault;
 
     if (d->fault)
         snprintf(reason, sizeof reason, "%s", d->why);
     else if (sig)
         snprintf(reason, sizeof reason, "daemon pid %d was killed by signal %d%s%s", d->pid, sig,
-                 *proc_stderr_tail(d->proc) ? ": " : "", proc_stderr_tail(d->proc));
+                 *kproc_stderr_tail(d->proc) ? ": " : "", kproc_stderr_tail(d->proc));
     else
         snprintf(reason, sizeof reason, "daemon pid %d exited with status %lld%s%s", d->pid,
-                 (long long)status, *proc_stderr_tail(d->proc) ? ": " : "",
-                 proc_stderr_tail(d->proc));
+                 (long long)status, *kproc_stderr_tail(d->proc) ? ": " : "",
+                 kproc_stderr_tail(d->proc));
     if (planned)
-        klog(LOG_DEBUG, "kiro.provider", "daemon pid %d stopped", d->pid);
+        klog(KLOG_DEBUG, "kiro.provider", "daemon pid %d stopped", d->pid);
     else
-        klog(LOG_INFO, "kiro.provider", "%s", reason);
+        klog(KLOG_INFO, "kiro.provider", "%s", reason);
 
-    if (d->state != D_STOPPING) {
-        d->state = D_STOPPING;
-        pool_daemon_stopping(d->pool, d);
+    if (d->state != KD_STOPPING) {
+        d->state = KD_STOPPING;
+        kpool_daemon_stopping(d->pool, d);
     }
     d->proc = NULL;
-    pool_daemon_exited(d->pool, d, !planned, d->started, reason);
+    kpool_daemon_exited(d->pool, d, !planned, d->started, reason);
     fail_all(d, reason);
-    jsonl_free(&d->fr);
+    kjsonl_free(&d->fr);
     kbuf_free(&d->acc);
     if (d->proto->state_free)
         d->proto->state_free(d->pstate);
     uv_close((uv_handle_t *)&d->timer, on_timer_closed);
 }
 
-daemon *daemon_new(struct pool *owner, char **argv, char **env, const proto_ops *proto, char *err,
+kdaemon *kdaemon_new(struct kpool *owner, char **argv, char **env, const kproto_ops *proto, char *err,
                    size_t errlen)
 {
-    static const proc_cbs cbs = { on_stdout, on_stderr, on_end };
-    krt *rt = pool_rt(owner);
-    daemon *d = kcalloc(1, sizeof *d);
-    proc_opts po = { .argv = argv, .env = env, .log_target = "kiro.daemon",
+    static const kproc_cbs cbs = { on_stdout, on_stderr, on_end };
+    krt *rt = kpool_rt(owner);
+    kdaemon *d = kcalloc(1, sizeof *d);
+    kproc_opts po = { .argv = argv, .env = env, .log_target = "kiro.daemon",
                      .stderr_tail = DAEMON_STDERR_TAIL,
                      .close_fds = rt->cfg.close_fds };
     d->pool = owner;
     d->rt = rt;
     d->proto = proto;
-    klog(LOG_DEBUG, "kiro.provider", "Starting Kiro CLI daemon: %s %s", argv[0], argv[1] ? argv[1] : "");
-    int rc = proc_spawn(rt->loop, &po, &cbs, d, &d->proc);
+    klog(KLOG_DEBUG, "kiro.provider", "Starting Kiro CLI daemon: %s %s", argv[0], argv[1] ? argv[1] : "");
+    int rc = kproc_spawn(rt->loop, &po, &cbs, d, &d->proc);
     if (rc < 0) {
         snprintf(err, errlen, "cannot start %s: %s", argv[0], uv_strerror(rc));
         free(d);
         return NULL;
     }
-    d->pid = proc_pid(d->proc);
+    d->pid = kproc_pid(d->proc);
     d->t_spawn = d->t_idle = uv_now(rt->loop);
-    jsonl_init(&d->fr, rt->cfg.max_line_bytes);
+    kjsonl_init(&d->fr, rt->cfg.max_line_bytes);
     d->pstate = proto->state_new ? proto->state_new() : NULL;
     uv_timer_init(rt->loop, &d->timer);
     d->timer.data = d;
-    d->state = D_READY;
-    pool_ref(owner);
+    d->state = KD_READY;
+    kpool_ref(owner);
     rt->stats.daemon_starts++;
     return d;
 }
 
-void daemon_assign(daemon *d, kreq *r)
+void kdaemon_assign(kdaemon *d, kreq *r)
 {
     kbuf out = { 0 };
     const char *err = NULL;
     if (d->proto->encode(d->pstate, r->prompt, r->prompt_len, r->stream, &out, &err) != 0) {
         kbuf_free(&out);
-        req_end(r, KERR_PROTOCOL, "%s", err);
+        kreq_end(r, KERR_PROTOCOL, "%s", err);
         return;
     }
     if (d->count == 0)
         uv_timer_stop(&d->timer); /* the idle-shrink timer */
     d->fr.max_line = d->rt->cfg.max_line_bytes;
-    d->slots[(d->head + d->count) % DAEMON_MAX_DEPTH] = (daemon_slot){ r, r->stream };
+    d->slots[(d->head + d->count) % DAEMON_MAX_DEPTH] = (kdaemon_slot){ r, r->stream };
     d->count++;
     d->probes += r->internal;
     update_state(d);
     d->t_sent = uv_now(d->rt->loop);
-    req_ref(r);
-    req_set_carrier(r, d, &daemon_ops);
-    proc_write_owned(d->proc, out.data, out.len);
-    klog(LOG_DEBUG, "kiro.provider", "Query sent to daemon (pid %d, %zu bytes, %d in flight)", d->pid,
+    kreq_ref(r);
+    kreq_set_carrier(r, d, &daemon_ops);
+    kproc_write_owned(d->proc, out.data, out.len);
+    klog(KLOG_DEBUG, "kiro.provider", "Query sent to daemon (pid %d, %zu bytes, %d in flight)", d->pid,
          out.len, d->count);
 }
 
 static void on_timer(uv_timer_t *t)
 {
-    daemon *d = t->data;
+    kdaemon *d = t->data;
     if (d->drains) {
         char msg[128];
         snprintf(msg, sizeof msg, "daemon pid %d did not finish an abandoned reply within %llu ms",
                  d->pid, (unsigned long long)d->rt->cfg.drain_ms);
-        daemon_stop(d, msg);
-    } else if (d->state == D_READY) {
-        pool_daemon_idle_expired(d->pool, d);
+        kdaemon_stop(d, msg);
+    } else if (d->state == KD_READY) {
+        kpool_daemon_idle_expired(d->pool, d);
     }
 }
 
-void daemon_arm_idle(daemon *d, uint64_t ms)
+void kdaemon_arm_idle(kdaemon *d, uint64_t ms)
 {
     uv_timer_start(&d->timer, on_timer, ms, 0);
 }
 
-static daemon_slot *slot_of(daemon *d, kreq *r)
+static kdaemon_slot *slot_of(kdaemon *d, kreq *r)
 {
     for (int i = 0; i < d->count; i++) {
-        daemon_slot *s = &d->slots[(d->head + i) % DAEMON_MAX_DEPTH];
+        kdaemon_slot *s = &d->slots[(d->head + i) % DAEMON_MAX_DEPTH];
         if (s->r == r)
             return s;
     }
     return NULL;
 }
 
-static void daemon_abort(void *carrier, kreq *r, enum req_abort why)
+static void daemon_abort(void *carrier, kreq *r, enum kreq_abort why)
 {
-    daemon *d = carrier;
-    daemon_slot *s = slot_of(d, r);
+    kdaemon *d = carrier;
+    kdaemon_slot *s = slot_of(d, r);
     if (!s)
         return;
     s->r = NULL;
@@ -399,18 +399,18 @@ static void daemon_abort(void *carrier, kreq *r, enum req_abort why)
     d->drains++;
     if (r->internal)
         d->probes--;
-    req_unref(r);
+    kreq_unref(r);
     switch (why) {
-    case ABORT_CANCEL:
-    case ABORT_TIMEOUT:
+    case KABORT_CANCEL:
+    case KABORT_TIMEOUT:
         /* No way to tell the backend to stop: let the reply run out, unread,
          * within drain_ms; a hung daemon is replaced when that runs out. */
         update_state(d);
         if (!uv_is_active((uv_handle_t *)&d->timer) || d->count == d->drains)
             uv_timer_start(&d->timer, on_timer, d->rt->cfg.drain_ms, 0);
         break;
-    case ABORT_SHUTDOWN:
-        daemon_stop(d, NULL);
+    case KABORT_SHUTDOWN:
+        kdaemon_stop(d, NULL);
         break;
     }
 }
@@ -419,22 +419,22 @@ static void daemon_abort(void *carrier, kreq *r, enum req_abort why)
  * behind. Replies come in order, so the whole pipe waits. */
 static void daemon_pause(void *carrier, kreq *r, int on)
 {
-    daemon *d = carrier;
+    kdaemon *d = carrier;
     if (!on) {
         unpause(d, r);
     } else if (d->proc && !d->pauser) {
         d->pauser = r;
-        proc_pause_output(d->proc, 1);
+        kproc_pause_output(d->proc, 1);
     }
 }
 
-void daemon_fail(daemon *d, const char *why)
+void kdaemon_fail(kdaemon *d, const char *why)
 {
     d->rt->stats.health_failures++;
-    klog(LOG_WARN, "kiro.health", "%s; replacing it", why);
-    daemon_stop(d, why);
+    klog(KLOG_WARN, "kiro.health", "%s; replacing it", why);
+    kdaemon_stop(d, why);
     if (d->proc)
-        proc_kill_now(d->proc); /* a stopped process cannot act on SIGTERM */
+        kproc_kill_now(d->proc); /* a stopped process cannot act on SIGTERM */
 }
 
 static void probe_chunk(void *ud, const char *data, size_t n)
@@ -448,41 +448,41 @@ static void probe_end(void *ud, const char *code, const char *msg)
     /* An {"error": ...} answer is still an answer: the daemon is alive. */
     if (code && strcmp(code, KERR_BACKEND) != 0) {
         rt->stats.probe_failures++;
-        klog(LOG_WARN, "kiro.health", "probe failed (%s): %s", code, msg);
+        klog(KLOG_WARN, "kiro.health", "probe failed (%s): %s", code, msg);
     }
 }
 
-void daemon_probe(daemon *d)
+void kdaemon_probe(kdaemon *d)
 {
     krt *rt = d->rt;
-    req_sink sink = { probe_chunk, probe_end, rt };
-    kreq *r = req_new(rt, rt->cfg.probe_prompt, strlen(rt->cfg.probe_prompt), 0, &sink);
+    kreq_sink sink = { probe_chunk, probe_end, rt };
+    kreq *r = kreq_new(rt, rt->cfg.probe_prompt, strlen(rt->cfg.probe_prompt), 0, &sink);
     r->internal = 1;
     r->timeout_ms = rt->cfg.probe_timeout_ms;
     rt->stats.probes++;
-    klog(LOG_DEBUG, "kiro.health", "probing idle daemon pid %d", d->pid);
-    req_start(r);
-    daemon_assign(d, r);
-    req_unref(r); /* only the daemon and the runtime hold a probe */
+    klog(KLOG_DEBUG, "kiro.health", "probing idle daemon pid %d", d->pid);
+    kreq_start(r);
+    kdaemon_assign(d, r);
+    kreq_unref(r); /* only the daemon and the runtime hold a probe */
 }
 
-void daemon_stop(daemon *d, const char *fault)
+void kdaemon_stop(kdaemon *d, const char *fault)
 {
-    if (d->state == D_STOPPING)
+    if (d->state == KD_STOPPING)
         return;
     uv_timer_stop(&d->timer);
-    d->state = D_STOPPING;
+    d->state = KD_STOPPING;
     if (fault) {
         d->fault = 1;
         snprintf(d->why, sizeof d->why, "%s", fault);
     }
-    pool_daemon_stopping(d->pool, d);
+    kpool_daemon_stopping(d->pool, d);
     if (!d->proc)
         return;
     /* A daemon that misbehaved gets no grace: it may be hung; nor does one
      * that only holds replies nobody wants any more. */
     if (fault || (d->count && d->count == d->drains))
-        proc_terminate(d->proc, d->rt->cfg.kill_grace_ms);
+        kproc_terminate(d->proc, d->rt->cfg.kill_grace_ms);
     else
-        proc_stop(d->proc, d->rt->cfg.kill_grace_ms);
+        kproc_stop(d->proc, d->rt->cfg.kill_grace_ms);
 }

@@ -12,31 +12,31 @@
 #include "proto.h"
 #include "rt.h"
 
-struct pool;
+struct kpool;
 
-enum daemon_state { D_READY, D_BUSY, D_DRAINING, D_STOPPING };
+enum kdaemon_state { KD_READY, KD_BUSY, KD_DRAINING, KD_STOPPING };
 
 #define DAEMON_MAX_DEPTH KIRO_MAX_PIPELINE_DEPTH
 
 /* A request on the wire. The protocol has no ids, so replies come back in
  * the order requests were sent; a cancelled request keeps its slot with
  * r == NULL, and its reply is read and dropped (drained). */
-typedef struct daemon_slot {
+typedef struct kdaemon_slot {
     kreq *r;
     int stream;
-} daemon_slot;
+} kdaemon_slot;
 
-typedef struct daemon {
-    struct pool *pool;
+typedef struct kdaemon {
+    struct kpool *pool;
     krt *rt;
-    proc *proc;
+    kproc *proc;
     int pid;
-    jsonl_framer fr;
-    const proto_ops *proto;
+    kjsonl fr;
+    const kproto_ops *proto;
     void *pstate;
-    daemon_slot slots[DAEMON_MAX_DEPTH]; /* ring: head is the reply being read */
+    kdaemon_slot slots[DAEMON_MAX_DEPTH]; /* ring: head is the reply being read */
     int head, count, drains, probes; /* probes: in flight, not counted against depth */
-    enum daemon_state state; /* ready: nothing in flight; busy; draining: only dropped replies */
+    enum kdaemon_state state; /* ready: nothing in flight; busy; draining: only dropped replies */
     unsigned started : 1; /* it has answered in its protocol at least once */
     unsigned fault : 1;   /* stopped by us because it misbehaved */
     unsigned reading : 1; /* inside on_stdout: lines of one read are being looked at */
@@ -45,26 +45,26 @@ typedef struct daemon {
     kreq *pauser;         /* the request whose reader asked the output to wait */
     uint64_t served, t_spawn, t_sent, t_idle;
     uv_timer_t timer;     /* idle shrink, or the drain bound */
-    struct daemon *next, *prev;
+    struct kdaemon *next, *prev;
     char why[256];        /* why we stopped it */
-} daemon;
+} kdaemon;
 
 /* Spawns a daemon. On failure returns NULL with a reason in `err`. */
-daemon *daemon_new(struct pool *owner, char **argv, char **env, const proto_ops *proto,
+kdaemon *kdaemon_new(struct kpool *owner, char **argv, char **env, const kproto_ops *proto,
                    char *err, size_t errlen);
-/* Sends `r`; the daemon must have room (daemon_room). */
-void daemon_assign(daemon *d, kreq *r);
+/* Sends `r`; the daemon must have room (kdaemon_room). */
+void kdaemon_assign(kdaemon *d, kreq *r);
 /* How many more requests it takes now (pipeline_depth less those in flight). */
-int daemon_room(const daemon *d);
+int kdaemon_room(const kdaemon *d);
 /* Nothing in flight but, perhaps, a probe. */
-int daemon_idle(const daemon *d);
+int kdaemon_idle(const kdaemon *d);
 /* Orderly stop (stdin closed, then signals). `fault`: why, when it misbehaved. */
-void daemon_stop(daemon *d, const char *fault);
-void daemon_arm_idle(daemon *d, uint64_t ms);
+void kdaemon_stop(kdaemon *d, const char *fault);
+void kdaemon_arm_idle(kdaemon *d, uint64_t ms);
 /* The daemon is unhealthy: its request fails, it is killed and replaced. */
-void daemon_fail(daemon *d, const char *why);
+void kdaemon_fail(kdaemon *d, const char *why);
 /* Sends the configured probe prompt; a probe that times out replaces it. */
-void daemon_probe(daemon *d);
-const char *daemon_state_name(enum daemon_state s);
+void kdaemon_probe(kdaemon *d);
+const char *kdaemon_state_name(enum kdaemon_state s);
 
 #endif

@@ -18,7 +18,7 @@
 #define IPC_KEEP_BUFFER (1u << 20)     /* a line buffer larger than this is freed once empty */
 #define IPC_FLUSH_MS 2000              /* closing: how long queued writes get to go out */
 
-struct ipc_listener {
+struct kipc_listener {
     union {
         uv_pipe_t pipe;
         uv_tcp_t tcp;
@@ -27,16 +27,16 @@ struct ipc_listener {
     char *path;
     dev_t dev;
     ino_t ino;
-    void (*on_conn)(void *ud, ipc_conn *c);
+    void (*on_conn)(void *ud, kipc_conn *c);
     void *ud;
-    ipc_limits lim;
+    kipc_limits lim;
     size_t buffered; /* unfinished lines of all connections */
     size_t held;     /* held by the owner for its peers' requests */
     int nconns;      /* connections not yet freed: each keeps the listener */
     unsigned closed : 1, handle_closed : 1;
 };
 
-struct ipc_conn {
+struct kipc_conn {
     union {
         uv_pipe_t pipe;
         uv_tcp_t tcp;
@@ -44,24 +44,24 @@ struct ipc_conn {
     uv_connect_t creq;
     uv_timer_t timer; /* idle and lifetime bounds, when the listener has them */
     int open_handles;
-    ipc_listener *l; /* NULL on the client side */
-    jsonl_framer fr;
+    kipc_listener *l; /* NULL on the client side */
+    kjsonl fr;
     size_t counted; /* this connection's share of l->buffered */
     size_t drain_below; /* with want_drain: call `drained` at this mark */
     uint64_t t_accept, t_read;
-    ipc_conn_cbs cbs;
+    kipc_conn_cbs cbs;
     void *ud;
     uid_t uid;
     unsigned attached : 1, closing : 1, dead : 1, has_timer : 1, want_drain : 1;
 };
 
-struct ipc_write {
+struct kipc_write {
     uv_write_t req;
     char *owned; /* freed when written, unless the data follows the struct */
     char data[];
 };
 
-static void maybe_free_listener(ipc_listener *l)
+static void maybe_free_listener(kipc_listener *l)
 {
     if (l->handle_closed && l->nconns == 0) {
         free(l->path); /* NULL for TCP */
@@ -71,10 +71,10 @@ static void maybe_free_listener(ipc_listener *l)
 
 static void conn_handle_closed(uv_handle_t *h)
 {
-    ipc_conn *c = h->data;
+    kipc_conn *c = h->data;
     if (--c->open_handles > 0)
         return;
-    jsonl_free(&c->fr);
+    kjsonl_free(&c->fr);
     if (c->l) {
         c->l->nconns--;
         maybe_free_listener(c->l);
@@ -83,7 +83,7 @@ static void conn_handle_closed(uv_handle_t *h)
 }
 
 /* This connection's unfinished line no longer counts, nor takes memory. */
-static void release(ipc_conn *c)
+static void release(kipc_conn *c)
 {
     if (c->l) {
         c->l->buffered -= c->counted;
@@ -92,7 +92,7 @@ static void release(ipc_conn *c)
     kbuf_free(&c->fr.partial);
 }
 
-static void close_handles(ipc_conn *c)
+static void close_handles(kipc_conn *c)
 {
     if (c->has_timer && !uv_is_closing((uv_handle_t *)&c->timer))
         uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
@@ -102,7 +102,7 @@ static void close_handles(ipc_conn *c)
 
 /* The connection is over: its owner hears `closed` once (unless the owner
  * closed it). Returns 0 if it was over already. */
-static int mark_dead(ipc_conn *c, const char *why)
+static int mark_dead(kipc_conn *c, const char *why)
 {
     if (c->dead)
         return 0;
@@ -114,7 +114,7 @@ static int mark_dead(ipc_conn *c, const char *why)
 }
 
 /* Ends the connection at once. */
-static void conn_end(ipc_conn *c, const char *why)
+static void conn_end(kipc_conn *c, const char *why)
 {
     if (mark_dead(c, why))
         close_handles(c);
@@ -122,24 +122,24 @@ static void conn_end(ipc_conn *c, const char *why)
 
 static void on_written(uv_write_t *req, int status)
 {
-    struct ipc_write *w = (struct ipc_write *)req;
-    ipc_conn *c = req->handle->data;
+    struct kipc_write *w = (struct kipc_write *)req;
+    kipc_conn *c = req->handle->data;
     (void)status; /* a broken connection shows up as a read error */
     free(w->owned);
     free(w);
-    if (c->want_drain && !c->dead && ipc_unread(c) <= c->drain_below) {
+    if (c->want_drain && !c->dead && kipc_unread(c) <= c->drain_below) {
         c->want_drain = 0;
         if (c->cbs.drained)
             c->cbs.drained(c->ud);
     }
 }
 
-size_t ipc_unread(const ipc_conn *c)
+size_t kipc_unread(const kipc_conn *c)
 {
     return uv_stream_get_write_queue_size((const uv_stream_t *)&c->pipe);
 }
 
-void ipc_notify_drain(ipc_conn *c, size_t below)
+void kipc_notify_drain(kipc_conn *c, size_t below)
 {
     c->drain_below = below;
     c->want_drain = 1;
@@ -147,7 +147,7 @@ void ipc_notify_drain(ipc_conn *c, size_t below)
 
 static void on_shutdown(uv_shutdown_t *req, int status)
 {
-    ipc_conn *c = req->data;
+    kipc_conn *c = req->data;
     (void)status;
     free(req);
     close_handles(c);
@@ -160,7 +160,7 @@ static void on_close_deadline(uv_timer_t *t)
 
 /* Queued writes are flushed, then the connection closes; within
  * IPC_FLUSH_MS, since a peer that does not read would hold it forever. */
-static void flush_and_close(ipc_conn *c)
+static void flush_and_close(kipc_conn *c)
 {
     uv_read_stop((uv_stream_t *)&c->pipe);
     if (!c->has_timer) {
@@ -178,9 +178,9 @@ static void flush_and_close(ipc_conn *c)
     }
 }
 
-static void write_raw(ipc_conn *c, const char *data, size_t n)
+static void write_raw(kipc_conn *c, const char *data, size_t n)
 {
-    struct ipc_write *w = kmalloc(sizeof *w + n);
+    struct kipc_write *w = kmalloc(sizeof *w + n);
     w->owned = NULL;
     memcpy(w->data, data, n);
     uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
@@ -190,8 +190,8 @@ static void write_raw(ipc_conn *c, const char *data, size_t n)
 
 /* The peer went past a limit: it is told why (on a JSON Lines connection),
  * the owner hears `closed` with the same reason, and the connection goes. */
-static void refuse(ipc_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void refuse(ipc_conn *c, const char *fmt, ...)
+static void refuse(kipc_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void refuse(kipc_conn *c, const char *fmt, ...)
 {
     char why[256], line[400];
     va_list ap;
@@ -210,7 +210,7 @@ static void refuse(ipc_conn *c, const char *fmt, ...)
 
 static int on_line(void *ud, const char *line, size_t n)
 {
-    ipc_conn *c = ud;
+    kipc_conn *c = ud;
     if (c->closing || !c->cbs.line)
         return 1;
     c->cbs.line(c->ud, line, n);
@@ -228,23 +228,23 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
-    ipc_conn *c = s->data;
+    kipc_conn *c = s->data;
     if (n < 0) {
         conn_end(c, n == UV_EOF ? "connection closed by peer" : uv_strerror((int)n));
         return;
     }
     if (n == 0 || c->dead)
         return;
-    ipc_listener *l = c->l;
+    kipc_listener *l = c->l;
     if (c->has_timer)
         c->t_read = uv_now(s->loop);
     /* A line that ends in this read passes from this connection's count to
-     * what the owner holds for it (ipc_listener_hold), not to both. */
+     * what the owner holds for it (kipc_listener_hold), not to both. */
     if (l) {
         l->buffered -= c->counted;
         c->counted = 0;
     }
-    if (jsonl_feed(&c->fr, buf->base, (size_t)n, on_line, c) == JSONL_OVERFLOW) {
+    if (kjsonl_feed(&c->fr, buf->base, (size_t)n, on_line, c) == KJSONL_OVERFLOW) {
         refuse(c, "a line longer than %zu bytes (the server's max_request_bytes); connection closed",
                c->fr.max_line);
         return;
@@ -253,7 +253,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         return;
     /* What this connection holds back now counts against the budget every
      * connection shares. */
-    size_t pending = jsonl_pending(&c->fr);
+    size_t pending = kjsonl_pending(&c->fr);
     if (l->lim.max_buffered && l->buffered + l->held + pending > l->lim.max_buffered) {
         refuse(c, "the server holds %zu bytes of requests (max_buffered_bytes %zu); connection closed",
                l->buffered + l->held, l->lim.max_buffered);
@@ -265,21 +265,21 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         kbuf_free(&c->fr.partial); /* a large line went through: give its memory back */
 }
 
-static ipc_conn *conn_new(uv_loop_t *loop, size_t max_line, int tcp)
+static kipc_conn *conn_new(uv_loop_t *loop, size_t max_line, int tcp)
 {
-    ipc_conn *c = kcalloc(1, sizeof *c);
+    kipc_conn *c = kcalloc(1, sizeof *c);
     if (tcp)
         uv_tcp_init(loop, &c->tcp);
     else
         uv_pipe_init(loop, &c->pipe, 0);
     c->pipe.data = c;
     c->open_handles = 1;
-    jsonl_init(&c->fr, max_line);
+    kjsonl_init(&c->fr, max_line);
     c->uid = (uid_t)-1;
     return c;
 }
 
-void ipc_attach(ipc_conn *c, const ipc_conn_cbs *cbs, void *ud)
+void kipc_attach(kipc_conn *c, const kipc_conn_cbs *cbs, void *ud)
 {
     c->cbs = *cbs;
     c->ud = ud;
@@ -292,7 +292,7 @@ void ipc_attach(ipc_conn *c, const ipc_conn_cbs *cbs, void *ud)
 
 static void on_connect(uv_connect_t *req, int status)
 {
-    ipc_conn *c = req->data;
+    kipc_conn *c = req->data;
     if (c->closing || c->dead) {
         conn_end(c, "closed");
         return;
@@ -307,9 +307,9 @@ static void on_connect(uv_connect_t *req, int status)
         conn_end(c, uv_strerror(status));
 }
 
-ipc_conn *ipc_connect(uv_loop_t *loop, const char *path, size_t max_line)
+kipc_conn *kipc_connect(uv_loop_t *loop, const char *path, size_t max_line)
 {
-    ipc_conn *c = conn_new(loop, max_line ? max_line : IPC_CLIENT_MAX_LINE, 0);
+    kipc_conn *c = conn_new(loop, max_line ? max_line : IPC_CLIENT_MAX_LINE, 0);
     c->creq.data = c;
     uv_pipe_connect(&c->creq, &c->pipe, path, on_connect);
     return c;
@@ -317,13 +317,13 @@ ipc_conn *ipc_connect(uv_loop_t *loop, const char *path, size_t max_line)
 
 /* Would n more bytes take this peer past what it may leave unread? One
  * write is always let through to a peer that has read everything. */
-static int over_unread(ipc_conn *c, size_t n)
+static int over_unread(kipc_conn *c, size_t n)
 {
     size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe);
     return c->l && c->l->lim.max_unread && queued > 0 && queued + n > c->l->lim.max_unread;
 }
 
-int ipc_send(ipc_conn *c, const char *data, size_t n)
+int kipc_send(kipc_conn *c, const char *data, size_t n)
 {
     if (c->dead || c->closing)
         return 0;
@@ -333,14 +333,14 @@ int ipc_send(ipc_conn *c, const char *data, size_t n)
     return 0;
 }
 
-int ipc_send_owned(ipc_conn *c, char *data, size_t n)
+int kipc_send_owned(kipc_conn *c, char *data, size_t n)
 {
     if (c->dead || c->closing || over_unread(c, n)) {
         int refused = !(c->dead || c->closing);
         free(data);
         return refused ? -1 : 0;
     }
-    struct ipc_write *w = kmalloc(sizeof *w);
+    struct kipc_write *w = kmalloc(sizeof *w);
     w->owned = data;
     uv_buf_t b = uv_buf_init(data, (unsigned)n);
     if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, on_written) < 0) {
@@ -350,7 +350,7 @@ int ipc_send_owned(ipc_conn *c, char *data, size_t n)
     return 0;
 }
 
-void ipc_close(ipc_conn *c)
+void kipc_close(kipc_conn *c)
 {
     if (c->closing)
         return;
@@ -362,7 +362,7 @@ void ipc_close(ipc_conn *c)
     flush_and_close(c);
 }
 
-void ipc_abort(ipc_conn *c)
+void kipc_abort(kipc_conn *c)
 {
     c->closing = 1;
     if (!c->dead) {
@@ -372,7 +372,7 @@ void ipc_abort(ipc_conn *c)
     close_handles(c); /* queued writes are dropped */
 }
 
-uid_t ipc_peer_uid(const ipc_conn *c)
+uid_t kipc_peer_uid(const kipc_conn *c)
 {
     return c->uid;
 }
@@ -381,8 +381,8 @@ uid_t ipc_peer_uid(const ipc_conn *c)
 
 static void on_conn_timer(uv_timer_t *t)
 {
-    ipc_conn *c = t->data;
-    const ipc_limits *lim = &c->l->lim;
+    kipc_conn *c = t->data;
+    const kipc_limits *lim = &c->l->lim;
     uint64_t now = uv_now(t->loop), next = 0;
     if (lim->lifetime_ms) {
         if (now - c->t_accept >= lim->lifetime_ms) {
@@ -402,9 +402,9 @@ static void on_conn_timer(uv_timer_t *t)
     uv_timer_start(&c->timer, on_conn_timer, next - now, 0);
 }
 
-static void start_conn_timer(ipc_conn *c)
+static void start_conn_timer(kipc_conn *c)
 {
-    const ipc_limits *lim = &c->l->lim;
+    const kipc_limits *lim = &c->l->lim;
     if (!lim->idle_ms && !lim->lifetime_ms)
         return;
     uv_timer_init(c->pipe.loop, &c->timer);
@@ -422,10 +422,10 @@ static void start_conn_timer(ipc_conn *c)
 
 static void on_connection(uv_stream_t *server, int status)
 {
-    ipc_listener *l = server->data;
+    kipc_listener *l = server->data;
     if (status < 0 || l->closed)
         return;
-    ipc_conn *c = conn_new(server->loop, l->lim.max_line ? l->lim.max_line : IPC_CLIENT_MAX_LINE,
+    kipc_conn *c = conn_new(server->loop, l->lim.max_line ? l->lim.max_line : IPC_CLIENT_MAX_LINE,
                            l->tcp_mode);
     c->l = l;
     l->nconns++;
@@ -434,7 +434,7 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     if (l->lim.max_conns && l->nconns > l->lim.max_conns) {
-        klog(LOG_DEBUG, "kiro.server", "refused a connection: %d open (the most)", l->lim.max_conns);
+        klog(KLOG_DEBUG, "kiro.server", "refused a connection: %d open (the most)", l->lim.max_conns);
         refuse(c, "too many connections (%d open); try again later", l->lim.max_conns);
         return;
     }
@@ -444,12 +444,12 @@ static void on_connection(uv_stream_t *server, int status)
         socklen_t len = sizeof cred;
         if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0 ||
             getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-            klog(LOG_WARN, "kiro.server", "cannot read peer credentials; connection refused");
+            klog(KLOG_WARN, "kiro.server", "cannot read peer credentials; connection refused");
             conn_end(c, "no credentials");
             return;
         }
         if (cred.uid != getuid()) {
-            klog(LOG_WARN, "kiro.server", "refused a connection from uid %u (pid %d): not our user",
+            klog(KLOG_WARN, "kiro.server", "refused a connection from uid %u (pid %d): not our user",
                  (unsigned)cred.uid, (int)cred.pid);
             conn_end(c, "foreign uid");
             return;
@@ -462,9 +462,9 @@ static void on_connection(uv_stream_t *server, int status)
     l->on_conn(l->ud, c);
 }
 
-static ipc_listener *listener_new(const ipc_limits *lim, void (*on_conn)(void *, ipc_conn *), void *ud)
+static kipc_listener *listener_new(const kipc_limits *lim, void (*on_conn)(void *, kipc_conn *), void *ud)
 {
-    ipc_listener *l = kcalloc(1, sizeof *l);
+    kipc_listener *l = kcalloc(1, sizeof *l);
     l->on_conn = on_conn;
     l->ud = ud;
     if (lim)
@@ -472,11 +472,11 @@ static ipc_listener *listener_new(const ipc_limits *lim, void (*on_conn)(void *,
     return l;
 }
 
-int ipc_listen(uv_loop_t *loop, const char *path, const ipc_limits *lim,
-               void (*on_conn)(void *ud, ipc_conn *c), void *ud, ipc_listener **out, char *err,
+int kipc_listen(uv_loop_t *loop, const char *path, const kipc_limits *lim,
+               void (*on_conn)(void *ud, kipc_conn *c), void *ud, kipc_listener **out, char *err,
                size_t errlen)
 {
-    ipc_listener *l = listener_new(lim, on_conn, ud);
+    kipc_listener *l = listener_new(lim, on_conn, ud);
     char tmp[4096];
     int rc;
     snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
@@ -496,7 +496,7 @@ int ipc_listen(uv_loop_t *loop, const char *path, const ipc_limits *lim,
     if (rc != 0) {
         snprintf(err, errlen, "cannot listen on %s: %s", path, uv_strerror(rc));
         unlink(tmp);
-        ipc_listener_close(l);
+        kipc_listener_close(l);
         *out = NULL;
         return -1;
     }
@@ -509,11 +509,11 @@ int ipc_listen(uv_loop_t *loop, const char *path, const ipc_limits *lim,
     return 0;
 }
 
-int ipc_listen_tcp(uv_loop_t *loop, const char *host, int port, const ipc_limits *lim,
-                   void (*on_conn)(void *ud, ipc_conn *c), void *ud, ipc_listener **out, char *err,
+int kipc_listen_tcp(uv_loop_t *loop, const char *host, int port, const kipc_limits *lim,
+                   void (*on_conn)(void *ud, kipc_conn *c), void *ud, kipc_listener **out, char *err,
                    size_t errlen)
 {
-    ipc_listener *l = listener_new(lim, on_conn, ud);
+    kipc_listener *l = listener_new(lim, on_conn, ud);
     uv_getaddrinfo_t req;
     struct addrinfo hints;
     char service[16];
@@ -535,7 +535,7 @@ int ipc_listen_tcp(uv_loop_t *loop, const char *host, int port, const ipc_limits
         rc = uv_listen((uv_stream_t *)&l->tcp, 64, on_connection);
     if (rc != 0) {
         snprintf(err, errlen, "cannot listen on %s:%d: %s", host, port, uv_strerror(rc));
-        ipc_listener_close(l);
+        kipc_listener_close(l);
         *out = NULL;
         return -1;
     }
@@ -543,7 +543,7 @@ int ipc_listen_tcp(uv_loop_t *loop, const char *host, int port, const ipc_limits
     return 0;
 }
 
-int ipc_listener_port(ipc_listener *l)
+int kipc_listener_port(kipc_listener *l)
 {
     struct sockaddr_storage addr;
     int len = sizeof addr;
@@ -553,7 +553,7 @@ int ipc_listener_port(ipc_listener *l)
                                             : ((struct sockaddr_in *)&addr)->sin_port);
 }
 
-int ipc_listener_hold(ipc_listener *l, long long n)
+int kipc_listener_hold(kipc_listener *l, long long n)
 {
     if (n < 0) {
         size_t m = (size_t)-n;
@@ -566,19 +566,19 @@ int ipc_listener_hold(ipc_listener *l, long long n)
     return 0;
 }
 
-size_t ipc_listener_buffered(const ipc_listener *l)
+size_t kipc_listener_buffered(const kipc_listener *l)
 {
     return l->buffered + l->held;
 }
 
 static void listener_closed(uv_handle_t *h)
 {
-    ipc_listener *l = h->data;
+    kipc_listener *l = h->data;
     l->handle_closed = 1;
     maybe_free_listener(l);
 }
 
-void ipc_listener_close(ipc_listener *l)
+void kipc_listener_close(kipc_listener *l)
 {
     struct stat st;
     if (l->closed)
@@ -591,7 +591,7 @@ void ipc_listener_close(ipc_listener *l)
     uv_close((uv_handle_t *)&l->pipe, listener_closed);
 }
 
-int ipc_secure_dir(const char *dir, char *err, size_t errlen)
+int kipc_secure_dir(const char *dir, char *err, size_t errlen)
 {
     struct stat st;
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {

@@ -2,22 +2,22 @@
 
 #include <string.h>
 
-void jsonl_init(jsonl_framer *f, size_t max_line)
+void kjsonl_init(kjsonl *f, size_t max_line)
 {
     memset(f, 0, sizeof *f);
     f->max_line = max_line;
 }
 
-static int emit(jsonl_framer *f, const char *line, size_t len, jsonl_line_cb cb, void *ud)
+static int emit(kjsonl *f, const char *line, size_t len, kjsonl_line_cb cb, void *ud)
 {
     if (len > f->max_line)
-        return JSONL_OVERFLOW;
+        return KJSONL_OVERFLOW;
     if (len && line[len - 1] == '\r')
         len--;
-    return cb(ud, line, len) ? JSONL_STOPPED : JSONL_OK;
+    return cb(ud, line, len) ? KJSONL_STOPPED : KJSONL_OK;
 }
 
-int jsonl_feed(jsonl_framer *f, const char *data, size_t n, jsonl_line_cb cb, void *ud)
+int kjsonl_feed(kjsonl *f, const char *data, size_t n, kjsonl_line_cb cb, void *ud)
 {
     const char *p = data, *end = data + n;
     int rc;
@@ -26,12 +26,12 @@ int jsonl_feed(jsonl_framer *f, const char *data, size_t n, jsonl_line_cb cb, vo
         const char *nl = memchr(p, '\n', n);
         if (!nl) {
             if (f->partial.len + n > f->max_line)
-                return JSONL_OVERFLOW;
+                return KJSONL_OVERFLOW;
             kbuf_append(&f->partial, p, n);
-            return JSONL_OK;
+            return KJSONL_OK;
         }
         if (f->partial.len + (size_t)(nl - p) > f->max_line)
-            return JSONL_OVERFLOW;
+            return KJSONL_OVERFLOW;
         kbuf_append(&f->partial, p, (size_t)(nl - p));
         size_t len = f->partial.len;
         f->partial.len = 0; /* the bytes stay valid until the next append */
@@ -49,23 +49,23 @@ int jsonl_feed(jsonl_framer *f, const char *data, size_t n, jsonl_line_cb cb, vo
     }
     if (p < end) {
         if ((size_t)(end - p) > f->max_line)
-            return JSONL_OVERFLOW;
+            return KJSONL_OVERFLOW;
         kbuf_append(&f->partial, p, (size_t)(end - p));
     }
-    return JSONL_OK;
+    return KJSONL_OK;
 }
 
-size_t jsonl_pending(const jsonl_framer *f)
+size_t kjsonl_pending(const kjsonl *f)
 {
     return f->partial.len;
 }
 
-void jsonl_reset(jsonl_framer *f)
+void kjsonl_reset(kjsonl *f)
 {
     f->partial.len = 0;
 }
 
-void jsonl_free(jsonl_framer *f)
+void kjsonl_free(kjsonl *f)
 {
     kbuf_free(&f->partial);
 }

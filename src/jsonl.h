@@ -7,21 +7,21 @@
 #include <stddef.h>
 #include "buf.h"
 
-typedef struct jsonl_framer {
+typedef struct kjsonl {
     kbuf partial;
     size_t max_line;
-} jsonl_framer;
+} kjsonl;
 
 /* Return non-zero from the callback to stop framing (the rest is dropped). */
-typedef int (*jsonl_line_cb)(void *ud, const char *line, size_t len);
+typedef int (*kjsonl_line_cb)(void *ud, const char *line, size_t len);
 
-enum { JSONL_OK = 0, JSONL_STOPPED = 1, JSONL_OVERFLOW = -1 };
+enum { KJSONL_OK = 0, KJSONL_STOPPED = 1, KJSONL_OVERFLOW = -1 };
 
-void jsonl_init(jsonl_framer *f, size_t max_line);
-int jsonl_feed(jsonl_framer *f, const char *data, size_t n, jsonl_line_cb cb, void *ud);
+void kjsonl_init(kjsonl *f, size_t max_line);
+int kjsonl_feed(kjsonl *f, const char *data, size_t n, kjsonl_line_cb cb, void *ud);
 /* Bytes of an unterminated line still held. */
-size_t jsonl_pending(const jsonl_framer *f);
-void jsonl_reset(jsonl_framer *f);
-void jsonl_free(jsonl_framer *f);
+size_t kjsonl_pending(const kjsonl *f);
+void kjsonl_reset(kjsonl *f);
+void kjsonl_free(kjsonl *f);
 
 #endif

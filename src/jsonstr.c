@@ -52,7 +52,7 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
     return len;
 }
 
-int jstr_measure(const char *s, size_t n, size_t *len, size_t *bad)
+int kjstr_measure(const char *s, size_t n, size_t *len, size_t *bad)
 {
     const unsigned char *p = (const unsigned char *)s;
     size_t out = 0;
@@ -109,7 +109,7 @@ static size_t escape(unsigned char c, char out[6])
     }
 }
 
-char *jstr_write(char *dst, const char *s, size_t n)
+char *kjstr_write(char *dst, const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;
     size_t run = 0; /* bytes copied as they are, pending */
@@ -125,7 +125,7 @@ char *jstr_write(char *dst, const char *s, size_t n)
     return dst + (n - run);
 }
 
-void jstr_write_in_place(char *buf, size_t n, size_t at, size_t esc)
+void kjstr_write_in_place(char *buf, size_t n, size_t at, size_t esc)
 {
     /* Every byte moves to an offset at least its own (escapes only grow), so
      * filling from the end never overwrites a byte not yet read. */

@@ -10,14 +10,14 @@
 /* Checks that s is valid UTF-8 (RFC 3629: no overlong forms, no surrogates,
  * nothing past U+10FFFF; NUL is fine) and sets *len to the size of its JSON
  * escaping, without quotes. Returns 0, or -1 with *bad at the offending byte. */
-int jstr_measure(const char *s, size_t n, size_t *len, size_t *bad);
+int kjstr_measure(const char *s, size_t n, size_t *len, size_t *bad);
 
-/* Writes the escaping of s (jstr_measure'd) at dst; returns the end. */
-char *jstr_write(char *dst, const char *s, size_t n);
+/* Writes the escaping of s (kjstr_measure'd) at dst; returns the end. */
+char *kjstr_write(char *dst, const char *s, size_t n);
 
 /* The same, in place: s occupies buf[0..n), and its escaping (esc bytes, as
  * measured) is written to buf[at..at+esc), where at >= 0 and the buffer holds
  * at + esc bytes. Works backwards, so no second buffer is needed. */
-void jstr_write_in_place(char *buf, size_t n, size_t at, size_t esc);
+void kjstr_write_in_place(char *buf, size_t n, size_t at, size_t esc);
 
 #endif

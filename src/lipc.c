@@ -27,14 +27,14 @@
 #define LOCK_MT "kiro.lock"
 
 typedef struct lconn {
-    ipc_conn *c;
+    kipc_conn *c;
     lrt *x;
     int ctx;
     int json; /* lines are decoded here: Lua gets values, not text */
 } lconn;
 
 typedef struct llistener {
-    ipc_listener *l;
+    kipc_listener *l;
     lrt *x;
     int ctx;
     int json; /* for its connections */
@@ -103,9 +103,9 @@ static void conn_drained(void *ud)
     call_cb(k->x, 2);
 }
 
-static const ipc_conn_cbs conn_cbs = { conn_connected, conn_line, conn_closed, conn_drained };
+static const kipc_conn_cbs conn_cbs = { conn_connected, conn_line, conn_closed, conn_drained };
 
-static lconn *push_conn(lua_State *L, lrt *x, ipc_conn *c, int json)
+static lconn *push_conn(lua_State *L, lrt *x, kipc_conn *c, int json)
 {
     lconn *k = lua_newuserdatauv(L, sizeof *k, 0);
     k->c = c;
@@ -122,7 +122,7 @@ static void attach(lua_State *L, lconn *k, int idx)
     luaL_unref(L, LUA_REGISTRYINDEX, k->ctx);
     lua_pushvalue(L, idx);
     k->ctx = luaL_ref(L, LUA_REGISTRYINDEX);
-    ipc_attach(k->c, &conn_cbs, k);
+    kipc_attach(k->c, &conn_cbs, k);
 }
 
 /* core.connect(path, ctx [, json]) -> conn; events: connect(err, msg),
@@ -133,7 +133,7 @@ static int l_connect(lua_State *L)
     const char *path = luaL_checkstring(L, 1);
     luaL_checkany(L, 2);
     int json = lua_toboolean(L, 3);
-    lconn *k = push_conn(L, x, ipc_connect(x->rt->loop, path, 0), json);
+    lconn *k = push_conn(L, x, kipc_connect(x->rt->loop, path, 0), json);
     attach(L, k, 2);
     return 1;
 }
@@ -166,7 +166,7 @@ static int conn_send(lua_State *L)
         lua_pushboolean(L, 0);
         return 1;
     }
-    if (ipc_send(k->c, s, n) != 0)
+    if (kipc_send(k->c, s, n) != 0)
         return unread_refused(L);
     lua_pushboolean(L, 1);
     return 1;
@@ -176,7 +176,7 @@ static int conn_send(lua_State *L)
 static int conn_unread(lua_State *L)
 {
     lconn *k = luaL_checkudata(L, 1, CONN_MT);
-    lua_pushinteger(L, k->c ? (lua_Integer)ipc_unread(k->c) : 0);
+    lua_pushinteger(L, k->c ? (lua_Integer)kipc_unread(k->c) : 0);
     return 1;
 }
 
@@ -187,7 +187,7 @@ static int conn_notify_drain(lua_State *L)
     lconn *k = luaL_checkudata(L, 1, CONN_MT);
     lua_Integer below = luaL_checkinteger(L, 2);
     if (k->c)
-        ipc_notify_drain(k->c, below < 0 ? 0 : (size_t)below);
+        kipc_notify_drain(k->c, below < 0 ? 0 : (size_t)below);
     return 0;
 }
 
@@ -203,7 +203,7 @@ static int conn_send_json(lua_State *L)
     }
     size_t n;
     char *line = ljson_encode_line(L, 2, &n);
-    if (ipc_send_owned(k->c, line, n) != 0)
+    if (kipc_send_owned(k->c, line, n) != 0)
         return unread_refused(L);
     lua_pushboolean(L, 1);
     return 1;
@@ -262,7 +262,7 @@ static int conn_send_stdin_prompt(lua_State *L)
         lua_pushliteral(L, "closed");
         return 3;
     }
-    if (jstr_measure(prefix, pl, &pe, NULL) != 0 || jstr_measure(suffix, sl, &se, NULL) != 0)
+    if (kjstr_measure(prefix, pl, &pe, NULL) != 0 || kjstr_measure(suffix, sl, &se, NULL) != 0)
         return luaL_error(L, "send_stdin_prompt: prefix and suffix must be UTF-8");
     static const char field[] = ",\"prompt\":\"", tail[] = "\"}\n";
     size_t room = hl + (sizeof field - 1) + pe;
@@ -279,7 +279,7 @@ static int conn_send_stdin_prompt(lua_State *L)
     const char *kind = NULL;
     if (body == 0)
         kind = "empty";
-    else if (jstr_measure(text, body, &esc, &bad) != 0)
+    else if (kjstr_measure(text, body, &esc, &bad) != 0)
         kind = "utf8";
     size_t total = kind ? 0 : room + esc + se + sizeof tail - 1;
     if (!kind && max_prompt > 0 && pl + body + sl > (size_t)max_prompt)
@@ -299,13 +299,13 @@ static int conn_send_stdin_prompt(lua_State *L)
     }
     buf = krealloc(buf, total);
     text = buf + room;
-    jstr_write_in_place(text, body, 0, esc); /* escaped where it lies */
+    kjstr_write_in_place(text, body, 0, esc); /* escaped where it lies */
     memcpy(buf, head, hl);
     memcpy(buf + hl, field, sizeof field - 1);
-    jstr_write(buf + hl + sizeof field - 1, prefix, pl); /* ends at text */
-    char *w = jstr_write(text + esc, suffix, sl);
+    kjstr_write(buf + hl + sizeof field - 1, prefix, pl); /* ends at text */
+    char *w = kjstr_write(text + esc, suffix, sl);
     memcpy(w, tail, sizeof tail - 1);
-    if (ipc_send_owned(k->c, buf, total) != 0)
+    if (kipc_send_owned(k->c, buf, total) != 0)
         return unread_refused(L);
     lua_pushinteger(L, (lua_Integer)total);
     return 1;
@@ -316,21 +316,21 @@ static int conn_close(lua_State *L)
 {
     lconn *k = luaL_checkudata(L, 1, CONN_MT);
     if (k->c && lua_toboolean(L, 2))
-        ipc_abort(k->c);
+        kipc_abort(k->c);
     else if (k->c)
-        ipc_close(k->c);
+        kipc_close(k->c);
     k->c = NULL;
     luaL_unref(L, LUA_REGISTRYINDEX, k->ctx);
     k->ctx = LUA_NOREF;
     return 0;
 }
 
-static void on_accept(void *ud, ipc_conn *c)
+static void on_accept(void *ud, kipc_conn *c)
 {
     llistener *ls = ud;
     lrt *x = ls->x;
     if (ls->ctx == LUA_NOREF || !x->L) {
-        ipc_close(c);
+        kipc_close(c);
         return;
     }
     dispatch(x, ls->ctx, "accept");
@@ -351,7 +351,7 @@ static llistener *new_listener(lua_State *L, lrt *x)
 /* Reads the optional limits table at idx: { max_line=, max_buffered=,
  * max_unread=, max_conns=, idle_ms=, lifetime_ms= } (0 or absent: none),
  * and its `json` flag (connections hand over decoded lines). */
-static int get_limits(lua_State *L, int idx, ipc_limits *lim)
+static int get_limits(lua_State *L, int idx, kipc_limits *lim)
 {
     memset(lim, 0, sizeof *lim);
     if (lua_isnoneornil(L, idx))
@@ -385,12 +385,12 @@ static int l_listen(lua_State *L)
     lrt *x = get_lrt(L);
     const char *path = luaL_checkstring(L, 1);
     luaL_checkany(L, 2);
-    ipc_limits lim;
+    kipc_limits lim;
     int json = get_limits(L, 3, &lim);
     llistener *ls = new_listener(L, x);
     ls->json = json;
     char err[512];
-    if (ipc_listen(x->rt->loop, path, &lim, on_accept, ls, &ls->l, err, sizeof err) != 0)
+    if (kipc_listen(x->rt->loop, path, &lim, on_accept, ls, &ls->l, err, sizeof err) != 0)
         return lkiro_fail(L, err);
     lua_pushvalue(L, 2);
     ls->ctx = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -405,16 +405,16 @@ static int l_listen_tcp(lua_State *L)
     lua_Integer port = luaL_checkinteger(L, 2);
     luaL_checkany(L, 3);
     luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port out of range");
-    ipc_limits lim;
+    kipc_limits lim;
     int json = get_limits(L, 4, &lim);
     llistener *ls = new_listener(L, x);
     ls->json = json;
     char err[512];
-    if (ipc_listen_tcp(x->rt->loop, host, (int)port, &lim, on_accept, ls, &ls->l, err, sizeof err) != 0)
+    if (kipc_listen_tcp(x->rt->loop, host, (int)port, &lim, on_accept, ls, &ls->l, err, sizeof err) != 0)
         return lkiro_fail(L, err);
     lua_pushvalue(L, 3);
     ls->ctx = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pushinteger(L, ipc_listener_port(ls->l));
+    lua_pushinteger(L, kipc_listener_port(ls->l));
     return 2;
 }
 
@@ -422,7 +422,7 @@ static int listener_close(lua_State *L)
 {
     llistener *ls = luaL_checkudata(L, 1, LISTENER_MT);
     if (ls->l && ls->x->rt)
-        ipc_listener_close(ls->l);
+        kipc_listener_close(ls->l);
     ls->l = NULL;
     luaL_unref(L, LUA_REGISTRYINDEX, ls->ctx);
     ls->ctx = LUA_NOREF;
@@ -435,7 +435,7 @@ static int listener_hold(lua_State *L)
 {
     llistener *ls = luaL_checkudata(L, 1, LISTENER_MT);
     lua_Integer n = luaL_checkinteger(L, 2);
-    lua_pushboolean(L, !ls->l || ipc_listener_hold(ls->l, n) == 0);
+    lua_pushboolean(L, !ls->l || kipc_listener_hold(ls->l, n) == 0);
     return 1;
 }
 
@@ -443,14 +443,14 @@ static int listener_hold(lua_State *L)
 static int listener_buffered(lua_State *L)
 {
     llistener *ls = luaL_checkudata(L, 1, LISTENER_MT);
-    lua_pushinteger(L, ls->l ? (lua_Integer)ipc_listener_buffered(ls->l) : 0);
+    lua_pushinteger(L, ls->l ? (lua_Integer)kipc_listener_buffered(ls->l) : 0);
     return 1;
 }
 
 static int l_secure_dir(lua_State *L)
 {
     char err[512];
-    if (ipc_secure_dir(luaL_checkstring(L, 1), err, sizeof err) != 0) {
+    if (kipc_secure_dir(luaL_checkstring(L, 1), err, sizeof err) != 0) {
         return lkiro_fail(L, err);
     }
     lua_pushboolean(L, 1);
@@ -675,7 +675,7 @@ static int l_cwd(lua_State *L)
 /* core.process_state(pid) -> "R", "S", "T", "Z", ... or nil when gone */
 static int l_process_state(lua_State *L)
 {
-    char st = proc_state_of((int)luaL_checkinteger(L, 1));
+    char st = kproc_state_of((int)luaL_checkinteger(L, 1));
     if (!st)
         return 0;
     lua_pushlstring(L, &st, 1);
@@ -685,7 +685,7 @@ static int l_process_state(lua_State *L)
 /* core.process_rss(pid) -> resident bytes, or nil */
 static int l_process_rss(lua_State *L)
 {
-    long long rss = proc_rss_of((int)luaL_checkinteger(L, 1));
+    long long rss = kproc_rss_of((int)luaL_checkinteger(L, 1));
     if (rss < 0)
         return 0;
     lua_pushinteger(L, (lua_Integer)rss);

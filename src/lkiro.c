@@ -90,7 +90,7 @@ int raise_pending(lua_State *L, lrt *x)
 /* A backend: how to start a CLI and speak to it. Built once per
  * configuration by the Lua face and named by every request. */
 typedef struct lbackend {
-    bspec spec;
+    kbackend_spec spec;
     char **strings; /* everything spec points into, freed at __gc */
 } lbackend;
 
@@ -161,10 +161,10 @@ static const char *opt_str(lua_State *L, int t, const char *k, const char *def)
 static int backend_gc(lua_State *L)
 {
     lbackend *b = luaL_checkudata(L, 1, BACKEND_MT);
-    strv_free((char **)b->spec.daemon_args);
-    strv_free((char **)b->spec.oneshot_args);
-    strv_free((char **)b->spec.env);
-    strv_free(b->strings);
+    kstrv_free((char **)b->spec.daemon_args);
+    kstrv_free((char **)b->spec.oneshot_args);
+    kstrv_free((char **)b->spec.env);
+    kstrv_free(b->strings);
     memset(b, 0, sizeof *b);
     return 0;
 }
@@ -178,7 +178,7 @@ static int l_backend(lua_State *L)
     const char *protocol = opt_str(L, 1, "protocol", "jsonl");
     if (!cli || !*cli)
         return luaL_error(L, "backend: cli is required");
-    if (!proto_find(protocol))
+    if (!kproto_find(protocol))
         return luaL_error(L, "backend: unknown protocol '%s'", protocol);
     lbackend *b = lua_newuserdatauv(L, sizeof *b, 0);
     memset(b, 0, sizeof *b);
@@ -193,7 +193,7 @@ static int l_backend(lua_State *L)
     b->spec.cli = b->strings[0];
     b->spec.protocol = b->strings[1];
     b->spec.model = b->strings[2];
-    if (!model) /* keep strv_free's NULL terminator after cli and protocol */
+    if (!model) /* keep kstrv_free's NULL terminator after cli and protocol */
         b->strings[2] = NULL;
     return 1;
 }
@@ -246,7 +246,7 @@ static void sink_end(void *ud, const char *code, const char *msg)
         }
         call_cb(x, 4);
     }
-    req_unref(r);
+    kreq_unref(r);
 }
 
 static uint64_t arg_ms(lua_State *L, int i)
@@ -284,18 +284,18 @@ static int l_request(lua_State *L)
     q->ctx = luaL_ref(L, LUA_REGISTRYINDEX);
     q->r = NULL;
     luaL_setmetatable(L, REQ_MT);
-    req_sink sink = { sink_chunk, sink_end, q };
-    kreq *r = req_new(x->rt, prompt, plen, stream, &sink);
+    kreq_sink sink = { sink_chunk, sink_end, q };
+    kreq *r = kreq_new(x->rt, prompt, plen, stream, &sink);
     x->rt->stats.requests++;
     q->r = r;
     r->timeout_ms = timeout_ms;
     r->first_chunk_ms = first_chunk_ms;
     r->stall_ms = stall_ms;
-    req_start(r);
+    kreq_start(r);
     if (oneshot)
-        rt_submit_oneshot(x->rt, &b->spec, r);
+        krt_submit_oneshot(x->rt, &b->spec, r);
     else
-        rt_submit_daemon(x->rt, &b->spec, r);
+        krt_submit_daemon(x->rt, &b->spec, r);
     raise_pending(L, x);
     return 1;
 }
@@ -315,7 +315,7 @@ static int req_cancel_m(lua_State *L)
     lreq *q = luaL_checkudata(L, 1, REQ_MT);
     if (q->r) {
         q->lrt->L = L;
-        req_cancel(q->r, ABORT_CANCEL, KERR_CANCELLED, luaL_optstring(L, 2, "cancelled by caller"));
+        kreq_cancel(q->r, KABORT_CANCEL, KERR_CANCELLED, luaL_optstring(L, 2, "cancelled by caller"));
         q->lrt->rt->stats.cancelled++;
     }
     return 0;
@@ -327,7 +327,7 @@ static int req_pause_m(lua_State *L)
 {
     lreq *q = luaL_checkudata(L, 1, REQ_MT);
     if (q->r)
-        req_pause(q->r, lua_toboolean(L, 2));
+        kreq_pause(q->r, lua_toboolean(L, 2));
     return 0;
 }
 
@@ -340,7 +340,7 @@ static int req_gc(lua_State *L)
         luaL_unref(L, LUA_REGISTRYINDEX, q->prompt);
         q->prompt = LUA_NOREF;
         q->lrt->rt->stats.cancelled++;
-        req_cancel(q->r, ABORT_CANCEL, KERR_CANCELLED, "request handle collected");
+        kreq_cancel(q->r, KABORT_CANCEL, KERR_CANCELLED, "request handle collected");
     }
     return 0;
 }
@@ -535,7 +535,7 @@ static int l_configure(lua_State *L)
     if (c.pool_min > c.pool_max)
         return luaL_error(L, "configure: pool_min (%d) exceeds pool_max (%d)", c.pool_min, c.pool_max);
     x->rt->cfg = c;
-    rt_health_start(x->rt);
+    krt_health_start(x->rt);
     return 0;
 }
 
@@ -554,7 +554,7 @@ static int l_config(lua_State *L)
 
 #define SET(name, v) (lua_pushinteger(L, (lua_Integer)(v)), lua_setfield(L, -2, name))
 
-static void push_daemon(void *ud, const daemon_info *di)
+static void push_daemon(void *ud, const kdaemon_info *di)
 {
     lua_State *L = ud;
     lua_createtable(L, 0, 3);
@@ -586,12 +586,12 @@ static int l_stats(lua_State *L)
     SET("probes", s->probes);
     SET("probe_failures", s->probe_failures);
     SET("in_flight", x->rt->nrequests);
-    SET("children", proc_live_count());
+    SET("children", kproc_live_count());
     lua_newtable(L);
     int daemons = 0;
-    for (pool *p = pool_first(x->rt); p; p = pool_next(p)) {
-        pool_info pi;
-        pool_describe(p, &pi);
+    for (kpool *p = kpool_first(x->rt); p; p = kpool_next(p)) {
+        kpool_info pi;
+        kpool_describe(p, &pi);
         lua_createtable(L, 0, 9);
         lua_pushstring(L, pi.cli);
         lua_setfield(L, -2, "cli");
@@ -609,7 +609,7 @@ static int l_stats(lua_State *L)
         SET("restarts", pi.restarts);
         daemons += pi.live;
         lua_newtable(L);
-        pool_each_daemon(p, push_daemon, L);
+        kpool_each_daemon(p, push_daemon, L);
         lua_setfield(L, -2, "daemons");
         lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
     }
@@ -624,7 +624,7 @@ static int l_log(lua_State *L)
     const char *lvl = luaL_checkstring(L, 1);
     const char *target = luaL_checkstring(L, 2);
     const char *msg = luaL_checkstring(L, 3);
-    int l = log_level_parse(lvl);
+    int l = klog_level_parse(lvl);
     if (l <= 0)
         return luaL_error(L, "log: unknown level '%s'", lvl);
     klog(l, target, "%s", msg);
@@ -633,15 +633,15 @@ static int l_log(lua_State *L)
 
 static int l_log_enabled(lua_State *L)
 {
-    int l = log_level_parse(luaL_checkstring(L, 1));
-    lua_pushboolean(L, l > 0 && log_enabled(l, luaL_checkstring(L, 2)));
+    int l = klog_level_parse(luaL_checkstring(L, 1));
+    lua_pushboolean(L, l > 0 && klog_enabled(l, luaL_checkstring(L, 2)));
     return 1;
 }
 
 static int l_set_log(lua_State *L)
 {
     const char *spec = luaL_checkstring(L, 1);
-    if (log_set_filter(spec) != 0) {
+    if (klog_set_filter(spec) != 0) {
         lua_pushnil(L);
         lua_pushfstring(L, "invalid log filter '%s' (levels: error warn info debug trace)", spec);
         return 2;
@@ -684,13 +684,13 @@ static int l_which(lua_State *L)
 static void on_signal(uv_signal_t *h, int signum)
 {
     lrt *x = h->data;
-    klog(LOG_INFO, "kiro.rt", "signal %d: shutting down", signum);
+    klog(KLOG_INFO, "kiro.rt", "signal %d: shutting down", signum);
     if (x->sig_ref != LUA_NOREF && x->L) {
         lua_rawgeti(x->L, LUA_REGISTRYINDEX, x->sig_ref);
         lua_pushinteger(x->L, signum);
         call_cb(x, 1);
     }
-    rt_shutdown(x->rt);
+    krt_shutdown(x->rt);
 }
 
 /* core.handle_signals(fn): on SIGINT/SIGTERM call fn(signum), then shut the
@@ -751,7 +751,7 @@ static int l_log_file(lua_State *L)
     lua_Integer max = luaL_optinteger(L, 2, 0);
     char err[512];
     luaL_argcheck(L, max >= 0, 2, "must not be negative");
-    if (log_set_file(path, (size_t)max, err, sizeof err) != 0) {
+    if (klog_set_file(path, (size_t)max, err, sizeof err) != 0) {
         return lkiro_fail(L, err);
     }
     lua_pushboolean(L, 1);
@@ -761,7 +761,7 @@ static int l_log_file(lua_State *L)
 /* core.log_reopen() -> true or false: the log file opened again. */
 static int l_log_reopen(lua_State *L)
 {
-    lua_pushboolean(L, log_reopen() == 0);
+    lua_pushboolean(L, klog_reopen() == 0);
     return 1;
 }
 
@@ -775,7 +775,7 @@ static void sig_closed(uv_handle_t *h)
 static int l_shutdown(lua_State *L)
 {
     lrt *x = get_lrt(L);
-    rt_shutdown(x->rt);
+    krt_shutdown(x->rt);
     if (lua_toboolean(L, 1))
         x->rt->shutting_down = 0;
     raise_pending(L, x);
@@ -791,7 +791,7 @@ static int rt_gc(lua_State *L)
     for (int i = 0; i < 3; i++)
         if (x->sigs[i])
             uv_close((uv_handle_t *)x->sigs[i], sig_closed);
-    rt_free(x->rt);
+    krt_free(x->rt);
     x->rt = NULL;
     return 0;
 }
@@ -858,11 +858,11 @@ KIRO_EXPORT int luaopen_kiro_core(lua_State *L)
         lrt *x = lua_newuserdatauv(L, sizeof *x, 0);
         memset(x, 0, sizeof *x);
         x->err_ref = x->sig_ref = x->hup_ref = x->dispatch_ref = LUA_NOREF;
-        x->rt = rt_new();
+        x->rt = krt_new();
         if (!x->rt)
             return luaL_error(L, "kiro: cannot initialise the event loop");
         const char *spec = getenv("KIRO_LOG");
-        if (spec && log_set_filter(spec) != 0)
+        if (spec && klog_set_filter(spec) != 0)
             fprintf(stderr, "[WARN kiro.rt] ignoring invalid KIRO_LOG '%s'\n", spec);
         luaL_newmetatable(L, RT_MT);
         lua_pushcfunction(L, rt_gc);

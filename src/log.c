@@ -9,34 +9,34 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define LOG_MAX_RULES 16
-#define LOG_TARGET_MAX 64
+#define KLOG_MAX_RULES 16
+#define KLOG_TARGET_MAX 64
 
 struct log_rule {
-    char target[LOG_TARGET_MAX]; /* empty: the default rule */
+    char target[KLOG_TARGET_MAX]; /* empty: the default rule */
     int level;
 };
 
-static struct log_rule rules[LOG_MAX_RULES];
+static struct log_rule rules[KLOG_MAX_RULES];
 static int nrules;
-static int default_level = LOG_WARN;
+static int default_level = KLOG_WARN;
 
 static const char *const level_names[] = { "off", "error", "warn", "info", "debug", "trace" };
 
-int log_level_parse(const char *name)
+int klog_level_parse(const char *name)
 {
-    for (int i = 0; i <= LOG_TRACE; i++)
+    for (int i = 0; i <= KLOG_TRACE; i++)
         if (strcmp(name, level_names[i]) == 0)
             return i;
     if (strcmp(name, "warning") == 0)
-        return LOG_WARN;
+        return KLOG_WARN;
     return -1;
 }
 
-int log_set_filter(const char *spec)
+int klog_set_filter(const char *spec)
 {
-    struct log_rule nr[LOG_MAX_RULES];
-    int n = 0, def = LOG_WARN;
+    struct log_rule nr[KLOG_MAX_RULES];
+    int n = 0, def = KLOG_WARN;
     char tmp[512];
 
     if (!spec)
@@ -51,15 +51,15 @@ int log_set_filter(const char *spec)
             continue;
         char *eq = strchr(tok, '=');
         if (!eq) {
-            int lvl = log_level_parse(tok);
+            int lvl = klog_level_parse(tok);
             if (lvl < 0)
                 return -1;
             def = lvl;
             continue;
         }
         *eq = '\0';
-        int lvl = log_level_parse(eq + 1);
-        if (lvl < 0 || n == LOG_MAX_RULES || strlen(tok) >= LOG_TARGET_MAX || !*tok)
+        int lvl = klog_level_parse(eq + 1);
+        if (lvl < 0 || n == KLOG_MAX_RULES || strlen(tok) >= KLOG_TARGET_MAX || !*tok)
             return -1;
         strcpy(nr[n].target, tok);
         nr[n].level = lvl;
@@ -72,7 +72,7 @@ int log_set_filter(const char *spec)
 }
 
 /* The longest rule whose target is a dotted prefix of `target` wins. */
-int log_enabled(enum log_level lvl, const char *target)
+int klog_enabled(enum klog_level lvl, const char *target)
 {
     int level = default_level;
     size_t best = 0;
@@ -84,7 +84,7 @@ int log_enabled(enum log_level lvl, const char *target)
             level = rules[i].level;
         }
     }
-    return lvl != LOG_OFF && (int)lvl <= level;
+    return lvl != KLOG_OFF && (int)lvl <= level;
 }
 
 /* The log file, when there is one: it is also stderr (fd 2), so anything
@@ -115,7 +115,7 @@ static int open_log(const char *path, char *err, size_t errlen)
     return 0;
 }
 
-int log_set_file(const char *path, size_t max_bytes, char *err, size_t errlen)
+int klog_set_file(const char *path, size_t max_bytes, char *err, size_t errlen)
 {
     if (open_log(path, err, errlen) != 0)
         return -1;
@@ -125,14 +125,14 @@ int log_set_file(const char *path, size_t max_bytes, char *err, size_t errlen)
     return 0;
 }
 
-int log_reopen(void)
+int klog_reopen(void)
 {
     char err[512];
     if (!log_path)
         return 0;
     fflush(stderr);
     if (open_log(log_path, err, sizeof err) != 0) {
-        log_write(LOG_ERROR, "kiro.log", "%s; still writing to the file open before", err);
+        klog_write(KLOG_ERROR, "kiro.log", "%s; still writing to the file open before", err);
         return -1;
     }
     return 0;
@@ -145,12 +145,12 @@ static void rotate(void)
     char old[4096];
     snprintf(old, sizeof old, "%s.1", log_path);
     if (rename(log_path, old) == 0)
-        log_reopen();
+        klog_reopen();
     else
         log_size = 0; /* cannot rotate: do not try at every line */
 }
 
-void log_write(enum log_level lvl, const char *target, const char *fmt, ...)
+void klog_write(enum klog_level lvl, const char *target, const char *fmt, ...)
 {
     static const char *const tags[] = { "OFF", "ERROR", "WARN", "INFO", "DEBUG", "TRACE" };
     char line[4096];

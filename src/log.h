@@ -5,23 +5,23 @@
 
 #include <stddef.h>
 
-enum log_level { LOG_OFF = 0, LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG, LOG_TRACE };
+enum klog_level { KLOG_OFF = 0, KLOG_ERROR, KLOG_WARN, KLOG_INFO, KLOG_DEBUG, KLOG_TRACE };
 
 /* Parse a KIRO_LOG filter ("debug", "kiro.pool=trace,warn"). Returns 0, or -1
  * (and leaves the current filter alone) when the text is malformed. */
-int log_set_filter(const char *spec);
-int log_enabled(enum log_level lvl, const char *target);
-void log_write(enum log_level lvl, const char *target, const char *fmt, ...)
+int klog_set_filter(const char *spec);
+int klog_enabled(enum klog_level lvl, const char *target);
+void klog_write(enum klog_level lvl, const char *target, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-int log_level_parse(const char *name);
+int klog_level_parse(const char *name);
 /* From now on the log (and stderr) goes to `path`, appended, created 0600;
  * past max_bytes (0: no bound) it is rotated to `path`.1. Returns 0, or -1
  * with a message. */
-int log_set_file(const char *path, size_t max_bytes, char *err, size_t errlen);
+int klog_set_file(const char *path, size_t max_bytes, char *err, size_t errlen);
 /* Opens the log file again (after logrotate moved it; on SIGHUP). */
-int log_reopen(void);
+int klog_reopen(void);
 
 #define klog(lvl, target, ...) \
-    do { if (log_enabled((lvl), (target))) log_write((lvl), (target), __VA_ARGS__); } while (0)
+    do { if (klog_enabled((lvl), (target))) klog_write((lvl), (target), __VA_ARGS__); } while (0)
 
 #endif

@@ -86,7 +86,7 @@ static int boot(lua_State *L)
 int main(int argc, char **argv)
 {
     /* Descriptors kiro-rt inherited never reach a backend or the server. */
-    proc_cloexec_all();
+    kproc_cloexec_all();
     lua_State *L = luaL_newstate();
     if (!L) {
         fputs("kiro-rt: cannot create a Lua state\n", stderr);

@@ -5,11 +5,11 @@
 
 #include "rt.h"
 
-typedef struct oneshot oneshot;
+typedef struct koneshot koneshot;
 
-void oneshot_start(krt *rt, const bspec *b, kreq *r);
+void koneshot_start(krt *rt, const kbackend_spec *b, kreq *r);
 /* A child stopped by a signal (SIGSTOP, a debugger) is killed and its
  * request ends `crashed`, as a stopped daemon would. */
-void oneshot_health_check(krt *rt);
+void koneshot_health_check(krt *rt);
 
 #endif

@@ -10,19 +10,19 @@
 
 #define RESTART_RING 64
 
-struct pool {
+struct kpool {
     krt *rt;
-    pool *next, *prev;
+    kpool *next, *prev;
     char *key;
     size_t keylen;
     char *cli, *model;
     char **argv, **env;
-    const proto_ops *proto;
-    daemon *daemons;
+    const kproto_ops *proto;
+    kdaemon *daemons;
     int live; /* daemons not stopping */
     kreq *qhead, *qtail;
     int queued;
-    enum pool_state state;
+    enum kpool_state state;
     int failures; /* consecutive, reset by an answer */
     uint64_t restarts_at[RESTART_RING];
     int nrestarts;
@@ -35,13 +35,13 @@ struct pool {
 
 static const char *const state_names[] = { "ok", "backoff", "cooldown" };
 
-krt *pool_rt(pool *p)
+krt *kpool_rt(kpool *p)
 {
     return p->rt;
 }
 
 /* A key that tells backends apart: every field, NUL-separated. */
-static char *make_key(const bspec *b, size_t *len)
+static char *make_key(const kbackend_spec *b, size_t *len)
 {
     kbuf k = { 0 };
     const char *parts[] = { b->protocol, b->cli, b->model ? b->model : "" };
@@ -58,46 +58,46 @@ static char *make_key(const bspec *b, size_t *len)
 
 static void timer_closed(uv_handle_t *h)
 {
-    pool *p = h->data;
-    strv_free(p->argv);
-    strv_free(p->env);
+    kpool *p = h->data;
+    kstrv_free(p->argv);
+    kstrv_free(p->env);
     free(p->key);
     free(p->cli);
     free(p->model);
     free(p);
 }
 
-void pool_ref(pool *p)
+void kpool_ref(kpool *p)
 {
     p->refs++;
 }
 
-void pool_unref(pool *p)
+void kpool_unref(kpool *p)
 {
     if (--p->refs == 0)
         uv_close((uv_handle_t *)&p->timer, timer_closed);
 }
 
-pool *pool_get(krt *rt, const bspec *b)
+kpool *kpool_get(krt *rt, const kbackend_spec *b)
 {
     size_t klen;
     char *key = make_key(b, &klen);
-    for (pool *p = rt->pools; p; p = p->next)
+    for (kpool *p = rt->pools; p; p = p->next)
         if (p->keylen == klen && memcmp(p->key, key, klen) == 0) {
             free(key);
             return p;
         }
-    pool *p = kcalloc(1, sizeof *p);
+    kpool *p = kcalloc(1, sizeof *p);
     p->rt = rt;
     p->key = key;
     p->keylen = klen;
     p->cli = kstrdup(b->cli);
     p->model = b->model ? kstrdup(b->model) : NULL;
-    p->argv = argv_build(b->cli, b->daemon_args, b->model);
-    p->env = env_build(b->env, 1);
-    p->proto = proto_find(b->protocol);
+    p->argv = kbackend_argv(b->cli, b->daemon_args, b->model);
+    p->env = kbackend_env(b->env, 1);
+    p->proto = kproto_find(b->protocol);
     if (!p->proto)
-        p->proto = &proto_jsonl;
+        p->proto = &kproto_jsonl;
     p->refs = 1;
     uv_timer_init(rt->loop, &p->timer);
     p->timer.data = p;
@@ -108,7 +108,7 @@ pool *pool_get(krt *rt, const bspec *b)
     return p;
 }
 
-static void enqueue(pool *p, kreq *r)
+static void enqueue(kpool *p, kreq *r)
 {
     r->qnext = NULL;
     r->qprev = p->qtail;
@@ -120,7 +120,7 @@ static void enqueue(pool *p, kreq *r)
     p->queued++;
 }
 
-static void dequeue(pool *p, kreq *r)
+static void dequeue(kpool *p, kreq *r)
 {
     if (r->qprev)
         r->qprev->qnext = r->qnext;
@@ -134,90 +134,90 @@ static void dequeue(pool *p, kreq *r)
     p->queued--;
 }
 
-static void queue_abort(void *carrier, kreq *r, enum req_abort why)
+static void queue_abort(void *carrier, kreq *r, enum kreq_abort why)
 {
     (void)why;
     dequeue(carrier, r);
-    req_unref(r);
+    kreq_unref(r);
 }
 
-static daemon *spawn_daemon(pool *p);
-static const char *unavailable_reason(pool *p, char *buf, size_t n);
+static kdaemon *spawn_daemon(kpool *p);
+static const char *unavailable_reason(kpool *p, char *buf, size_t n);
 
 /* Requests that would only wait for a daemon that cannot come soon fail fast
  * with `spawn`, so the policy can serve them another way. */
-static void fail_queue(pool *p, const char *why)
+static void fail_queue(kpool *p, const char *why)
 {
     while (p->qhead) {
         kreq *r = p->qhead;
         dequeue(p, r);
-        req_end(r, KERR_SPAWN, "%s", why);
-        req_unref(r);
+        kreq_end(r, KERR_SPAWN, "%s", why);
+        kreq_unref(r);
     }
 }
 
 /* A pool that has no daemon and cannot start one now (backing off, cooling
  * down) strands nobody: what waits goes to the policy at once. */
-static void unstrand(pool *p)
+static void unstrand(kpool *p)
 {
-    if (p->live == 0 && p->state != POOL_OK && p->qhead) {
+    if (p->live == 0 && p->state != KPOOL_OK && p->qhead) {
         char why[768];
         fail_queue(p, unavailable_reason(p, why, sizeof why));
     }
 }
 
-static daemon *idle_daemon(pool *p)
+static kdaemon *idle_daemon(kpool *p)
 {
-    for (daemon *d = p->daemons; d; d = d->next)
-        if (daemon_idle(d))
+    for (kdaemon *d = p->daemons; d; d = d->next)
+        if (kdaemon_idle(d))
             return d;
     return NULL;
 }
 
 /* With pipeline_depth > 1: the least loaded daemon that takes one more. */
-static daemon *roomy_daemon(pool *p)
+static kdaemon *roomy_daemon(kpool *p)
 {
-    daemon *best = NULL;
-    for (daemon *d = p->daemons; d; d = d->next)
-        if (daemon_room(d) > 0 && (!best || d->count < best->count))
+    kdaemon *best = NULL;
+    for (kdaemon *d = p->daemons; d; d = d->next)
+        if (kdaemon_room(d) > 0 && (!best || d->count < best->count))
             best = d;
     return best;
 }
 
 /* Where a request goes: an idle daemon, else a new one (within pool_max and
  * when not backing off), else the back of a pipeline with room. */
-static daemon *pick(pool *p)
+static kdaemon *pick(kpool *p)
 {
-    daemon *d = idle_daemon(p);
-    if (!d && p->state == POOL_OK && p->live < p->rt->cfg.pool_max)
+    kdaemon *d = idle_daemon(p);
+    if (!d && p->state == KPOOL_OK && p->live < p->rt->cfg.pool_max)
         d = spawn_daemon(p);
     return d ? d : roomy_daemon(p);
 }
 
-static void top_up(pool *p)
+static void top_up(kpool *p)
 {
-    while (!p->closing && p->state == POOL_OK && p->live < p->rt->cfg.pool_min)
+    while (!p->closing && p->state == KPOOL_OK && p->live < p->rt->cfg.pool_min)
         if (!spawn_daemon(p))
             break;
 }
 
-static void dispatch(pool *p)
+static void dispatch(kpool *p)
 {
     while (p->qhead) {
-        daemon *d = pick(p);
+        kdaemon *d = pick(p);
         if (!d)
             break;
         kreq *r = p->qhead;
         dequeue(p, r);
-        req_clear_carrier(r);
-        daemon_assign(d, r);
-        req_unref(r);
+        kreq_clear_carrier(r);
+        kdaemon_assign(d, r);
+        kreq_unref(r);
     }
 }
 
-static const char *unavailable_reason(pool *p, char *buf, size_t n)
+static const char *unavailable_reason(kpool *p, char *buf, size_t n)
 {
-    if (p->state == POOL_COOLDOWN)
+    if (p->state == KPOOL_COOLDOWN)
         snprintf(buf, n, "daemon restart limit reached (%d restarts within %llu ms); daemon mode paused: %s",
                  p->rt->cfg.restart_max, (unsigned long long)p->rt->cfg.restart_window_ms, p->last_error);
     else if (p->last_error[0])
@@ -227,44 +227,44 @@ static const char *unavailable_reason(pool *p, char *buf, size_t n)
     return buf;
 }
 
-void pool_submit(pool *p, kreq *r)
+void kpool_submit(kpool *p, kreq *r)
 {
     char why[768];
-    daemon *d = pick(p);
+    kdaemon *d = pick(p);
     if (d) {
-        daemon_assign(d, r);
+        kdaemon_assign(d, r);
         top_up(p);
         return;
     }
     if (p->live == 0) {
-        req_end(r, KERR_SPAWN, "%s", unavailable_reason(p, why, sizeof why));
+        kreq_end(r, KERR_SPAWN, "%s", unavailable_reason(p, why, sizeof why));
         return;
     }
     if (p->queued >= p->rt->cfg.queue_max) {
-        req_end(r, KERR_OVERLOADED, "queue full: %d requests waiting for %s", p->queued, p->cli);
+        kreq_end(r, KERR_OVERLOADED, "queue full: %d requests waiting for %s", p->queued, p->cli);
         return;
     }
-    req_ref(r);
+    kreq_ref(r);
     enqueue(p, r);
-    static const req_carrier_ops queue_ops = { queue_abort, NULL };
-    req_set_carrier(r, p, &queue_ops);
+    static const kreq_carrier_ops queue_ops = { queue_abort, NULL };
+    kreq_set_carrier(r, p, &queue_ops);
     r->t_activity = 0; /* a queued request cannot stall */
 }
 
 static void on_timer(uv_timer_t *t)
 {
-    pool *p = t->data;
-    if (p->state == POOL_COOLDOWN) {
-        klog(LOG_INFO, "kiro.provider", "cool-down over for %s; trying daemon mode again", p->cli);
+    kpool *p = t->data;
+    if (p->state == KPOOL_COOLDOWN) {
+        klog(KLOG_INFO, "kiro.provider", "cool-down over for %s; trying daemon mode again", p->cli);
         p->nrestarts = 0;
         p->failures = 0;
     }
-    p->state = POOL_OK;
+    p->state = KPOOL_OK;
     top_up(p);
     dispatch(p);
 }
 
-static int restarts_in_window(pool *p, uint64_t now)
+static int restarts_in_window(kpool *p, uint64_t now)
 {
     int n = 0;
     uint64_t win = p->rt->cfg.restart_window_ms;
@@ -275,7 +275,7 @@ static int restarts_in_window(pool *p, uint64_t now)
     return n;
 }
 
-static void record_failure(pool *p, const char *reason)
+static void record_failure(kpool *p, const char *reason)
 {
     kconfig *c = &p->rt->cfg;
     uint64_t now = uv_now(p->rt->loop);
@@ -283,13 +283,13 @@ static void record_failure(pool *p, const char *reason)
     p->failures++;
     p->restarts++;
     p->restarts_at[p->nrestarts++ % RESTART_RING] = now;
-    if (p->state == POOL_COOLDOWN) {
+    if (p->state == KPOOL_COOLDOWN) {
         unstrand(p);
         return;
     }
     if (restarts_in_window(p, now) > c->restart_max) {
-        p->state = POOL_COOLDOWN;
-        klog(LOG_WARN, "kiro.provider",
+        p->state = KPOOL_COOLDOWN;
+        klog(KLOG_WARN, "kiro.provider",
              "daemon for %s failed %d times within %llu ms; daemon mode paused for %llu ms: %s", p->cli,
              restarts_in_window(p, now), (unsigned long long)c->restart_window_ms,
              (unsigned long long)c->cooldown_ms, reason);
@@ -300,20 +300,20 @@ static void record_failure(pool *p, const char *reason)
             delay *= 2;
         if (delay > c->restart_backoff_max_ms)
             delay = c->restart_backoff_max_ms;
-        p->state = POOL_BACKOFF;
-        klog(LOG_INFO, "kiro.provider", "restarting daemon for %s in %llu ms", p->cli,
+        p->state = KPOOL_BACKOFF;
+        klog(KLOG_INFO, "kiro.provider", "restarting daemon for %s in %llu ms", p->cli,
              (unsigned long long)delay);
         uv_timer_start(&p->timer, on_timer, delay, 0);
     }
     unstrand(p);
 }
 
-static daemon *spawn_daemon(pool *p)
+static kdaemon *spawn_daemon(kpool *p)
 {
     char err[512];
-    daemon *d = daemon_new(p, p->argv, p->env, p->proto, err, sizeof err);
+    kdaemon *d = kdaemon_new(p, p->argv, p->env, p->proto, err, sizeof err);
     if (!d) {
-        klog(LOG_INFO, "kiro.provider", "%s", err);
+        klog(KLOG_INFO, "kiro.provider", "%s", err);
         p->rt->stats.daemon_start_failures++;
         record_failure(p, err);
         return NULL;
@@ -326,41 +326,41 @@ static daemon *spawn_daemon(pool *p)
     return d;
 }
 
-void pool_daemon_idle(pool *p, daemon *d)
+void kpool_daemon_idle(kpool *p, kdaemon *d)
 {
-    if (daemon_room(d) == 0)
+    if (kdaemon_room(d) == 0)
         return;
     if (p->closing) {
         if (d->count == 0)
-            daemon_stop(d, NULL);
+            kdaemon_stop(d, NULL);
         return;
     }
     dispatch(p);
-    if (d->state == D_READY && p->live > p->rt->cfg.pool_min)
-        daemon_arm_idle(d, p->rt->cfg.pool_idle_ms);
+    if (d->state == KD_READY && p->live > p->rt->cfg.pool_min)
+        kdaemon_arm_idle(d, p->rt->cfg.pool_idle_ms);
 }
 
-void pool_daemon_idle_expired(pool *p, daemon *d)
+void kpool_daemon_idle_expired(kpool *p, kdaemon *d)
 {
     if (p->live > p->rt->cfg.pool_min) {
-        klog(LOG_DEBUG, "kiro.provider", "stopping idle daemon pid %d", d->pid);
-        daemon_stop(d, NULL);
+        klog(KLOG_DEBUG, "kiro.provider", "stopping idle daemon pid %d", d->pid);
+        kdaemon_stop(d, NULL);
     }
 }
 
-void pool_daemon_answered(pool *p)
+void kpool_daemon_answered(kpool *p)
 {
     p->failures = 0;
 }
 
-void pool_daemon_stopping(pool *p, daemon *d)
+void kpool_daemon_stopping(kpool *p, kdaemon *d)
 {
     (void)d;
     p->live--;
     unstrand(p);
 }
 
-void pool_daemon_exited(pool *p, daemon *d, int fault, int started, const char *reason)
+void kpool_daemon_exited(kpool *p, kdaemon *d, int fault, int started, const char *reason)
 {
     if (d->prev)
         d->prev->next = d->next;
@@ -378,28 +378,28 @@ void pool_daemon_exited(pool *p, daemon *d, int fault, int started, const char *
     record_failure(p, reason);
 }
 
-void pool_health_check(pool *p)
+void kpool_health_check(kpool *p)
 {
     kconfig *c = &p->rt->cfg;
     uint64_t now = uv_now(p->rt->loop);
-    for (daemon *d = p->daemons, *next; d; d = next) {
+    for (kdaemon *d = p->daemons, *next; d; d = next) {
         next = d->next;
-        if (d->state == D_STOPPING || !d->proc)
+        if (d->state == KD_STOPPING || !d->proc)
             continue;
-        char st = proc_state(d->proc);
+        char st = kproc_state(d->proc);
         if (st == 'T' || st == 't' || st == 'Z') {
             char why[128];
             snprintf(why, sizeof why, "daemon pid %d is %s", d->pid,
                      st == 'Z' ? "a zombie" : "stopped by a signal");
-            daemon_fail(d, why);
+            kdaemon_fail(d, why);
             continue;
         }
-        if (c->probe_interval_ms && d->state == D_READY && now - d->t_idle >= c->probe_interval_ms)
-            daemon_probe(d);
+        if (c->probe_interval_ms && d->state == KD_READY && now - d->t_idle >= c->probe_interval_ms)
+            kdaemon_probe(d);
     }
 }
 
-void pool_free(pool *p)
+void kpool_free(kpool *p)
 {
     if (p->prev)
         p->prev->next = p->next;
@@ -410,22 +410,22 @@ void pool_free(pool *p)
     p->closing = 1;
     uv_timer_stop(&p->timer);
     fail_queue(p, "runtime shutting down");
-    for (daemon *d = p->daemons; d; d = d->next)
-        daemon_stop(d, NULL);
-    pool_unref(p);
+    for (kdaemon *d = p->daemons; d; d = d->next)
+        kdaemon_stop(d, NULL);
+    kpool_unref(p);
 }
 
-pool *pool_first(krt *rt)
+kpool *kpool_first(krt *rt)
 {
     return rt->pools;
 }
 
-pool *pool_next(pool *p)
+kpool *kpool_next(kpool *p)
 {
     return p->next;
 }
 
-void pool_describe(pool *p, pool_info *out)
+void kpool_describe(kpool *p, kpool_info *out)
 {
     out->cli = p->cli;
     out->model = p->model;
@@ -437,10 +437,10 @@ void pool_describe(pool *p, pool_info *out)
     out->restarts = p->restarts;
 }
 
-void pool_each_daemon(pool *p, void (*fn)(void *ud, const daemon_info *), void *ud)
+void kpool_each_daemon(kpool *p, void (*fn)(void *ud, const kdaemon_info *), void *ud)
 {
-    for (daemon *d = p->daemons; d; d = d->next) {
-        daemon_info di = { d->pid, daemon_state_name(d->state), d->served, d->count - d->drains };
+    for (kdaemon *d = p->daemons; d; d = d->next) {
+        kdaemon_info di = { d->pid, kdaemon_state_name(d->state), d->served, d->count - d->drains };
         fn(ud, &di);
     }
 }

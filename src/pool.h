@@ -8,47 +8,47 @@
 
 #include "rt.h"
 
-struct daemon;
+struct kdaemon;
 
-enum pool_state { POOL_OK, POOL_BACKOFF, POOL_COOLDOWN };
+enum kpool_state { KPOOL_OK, KPOOL_BACKOFF, KPOOL_COOLDOWN };
 
-typedef struct pool pool;
+typedef struct kpool kpool;
 
-pool *pool_get(krt *rt, const bspec *b);
-void pool_submit(pool *p, kreq *r);
+kpool *kpool_get(krt *rt, const kbackend_spec *b);
+void kpool_submit(kpool *p, kreq *r);
 /* Passive: a daemon stopped by a signal, or a zombie, is replaced. Active
  * (probe_interval_ms): an idle daemon is sent probe_prompt and replaced if it
  * does not answer within probe_timeout_ms. */
-void pool_health_check(pool *p);
+void kpool_health_check(kpool *p);
 /* Shutdown: stop every daemon; the memory goes once they are reaped. */
-void pool_free(pool *p);
-krt *pool_rt(pool *p);
-void pool_ref(pool *p);
-void pool_unref(pool *p);
+void kpool_free(kpool *p);
+krt *kpool_rt(kpool *p);
+void kpool_ref(kpool *p);
+void kpool_unref(kpool *p);
 
 /* From the daemons. */
-void pool_daemon_idle(pool *p, struct daemon *d);
-void pool_daemon_idle_expired(pool *p, struct daemon *d);
-void pool_daemon_answered(pool *p);
-void pool_daemon_stopping(pool *p, struct daemon *d);
-void pool_daemon_exited(pool *p, struct daemon *d, int fault, int started, const char *reason);
+void kpool_daemon_idle(kpool *p, struct kdaemon *d);
+void kpool_daemon_idle_expired(kpool *p, struct kdaemon *d);
+void kpool_daemon_answered(kpool *p);
+void kpool_daemon_stopping(kpool *p, struct kdaemon *d);
+void kpool_daemon_exited(kpool *p, struct kdaemon *d, int fault, int started, const char *reason);
 
 /* For stats: walk pools and their daemons. */
-typedef struct pool_info {
+typedef struct kpool_info {
     const char *cli, *model, *state, *last_error;
     int live, queued, failures;
     uint64_t restarts;
-} pool_info;
-typedef struct daemon_info {
+} kpool_info;
+typedef struct kdaemon_info {
     int pid;
     const char *state;
     uint64_t served;
     int in_flight;
-} daemon_info;
-pool *pool_first(krt *rt);
-pool *pool_next(pool *p);
-void pool_describe(pool *p, pool_info *out);
+} kdaemon_info;
+kpool *kpool_first(krt *rt);
+kpool *kpool_next(kpool *p);
+void kpool_describe(kpool *p, kpool_info *out);
 /* Calls fn for each daemon of the pool. */
-void pool_each_daemon(pool *p, void (*fn)(void *ud, const daemon_info *), void *ud);
+void kpool_each_daemon(kpool *p, void (*fn)(void *ud, const kdaemon_info *), void *ud);
 
 #endif

@@ -21,7 +21,7 @@
 
 enum { STAGE_NONE, STAGE_TERM, STAGE_KILL, STAGE_EOF_WAIT };
 
-struct proc {
+struct kproc {
     uv_process_t process;
     uv_pipe_t in, out, err;
     uv_timer_t timer;
@@ -34,7 +34,7 @@ struct proc {
     int64_t status;
     int signal;
     int pid;
-    proc_cbs cbs;
+    kproc_cbs cbs;
     void *ud;
     const char *target;
     char *tail;            /* ring buffer of stderr */
@@ -52,7 +52,7 @@ static int live_procs;
 /* Marks every descriptor from 3 up close-on-exec, so a child gets its three
  * pipes and nothing this process inherited or a script opened. One syscall
  * where the kernel has close_range(CLOSE_RANGE_CLOEXEC), else a walk. */
-void proc_cloexec_all(void)
+void kproc_cloexec_all(void)
 {
 #ifdef SYS_close_range
     if (syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */) == 0)
@@ -76,20 +76,20 @@ void proc_cloexec_all(void)
 
 /* Signals go to the child's process group (it leads one: it runs in a
  * session of its own), so helpers it started go with it. */
-static void signal_group(proc *p, int sig)
+static void signal_group(kproc *p, int sig)
 {
     if (p->pid > 0 && kill(-p->pid, sig) != 0 && !p->exited)
         uv_process_kill(&p->process, sig);
 }
 
-int proc_live_count(void)
+int kproc_live_count(void)
 {
     return live_procs;
 }
 
 static void on_handle_closed(uv_handle_t *h)
 {
-    proc *p = h->data;
+    kproc *p = h->data;
     if (--p->open_handles > 0)
         return;
     free(p->tail);
@@ -98,13 +98,13 @@ static void on_handle_closed(uv_handle_t *h)
     live_procs--;
 }
 
-static void close_handle(proc *p, uv_handle_t *h)
+static void close_handle(kproc *p, uv_handle_t *h)
 {
     if (!uv_is_closing(h))
         uv_close(h, on_handle_closed);
 }
 
-static void maybe_end(proc *p)
+static void maybe_end(kproc *p)
 {
     if (p->ended || !p->exited || !p->out_eof || !p->err_eof)
         return;
@@ -121,11 +121,11 @@ static void maybe_end(proc *p)
 
 static void on_timer(uv_timer_t *t)
 {
-    proc *p = t->data;
+    kproc *p = t->data;
     switch (p->stage) {
     case STAGE_TERM:
         if (!p->exited) {
-            klog(LOG_DEBUG, p->target, "pid %d did not exit after stdin closed; sending SIGTERM", p->pid);
+            klog(KLOG_DEBUG, p->target, "pid %d did not exit after stdin closed; sending SIGTERM", p->pid);
             signal_group(p, SIGTERM);
             p->stage = STAGE_KILL;
             uv_timer_start(&p->timer, on_timer, p->grace_ms, 0);
@@ -133,7 +133,7 @@ static void on_timer(uv_timer_t *t)
         break;
     case STAGE_KILL:
         if (!p->exited) {
-            klog(LOG_WARN, p->target, "pid %d ignored SIGTERM; sending SIGKILL", p->pid);
+            klog(KLOG_WARN, p->target, "pid %d ignored SIGTERM; sending SIGKILL", p->pid);
             signal_group(p, SIGKILL);
         }
         break;
@@ -150,7 +150,7 @@ static void on_timer(uv_timer_t *t)
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 
-void proc_pause_output(proc *p, int pause)
+void kproc_pause_output(kproc *p, int pause)
 {
     if (p->out_eof || p->ended || p->out_paused == (unsigned)!!pause)
         return;
@@ -163,8 +163,8 @@ void proc_pause_output(proc *p, int pause)
 
 static void on_proc_exit(uv_process_t *h, int64_t status, int sig)
 {
-    proc *p = h->data;
-    proc_pause_output(p, 0); /* what it wrote before it went is still read */
+    kproc *p = h->data;
+    kproc_pause_output(p, 0); /* what it wrote before it went is still read */
     p->exited = 1;
     p->status = status;
     p->signal = sig;
@@ -172,10 +172,10 @@ static void on_proc_exit(uv_process_t *h, int64_t status, int sig)
     if (!p->out_eof || !p->err_eof) {
         /* Something it left behind holds the pipes: its process group goes
          * with it, so EOF comes now rather than when a helper feels like it. */
-        klog(LOG_DEBUG, p->target, "pid %d exited with its output still held open; killing its group",
+        klog(KLOG_DEBUG, p->target, "pid %d exited with its output still held open; killing its group",
              p->pid);
         if (kill(-p->pid, SIGKILL) != 0 && errno != ESRCH)
-            klog(LOG_DEBUG, p->target, "kill(-%d): %s", p->pid, strerror(errno));
+            klog(KLOG_DEBUG, p->target, "kill(-%d): %s", p->pid, strerror(errno));
         p->stage = STAGE_EOF_WAIT;
         uv_timer_start(&p->timer, on_timer, PROC_EOF_WAIT_MS, 0);
     }
@@ -192,7 +192,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     buf->len = sizeof slab;
 }
 
-static void tail_add(proc *p, const char *d, size_t n)
+static void tail_add(kproc *p, const char *d, size_t n)
 {
     if (!p->tail_cap)
         return;
@@ -207,9 +207,9 @@ static void tail_add(proc *p, const char *d, size_t n)
     p->tail_len = p->tail_len + n > p->tail_cap ? p->tail_cap : p->tail_len + n;
 }
 
-static void log_stderr(proc *p, const char *d, size_t n)
+static void log_stderr(kproc *p, const char *d, size_t n)
 {
-    if (!log_enabled(LOG_DEBUG, "kiro.backend"))
+    if (!klog_enabled(KLOG_DEBUG, "kiro.backend"))
         return;
     for (;;) {
         const char *nl = memchr(d, '\n', n);
@@ -220,7 +220,7 @@ static void log_stderr(proc *p, const char *d, size_t n)
         }
         if (p->errline.len < 4096)
             kbuf_append(&p->errline, d, (size_t)(nl - d));
-        klog(LOG_DEBUG, "kiro.backend", "pid %d stderr: %.*s", p->pid,
+        klog(KLOG_DEBUG, "kiro.backend", "pid %d stderr: %.*s", p->pid,
              (int)(p->errline.len > 512 ? 512 : p->errline.len), p->errline.data);
         p->errline.len = 0;
         n -= (size_t)(nl - d) + 1;
@@ -230,7 +230,7 @@ static void log_stderr(proc *p, const char *d, size_t n)
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
-    proc *p = s->data;
+    kproc *p = s->data;
     int is_out = s == (uv_stream_t *)&p->out;
     if (n < 0) {
         uv_read_stop(s);
@@ -254,9 +254,9 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     }
 }
 
-int proc_spawn(uv_loop_t *loop, const proc_opts *o, const proc_cbs *cbs, void *ud, proc **out)
+int kproc_spawn(uv_loop_t *loop, const kproc_opts *o, const kproc_cbs *cbs, void *ud, kproc **out)
 {
-    proc *p = kcalloc(1, sizeof *p);
+    kproc *p = kcalloc(1, sizeof *p);
     uv_process_options_t po;
     uv_stdio_container_t stdio[3];
     int rc, spawned = 0;
@@ -298,7 +298,7 @@ int proc_spawn(uv_loop_t *loop, const proc_opts *o, const proc_cbs *cbs, void *u
     po.flags = UV_PROCESS_DETACHED;
 
     if (o->close_fds)
-        proc_cloexec_all();
+        kproc_cloexec_all();
     rc = uv_spawn(loop, &p->process, &po);
     spawned = rc == 0;
     close(in_fd[0]);
@@ -313,7 +313,7 @@ int proc_spawn(uv_loop_t *loop, const proc_opts *o, const proc_cbs *cbs, void *u
     p->pid = p->process.pid;
     uv_read_start((uv_stream_t *)&p->out, on_alloc, on_read);
     uv_read_start((uv_stream_t *)&p->err, on_alloc, on_read);
-    klog(LOG_TRACE, p->target, "spawned pid %d: %s", p->pid, o->argv[0]);
+    klog(KLOG_TRACE, p->target, "spawned pid %d: %s", p->pid, o->argv[0]);
     *out = p;
     return 0;
 
@@ -347,7 +347,7 @@ static void on_written(uv_write_t *req, int status)
     free(w);
 }
 
-void proc_write_owned(proc *p, char *data, size_t n)
+void kproc_write_owned(kproc *p, char *data, size_t n)
 {
     if (p->in_closing || p->exited) {
         free(data);
@@ -364,12 +364,12 @@ void proc_write_owned(proc *p, char *data, size_t n)
 
 static void on_shutdown(uv_shutdown_t *req, int status)
 {
-    proc *p = req->data;
+    kproc *p = req->data;
     (void)status;
     close_handle(p, (uv_handle_t *)&p->in);
 }
 
-void proc_close_stdin(proc *p)
+void kproc_close_stdin(kproc *p)
 {
     if (p->in_closing)
         return;
@@ -379,9 +379,9 @@ void proc_close_stdin(proc *p)
         close_handle(p, (uv_handle_t *)&p->in);
 }
 
-void proc_stop(proc *p, uint64_t grace_ms)
+void kproc_stop(kproc *p, uint64_t grace_ms)
 {
-    proc_close_stdin(p);
+    kproc_close_stdin(p);
     if (p->exited || p->stage != STAGE_NONE)
         return;
     p->grace_ms = grace_ms;
@@ -389,9 +389,9 @@ void proc_stop(proc *p, uint64_t grace_ms)
     uv_timer_start(&p->timer, on_timer, grace_ms, 0);
 }
 
-void proc_terminate(proc *p, uint64_t grace_ms)
+void kproc_terminate(kproc *p, uint64_t grace_ms)
 {
-    proc_close_stdin(p);
+    kproc_close_stdin(p);
     if (p->exited || p->stage == STAGE_KILL)
         return;
     p->grace_ms = grace_ms;
@@ -400,23 +400,23 @@ void proc_terminate(proc *p, uint64_t grace_ms)
     uv_timer_start(&p->timer, on_timer, grace_ms, 0);
 }
 
-void proc_detach(proc *p, uint64_t grace_ms)
+void kproc_detach(kproc *p, uint64_t grace_ms)
 {
     p->detached = 1;
-    proc_terminate(p, grace_ms);
+    kproc_terminate(p, grace_ms);
 }
 
-int proc_pid(const proc *p)
+int kproc_pid(const kproc *p)
 {
     return p->pid;
 }
 
-char proc_state(const proc *p)
+char kproc_state(const kproc *p)
 {
-    return p->exited ? 0 : proc_state_of(p->pid);
+    return p->exited ? 0 : kproc_state_of(p->pid);
 }
 
-char proc_state_of(int pid)
+char kproc_state_of(int pid)
 {
     char path[64], buf[512];
     snprintf(path, sizeof path, "/proc/%d/stat", pid);
@@ -430,7 +430,7 @@ char proc_state_of(int pid)
     return close && close[1] == ' ' ? close[2] : 0;
 }
 
-long long proc_rss_of(int pid)
+long long kproc_rss_of(int pid)
 {
     char path[64];
     long long size, resident;
@@ -443,14 +443,14 @@ long long proc_rss_of(int pid)
     return n == 2 ? resident * 4096 : -1;
 }
 
-void proc_kill_now(proc *p)
+void kproc_kill_now(kproc *p)
 {
-    proc_close_stdin(p);
+    kproc_close_stdin(p);
     if (!p->exited)
         signal_group(p, SIGKILL);
 }
 
-const char *proc_stderr_tail(const proc *p)
+const char *kproc_stderr_tail(const kproc *p)
 {
     static char out[512];
     size_t n = p->tail_len, o = 0;

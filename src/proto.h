@@ -9,12 +9,12 @@
 #include <stddef.h>
 #include "buf.h"
 
-enum { PROTO_DONE_ABSENT = -1, PROTO_DONE_FALSE = 0, PROTO_DONE_TRUE = 1 };
+enum { KPROTO_DONE_ABSENT = -1, KPROTO_DONE_FALSE = 0, KPROTO_DONE_TRUE = 1 };
 
-typedef struct proto_sink {
+typedef struct kproto_sink {
     void *ud;
     /* A reply line: its content (n == 0 when absent) and the `done` flag as
-     * sent (PROTO_DONE_ABSENT: the whole reply in one line). */
+     * sent (KPROTO_DONE_ABSENT: the whole reply in one line). */
     void (*reply)(void *ud, const char *content, size_t n, int done);
     /* The backend ended the request with an error message. */
     void (*error)(void *ud, const char *msg);
@@ -23,22 +23,22 @@ typedef struct proto_sink {
     /* A line that is in the protocol but wrong (a field of the wrong type):
      * nothing it says can be trusted, and the connection is replaced. */
     void (*violation)(void *ud, const char *why, const char *line, size_t n);
-} proto_sink;
+} kproto_sink;
 
-typedef struct proto_ops {
+typedef struct kproto_ops {
     const char *name;
     /* Appends the bytes of one request to `out`. Returns 0, or -1 with *err
      * set to a static message when the prompt cannot be carried. */
     int (*encode)(void *state, const char *prompt, size_t len, int stream, kbuf *out,
                   const char **err);
-    void (*decode)(void *state, const char *line, size_t len, const proto_sink *sink);
+    void (*decode)(void *state, const char *line, size_t len, const kproto_sink *sink);
     /* Per-connection state, for protocols that keep sessions (may be NULL). */
     void *(*state_new)(void);
     void (*state_free)(void *state);
-} proto_ops;
+} kproto_ops;
 
-extern const proto_ops proto_jsonl;
+extern const kproto_ops kproto_jsonl;
 
-const proto_ops *proto_find(const char *name);
+const kproto_ops *kproto_find(const char *name);
 
 #endif

@@ -13,20 +13,20 @@ static int jsonl_encode(void *state, const char *prompt, size_t len, int stream,
     const char *tail = stream ? "\",\"stream\":true}\n" : "\",\"stream\":false}\n";
     size_t esc, tl = strlen(tail);
     (void)state;
-    if (jstr_measure(prompt, len, &esc, NULL) != 0) {
+    if (kjstr_measure(prompt, len, &esc, NULL) != 0) {
         *err = "prompt is not valid UTF-8";
         return -1;
     }
     kbuf_reserve(out, sizeof head - 1 + esc + tl);
     char *w = out->data + out->len;
     memcpy(w, head, sizeof head - 1);
-    w = jstr_write(w + sizeof head - 1, prompt, len);
+    w = kjstr_write(w + sizeof head - 1, prompt, len);
     memcpy(w, tail, tl);
     out->len = (size_t)(w + tl - out->data);
     return 0;
 }
 
-static void jsonl_decode(void *state, const char *line, size_t len, const proto_sink *sink)
+static void jsonl_decode(void *state, const char *line, size_t len, const kproto_sink *sink)
 {
     (void)state;
     json_error_t jerr;
@@ -69,13 +69,13 @@ static void jsonl_decode(void *state, const char *line, size_t len, const proto_
         sink->violation(sink->ud, "\"done\" is not a boolean", line, len);
     else if (c || d)
         sink->reply(sink->ud, c ? json_string_value(c) : "", c ? json_string_length(c) : 0,
-                    d ? (json_is_true(d) ? PROTO_DONE_TRUE : PROTO_DONE_FALSE) : PROTO_DONE_ABSENT);
+                    d ? (json_is_true(d) ? KPROTO_DONE_TRUE : KPROTO_DONE_FALSE) : KPROTO_DONE_ABSENT);
     else
         sink->noise(sink->ud, line, len, "neither content, done nor error");
     json_decref(v);
 }
 
-const proto_ops proto_jsonl = {
+const kproto_ops kproto_jsonl = {
     .name = "jsonl",
     .encode = jsonl_encode,
     .decode = jsonl_decode,
@@ -83,9 +83,9 @@ const proto_ops proto_jsonl = {
     .state_free = NULL,
 };
 
-const proto_ops *proto_find(const char *name)
+const kproto_ops *kproto_find(const char *name)
 {
     if (strcmp(name, "jsonl") == 0)
-        return &proto_jsonl;
+        return &kproto_jsonl;
     return NULL;
 }

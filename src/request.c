@@ -9,7 +9,7 @@
 #include "log.h"
 #include "rt.h"
 
-kreq *req_new(struct krt *rt, const char *prompt, size_t len, int stream, const req_sink *sink)
+kreq *kreq_new(struct krt *rt, const char *prompt, size_t len, int stream, const kreq_sink *sink)
 {
     kreq *r = kcalloc(1, sizeof *r);
     r->rt = rt;
@@ -20,7 +20,7 @@ kreq *req_new(struct krt *rt, const char *prompt, size_t len, int stream, const 
     r->refs = 2; /* the owner's, and the runtime's until the request ends */
     uv_timer_init(rt->loop, &r->timer);
     r->timer.data = r;
-    rt_track_request(rt, r);
+    krt_track_request(rt, r);
     return r;
 }
 
@@ -69,7 +69,7 @@ static void on_deadline(uv_timer_t *t)
                  strcmp(why, "timeout_ms") == 0 ? "complete reply" : "first chunk",
                  (unsigned long long)limit, why);
     r->rt->stats.timeouts++;
-    req_cancel(r, ABORT_TIMEOUT, KERR_TIMEOUT, msg);
+    kreq_cancel(r, KABORT_TIMEOUT, KERR_TIMEOUT, msg);
 }
 
 static void rearm(kreq *r)
@@ -82,13 +82,13 @@ static void rearm(kreq *r)
         uv_timer_start(&r->timer, on_deadline, d > now ? d - now : 0, 0);
 }
 
-void req_start(kreq *r)
+void kreq_start(kreq *r)
 {
     r->t_start = uv_now(r->rt->loop);
     rearm(r);
 }
 
-void req_set_carrier(kreq *r, void *carrier, const req_carrier_ops *ops)
+void kreq_set_carrier(kreq *r, void *carrier, const kreq_carrier_ops *ops)
 {
     r->carrier = carrier;
     r->ops = ops;
@@ -99,13 +99,13 @@ void req_set_carrier(kreq *r, void *carrier, const req_carrier_ops *ops)
         rearm(r);
 }
 
-void req_clear_carrier(kreq *r)
+void kreq_clear_carrier(kreq *r)
 {
     r->carrier = NULL;
     r->ops = NULL;
 }
 
-void req_pause(kreq *r, int on)
+void kreq_pause(kreq *r, int on)
 {
     on = !!on;
     if (r->ended || r->paused == (unsigned)on)
@@ -119,12 +119,12 @@ void req_pause(kreq *r, int on)
         r->ops->pause(r->carrier, r, on);
 }
 
-void req_activity(kreq *r)
+void kreq_activity(kreq *r)
 {
     r->t_activity = uv_now(r->rt->loop);
 }
 
-void req_progress(kreq *r)
+void kreq_progress(kreq *r)
 {
     r->t_activity = uv_now(r->rt->loop);
     if (!r->progressed) {
@@ -134,11 +134,11 @@ void req_progress(kreq *r)
     }
 }
 
-void req_chunk(kreq *r, const char *data, size_t n)
+void kreq_chunk(kreq *r, const char *data, size_t n)
 {
     if (r->ended)
         return;
-    req_progress(r);
+    kreq_progress(r);
     r->chunks++;
     r->bytes += n;
     if (!r->internal)
@@ -152,8 +152,8 @@ static void end_now(kreq *r, const char *code, const char *msg)
     r->ended = 1;
     r->prompt = NULL; /* borrowed until now */
     uv_timer_stop(&r->timer);
-    req_clear_carrier(r);
-    rt_untrack_request(r->rt, r);
+    kreq_clear_carrier(r);
+    krt_untrack_request(r->rt, r);
     if (r->internal)
         ;
     else if (code)
@@ -162,10 +162,10 @@ static void end_now(kreq *r, const char *code, const char *msg)
         r->rt->stats.ok++;
     if (r->sink.end)
         r->sink.end(r->sink.ud, code, msg);
-    req_unref(r);
+    kreq_unref(r);
 }
 
-void req_end(kreq *r, const char *code, const char *fmt, ...)
+void kreq_end(kreq *r, const char *code, const char *fmt, ...)
 {
     char msg[1024] = "";
     if (r->ended)
@@ -179,19 +179,19 @@ void req_end(kreq *r, const char *code, const char *fmt, ...)
     end_now(r, code, code ? msg : NULL);
 }
 
-void req_cancel(kreq *r, enum req_abort why, const char *code, const char *msg)
+void kreq_cancel(kreq *r, enum kreq_abort why, const char *code, const char *msg)
 {
     if (r->ended)
         return;
     void *carrier = r->carrier;
-    const req_carrier_ops *ops = r->ops;
-    req_clear_carrier(r);
+    const kreq_carrier_ops *ops = r->ops;
+    kreq_clear_carrier(r);
     if (ops)
         ops->abort(carrier, r, why);
     end_now(r, code, msg);
 }
 
-void req_ref(kreq *r)
+void kreq_ref(kreq *r)
 {
     r->refs++;
 }
@@ -201,7 +201,7 @@ static void on_timer_closed(uv_handle_t *h)
     free(h->data);
 }
 
-void req_unref(kreq *r)
+void kreq_unref(kreq *r)
 {
     if (--r->refs > 0)
         return;

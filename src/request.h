@@ -22,22 +22,22 @@ struct krt;
 #define KERR_CLOSED "closed"
 
 /* Why a carrier loses its request. */
-enum req_abort { ABORT_TIMEOUT, ABORT_CANCEL, ABORT_SHUTDOWN };
+enum kreq_abort { KABORT_TIMEOUT, KABORT_CANCEL, KABORT_SHUTDOWN };
 
 /* What a carrier does for the request it holds: let go of it (required),
  * and stop or start reading its output (optional: flow control, when the
  * request's reader cannot keep up). */
-typedef struct req_carrier_ops {
-    void (*abort)(void *carrier, kreq *r, enum req_abort why);
+typedef struct kreq_carrier_ops {
+    void (*abort)(void *carrier, kreq *r, enum kreq_abort why);
     void (*pause)(void *carrier, kreq *r, int on);
-} req_carrier_ops;
+} kreq_carrier_ops;
 
-typedef struct req_sink {
+typedef struct kreq_sink {
     void (*chunk)(void *ud, const char *data, size_t n);
     /* code NULL: success. The request may be freed once this returns. */
     void (*end)(void *ud, const char *code, const char *msg);
     void *ud;
-} req_sink;
+} kreq_sink;
 
 struct kreq {
     struct krt *rt;
@@ -47,11 +47,11 @@ struct kreq {
     uint64_t timeout_ms, first_chunk_ms, stall_ms; /* 0: none */
     uint64_t t_start, t_activity, t_first_chunk;
     uint64_t chunks, bytes;
-    req_sink sink;
+    kreq_sink sink;
 
     /* The carrier that holds the request, told when it must let go. */
     void *carrier;
-    const req_carrier_ops *ops;
+    const kreq_carrier_ops *ops;
     kreq *qnext, *qprev;       /* pool queue links */
     kreq *all_next, *all_prev; /* the runtime's list of live requests */
 
@@ -64,24 +64,24 @@ struct kreq {
 
 /* The prompt is borrowed, not copied: the creator keeps it valid until the
  * request ends (carriers read it only when it is handed to them). */
-kreq *req_new(struct krt *rt, const char *prompt, size_t len, int stream, const req_sink *sink);
+kreq *kreq_new(struct krt *rt, const char *prompt, size_t len, int stream, const kreq_sink *sink);
 /* Starts the deadline clock; call once the request is configured. */
-void req_start(kreq *r);
-void req_set_carrier(kreq *r, void *carrier, const req_carrier_ops *ops);
-void req_clear_carrier(kreq *r);
+void kreq_start(kreq *r);
+void kreq_set_carrier(kreq *r, void *carrier, const kreq_carrier_ops *ops);
+void kreq_clear_carrier(kreq *r);
 /* From the carrier: output and the end. */
-void req_chunk(kreq *r, const char *data, size_t n);
+void kreq_chunk(kreq *r, const char *data, size_t n);
 /* Reply content arrived that the carrier holds back (a reply not streamed):
  * the first-chunk deadline is met and the request is not stalled. */
-void req_progress(kreq *r);
-void req_activity(kreq *r);
-void req_end(kreq *r, const char *code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void kreq_progress(kreq *r);
+void kreq_activity(kreq *r);
+void kreq_end(kreq *r, const char *code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* From the owner: stop waiting for this request. */
-void req_cancel(kreq *r, enum req_abort why, const char *code, const char *msg);
+void kreq_cancel(kreq *r, enum kreq_abort why, const char *code, const char *msg);
 /* From the owner: hold the output back (on) or let it flow again. While
  * paused the stall deadline does not run: the silence is the reader's. */
-void req_pause(kreq *r, int on);
-void req_ref(kreq *r);
-void req_unref(kreq *r);
+void kreq_pause(kreq *r, int on);
+void kreq_ref(kreq *r);
+void kreq_unref(kreq *r);
 
 #endif

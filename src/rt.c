@@ -31,7 +31,7 @@ static const kconfig config_defaults = {
     .close_fds = 1,
 };
 
-krt *rt_new(void)
+krt *krt_new(void)
 {
     krt *r = kcalloc(1, sizeof *r);
     r->loop = &r->loop_storage;
@@ -46,7 +46,7 @@ krt *rt_new(void)
     return r;
 }
 
-void rt_track_request(krt *rt, kreq *r)
+void krt_track_request(krt *rt, kreq *r)
 {
     r->all_prev = NULL;
     r->all_next = rt->requests;
@@ -56,7 +56,7 @@ void rt_track_request(krt *rt, kreq *r)
     rt->nrequests++;
 }
 
-void rt_untrack_request(krt *rt, kreq *r)
+void krt_untrack_request(krt *rt, kreq *r)
 {
     if (r->all_prev)
         r->all_prev->all_next = r->all_next;
@@ -68,29 +68,29 @@ void rt_untrack_request(krt *rt, kreq *r)
     rt->nrequests--;
 }
 
-void rt_shutdown(krt *rt)
+void krt_shutdown(krt *rt)
 {
     if (rt->shutting_down)
         return;
     rt->shutting_down = 1;
     while (rt->requests)
-        req_cancel(rt->requests, ABORT_SHUTDOWN, KERR_CANCELLED, "runtime shutting down");
+        kreq_cancel(rt->requests, KABORT_SHUTDOWN, KERR_CANCELLED, "runtime shutting down");
     uv_timer_stop(&rt->health);
     while (rt->pools)
-        pool_free(rt->pools);
+        kpool_free(rt->pools);
 }
 
 static void on_health(uv_timer_t *t)
 {
     krt *rt = t->data;
-    for (pool *p = rt->pools; p; p = pool_next(p))
-        pool_health_check(p);
-    oneshot_health_check(rt);
+    for (kpool *p = rt->pools; p; p = kpool_next(p))
+        kpool_health_check(p);
+    koneshot_health_check(rt);
     if (rt->cfg.health_interval_ms)
         uv_timer_start(&rt->health, on_health, rt->cfg.health_interval_ms, 0);
 }
 
-void rt_health_start(krt *rt)
+void krt_health_start(krt *rt)
 {
     if (rt->cfg.health_interval_ms && !uv_is_active((uv_handle_t *)&rt->health))
         uv_timer_start(&rt->health, on_health, rt->cfg.health_interval_ms, 0);
@@ -100,12 +100,12 @@ static void walk_close(uv_handle_t *h, void *arg)
 {
     (void)arg;
     if (!uv_is_closing(h))
-        klog(LOG_ERROR, "kiro.rt", "handle of type %s still open at close", uv_handle_type_name(h->type));
+        klog(KLOG_ERROR, "kiro.rt", "handle of type %s still open at close", uv_handle_type_name(h->type));
 }
 
-void rt_free(krt *rt)
+void krt_free(krt *rt)
 {
-    rt_shutdown(rt);
+    krt_shutdown(rt);
     uv_close((uv_handle_t *)&rt->health, NULL);
     /* Children get their stop sequence; this ends once all are reaped. A
      * uv_stop() left over from a callback only cuts one run short. */
@@ -122,26 +122,26 @@ static int refuse_when_closing(krt *rt, kreq *r)
 {
     if (!rt->shutting_down)
         return 0;
-    req_end(r, KERR_CLOSED, "runtime is shutting down");
+    kreq_end(r, KERR_CLOSED, "runtime is shutting down");
     return 1;
 }
 
-void rt_submit_daemon(krt *rt, const bspec *b, kreq *r)
+void krt_submit_daemon(krt *rt, const kbackend_spec *b, kreq *r)
 {
     if (refuse_when_closing(rt, r))
         return;
     rt->stats.daemon_requests++;
-    pool_submit(pool_get(rt, b), r);
-    rt_health_start(rt);
+    kpool_submit(kpool_get(rt, b), r);
+    krt_health_start(rt);
 }
 
-void rt_submit_oneshot(krt *rt, const bspec *b, kreq *r)
+void krt_submit_oneshot(krt *rt, const kbackend_spec *b, kreq *r)
 {
     if (refuse_when_closing(rt, r))
         return;
     rt->stats.oneshot_requests++;
-    oneshot_start(rt, b, r);
-    rt_health_start(rt);
+    koneshot_start(rt, b, r);
+    krt_health_start(rt);
 }
 
 static size_t strv_len(const char *const *v)
@@ -152,7 +152,7 @@ static size_t strv_len(const char *const *v)
     return n;
 }
 
-char **argv_build(const char *cli, const char *const *args, const char *model)
+char **kbackend_argv(const char *cli, const char *const *args, const char *model)
 {
     size_t n = strv_len(args), i = 0;
     char **v = kcalloc(n + 4, sizeof *v);
@@ -184,7 +184,7 @@ static void env_put(char **v, size_t *n, const char *kv)
     v[(*n)++] = kstrdup(kv);
 }
 
-char **env_build(const char *const *extra, int plain_terminal)
+char **kbackend_env(const char *const *extra, int plain_terminal)
 {
     size_t base = strv_len((const char *const *)environ), ne = strv_len(extra), n = 0;
     char **v = kcalloc(base + ne + 3, sizeof *v);
@@ -199,7 +199,7 @@ char **env_build(const char *const *extra, int plain_terminal)
     return v;
 }
 
-void strv_free(char **v)
+void kstrv_free(char **v)
 {
     if (!v)
         return;

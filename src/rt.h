@@ -27,7 +27,7 @@ typedef struct kconfig {
     uint64_t probe_interval_ms;  /* active probe of an idle daemon; 0: off */
     uint64_t probe_timeout_ms;
     char probe_prompt[256];
-    int close_fds;               /* backends get only their pipes (see proc_opts) */
+    int close_fds;               /* backends get only their pipes (see kproc_opts) */
 } kconfig;
 
 typedef struct kstats {
@@ -38,45 +38,45 @@ typedef struct kstats {
 } kstats;
 
 /* What a backend is: how to start it and speak to it. */
-typedef struct bspec {
+typedef struct kbackend_spec {
     const char *cli, *model, *protocol;
     const char *const *daemon_args;  /* NULL-terminated */
     const char *const *oneshot_args; /* NULL-terminated */
     const char *const *env;          /* extra KEY=VALUE, NULL-terminated */
-} bspec;
+} kbackend_spec;
 
-struct pool;
+struct kpool;
 
 typedef struct krt {
     uv_loop_t loop_storage;
     uv_loop_t *loop;
     kconfig cfg;
     kstats stats;
-    struct pool *pools;
-    struct oneshot *oneshots; /* live oneshot children */
+    struct kpool *pools;
+    struct koneshot *oneshots; /* live oneshot children */
     kreq *requests;
     int nrequests;
     int shutting_down;
     uv_timer_t health; /* one timer checks every pool's daemons */
 } krt;
 
-krt *rt_new(void);
+krt *krt_new(void);
 /* Ends every request (cancelled) and stops every backend, in order. */
-void rt_shutdown(krt *rt);
+void krt_shutdown(krt *rt);
 /* Shuts down, runs the loop until every child is reaped, frees. */
-void rt_free(krt *rt);
-void rt_track_request(krt *rt, kreq *r);
+void krt_free(krt *rt);
+void krt_track_request(krt *rt, kreq *r);
 /* (Re)starts the periodic health check after a configuration change. */
-void rt_health_start(krt *rt);
-void rt_untrack_request(krt *rt, kreq *r);
+void krt_health_start(krt *rt);
+void krt_untrack_request(krt *rt, kreq *r);
 
 /* Serve `r` on the backend's daemon pool, or by a oneshot child. */
-void rt_submit_daemon(krt *rt, const bspec *b, kreq *r);
-void rt_submit_oneshot(krt *rt, const bspec *b, kreq *r);
+void krt_submit_daemon(krt *rt, const kbackend_spec *b, kreq *r);
+void krt_submit_oneshot(krt *rt, const kbackend_spec *b, kreq *r);
 
 /* argv: cli, args..., [--model M], NULL. env: environ + extras + overrides. */
-char **argv_build(const char *cli, const char *const *args, const char *model);
-char **env_build(const char *const *extra, int plain_terminal);
-void strv_free(char **v);
+char **kbackend_argv(const char *cli, const char *const *args, const char *model);
+char **kbackend_env(const char *const *extra, int plain_terminal);
+void kstrv_free(char **v);
 
 #endif

@@ -39,70 +39,70 @@ static int collect(void *ud, const char *line, size_t len)
 
 static void test_framer(void)
 {
-    jsonl_framer f;
+    kjsonl f;
     struct lines l = { 0 };
-    jsonl_init(&f, 32);
+    kjsonl_init(&f, 32);
     /* Partial reads, CRLF, empty lines, a line split across three reads. */
-    CHECK(jsonl_feed(&f, "{\"a\":1}\r\n{\"b\"", 13, collect, &l) == JSONL_OK);
+    CHECK(kjsonl_feed(&f, "{\"a\":1}\r\n{\"b\"", 13, collect, &l) == KJSONL_OK);
     CHECK(l.n == 1 && l.len[0] == 7 && memcmp(l.got[0], "{\"a\":1}", 7) == 0);
-    CHECK(jsonl_pending(&f) == 4);
-    CHECK(jsonl_feed(&f, ":", 1, collect, &l) == JSONL_OK);
-    CHECK(jsonl_feed(&f, "2}\n\nxy", 6, collect, &l) == JSONL_OK);
+    CHECK(kjsonl_pending(&f) == 4);
+    CHECK(kjsonl_feed(&f, ":", 1, collect, &l) == KJSONL_OK);
+    CHECK(kjsonl_feed(&f, "2}\n\nxy", 6, collect, &l) == KJSONL_OK);
     CHECK(l.n == 3 && l.len[1] == 7 && memcmp(l.got[1], "{\"b\":2}", 7) == 0 && l.len[2] == 0);
-    CHECK(jsonl_pending(&f) == 2);
+    CHECK(kjsonl_pending(&f) == 2);
     /* Over the cap, whether it arrives whole or piecewise. */
     char big[40];
     memset(big, 'x', sizeof big);
-    CHECK(jsonl_feed(&f, big, sizeof big, collect, &l) == JSONL_OVERFLOW);
-    jsonl_reset(&f);
-    CHECK(jsonl_feed(&f, big, 20, collect, &l) == JSONL_OK);
-    CHECK(jsonl_feed(&f, big, 20, collect, &l) == JSONL_OVERFLOW);
-    jsonl_reset(&f);
+    CHECK(kjsonl_feed(&f, big, sizeof big, collect, &l) == KJSONL_OVERFLOW);
+    kjsonl_reset(&f);
+    CHECK(kjsonl_feed(&f, big, 20, collect, &l) == KJSONL_OK);
+    CHECK(kjsonl_feed(&f, big, 20, collect, &l) == KJSONL_OVERFLOW);
+    kjsonl_reset(&f);
     /* Exactly at the cap is fine. */
     char exact[33];
     memset(exact, 'y', 32);
     exact[32] = '\n';
     int before = l.n;
-    CHECK(jsonl_feed(&f, exact, 33, collect, &l) == JSONL_OK && l.n == before + 1);
-    jsonl_free(&f);
+    CHECK(kjsonl_feed(&f, exact, 33, collect, &l) == KJSONL_OK && l.n == before + 1);
+    kjsonl_free(&f);
 }
 
 static void test_ansi(void)
 {
     const char *in = "\x1b[1;32mgreen\x1b[0m plain \x1b]0;title\x07" "end\x1b(B!";
     char out[128];
-    ansi_state s = { 0 };
-    size_t n = ansi_strip(&s, in, strlen(in), out);
+    kansi_state s = { 0 };
+    size_t n = kansi_strip(&s, in, strlen(in), out);
     out[n] = '\0';
     CHECK(strcmp(out, "green plain end!") == 0);
     /* A sequence split across calls is still removed. */
-    ansi_state s2 = { 0 };
-    size_t a = ansi_strip(&s2, "ab\x1b[3", 5, out);
-    size_t b = ansi_strip(&s2, "1mcd", 4, out + a);
+    kansi_state s2 = { 0 };
+    size_t a = kansi_strip(&s2, "ab\x1b[3", 5, out);
+    size_t b = kansi_strip(&s2, "1mcd", 4, out + a);
     out[a + b] = '\0';
     CHECK(strcmp(out, "abcd") == 0);
     /* UTF-8 passes untouched. */
-    ansi_state s3 = { 0 };
-    n = ansi_strip(&s3, "h\xc3\xa9llo \xf0\x9f\x98\x80", 11, out);
+    kansi_state s3 = { 0 };
+    n = kansi_strip(&s3, "h\xc3\xa9llo \xf0\x9f\x98\x80", 11, out);
     CHECK(n == 11 && memcmp(out, "h\xc3\xa9llo \xf0\x9f\x98\x80", 11) == 0);
 }
 
 static void test_log_filter(void)
 {
-    CHECK(log_set_filter("debug") == 0);
-    CHECK(log_enabled(LOG_DEBUG, "kiro.provider"));
-    CHECK(!log_enabled(LOG_TRACE, "kiro.provider"));
-    CHECK(log_set_filter("warn,kiro.provider=trace") == 0);
-    CHECK(log_enabled(LOG_TRACE, "kiro.provider"));
-    CHECK(log_enabled(LOG_TRACE, "kiro.provider.sub"));
-    CHECK(!log_enabled(LOG_INFO, "kiro.providerx"));
-    CHECK(!log_enabled(LOG_INFO, "kiro.pool"));
-    CHECK(log_enabled(LOG_WARN, "kiro.pool"));
-    CHECK(log_set_filter("loud") == -1);
-    CHECK(log_set_filter("kiro=nope") == -1);
-    CHECK(log_enabled(LOG_TRACE, "kiro.provider")); /* unchanged by a bad filter */
-    CHECK(log_set_filter("off") == 0 && !log_enabled(LOG_ERROR, "kiro"));
-    log_set_filter("warn");
+    CHECK(klog_set_filter("debug") == 0);
+    CHECK(klog_enabled(KLOG_DEBUG, "kiro.provider"));
+    CHECK(!klog_enabled(KLOG_TRACE, "kiro.provider"));
+    CHECK(klog_set_filter("warn,kiro.provider=trace") == 0);
+    CHECK(klog_enabled(KLOG_TRACE, "kiro.provider"));
+    CHECK(klog_enabled(KLOG_TRACE, "kiro.provider.sub"));
+    CHECK(!klog_enabled(KLOG_INFO, "kiro.providerx"));
+    CHECK(!klog_enabled(KLOG_INFO, "kiro.pool"));
+    CHECK(klog_enabled(KLOG_WARN, "kiro.pool"));
+    CHECK(klog_set_filter("loud") == -1);
+    CHECK(klog_set_filter("kiro=nope") == -1);
+    CHECK(klog_enabled(KLOG_TRACE, "kiro.provider")); /* unchanged by a bad filter */
+    CHECK(klog_set_filter("off") == 0 && !klog_enabled(KLOG_ERROR, "kiro"));
+    klog_set_filter("warn");
 }
 
 struct seen {
@@ -146,8 +146,8 @@ static struct seen decode(const char *line)
     struct seen s;
     memset(&s, 0, sizeof s);
     s.done = 99;
-    proto_sink sink = { &s, s_reply, s_error, s_noise, s_violation };
-    proto_jsonl.decode(NULL, line, strlen(line), &sink);
+    kproto_sink sink = { &s, s_reply, s_error, s_noise, s_violation };
+    kproto_jsonl.decode(NULL, line, strlen(line), &sink);
     return s;
 }
 
@@ -156,19 +156,19 @@ static void test_codec(void)
     kbuf out = { 0 };
     const char *err = NULL;
     const char prompt[] = "a\"b\\c\nd\0e\xc3\xa9";
-    CHECK(proto_jsonl.encode(NULL, prompt, sizeof prompt - 1, 1, &out, &err) == 0);
+    CHECK(kproto_jsonl.encode(NULL, prompt, sizeof prompt - 1, 1, &out, &err) == 0);
     kbuf_append(&out, "", 1);
     CHECK(strcmp(out.data, "{\"prompt\":\"a\\\"b\\\\c\\nd\\u0000e\xc3\xa9\",\"stream\":true}\n") == 0);
     out.len = 0;
-    CHECK(proto_jsonl.encode(NULL, "\xff", 1, 0, &out, &err) == -1 && strstr(err, "UTF-8"));
+    CHECK(kproto_jsonl.encode(NULL, "\xff", 1, 0, &out, &err) == -1 && strstr(err, "UTF-8"));
     kbuf_free(&out);
 
     struct seen s = decode("{\"content\":\"hi\"}");
-    CHECK(s.has && strcmp(s.content, "hi") == 0 && s.done == PROTO_DONE_ABSENT);
+    CHECK(s.has && strcmp(s.content, "hi") == 0 && s.done == KPROTO_DONE_ABSENT);
     s = decode("{\"content\":\"x\",\"done\":false,\"extra\":[1]}");
-    CHECK(s.has && s.done == PROTO_DONE_FALSE);
+    CHECK(s.has && s.done == KPROTO_DONE_FALSE);
     s = decode("{\"done\":true}");
-    CHECK(!s.has && s.done == PROTO_DONE_TRUE);
+    CHECK(!s.has && s.done == KPROTO_DONE_TRUE);
     s = decode("{\"error\":\"boom\"}");
     CHECK(s.errors == 1 && strcmp(s.error, "boom") == 0);
     s = decode("{\"error\":{\"message\":\"nested\"}}");
@@ -181,7 +181,7 @@ static void test_codec(void)
     CHECK(decode("{\"content\":\"x\",\"done\":\"yes\"}").violations == 1);
     CHECK(decode("{\"content\":[\"x\"],\"done\":true}").violations == 1);
     s = decode("{\"content\":null,\"done\":true}");
-    CHECK(s.violations == 0 && !s.has && s.done == PROTO_DONE_TRUE);
+    CHECK(s.violations == 0 && !s.has && s.done == KPROTO_DONE_TRUE);
 }
 
 static void test_jstr(void)
@@ -190,13 +190,13 @@ static void test_jstr(void)
     char out[128];
     const char plain[] = "a\"b\\c\nd\0e\xc3\xa9\x01\x7f/\xf0\x9f\x98\x80";
     const char want[] = "a\\\"b\\\\c\\nd\\u0000e\xc3\xa9\\u0001\x7f/\xf0\x9f\x98\x80";
-    CHECK(jstr_measure(plain, sizeof plain - 1, &n, NULL) == 0 && n == sizeof want - 1);
-    *jstr_write(out, plain, sizeof plain - 1) = '\0';
+    CHECK(kjstr_measure(plain, sizeof plain - 1, &n, NULL) == 0 && n == sizeof want - 1);
+    *kjstr_write(out, plain, sizeof plain - 1) = '\0';
     CHECK(strcmp(out, want) == 0);
     /* In place, after a header, inside one buffer. */
     char buf[128];
     memcpy(buf, plain, sizeof plain - 1);
-    jstr_write_in_place(buf, sizeof plain - 1, 5, n);
+    kjstr_write_in_place(buf, sizeof plain - 1, 5, n);
     memcpy(buf, "head:", 5);
     buf[5 + n] = '\0';
     CHECK(strncmp(buf, "head:", 5) == 0 && strcmp(buf + 5, want) == 0);
@@ -205,9 +205,9 @@ static void test_jstr(void)
     static const char *const invalid[] = { "ab\x80", "\xc0\x80", "\xe0\x80\x80", "\xed\xa0\x80",
                                            "\xf4\x90\x80\x80", "\xf5\x80\x80\x80", "x\xe2\x82" };
     for (size_t i = 0; i < sizeof invalid / sizeof *invalid; i++)
-        CHECK(jstr_measure(invalid[i], strlen(invalid[i]), &n, &bad) == -1);
-    CHECK(jstr_measure("ab\x80", 3, &n, &bad) == -1 && bad == 2);
-    CHECK(jstr_measure("\xef\xbf\xbf\xf4\x8f\xbf\xbf", 7, &n, NULL) == 0 && n == 7);
+        CHECK(kjstr_measure(invalid[i], strlen(invalid[i]), &n, &bad) == -1);
+    CHECK(kjstr_measure("ab\x80", 3, &n, &bad) == -1 && bad == 2);
+    CHECK(kjstr_measure("\xef\xbf\xbf\xf4\x8f\xbf\xbf", 7, &n, NULL) == 0 && n == 7);
 }
 
 int main(void)
