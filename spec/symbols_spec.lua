@@ -1,4 +1,5 @@
--- Symbol hygiene: kiro.so exports its luaopen_ functions and nothing else,
+-- Layout and symbol hygiene. The core (src/core) knows nothing of Lua.
+-- kiro.so exports its luaopen_ functions and nothing else,
 -- kiro-rt exports nothing, so a C module loaded beside kiro keeps its own
 -- functions even where their names are kiro's (issue 8: a module's
 -- `log_write` used to call kiro's and print "[WARN m] hello").
@@ -16,6 +17,22 @@ local function exported(path)
   table.sort(names)
   return names
 end
+
+describe("layout", function()
+  it("no file of the core includes a Lua header, and its unit tests link without liblua", function()
+    for name in require("lfs").dir(H.source .. "/src/core") do
+      if name:match("%.[ch]$") then
+        local text = H.read_file(H.source .. "/src/core/" .. name)
+        for inc in text:gmatch('#include%s*[<"]([^>"]+)[>"]') do
+          assert.is_nil(inc:match("^lua") or inc:match("lauxlib") or inc:match("lualib"), name .. " includes " .. inc)
+        end
+      end
+    end
+    local r = H.run({ "ldd", H.build .. "/unit-tests" }, {})
+    assert.are.equal(0, r.code, r.err)
+    assert.is_nil(r.out:find("liblua", 1, true))
+  end)
+end)
 
 describe("symbols", function()
   it("kiro.so exports only luaopen_ functions", function()

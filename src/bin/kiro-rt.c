@@ -10,9 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "proc.h"
-
-int luaopen_kiro_core(lua_State *L);
+#include "kiro.h"
+#include "os.h"
 
 #ifndef KIRO_LUA_INSTALL_DIR
 #define KIRO_LUA_INSTALL_DIR "/usr/local/share/kiro-rt/lua"
@@ -86,7 +85,7 @@ static int boot(lua_State *L)
 int main(int argc, char **argv)
 {
     /* Descriptors kiro-rt inherited never reach a backend or the server. */
-    kproc_cloexec_all();
+    kos_cloexec_all();
     lua_State *L = luaL_newstate();
     if (!L) {
         fputs("kiro-rt: cannot create a Lua state\n", stderr);

@@ -1,18 +1,16 @@
-#define _GNU_SOURCE /* syscall */
 #include "proc.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "buf.h"
 #include "log.h"
+#include "os.h"
 
 /* After exit, how long to wait for EOF on the output pipes before giving up
  * on them (a grandchild may hold them open). */
@@ -48,31 +46,6 @@ struct proc_write {
 };
 
 static int live_procs;
-
-/* Marks every descriptor from 3 up close-on-exec, so a child gets its three
- * pipes and nothing this process inherited or a script opened. One syscall
- * where the kernel has close_range(CLOSE_RANGE_CLOEXEC), else a walk. */
-void kproc_cloexec_all(void)
-{
-#ifdef SYS_close_range
-    if (syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */) == 0)
-        return;
-#endif
-    DIR *dir = opendir("/proc/self/fd");
-    if (!dir)
-        return;
-    int self = dirfd(dir);
-    struct dirent *e;
-    while ((e = readdir(dir))) {
-        int fd = atoi(e->d_name);
-        if (fd > 2 && fd != self) {
-            int fl = fcntl(fd, F_GETFD);
-            if (fl >= 0 && !(fl & FD_CLOEXEC))
-                fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
-        }
-    }
-    closedir(dir);
-}
 
 /* Signals go to the child's process group (it leads one: it runs in a
  * session of its own), so helpers it started go with it. */
@@ -298,7 +271,7 @@ int kproc_spawn(uv_loop_t *loop, const kproc_opts *o, const kproc_cbs *cbs, void
     po.flags = UV_PROCESS_DETACHED;
 
     if (o->close_fds)
-        kproc_cloexec_all();
+        kos_cloexec_all();
     rc = uv_spawn(loop, &p->process, &po);
     spawned = rc == 0;
     close(in_fd[0]);
@@ -413,34 +386,7 @@ int kproc_pid(const kproc *p)
 
 char kproc_state(const kproc *p)
 {
-    return p->exited ? 0 : kproc_state_of(p->pid);
-}
-
-char kproc_state_of(int pid)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *close = strrchr(buf, ')'); /* the name may hold anything */
-    return close && close[1] == ' ' ? close[2] : 0;
-}
-
-long long kproc_rss_of(int pid)
-{
-    char path[64];
-    long long size, resident;
-    snprintf(path, sizeof path, "/proc/%d/statm", pid);
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return -1;
-    int n = fscanf(f, "%lld %lld", &size, &resident);
-    fclose(f);
-    return n == 2 ? resident * 4096 : -1;
+    return p->exited ? 0 : kos_process_state(p->pid);
 }
 
 void kproc_kill_now(kproc *p)

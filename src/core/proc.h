@@ -46,17 +46,11 @@ void kproc_detach(kproc *p, uint64_t grace_ms);
 int kproc_pid(const kproc *p);
 /* The process state letter from /proc (R, S, T, Z, ...), or 0 if unknown. */
 char kproc_state(const kproc *p);
-/* The same for any pid (0 when it is gone), and its resident memory in
- * bytes (-1 when unknown). */
-char kproc_state_of(int pid);
-long long kproc_rss_of(int pid);
 /* Stop a process that may be stopped itself: SIGKILL now. */
 void kproc_kill_now(kproc *p);
 /* The last bytes of stderr, as a printable one-line string (static buffer). */
 const char *kproc_stderr_tail(const kproc *p);
 /* Live supervised processes (for leak checks and shutdown). */
 int kproc_live_count(void);
-/* Marks every descriptor above 2 close-on-exec (the whole process's). */
-void kproc_cloexec_all(void);
 
 #endif

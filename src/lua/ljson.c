@@ -1,11 +1,6 @@
 /* JSON for the Lua face (the server's wire protocol), on jansson: the same
  * codec library the C core uses, and no second one to load at start-up.
- * Integers stay integers; JSON null is core.null. */
-#include <jansson.h>
-#include <string.h>
-
-#include "buf.h"
-#include "lkiro.h"
+ * Integers stay integers; JSON null is core.null. Included by kiro.c. */
 
 #define JSON_MAX_DEPTH 64
 
@@ -147,7 +142,8 @@ static void push_json(lua_State *L, json_t *j, int depth)
     }
 }
 
-void ljson_push_decoded(lua_State *L, const char *s, size_t n)
+/* Pushes the value JSON text s decodes to and nil, or nil and a message. */
+static void ljson_push_decoded(lua_State *L, const char *s, size_t n)
 {
     json_error_t err;
     json_t *j = json_loadb(s, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
@@ -170,7 +166,9 @@ static int l_json_decode(lua_State *L)
     return lua_isnil(L, -2) ? 2 : 1;
 }
 
-char *ljson_encode_line(lua_State *L, int idx, size_t *len)
+/* The value at idx as one line of JSON (with its "\n"), malloc'd: no Lua
+ * string in between. Raises for what JSON cannot carry. */
+static char *ljson_encode_line(lua_State *L, int idx, size_t *len)
 {
     json_t *j = to_json(L, idx, 0);
     size_t n = json_dumpb(j, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
@@ -185,14 +183,4 @@ char *ljson_encode_line(lua_State *L, int idx, size_t *len)
     buf[n] = '\n';
     *len = n + 1;
     return buf;
-}
-
-void ljson_register(lua_State *L)
-{
-    lua_pushcfunction(L, l_json_encode);
-    lua_setfield(L, -2, "json_encode");
-    lua_pushcfunction(L, l_json_decode);
-    lua_setfield(L, -2, "json_decode");
-    lua_pushlightuserdata(L, NULL);
-    lua_setfield(L, -2, "null");
 }

@@ -1,0 +1,32 @@
+/* Chores of a process that owns itself: its descriptors, a lock file, a
+ * start in the background, its limits and memory, facts about processes.
+ * Functions return 0 (or a value) on success and -1 with a message in err. */
+#ifndef KIRO_OS_H
+#define KIRO_OS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Marks every descriptor above 2 close-on-exec: one syscall where the kernel
+ * has close_range(CLOSE_RANGE_CLOEXEC), else a walk of /proc/self/fd. */
+void kos_cloexec_all(void);
+/* An exclusive lock on path (created 0600), held by *fd until it is closed
+ * or the process ends: it never goes stale. Returns 0, -1 with a message,
+ * or 1 when another process holds it. */
+int kos_lock(const char *path, int *fd, char *err, size_t errlen);
+/* Starts argv[0] (no shell) detached: a double fork, a session of its own,
+ * /dev/null for stdin, stdout and stderr, no other descriptor of ours.
+ * Returns its pid, or -1 with a message (exec failures included). */
+pid_t kos_start_detached(char *const argv[], char *err, size_t errlen);
+/* Can this process append to path (creating it 0600)? */
+int kos_check_writable(const char *path, char *err, size_t errlen);
+/* The soft descriptor limit raised to the hard one; returns the limit. */
+long kos_raise_nofile(void);
+/* Freed heap memory handed back to the system (glibc), where possible. */
+void kos_trim_memory(void);
+/* The state letter of a process from /proc (R, S, T, Z, ...), 0 if gone. */
+char kos_process_state(int pid);
+/* Its resident memory in bytes, -1 when unknown. */
+long long kos_process_rss(int pid);
+
+#endif

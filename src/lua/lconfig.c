@@ -1,0 +1,274 @@
+/* Settings, counters and the log, seen from Lua. Included by kiro.c. */
+
+/* The core's options, by name: one table for configure() and config(),
+ * each with the range it accepts. */
+enum cfg_type { CFG_INT, CFG_SIZE, CFG_U64, CFG_BOOL };
+#define MAX_MS KIRO_MAX_MS
+static const struct cfg_field {
+    const char *name;
+    size_t offset;
+    enum cfg_type type;
+    lua_Integer min, max;
+} cfg_fields[] = {
+#define F(name, type, min, max) { #name, offsetof(kconfig, name), type, min, max }
+    F(max_line_bytes, CFG_SIZE, 64, 1 << 30),
+    F(pool_min, CFG_INT, 0, 1024),
+    F(pool_max, CFG_INT, 1, 1024),
+    F(queue_max, CFG_INT, 0, 1000000),
+    F(pool_idle_ms, CFG_U64, 0, MAX_MS),
+    F(kill_grace_ms, CFG_U64, 0, MAX_MS),
+    F(drain_ms, CFG_U64, 0, MAX_MS),
+    F(restart_backoff_ms, CFG_U64, 0, MAX_MS),
+    F(restart_backoff_max_ms, CFG_U64, 0, MAX_MS),
+    F(restart_max, CFG_INT, 0, 1000000),
+    F(restart_window_ms, CFG_U64, 0, MAX_MS),
+    F(cooldown_ms, CFG_U64, 0, MAX_MS),
+    F(pipeline_depth, CFG_INT, 1, KIRO_MAX_PIPELINE_DEPTH),
+    F(health_interval_ms, CFG_U64, 0, MAX_MS),
+    F(probe_interval_ms, CFG_U64, 0, MAX_MS),
+    F(probe_timeout_ms, CFG_U64, 1, MAX_MS),
+    F(close_fds, CFG_BOOL, 0, 1),
+#undef F
+};
+#define NCFG (sizeof cfg_fields / sizeof cfg_fields[0])
+
+static void cfg_push(lua_State *L, const kconfig *c, const struct cfg_field *f)
+{
+    const char *p = (const char *)c + f->offset;
+    switch (f->type) {
+    case CFG_BOOL:
+        lua_pushboolean(L, *(const int *)p);
+        break;
+    case CFG_INT:
+        lua_pushinteger(L, *(const int *)p);
+        break;
+    case CFG_SIZE:
+        lua_pushinteger(L, (lua_Integer)*(const size_t *)p);
+        break;
+    default:
+        lua_pushinteger(L, (lua_Integer)*(const uint64_t *)p);
+    }
+}
+
+/* Sets f from the value on top of the stack; raises for a wrong type or
+ * a value out of range. */
+static void cfg_set(lua_State *L, kconfig *c, const struct cfg_field *f)
+{
+    char *p = (char *)c + f->offset;
+    if (f->type == CFG_BOOL) {
+        if (!lua_isboolean(L, -1))
+            luaL_error(L, "configure: %s must be a boolean", f->name);
+        *(int *)p = lua_toboolean(L, -1);
+        return;
+    }
+    lua_Integer v = lua_tointeger(L, -1);
+    if (!lua_isinteger(L, -1) || v < f->min || v > f->max)
+        luaL_error(L, "configure: %s must be an integer from %I to %I", f->name, f->min, f->max);
+    switch (f->type) {
+    case CFG_INT:
+        *(int *)p = (int)v;
+        break;
+    case CFG_SIZE:
+        *(size_t *)p = (size_t)v;
+        break;
+    default:
+        *(uint64_t *)p = (uint64_t)v;
+    }
+}
+
+static int l_configure(lua_State *L)
+{
+    lrt *x = get_lrt(L);
+    kconfig c = x->rt->cfg;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, 1)) {
+        const char *k = luaL_checkstring(L, -2);
+        if (strcmp(k, "probe_prompt") == 0) {
+            size_t n;
+            const char *v = lua_tolstring(L, -1, &n);
+            if (lua_type(L, -1) != LUA_TSTRING || n == 0 || n >= sizeof c.probe_prompt)
+                return luaL_error(L, "configure: probe_prompt must be a string of 1 to %d bytes",
+                                  (int)sizeof c.probe_prompt - 1);
+            memcpy(c.probe_prompt, v, n + 1);
+            lua_pop(L, 1);
+            continue;
+        }
+        const struct cfg_field *f = NULL;
+        for (size_t i = 0; i < NCFG && !f; i++)
+            if (strcmp(k, cfg_fields[i].name) == 0)
+                f = &cfg_fields[i];
+        if (!f)
+            return luaL_error(L, "configure: unknown option '%s'", k);
+        cfg_set(L, &c, f);
+        lua_pop(L, 1);
+    }
+    if (c.pool_min > c.pool_max)
+        return luaL_error(L, "configure: pool_min (%d) exceeds pool_max (%d)", c.pool_min, c.pool_max);
+    x->rt->cfg = c;
+    krt_health_start(x->rt);
+    return 0;
+}
+
+static int l_config(lua_State *L)
+{
+    lrt *x = get_lrt(L);
+    lua_createtable(L, 0, (int)NCFG);
+    for (size_t i = 0; i < NCFG; i++) {
+        cfg_push(L, &x->rt->cfg, &cfg_fields[i]);
+        lua_setfield(L, -2, cfg_fields[i].name);
+    }
+    lua_pushstring(L, x->rt->cfg.probe_prompt);
+    lua_setfield(L, -2, "probe_prompt");
+    return 1;
+}
+
+#define SET(name, v) (lua_pushinteger(L, (lua_Integer)(v)), lua_setfield(L, -2, name))
+
+static void push_daemon(void *ud, const kdaemon_info *di)
+{
+    lua_State *L = ud;
+    lua_createtable(L, 0, 3);
+    SET("pid", di->pid);
+    lua_pushstring(L, di->state);
+    lua_setfield(L, -2, "state");
+    SET("served", di->served);
+    SET("in_flight", di->in_flight);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+}
+
+static int l_stats(lua_State *L)
+{
+    lrt *x = get_lrt(L);
+    kstats *s = &x->rt->stats;
+    lua_createtable(L, 0, 16);
+    SET("requests", s->requests);
+    SET("ok", s->ok);
+    SET("errors", s->errors);
+    SET("chunks", s->chunks);
+    SET("timeouts", s->timeouts);
+    SET("cancelled", s->cancelled);
+    SET("daemon_requests", s->daemon_requests);
+    SET("oneshot_requests", s->oneshot_requests);
+    SET("daemon_starts", s->daemon_starts);
+    SET("daemon_restarts", s->daemon_restarts);
+    SET("daemon_start_failures", s->daemon_start_failures);
+    SET("health_failures", s->health_failures);
+    SET("probes", s->probes);
+    SET("probe_failures", s->probe_failures);
+    SET("in_flight", x->rt->nrequests);
+    SET("children", kproc_live_count());
+    lua_newtable(L);
+    int daemons = 0;
+    for (kpool *p = kpool_first(x->rt); p; p = kpool_next(p)) {
+        kpool_info pi;
+        kpool_describe(p, &pi);
+        lua_createtable(L, 0, 9);
+        lua_pushstring(L, pi.cli);
+        lua_setfield(L, -2, "cli");
+        if (pi.model) {
+            lua_pushstring(L, pi.model);
+            lua_setfield(L, -2, "model");
+        }
+        lua_pushstring(L, pi.state);
+        lua_setfield(L, -2, "state");
+        lua_pushstring(L, pi.last_error);
+        lua_setfield(L, -2, "last_error");
+        SET("live", pi.live);
+        SET("queued", pi.queued);
+        SET("failures", pi.failures);
+        SET("restarts", pi.restarts);
+        daemons += pi.live;
+        lua_newtable(L);
+        kpool_each_daemon(p, push_daemon, L);
+        lua_setfield(L, -2, "daemons");
+        lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    }
+    lua_setfield(L, -2, "pools");
+    SET("daemons", daemons);
+    return 1;
+}
+
+static int l_log(lua_State *L)
+{
+    const char *lvl = luaL_checkstring(L, 1);
+    const char *target = luaL_checkstring(L, 2);
+    const char *msg = luaL_checkstring(L, 3);
+    int l = klog_level_parse(lvl);
+    if (l <= 0)
+        return luaL_error(L, "log: unknown level '%s'", lvl);
+    klog(l, target, "%s", msg);
+    return 0;
+}
+
+static int l_log_enabled(lua_State *L)
+{
+    int l = klog_level_parse(luaL_checkstring(L, 1));
+    lua_pushboolean(L, l > 0 && klog_enabled(l, luaL_checkstring(L, 2)));
+    return 1;
+}
+
+static int l_set_log(lua_State *L)
+{
+    const char *spec = luaL_checkstring(L, 1);
+    if (klog_set_filter(spec) != 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "invalid log filter '%s' (levels: error warn info debug trace)", spec);
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* The first executable `name` on PATH (or `name` itself if it has a slash). */
+static int l_which(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    if (strchr(name, '/')) {
+        if (access(name, X_OK) == 0) {
+            lua_pushstring(L, name);
+            return 1;
+        }
+        return 0;
+    }
+    const char *path = getenv("PATH");
+    if (!path)
+        path = "/usr/local/bin:/usr/bin:/bin";
+    luaL_Buffer b;
+    while (*path) {
+        const char *end = strchr(path, ':');
+        size_t n = end ? (size_t)(end - path) : strlen(path);
+        luaL_buffinit(L, &b);
+        luaL_addlstring(&b, n ? path : ".", n ? n : 1);
+        luaL_addchar(&b, '/');
+        luaL_addstring(&b, name);
+        luaL_pushresult(&b);
+        if (access(lua_tostring(L, -1), X_OK) == 0)
+            return 1;
+        lua_pop(L, 1);
+        path += n + (end ? 1 : 0);
+    }
+    return 0;
+}
+
+/* core.log_file(path, max_bytes) -> true, or nil, message: the log (and
+ * stderr) goes to path from now on, rotated past max_bytes. */
+static int l_log_file(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    lua_Integer max = luaL_optinteger(L, 2, 0);
+    char err[512];
+    luaL_argcheck(L, max >= 0, 2, "must not be negative");
+    if (klog_set_file(path, (size_t)max, err, sizeof err) != 0) {
+        return lkiro_fail(L, err);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* core.log_reopen() -> true or false: the log file opened again. */
+static int l_log_reopen(lua_State *L)
+{
+    lua_pushboolean(L, klog_reopen() == 0);
+    return 1;
+}

@@ -1,0 +1,191 @@
+/* The loop as Lua drives it: one step, timers, the clock, signals, and
+ * the runtime's end. Included by kiro.c. */
+
+#define TIMER_MT "kiro.timer"
+#define RT_MT "kiro.runtime"
+
+typedef struct ltimer_state {
+    uv_timer_t t;
+    lrt *lrt;
+    int cb;
+    int live;
+} ltimer_state;
+
+typedef struct ltimer {
+    ltimer_state *s;
+} ltimer;
+
+static void timer_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    ltimer_state *s = t->data;
+    lrt *x = s->lrt;
+    s->live = 0;
+    if (s->cb != LUA_NOREF && x->L) {
+        int cb = s->cb;
+        s->cb = LUA_NOREF;
+        lua_rawgeti(x->L, LUA_REGISTRYINDEX, cb);
+        luaL_unref(x->L, LUA_REGISTRYINDEX, cb);
+        call_cb(x, 0);
+    }
+}
+
+static int l_timer(lua_State *L)
+{
+    lrt *x = get_lrt(L);
+    lua_Integer ms = luaL_checkinteger(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (ms < 0)
+        ms = 0;
+    ltimer *u = lua_newuserdatauv(L, sizeof *u, 0);
+    u->s = kcalloc(1, sizeof *u->s);
+    luaL_setmetatable(L, TIMER_MT);
+    lua_pushvalue(L, 2);
+    u->s->cb = luaL_ref(L, LUA_REGISTRYINDEX);
+    u->s->lrt = x;
+    u->s->live = 1;
+    uv_timer_init(x->rt->loop, &u->s->t);
+    u->s->t.data = u->s;
+    uv_update_time(x->rt->loop); /* ms from now, not from the last step */
+    uv_timer_start(&u->s->t, on_timer, (uint64_t)ms, 0);
+    return 1;
+}
+
+static int timer_stop(lua_State *L)
+{
+    ltimer *u = luaL_checkudata(L, 1, TIMER_MT);
+    if (u->s) {
+        luaL_unref(L, LUA_REGISTRYINDEX, u->s->cb);
+        u->s->cb = LUA_NOREF;
+        if (u->s->lrt->rt) {
+            uv_timer_stop(&u->s->t);
+            uv_close((uv_handle_t *)&u->s->t, timer_closed);
+        }
+        u->s = NULL;
+    }
+    return 0;
+}
+
+static int l_step(lua_State *L)
+{
+    lrt *x = get_lrt(L);
+    int nowait = lua_toboolean(L, 1);
+    int alive = uv_run(x->rt->loop, nowait ? UV_RUN_NOWAIT : UV_RUN_ONCE);
+    raise_pending(L, x);
+    lua_pushboolean(L, alive);
+    return 1;
+}
+
+static int l_now(lua_State *L)
+{
+    lrt *x = get_lrt(L);
+    uv_update_time(x->rt->loop);
+    lua_pushinteger(L, (lua_Integer)uv_now(x->rt->loop));
+    return 1;
+}
+
+/* Monotonic nanoseconds, for measuring. */
+static int l_hrtime(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)uv_hrtime());
+    return 1;
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    lrt *x = h->data;
+    klog(KLOG_INFO, "kiro.rt", "signal %d: shutting down", signum);
+    if (x->sig_ref != LUA_NOREF && x->L) {
+        lua_rawgeti(x->L, LUA_REGISTRYINDEX, x->sig_ref);
+        lua_pushinteger(x->L, signum);
+        call_cb(x, 1);
+    }
+    krt_shutdown(x->rt);
+}
+
+/* core.handle_signals(fn): on SIGINT/SIGTERM call fn(signum), then shut the
+ * runtime down (every request ends `cancelled`, every backend is stopped). */
+static int l_handle_signals(lua_State *L)
+{
+    static const int sigs[2] = { SIGINT, SIGTERM };
+    lrt *x = get_lrt(L);
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    luaL_unref(L, LUA_REGISTRYINDEX, x->sig_ref);
+    lua_pushvalue(L, 1);
+    x->sig_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    for (int i = 0; i < 2; i++) {
+        if (x->sigs[i])
+            continue;
+        x->sigs[i] = kcalloc(1, sizeof(uv_signal_t));
+        uv_signal_init(x->rt->loop, x->sigs[i]);
+        x->sigs[i]->data = x;
+        uv_signal_start(x->sigs[i], on_signal, sigs[i]);
+        uv_unref((uv_handle_t *)x->sigs[i]);
+    }
+    return 0;
+}
+
+static void on_hup(uv_signal_t *h, int signum)
+{
+    lrt *x = h->data;
+    (void)signum;
+    if (x->hup_ref != LUA_NOREF && x->L) {
+        lua_rawgeti(x->L, LUA_REGISTRYINDEX, x->hup_ref);
+        call_cb(x, 0);
+    }
+}
+
+/* core.handle_hup(fn): on SIGHUP call fn() (reopen logs, reload). */
+static int l_handle_hup(lua_State *L)
+{
+    lrt *x = get_lrt(L);
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    luaL_unref(L, LUA_REGISTRYINDEX, x->hup_ref);
+    lua_pushvalue(L, 1);
+    x->hup_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (!x->sigs[2]) {
+        x->sigs[2] = kcalloc(1, sizeof(uv_signal_t));
+        uv_signal_init(x->rt->loop, x->sigs[2]);
+        x->sigs[2]->data = x;
+        uv_signal_start(x->sigs[2], on_hup, SIGHUP);
+        uv_unref((uv_handle_t *)x->sigs[2]);
+    }
+    return 0;
+}
+
+static void sig_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+/* core.shutdown([reopen]): end every request and stop every backend; with
+ * `reopen`, the runtime takes new requests afterwards. */
+static int l_shutdown(lua_State *L)
+{
+    lrt *x = get_lrt(L);
+    krt_shutdown(x->rt);
+    if (lua_toboolean(L, 1))
+        x->rt->shutting_down = 0;
+    raise_pending(L, x);
+    return 0;
+}
+
+static int rt_gc(lua_State *L)
+{
+    lrt *x = luaL_checkudata(L, 1, RT_MT);
+    if (!x->rt)
+        return 0;
+    x->L = NULL; /* no Lua callbacks from here on */
+    for (int i = 0; i < 3; i++)
+        if (x->sigs[i])
+            uv_close((uv_handle_t *)x->sigs[i], sig_closed);
+    krt_free(x->rt);
+    x->rt = NULL;
+    return 0;
+}
+
+static const luaL_Reg timer_methods[] = { { "stop", timer_stop }, { NULL, NULL } };
