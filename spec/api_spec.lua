@@ -123,9 +123,11 @@ describe("kiro Lua API", function()
     local call = kiro.call("one two three")
     assert.are.equal("You", call:next())
     call:cancel()
-    local c, err = call:next()
+    -- One error model: a method that can return a triple does.
+    local c, msg, code = call:next()
     assert.is_nil(c)
-    assert.are.equal("cancelled", err.code)
+    assert.are.equal("cancelled", code)
+    assert.are.equal("cancelled by caller", msg)
     -- The daemon drains the rest and serves the next request.
     local whole = kiro.call("x", { stream = false })
     assert.are.equal("You said: x", whole:next())

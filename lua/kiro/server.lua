@@ -202,6 +202,8 @@ function Conn:request(msg)
     self.calls[id] = nil
     srv.inflight = srv.inflight - 1
     srv:touch()
+    srv.last_request = core.now()
+    srv:settle()
     if not ok then
       log("error", ("internal error in request %d: %s"):format(id, tostring(outcome)))
       outcome, e = false, { code = "backend", message = "internal error in the kiro-rt server (see its log)" }
@@ -228,8 +230,8 @@ function Conn:relay(id, req)
   local call = kiro.call(req.prompt, opts)
   self.calls[id] = call
   while true do
-    local chunk, e = call:next()
-    if not chunk then return e == nil, e end
+    local chunk, msg, code = call:next()
+    if not chunk then return code == nil, code and { code = code, message = msg } end
     if self.closed or not self:send { id = id, chunk = chunk }
        or (self.sock:unread() > server.UNREAD_HIGH and not self:catch_up(call)) then
       call:cancel()
@@ -260,6 +262,8 @@ function Server:status()
     rss_bytes = core.process_rss(core.getpid()), connections = conns, in_flight = self.inflight,
     buffered_bytes = self.listener and self.listener:buffered() or 0,
     lua_bytes = math.floor(collectgarbage("count") * 1024),
+    -- quiet since its last request, and its memory handed back
+    settled = self.settled_at ~= nil and self.settled_at >= self.last_request and self.inflight == 0,
     limits = { max_request_bytes = self.max_request_bytes, max_buffered_bytes = self.max_buffered_bytes,
                max_unread_bytes = self.max_unread_bytes, max_clients = self.max_clients },
     log = self.log_file,
@@ -288,6 +292,25 @@ end
 -- once the task that served it has finished.
 function Server:reclaim()
   self.reclaim_timer = core.timer(0, core.trim_memory) -- kept: a collected timer never fires
+end
+
+--- Once the server has been quiet for a while (past pool_idle_ms, when
+-- unused backends have stopped their daemons), the memory its requests and
+-- pools used goes back to the system.
+function Server:settle()
+  if self.settle_timer then return end
+  local delay = math.max(1000, kiro.option("pool_idle_ms") + 500)
+  local function check()
+    local quiet = core.now() - self.last_request
+    if self.inflight == 0 and quiet >= delay then
+      self.settle_timer = nil
+      core.trim_memory()
+      self.settled_at = core.now()
+    else
+      self.settle_timer = core.timer(math.max(10, delay - quiet), check)
+    end
+  end
+  self.settle_timer = core.timer(delay, check)
 end
 
 -- A timer, not a task: it must not hold `serve` up once the server stops.
@@ -415,6 +438,7 @@ function server.serve(opts)
     started = core.now(), done = kiro.event(), drained = kiro.event(),
   }, Server)
   self:touch()
+  self.last_request = self.last_activity
   core.raise_nofile()
   local listener
   listener, err = core.listen(p.socket, self, {
@@ -458,6 +482,7 @@ function server.serve(opts)
   self:arm_idle()
   self.done:wait()
   self.idle_timer:stop()
+  if self.settle_timer then self.settle_timer:stop() end
 
   -- Let in-flight requests finish, within the grace period.
   if self.inflight > 0 then

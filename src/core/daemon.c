@@ -7,7 +7,6 @@
 
 #include "buf.h"
 #include "log.h"
-#include "pool.h"
 
 #define DAEMON_STDERR_TAIL 2048
 
@@ -49,7 +48,7 @@ int kdaemon_room(const kdaemon *d)
 {
     if (d->state == KD_STOPPING)
         return 0;
-    int depth = d->rt->cfg.pipeline_depth;
+    int depth = d->core->cfg.pipeline_depth;
     if (depth < 1)
         depth = 1;
     if (depth > DAEMON_MAX_DEPTH)
@@ -115,12 +114,12 @@ static void finish(kdaemon *d, const char *code, const char *msg)
         uv_timer_stop(&d->timer); /* nothing left to drain */
     update_state(d);
     if (d->count == 0)
-        d->t_idle = uv_now(d->rt->loop);
+        d->t_idle = uv_now(d->core->loop);
     if (s.r) {
         d->served += !s.r->internal;
         klog(KLOG_DEBUG, "kiro.provider", "Received response in %llums",
-             (unsigned long long)(uv_now(d->rt->loop) - s.r->t_start));
-        kpool_daemon_answered(d->pool);
+             (unsigned long long)(uv_now(d->core->loop) - s.r->t_start));
+        d->cbs->answered(d->owner, d);
         if (code)
             kreq_end(s.r, code, "%s", msg);
         else
@@ -132,7 +131,7 @@ static void finish(kdaemon *d, const char *code, const char *msg)
     if (d->reading)
         d->idle_pending = 1;
     else
-        kpool_daemon_idle(d->pool, d);
+        d->cbs->idle(d->owner, d);
 }
 
 /* Output from the daemon keeps every request on its wire alive (stall). */
@@ -251,7 +250,7 @@ static void on_stdout(void *ud, const char *data, size_t n)
     if (d->idle_pending) {
         d->idle_pending = 0;
         if (d->state != KD_STOPPING)
-            kpool_daemon_idle(d->pool, d);
+            d->cbs->idle(d->owner, d);
     }
 }
 
@@ -266,9 +265,10 @@ static void on_stderr(void *ud, const char *data, size_t n)
 static void on_timer_closed(uv_handle_t *h)
 {
     kdaemon *d = h->data;
-    struct kpool *p = d->pool;
+    const kdaemon_cbs *cbs = d->cbs;
+    void *owner = d->owner;
     free(d);
-    kpool_unref(p);
+    cbs->freed(owner);
 }
 
 static void on_end(void *ud, int64_t status, int sig)
@@ -293,10 +293,10 @@ static void on_end(void *ud, int64_t status, int sig)
 
     if (d->state != KD_STOPPING) {
         d->state = KD_STOPPING;
-        kpool_daemon_stopping(d->pool, d);
+        d->cbs->stopping(d->owner, d);
     }
     d->proc = NULL;
-    kpool_daemon_exited(d->pool, d, !planned, d->started, reason);
+    d->cbs->exited(d->owner, d, !planned, d->started, reason);
     fail_all(d, reason);
     kjsonl_free(&d->fr);
     kbuf_free(&d->acc);
@@ -305,34 +305,34 @@ static void on_end(void *ud, int64_t status, int sig)
     uv_close((uv_handle_t *)&d->timer, on_timer_closed);
 }
 
-kdaemon *kdaemon_new(struct kpool *owner, char **argv, char **env, const kproto_ops *proto, char *err,
-                   size_t errlen)
+kdaemon *kdaemon_new(kcore *core, const kdaemon_opts *o, const kdaemon_cbs *cbs, void *owner,
+                     char *err, size_t errlen)
 {
-    static const kproc_cbs cbs = { on_stdout, on_stderr, on_end };
-    krt *rt = kpool_rt(owner);
+    static const kproc_cbs proc_cbs = { on_stdout, on_stderr, on_end };
     kdaemon *d = kcalloc(1, sizeof *d);
-    kproc_opts po = { .argv = argv, .env = env, .log_target = "kiro.daemon",
-                     .stderr_tail = DAEMON_STDERR_TAIL,
-                     .close_fds = rt->cfg.close_fds };
-    d->pool = owner;
-    d->rt = rt;
-    d->proto = proto;
-    klog(KLOG_DEBUG, "kiro.provider", "Starting Kiro CLI daemon: %s %s", argv[0], argv[1] ? argv[1] : "");
-    int rc = kproc_spawn(rt->loop, &po, &cbs, d, &d->proc);
+    kproc_opts po = { .argv = o->argv, .env = o->env, .log_target = "kiro.daemon",
+                      .stderr_tail = DAEMON_STDERR_TAIL, .close_fds = core->cfg.close_fds };
+    d->core = core;
+    d->cbs = cbs;
+    d->owner = owner;
+    d->proto = o->proto;
+    klist_init(&d->link);
+    klog(KLOG_DEBUG, "kiro.provider", "Starting Kiro CLI daemon: %s %s", o->argv[0],
+         o->argv[1] ? o->argv[1] : "");
+    int rc = kproc_spawn(core->loop, &po, &proc_cbs, d, &d->proc);
     if (rc < 0) {
-        snprintf(err, errlen, "cannot start %s: %s", argv[0], uv_strerror(rc));
+        snprintf(err, errlen, "cannot start %s: %s", o->argv[0], uv_strerror(rc));
         free(d);
         return NULL;
     }
     d->pid = kproc_pid(d->proc);
-    d->t_spawn = d->t_idle = uv_now(rt->loop);
-    kjsonl_init(&d->fr, rt->cfg.max_line_bytes);
-    d->pstate = proto->state_new ? proto->state_new() : NULL;
-    uv_timer_init(rt->loop, &d->timer);
+    d->t_spawn = d->t_idle = uv_now(core->loop);
+    kjsonl_init(&d->fr, core->cfg.max_line_bytes);
+    d->pstate = o->proto->state_new ? o->proto->state_new() : NULL;
+    uv_timer_init(core->loop, &d->timer);
     d->timer.data = d;
     d->state = KD_READY;
-    kpool_ref(owner);
-    rt->stats.daemon_starts++;
+    core->stats.daemon_starts++;
     return d;
 }
 
@@ -347,12 +347,12 @@ void kdaemon_assign(kdaemon *d, kreq *r)
     }
     if (d->count == 0)
         uv_timer_stop(&d->timer); /* the idle-shrink timer */
-    d->fr.max_line = d->rt->cfg.max_line_bytes;
+    d->fr.max_line = d->core->cfg.max_line_bytes;
     d->slots[(d->head + d->count) % DAEMON_MAX_DEPTH] = (kdaemon_slot){ r, r->stream };
     d->count++;
     d->probes += r->internal;
     update_state(d);
-    d->t_sent = uv_now(d->rt->loop);
+    d->t_sent = uv_now(d->core->loop);
     kreq_ref(r);
     kreq_set_carrier(r, d, &daemon_ops);
     kproc_write_owned(d->proc, out.data, out.len);
@@ -366,10 +366,10 @@ static void on_timer(uv_timer_t *t)
     if (d->drains) {
         char msg[128];
         snprintf(msg, sizeof msg, "daemon pid %d did not finish an abandoned reply within %llu ms",
-                 d->pid, (unsigned long long)d->rt->cfg.drain_ms);
+                 d->pid, (unsigned long long)d->core->cfg.drain_ms);
         kdaemon_stop(d, msg);
     } else if (d->state == KD_READY) {
-        kpool_daemon_idle_expired(d->pool, d);
+        d->cbs->idle_expired(d->owner, d);
     }
 }
 
@@ -407,7 +407,7 @@ static void daemon_abort(void *carrier, kreq *r, enum kreq_abort why)
          * within drain_ms; a hung daemon is replaced when that runs out. */
         update_state(d);
         if (!uv_is_active((uv_handle_t *)&d->timer) || d->count == d->drains)
-            uv_timer_start(&d->timer, on_timer, d->rt->cfg.drain_ms, 0);
+            uv_timer_start(&d->timer, on_timer, d->core->cfg.drain_ms, 0);
         break;
     case KABORT_SHUTDOWN:
         kdaemon_stop(d, NULL);
@@ -430,7 +430,7 @@ static void daemon_pause(void *carrier, kreq *r, int on)
 
 void kdaemon_fail(kdaemon *d, const char *why)
 {
-    d->rt->stats.health_failures++;
+    d->core->stats.health_failures++;
     klog(KLOG_WARN, "kiro.health", "%s; replacing it", why);
     kdaemon_stop(d, why);
     if (d->proc)
@@ -444,22 +444,22 @@ static void probe_chunk(void *ud, const char *data, size_t n)
 
 static void probe_end(void *ud, const char *code, const char *msg)
 {
-    krt *rt = ud;
+    kcore *core = ud;
     /* An {"error": ...} answer is still an answer: the daemon is alive. */
     if (code && strcmp(code, KERR_BACKEND) != 0) {
-        rt->stats.probe_failures++;
+        core->stats.probe_failures++;
         klog(KLOG_WARN, "kiro.health", "probe failed (%s): %s", code, msg);
     }
 }
 
 void kdaemon_probe(kdaemon *d)
 {
-    krt *rt = d->rt;
-    kreq_sink sink = { probe_chunk, probe_end, rt };
-    kreq *r = kreq_new(rt, rt->cfg.probe_prompt, strlen(rt->cfg.probe_prompt), 0, &sink);
+    kcore *core = d->core;
+    kreq_sink sink = { probe_chunk, probe_end, core };
+    kreq *r = kreq_new(core, core->cfg.probe_prompt, strlen(core->cfg.probe_prompt), 0, &sink);
     r->internal = 1;
-    r->timeout_ms = rt->cfg.probe_timeout_ms;
-    rt->stats.probes++;
+    r->timeout_ms = core->cfg.probe_timeout_ms;
+    core->stats.probes++;
     klog(KLOG_DEBUG, "kiro.health", "probing idle daemon pid %d", d->pid);
     kreq_start(r);
     kdaemon_assign(d, r);
@@ -476,13 +476,13 @@ void kdaemon_stop(kdaemon *d, const char *fault)
         d->fault = 1;
         snprintf(d->why, sizeof d->why, "%s", fault);
     }
-    kpool_daemon_stopping(d->pool, d);
+    d->cbs->stopping(d->owner, d);
     if (!d->proc)
         return;
     /* A daemon that misbehaved gets no grace: it may be hung; nor does one
      * that only holds replies nobody wants any more. */
     if (fault || (d->count && d->count == d->drains))
-        kproc_terminate(d->proc, d->rt->cfg.kill_grace_ms);
+        kproc_terminate(d->proc, d->core->cfg.kill_grace_ms);
     else
-        kproc_stop(d->proc, d->rt->cfg.kill_grace_ms);
+        kproc_stop(d->proc, d->core->cfg.kill_grace_ms);
 }

@@ -1,18 +1,43 @@
 /* One long-lived backend connection: a supervised child, a line framer, a
- * wire protocol and at most one request in flight (the JSON Lines protocol
- * has no request ids). The pool decides which daemon serves what. */
+ * wire protocol and the requests on its wire, answered in order (the JSON
+ * Lines protocol has no request ids). Its owner (a pool) decides which
+ * daemon serves what, and hears what happens through kdaemon_cbs.
+ *
+ * Ownership: the daemon frees itself once its child has been reaped and its
+ * timer closed; `freed` is its last word to the owner, who must outlive it. */
 #ifndef KIRO_DAEMON_H
 #define KIRO_DAEMON_H
 
 #include <stdint.h>
 #include <uv.h>
 
+#include "buf.h"
+#include "core.h"
 #include "jsonl.h"
 #include "proc.h"
 #include "proto.h"
-#include "rt.h"
+#include "request.h"
 
-struct kpool;
+typedef struct kdaemon kdaemon;
+
+/* What a daemon tells its owner. */
+typedef struct kdaemon_cbs {
+    void (*idle)(void *owner, kdaemon *d);         /* it has room for another request */
+    void (*idle_expired)(void *owner, kdaemon *d); /* idle for the time kdaemon_arm_idle set */
+    void (*answered)(void *owner, kdaemon *d);     /* a reply came: its backend works */
+    void (*stopping)(void *owner, kdaemon *d);     /* it takes no more requests */
+    /* It exited: `fault` when it was not asked to, `started` when it had
+     * answered in its protocol at least once. */
+    void (*exited)(void *owner, kdaemon *d, int fault, int started, const char *reason);
+    void (*freed)(void *owner); /* the last callback: the daemon's memory is gone */
+} kdaemon_cbs;
+
+/* How to start one. */
+typedef struct kdaemon_opts {
+    char *const *argv;
+    char *const *env;
+    const kproto_ops *proto;
+} kdaemon_opts;
 
 enum kdaemon_state { KD_READY, KD_BUSY, KD_DRAINING, KD_STOPPING };
 
@@ -26,9 +51,10 @@ typedef struct kdaemon_slot {
     int stream;
 } kdaemon_slot;
 
-typedef struct kdaemon {
-    struct kpool *pool;
-    krt *rt;
+struct kdaemon {
+    kcore *core;
+    const kdaemon_cbs *cbs;
+    void *owner;
     kproc *proc;
     int pid;
     kjsonl fr;
@@ -45,13 +71,13 @@ typedef struct kdaemon {
     kreq *pauser;         /* the request whose reader asked the output to wait */
     uint64_t served, t_spawn, t_sent, t_idle;
     uv_timer_t timer;     /* idle shrink, or the drain bound */
-    struct kdaemon *next, *prev;
+    klist link;           /* in its owner's list */
     char why[256];        /* why we stopped it */
-} kdaemon;
+};
 
 /* Spawns a daemon. On failure returns NULL with a reason in `err`. */
-kdaemon *kdaemon_new(struct kpool *owner, char **argv, char **env, const kproto_ops *proto,
-                   char *err, size_t errlen);
+kdaemon *kdaemon_new(kcore *core, const kdaemon_opts *o, const kdaemon_cbs *cbs, void *owner,
+                     char *err, size_t errlen);
 /* Sends `r`; the daemon must have room (kdaemon_room). */
 void kdaemon_assign(kdaemon *d, kreq *r);
 /* How many more requests it takes now (pipeline_depth less those in flight). */

@@ -11,8 +11,8 @@
 #define ONESHOT_STDERR_TAIL 2048
 
 struct koneshot {
-    krt *rt;
-    koneshot *next, *prev; /* the runtime's live oneshots, for health checks */
+    kcore *core;
+    klist link; /* in core->oneshots, for health checks */
     kreq *req;
     kproc *proc;
     kansi_state ansi;
@@ -22,12 +22,7 @@ struct koneshot {
 
 static void os_free(koneshot *o)
 {
-    if (o->prev)
-        o->prev->next = o->next;
-    else if (o->rt->oneshots == o)
-        o->rt->oneshots = o->next;
-    if (o->next)
-        o->next->prev = o->prev;
+    klist_remove(&o->link);
     kbuf_free(&o->reply);
     free(o->cli);
     free(o);
@@ -39,7 +34,7 @@ static void os_abort(void *carrier, kreq *r, enum kreq_abort why)
     (void)r;
     (void)why;
     /* The child's output no longer has a reader: stop it and forget it. */
-    kproc_detach(o->proc, o->rt->cfg.kill_grace_ms);
+    kproc_detach(o->proc, o->core->cfg.kill_grace_ms);
     kreq_unref(o->req);
     os_free(o);
 }
@@ -82,7 +77,7 @@ static void os_end(void *ud, int64_t status, int sig)
 {
     koneshot *o = ud;
     kreq *r = o->req;
-    uint64_t ms = uv_now(o->rt->loop) - r->t_start;
+    uint64_t ms = uv_now(o->core->loop) - r->t_start;
     if (sig)
         kreq_end(r, KERR_CRASHED, "%s was killed by signal %d: %s", o->cli, sig, kproc_stderr_tail(o->proc));
     else if (status != 0)
@@ -98,10 +93,10 @@ static void os_end(void *ud, int64_t status, int sig)
     os_free(o);
 }
 
-void koneshot_health_check(krt *rt)
+void koneshot_health_check(kcore *core)
 {
-    for (koneshot *o = rt->oneshots, *next; o; o = next) {
-        next = o->next;
+    klist_foreach (n, &core->oneshots) {
+        koneshot *o = klist_entry(n, koneshot, link);
         char st = kproc_state(o->proc);
         if (st != 'T' && st != 't')
             continue;
@@ -109,43 +104,36 @@ void koneshot_health_check(krt *rt)
          * the stall timeout to find that out. */
         kreq *r = o->req;
         int pid = kproc_pid(o->proc);
-        rt->stats.health_failures++;
+        core->stats.health_failures++;
         klog(KLOG_WARN, "kiro.health", "oneshot pid %d is stopped by a signal; killing it", pid);
         kproc_kill_now(o->proc);
-        kproc_detach(o->proc, rt->cfg.kill_grace_ms);
+        kproc_detach(o->proc, core->cfg.kill_grace_ms);
         kreq_end(r, KERR_CRASHED, "%s (pid %d) was stopped by a signal and killed", o->cli, pid);
         kreq_unref(r);
         os_free(o);
     }
 }
 
-void koneshot_start(krt *rt, const kbackend_spec *b, kreq *r)
+void koneshot_start(kcore *core, const koneshot_spec *spec, kreq *r)
 {
     static const kproc_cbs cbs = { os_stdout, os_stderr, os_end };
     koneshot *o = kcalloc(1, sizeof *o);
-    char **argv = kbackend_argv(b->cli, b->oneshot_args, b->model);
-    char **env = kbackend_env(b->env, 1);
-    kproc_opts po = { .argv = argv, .env = env, .log_target = "kiro.oneshot",
-                     .stderr_tail = ONESHOT_STDERR_TAIL,
-                     .close_fds = rt->cfg.close_fds };
-    o->rt = rt;
+    kproc_opts po = { .argv = spec->argv, .env = spec->env, .log_target = "kiro.oneshot",
+                      .stderr_tail = ONESHOT_STDERR_TAIL, .close_fds = core->cfg.close_fds };
+    o->core = core;
     o->req = r;
-    o->cli = kstrdup(b->cli);
+    o->cli = kstrdup(spec->cli);
+    klist_init(&o->link);
     kreq_ref(r);
-    klog(KLOG_DEBUG, "kiro.provider", "Running oneshot: %s", b->cli);
-    int rc = kproc_spawn(rt->loop, &po, &cbs, o, &o->proc);
-    kstrv_free(argv);
-    kstrv_free(env);
+    klog(KLOG_DEBUG, "kiro.provider", "Running oneshot: %s", spec->cli);
+    int rc = kproc_spawn(core->loop, &po, &cbs, o, &o->proc);
     if (rc < 0) {
-        kreq_end(r, KERR_SPAWN, "cannot start %s: %s", b->cli, uv_strerror(rc));
+        kreq_end(r, KERR_SPAWN, "cannot start %s: %s", spec->cli, uv_strerror(rc));
         kreq_unref(r);
         os_free(o);
         return;
     }
-    o->next = rt->oneshots;
-    if (o->next)
-        o->next->prev = o;
-    rt->oneshots = o;
+    klist_insert_tail(&core->oneshots, &o->link);
     kreq_set_carrier(r, o, &os_ops);
     char *copy = kmalloc(r->prompt_len ? r->prompt_len : 1);
     memcpy(copy, r->prompt, r->prompt_len);

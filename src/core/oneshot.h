@@ -3,13 +3,21 @@
 #ifndef KIRO_ONESHOT_H
 #define KIRO_ONESHOT_H
 
-#include "rt.h"
+#include "core.h"
+#include "request.h"
 
 typedef struct koneshot koneshot;
 
-void koneshot_start(krt *rt, const kbackend_spec *b, kreq *r);
+/* How to start the CLI for one request (read only during koneshot_start). */
+typedef struct koneshot_spec {
+    const char *cli; /* for messages */
+    char *const *argv;
+    char *const *env;
+} koneshot_spec;
+
+void koneshot_start(kcore *core, const koneshot_spec *spec, kreq *r);
 /* A child stopped by a signal (SIGSTOP, a debugger) is killed and its
  * request ends `crashed`, as a stopped daemon would. */
-void koneshot_health_check(krt *rt);
+void koneshot_health_check(kcore *core);
 
 #endif

@@ -1,5 +1,6 @@
 #include "pool.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,16 +12,12 @@
 #define RESTART_RING 64
 
 struct kpool {
-    krt *rt;
-    kpool *next, *prev;
-    char *key;
-    size_t keylen;
-    char *cli, *model;
-    char **argv, **env;
-    const kproto_ops *proto;
-    kdaemon *daemons;
-    int live; /* daemons not stopping */
-    kreq *qhead, *qtail;
+    kcore *core;
+    char *cli, *model;   /* copies, for messages and stats */
+    kpool_spec spec;     /* borrowed from the backend while open */
+    klist daemons;       /* kdaemon.link */
+    int live;            /* daemons not stopping */
+    klist queue;         /* kreq.queue: requests waiting for a daemon */
     int queued;
     enum kpool_state state;
     int failures; /* consecutive, reset by an answer */
@@ -28,109 +25,53 @@ struct kpool {
     int nrestarts;
     uint64_t restarts;
     uv_timer_t timer; /* backoff and cool-down */
-    int refs;
+    int refs;         /* its backend's until closed, and one per daemon */
     int closing;
     char last_error[512];
 };
 
 static const char *const state_names[] = { "ok", "backoff", "cooldown" };
 
-krt *kpool_rt(kpool *p)
-{
-    return p->rt;
-}
-
-/* A key that tells backends apart: every field, NUL-separated. */
-static char *make_key(const kbackend_spec *b, size_t *len)
-{
-    kbuf k = { 0 };
-    const char *parts[] = { b->protocol, b->cli, b->model ? b->model : "" };
-    for (size_t i = 0; i < 3; i++)
-        kbuf_append(&k, parts[i], strlen(parts[i]) + 1);
-    for (const char *const *a = b->daemon_args; a && *a; a++)
-        kbuf_append(&k, *a, strlen(*a) + 1);
-    kbuf_append(&k, "\x01", 1);
-    for (const char *const *e = b->env; e && *e; e++)
-        kbuf_append(&k, *e, strlen(*e) + 1);
-    *len = k.len;
-    return k.data;
-}
-
 static void timer_closed(uv_handle_t *h)
 {
     kpool *p = h->data;
-    kstrv_free(p->argv);
-    kstrv_free(p->env);
-    free(p->key);
     free(p->cli);
     free(p->model);
     free(p);
 }
 
-void kpool_ref(kpool *p)
+static void pool_unref(kpool *p)
 {
-    p->refs++;
-}
-
-void kpool_unref(kpool *p)
-{
+    assert(p->refs > 0);
     if (--p->refs == 0)
         uv_close((uv_handle_t *)&p->timer, timer_closed);
 }
 
-kpool *kpool_get(krt *rt, const kbackend_spec *b)
+kpool *kpool_new(kcore *core, const kpool_spec *spec)
 {
-    size_t klen;
-    char *key = make_key(b, &klen);
-    for (kpool *p = rt->pools; p; p = p->next)
-        if (p->keylen == klen && memcmp(p->key, key, klen) == 0) {
-            free(key);
-            return p;
-        }
     kpool *p = kcalloc(1, sizeof *p);
-    p->rt = rt;
-    p->key = key;
-    p->keylen = klen;
-    p->cli = kstrdup(b->cli);
-    p->model = b->model ? kstrdup(b->model) : NULL;
-    p->argv = kbackend_argv(b->cli, b->daemon_args, b->model);
-    p->env = kbackend_env(b->env, 1);
-    p->proto = kproto_find(b->protocol);
-    if (!p->proto)
-        p->proto = &kproto_jsonl;
+    p->core = core;
+    p->spec = *spec;
+    p->cli = kstrdup(spec->cli);
+    p->model = spec->model ? kstrdup(spec->model) : NULL;
+    klist_init(&p->daemons);
+    klist_init(&p->queue);
     p->refs = 1;
-    uv_timer_init(rt->loop, &p->timer);
+    uv_timer_init(core->loop, &p->timer);
     p->timer.data = p;
-    p->next = rt->pools;
-    if (rt->pools)
-        rt->pools->prev = p;
-    rt->pools = p;
     return p;
 }
 
 static void enqueue(kpool *p, kreq *r)
 {
-    r->qnext = NULL;
-    r->qprev = p->qtail;
-    if (p->qtail)
-        p->qtail->qnext = r;
-    else
-        p->qhead = r;
-    p->qtail = r;
+    klist_insert_tail(&p->queue, &r->queue);
     p->queued++;
 }
 
 static void dequeue(kpool *p, kreq *r)
 {
-    if (r->qprev)
-        r->qprev->qnext = r->qnext;
-    else
-        p->qhead = r->qnext;
-    if (r->qnext)
-        r->qnext->qprev = r->qprev;
-    else
-        p->qtail = r->qprev;
-    r->qnext = r->qprev = NULL;
+    assert(klist_linked(&r->queue));
+    klist_remove(&r->queue);
     p->queued--;
 }
 
@@ -148,8 +89,8 @@ static const char *unavailable_reason(kpool *p, char *buf, size_t n);
  * with `spawn`, so the policy can serve them another way. */
 static void fail_queue(kpool *p, const char *why)
 {
-    while (p->qhead) {
-        kreq *r = p->qhead;
+    kreq *r;
+    while ((r = klist_first(&p->queue, kreq, queue))) {
         dequeue(p, r);
         kreq_end(r, KERR_SPAWN, "%s", why);
         kreq_unref(r);
@@ -160,7 +101,7 @@ static void fail_queue(kpool *p, const char *why)
  * down) strands nobody: what waits goes to the policy at once. */
 static void unstrand(kpool *p)
 {
-    if (p->live == 0 && p->state != KPOOL_OK && p->qhead) {
+    if (p->live == 0 && p->state != KPOOL_OK && p->queued) {
         char why[768];
         fail_queue(p, unavailable_reason(p, why, sizeof why));
     }
@@ -168,9 +109,11 @@ static void unstrand(kpool *p)
 
 static kdaemon *idle_daemon(kpool *p)
 {
-    for (kdaemon *d = p->daemons; d; d = d->next)
+    klist_foreach (n, &p->daemons) {
+        kdaemon *d = klist_entry(n, kdaemon, link);
         if (kdaemon_idle(d))
             return d;
+    }
     return NULL;
 }
 
@@ -178,9 +121,11 @@ static kdaemon *idle_daemon(kpool *p)
 static kdaemon *roomy_daemon(kpool *p)
 {
     kdaemon *best = NULL;
-    for (kdaemon *d = p->daemons; d; d = d->next)
+    klist_foreach (n, &p->daemons) {
+        kdaemon *d = klist_entry(n, kdaemon, link);
         if (kdaemon_room(d) > 0 && (!best || d->count < best->count))
             best = d;
+    }
     return best;
 }
 
@@ -189,25 +134,25 @@ static kdaemon *roomy_daemon(kpool *p)
 static kdaemon *pick(kpool *p)
 {
     kdaemon *d = idle_daemon(p);
-    if (!d && p->state == KPOOL_OK && p->live < p->rt->cfg.pool_max)
+    if (!d && p->state == KPOOL_OK && p->live < p->core->cfg.pool_max)
         d = spawn_daemon(p);
     return d ? d : roomy_daemon(p);
 }
 
 static void top_up(kpool *p)
 {
-    while (!p->closing && p->state == KPOOL_OK && p->live < p->rt->cfg.pool_min)
+    while (!p->closing && p->state == KPOOL_OK && p->live < p->core->cfg.pool_min)
         if (!spawn_daemon(p))
             break;
 }
 
 static void dispatch(kpool *p)
 {
-    while (p->qhead) {
+    kreq *r;
+    while ((r = klist_first(&p->queue, kreq, queue))) {
         kdaemon *d = pick(p);
         if (!d)
             break;
-        kreq *r = p->qhead;
         dequeue(p, r);
         kreq_clear_carrier(r);
         kdaemon_assign(d, r);
@@ -219,7 +164,7 @@ static const char *unavailable_reason(kpool *p, char *buf, size_t n)
 {
     if (p->state == KPOOL_COOLDOWN)
         snprintf(buf, n, "daemon restart limit reached (%d restarts within %llu ms); daemon mode paused: %s",
-                 p->rt->cfg.restart_max, (unsigned long long)p->rt->cfg.restart_window_ms, p->last_error);
+                 p->core->cfg.restart_max, (unsigned long long)p->core->cfg.restart_window_ms, p->last_error);
     else if (p->last_error[0])
         snprintf(buf, n, "daemon is restarting after a failure: %s", p->last_error);
     else
@@ -240,7 +185,7 @@ void kpool_submit(kpool *p, kreq *r)
         kreq_end(r, KERR_SPAWN, "%s", unavailable_reason(p, why, sizeof why));
         return;
     }
-    if (p->queued >= p->rt->cfg.queue_max) {
+    if (p->queued >= p->core->cfg.queue_max) {
         kreq_end(r, KERR_OVERLOADED, "queue full: %d requests waiting for %s", p->queued, p->cli);
         return;
     }
@@ -267,7 +212,7 @@ static void on_timer(uv_timer_t *t)
 static int restarts_in_window(kpool *p, uint64_t now)
 {
     int n = 0;
-    uint64_t win = p->rt->cfg.restart_window_ms;
+    uint64_t win = p->core->cfg.restart_window_ms;
     int count = p->nrestarts < RESTART_RING ? p->nrestarts : RESTART_RING;
     for (int i = 0; i < count; i++)
         if (now - p->restarts_at[i] <= win)
@@ -277,8 +222,8 @@ static int restarts_in_window(kpool *p, uint64_t now)
 
 static void record_failure(kpool *p, const char *reason)
 {
-    kconfig *c = &p->rt->cfg;
-    uint64_t now = uv_now(p->rt->loop);
+    kconfig *c = &p->core->cfg;
+    uint64_t now = uv_now(p->core->loop);
     snprintf(p->last_error, sizeof p->last_error, "%s", reason);
     p->failures++;
     p->restarts++;
@@ -308,26 +253,31 @@ static void record_failure(kpool *p, const char *reason)
     unstrand(p);
 }
 
+static const kdaemon_cbs daemon_cbs;
+
 static kdaemon *spawn_daemon(kpool *p)
 {
     char err[512];
-    kdaemon *d = kdaemon_new(p, p->argv, p->env, p->proto, err, sizeof err);
+    kdaemon_opts o = { p->spec.argv, p->spec.env, p->spec.proto };
+    assert(!p->closing);
+    kdaemon *d = kdaemon_new(p->core, &o, &daemon_cbs, p, err, sizeof err);
     if (!d) {
         klog(KLOG_INFO, "kiro.provider", "%s", err);
-        p->rt->stats.daemon_start_failures++;
+        p->core->stats.daemon_start_failures++;
         record_failure(p, err);
         return NULL;
     }
-    d->next = p->daemons;
-    if (p->daemons)
-        p->daemons->prev = d;
-    p->daemons = d;
+    klist_insert_head(&p->daemons, &d->link);
     p->live++;
+    p->refs++; /* dropped when the daemon is freed */
     return d;
 }
 
-void kpool_daemon_idle(kpool *p, kdaemon *d)
+/* ---- what its daemons tell it ----------------------------------------- */
+
+static void on_daemon_idle(void *owner, kdaemon *d)
 {
+    kpool *p = owner;
     if (kdaemon_room(d) == 0)
         return;
     if (p->closing) {
@@ -336,54 +286,76 @@ void kpool_daemon_idle(kpool *p, kdaemon *d)
         return;
     }
     dispatch(p);
-    if (d->state == KD_READY && p->live > p->rt->cfg.pool_min)
-        kdaemon_arm_idle(d, p->rt->cfg.pool_idle_ms);
+    if (d->state == KD_READY && p->live > p->core->cfg.pool_min)
+        kdaemon_arm_idle(d, p->core->cfg.pool_idle_ms);
 }
 
-void kpool_daemon_idle_expired(kpool *p, kdaemon *d)
+static void on_daemon_idle_expired(void *owner, kdaemon *d)
 {
-    if (p->live > p->rt->cfg.pool_min) {
+    kpool *p = owner;
+    if (p->live > p->core->cfg.pool_min) {
         klog(KLOG_DEBUG, "kiro.provider", "stopping idle daemon pid %d", d->pid);
         kdaemon_stop(d, NULL);
     }
 }
 
-void kpool_daemon_answered(kpool *p)
+static void on_daemon_answered(void *owner, kdaemon *d)
 {
+    kpool *p = owner;
+    (void)d;
     p->failures = 0;
 }
 
-void kpool_daemon_stopping(kpool *p, kdaemon *d)
+static void on_daemon_stopping(void *owner, kdaemon *d)
 {
+    kpool *p = owner;
     (void)d;
     p->live--;
+    assert(p->live >= 0);
     unstrand(p);
 }
 
-void kpool_daemon_exited(kpool *p, kdaemon *d, int fault, int started, const char *reason)
+static void on_daemon_exited(void *owner, kdaemon *d, int fault, int started, const char *reason)
 {
-    if (d->prev)
-        d->prev->next = d->next;
-    else
-        p->daemons = d->next;
-    if (d->next)
-        d->next->prev = d->prev;
-    d->next = d->prev = NULL;
+    kpool *p = owner;
+    klist_remove(&d->link);
     if (p->closing || !fault)
         return;
     if (started)
-        p->rt->stats.daemon_restarts++;
+        p->core->stats.daemon_restarts++;
     else
-        p->rt->stats.daemon_start_failures++;
+        p->core->stats.daemon_start_failures++;
     record_failure(p, reason);
+}
+
+static void on_daemon_freed(void *owner)
+{
+    pool_unref(owner);
+}
+
+static const kdaemon_cbs daemon_cbs = {
+    on_daemon_idle, on_daemon_idle_expired, on_daemon_answered,
+    on_daemon_stopping, on_daemon_exited, on_daemon_freed,
+};
+
+int kpool_busy(const kpool *p)
+{
+    if (p->queued)
+        return 1;
+    klist_foreach (n, &p->daemons) {
+        const kdaemon *d = klist_entry(n, kdaemon, link);
+        if (d->count > d->drains + d->probes)
+            return 1;
+    }
+    return 0;
 }
 
 void kpool_health_check(kpool *p)
 {
-    kconfig *c = &p->rt->cfg;
-    uint64_t now = uv_now(p->rt->loop);
-    for (kdaemon *d = p->daemons, *next; d; d = next) {
-        next = d->next;
+    kconfig *c = &p->core->cfg;
+    uint64_t now = uv_now(p->core->loop);
+    klist_foreach (n, &p->daemons) {
+        kdaemon *d = klist_entry(n, kdaemon, link);
         if (d->state == KD_STOPPING || !d->proc)
             continue;
         char st = kproc_state(d->proc);
@@ -399,33 +371,18 @@ void kpool_health_check(kpool *p)
     }
 }
 
-void kpool_free(kpool *p)
+void kpool_close(kpool *p, const char *msg)
 {
-    if (p->prev)
-        p->prev->next = p->next;
-    else
-        p->rt->pools = p->next;
-    if (p->next)
-        p->next->prev = p->prev;
+    assert(!p->closing);
     p->closing = 1;
     uv_timer_stop(&p->timer);
-    fail_queue(p, "runtime shutting down");
-    for (kdaemon *d = p->daemons; d; d = d->next)
-        kdaemon_stop(d, NULL);
-    kpool_unref(p);
+    fail_queue(p, msg);
+    klist_foreach (n, &p->daemons)
+        kdaemon_stop(klist_entry(n, kdaemon, link), NULL);
+    pool_unref(p);
 }
 
-kpool *kpool_first(krt *rt)
-{
-    return rt->pools;
-}
-
-kpool *kpool_next(kpool *p)
-{
-    return p->next;
-}
-
-void kpool_describe(kpool *p, kpool_info *out)
+void kpool_describe(const kpool *p, kpool_info *out)
 {
     out->cli = p->cli;
     out->model = p->model;
@@ -437,9 +394,10 @@ void kpool_describe(kpool *p, kpool_info *out)
     out->restarts = p->restarts;
 }
 
-void kpool_each_daemon(kpool *p, void (*fn)(void *ud, const kdaemon_info *), void *ud)
+void kpool_each_daemon(const kpool *p, void (*fn)(void *ud, const kdaemon_info *), void *ud)
 {
-    for (kdaemon *d = p->daemons; d; d = d->next) {
+    klist_foreach (n, &p->daemons) {
+        const kdaemon *d = klist_entry(n, kdaemon, link);
         kdaemon_info di = { d->pid, kdaemon_state_name(d->state), d->served, d->count - d->drains };
         fn(ud, &di);
     }

@@ -1,5 +1,6 @@
 #include "request.h"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,21 +8,29 @@
 
 #include "buf.h"
 #include "log.h"
-#include "rt.h"
 
-kreq *kreq_new(struct krt *rt, const char *prompt, size_t len, int stream, const kreq_sink *sink)
+kreq *kreq_new(kcore *core, const char *prompt, size_t len, int stream, const kreq_sink *sink)
 {
     kreq *r = kcalloc(1, sizeof *r);
-    r->rt = rt;
+    r->core = core;
     r->prompt = prompt;
     r->prompt_len = len;
     r->stream = stream;
     r->sink = *sink;
-    r->refs = 2; /* the owner's, and the runtime's until the request ends */
-    uv_timer_init(rt->loop, &r->timer);
+    r->refs = 2; /* the owner's, and the core's until the request ends */
+    uv_timer_init(core->loop, &r->timer);
     r->timer.data = r;
-    krt_track_request(rt, r);
+    klist_init(&r->queue);
+    klist_insert_tail(&core->requests, &r->all);
+    core->nrequests++;
     return r;
+}
+
+void kreq_cancel_all(kcore *core, const char *msg)
+{
+    kreq *r;
+    while ((r = klist_first(&core->requests, kreq, all)))
+        kreq_cancel(r, KABORT_SHUTDOWN, KERR_CANCELLED, msg);
 }
 
 /* Deadlines are checked lazily: activity only moves a timestamp, and the
@@ -52,7 +61,7 @@ static void on_deadline(uv_timer_t *t)
 {
     kreq *r = t->data;
     const char *why = "timeout_ms";
-    uint64_t limit = 0, now = uv_now(r->rt->loop);
+    uint64_t limit = 0, now = uv_now(r->core->loop);
     uint64_t d = next_deadline(r, &why, &limit);
     if (!d)
         return;
@@ -68,14 +77,14 @@ static void on_deadline(uv_timer_t *t)
         snprintf(msg, sizeof msg, "no %s within %llu ms (%s)",
                  strcmp(why, "timeout_ms") == 0 ? "complete reply" : "first chunk",
                  (unsigned long long)limit, why);
-    r->rt->stats.timeouts++;
+    r->core->stats.timeouts++;
     kreq_cancel(r, KABORT_TIMEOUT, KERR_TIMEOUT, msg);
 }
 
 static void rearm(kreq *r)
 {
     const char *why;
-    uint64_t limit, d = next_deadline(r, &why, &limit), now = uv_now(r->rt->loop);
+    uint64_t limit, d = next_deadline(r, &why, &limit), now = uv_now(r->core->loop);
     if (!d)
         uv_timer_stop(&r->timer);
     else
@@ -84,7 +93,7 @@ static void rearm(kreq *r)
 
 void kreq_start(kreq *r)
 {
-    r->t_start = uv_now(r->rt->loop);
+    r->t_start = uv_now(r->core->loop);
     rearm(r);
 }
 
@@ -92,7 +101,7 @@ void kreq_set_carrier(kreq *r, void *carrier, const kreq_carrier_ops *ops)
 {
     r->carrier = carrier;
     r->ops = ops;
-    r->t_activity = uv_now(r->rt->loop);
+    r->t_activity = uv_now(r->core->loop);
     if (r->paused && ops->pause)
         ops->pause(carrier, r, 1);
     if (r->stall_ms)
@@ -112,7 +121,7 @@ void kreq_pause(kreq *r, int on)
         return;
     r->paused = (unsigned)on;
     if (!on) {
-        r->t_activity = uv_now(r->rt->loop); /* the stall clock starts again */
+        r->t_activity = uv_now(r->core->loop); /* the stall clock starts again */
         rearm(r);
     }
     if (r->ops && r->ops->pause)
@@ -121,12 +130,12 @@ void kreq_pause(kreq *r, int on)
 
 void kreq_activity(kreq *r)
 {
-    r->t_activity = uv_now(r->rt->loop);
+    r->t_activity = uv_now(r->core->loop);
 }
 
 void kreq_progress(kreq *r)
 {
-    r->t_activity = uv_now(r->rt->loop);
+    r->t_activity = uv_now(r->core->loop);
     if (!r->progressed) {
         r->progressed = 1;
         r->t_first_chunk = r->t_activity;
@@ -142,7 +151,7 @@ void kreq_chunk(kreq *r, const char *data, size_t n)
     r->chunks++;
     r->bytes += n;
     if (!r->internal)
-        r->rt->stats.chunks++;
+        r->core->stats.chunks++;
     if (r->sink.chunk)
         r->sink.chunk(r->sink.ud, data, n);
 }
@@ -153,13 +162,15 @@ static void end_now(kreq *r, const char *code, const char *msg)
     r->prompt = NULL; /* borrowed until now */
     uv_timer_stop(&r->timer);
     kreq_clear_carrier(r);
-    krt_untrack_request(r->rt, r);
+    assert(klist_linked(&r->all) && !klist_linked(&r->queue));
+    klist_remove(&r->all);
+    r->core->nrequests--;
     if (r->internal)
         ;
     else if (code)
-        r->rt->stats.errors++;
+        r->core->stats.errors++;
     else
-        r->rt->stats.ok++;
+        r->core->stats.ok++;
     if (r->sink.end)
         r->sink.end(r->sink.ud, code, msg);
     kreq_unref(r);

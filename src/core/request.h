@@ -1,6 +1,15 @@
 /* One request's life: its deadlines, its output, and the carrier (a queue, a
  * daemon, a oneshot child) that serves it. Every request ends exactly once,
- * with a reply or an error code; nothing ends in silence. */
+ * with a reply or an error code; nothing ends in silence.
+ *
+ * Who holds a request: its owner (the Lua binding, or a daemon for its own
+ * probe) holds the reference kreq_new returns and drops it with
+ * kreq_unref, at the latest once `end` was called. The core holds a second
+ * reference from kreq_new until the request ends (it is then in
+ * core->requests). A carrier that keeps the request past the call that
+ * handed it over (a queue, a daemon's slot, a oneshot) takes a reference of
+ * its own and drops it when it lets go. The memory goes with the last
+ * reference; the request is ended before that, always. */
 #ifndef KIRO_REQUEST_H
 #define KIRO_REQUEST_H
 
@@ -8,8 +17,9 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "core.h"
+
 typedef struct kreq kreq;
-struct krt;
 
 /* Error codes, as Lua sees them (SPEC section 5). */
 #define KERR_TIMEOUT "timeout"
@@ -40,7 +50,7 @@ typedef struct kreq_sink {
 } kreq_sink;
 
 struct kreq {
-    struct krt *rt;
+    kcore *core;
     const char *prompt; /* borrowed from the creator: valid until the request ends */
     size_t prompt_len;
     int stream;
@@ -52,8 +62,8 @@ struct kreq {
     /* The carrier that holds the request, told when it must let go. */
     void *carrier;
     const kreq_carrier_ops *ops;
-    kreq *qnext, *qprev;       /* pool queue links */
-    kreq *all_next, *all_prev; /* the runtime's list of live requests */
+    klist queue; /* in a pool's queue, while it waits for a daemon */
+    klist all;   /* in core->requests until it ends */
 
     uv_timer_t timer;
     int refs;
@@ -64,7 +74,7 @@ struct kreq {
 
 /* The prompt is borrowed, not copied: the creator keeps it valid until the
  * request ends (carriers read it only when it is handed to them). */
-kreq *kreq_new(struct krt *rt, const char *prompt, size_t len, int stream, const kreq_sink *sink);
+kreq *kreq_new(kcore *core, const char *prompt, size_t len, int stream, const kreq_sink *sink);
 /* Starts the deadline clock; call once the request is configured. */
 void kreq_start(kreq *r);
 void kreq_set_carrier(kreq *r, void *carrier, const kreq_carrier_ops *ops);
@@ -83,5 +93,7 @@ void kreq_cancel(kreq *r, enum kreq_abort why, const char *code, const char *msg
 void kreq_pause(kreq *r, int on);
 void kreq_ref(kreq *r);
 void kreq_unref(kreq *r);
+/* Ends every request not yet ended: `cancelled` (the runtime shuts down). */
+void kreq_cancel_all(kcore *core, const char *msg);
 
 #endif

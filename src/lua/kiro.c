@@ -23,6 +23,7 @@
 
 #include <jansson.h>
 
+#include "backend.h"
 #include "buf.h"
 #include "ipc.h"
 #include "jsonstr.h"
@@ -125,7 +126,7 @@ KIRO_EXPORT int luaopen_kiro_core(lua_State *L)
     luaL_checkversion(L);
 
     lkiro_class(L, REQ_MT, req_gc, req_gc, request_methods);
-    lkiro_class(L, BACKEND_MT, backend_gc, NULL, NULL);
+    lkiro_class(L, BACKEND_MT, backend_close, backend_close, backend_methods);
     lkiro_class(L, TIMER_MT, timer_stop, NULL, timer_methods);
     lkiro_class(L, CONN_MT, conn_close, NULL, conn_methods);
     lkiro_class(L, LISTENER_MT, listener_close, NULL, listener_methods);

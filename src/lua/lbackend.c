@@ -4,12 +4,18 @@
 
 #define BACKEND_MT "kiro.backend"
 
+/* A handle holds one reference to a C backend (core/backend.c), dropped by
+ * handle:close() or when the handle is collected. */
 typedef struct lbackend {
-    kbackend_spec spec;
-    char **strings; /* everything spec points into, freed at __gc */
+    kbackend *b;
+    lrt *x;
 } lbackend;
 
-static char **strv_copy_table(lua_State *L, int t, const char *k, int map)
+/* A NULL-terminated array of the strings in the table field k (an array,
+ * or with `map` a { NAME = value } table, as "NAME=value"), in scratch
+ * memory the Lua stack keeps: a userdata, and a table for made strings.
+ * NULL if the field is absent. Raises for anything but strings. */
+static const char *const *scratch_strings(lua_State *L, int t, int keep, const char *k, int map)
 {
     lua_getfield(L, t, k);
     if (lua_isnil(L, -1)) {
@@ -23,41 +29,33 @@ static char **strv_copy_table(lua_State *L, int t, const char *k, int map)
     if (map) {
         lua_pushnil(L);
         while (lua_next(L, src)) {
-            if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
-                luaL_error(L, "backend: %s: names and values must be strings", k);
             n++;
             lua_pop(L, 1);
         }
     } else {
         n = lua_rawlen(L, src);
-        for (size_t i = 1; i <= n; i++) {
-            if (lua_rawgeti(L, src, (lua_Integer)i) != LUA_TSTRING)
-                luaL_error(L, "backend: %s[%d] must be a string", k, (int)i);
-            lua_pop(L, 1);
-        }
     }
-    /* Checked first, allocated after: no luaL_error with memory in hand. */
-    char **v = kcalloc(n + 1, sizeof *v);
+    const char **v = lua_newuserdatauv(L, (n + 1) * sizeof *v, 0);
+    lua_rawseti(L, keep, (lua_Integer)lua_rawlen(L, keep) + 1);
     size_t i = 0;
     if (map) {
         lua_pushnil(L);
         while (lua_next(L, src)) {
-            size_t kl, vl;
-            const char *key = lua_tolstring(L, -2, &kl), *val = lua_tolstring(L, -1, &vl);
-            v[i] = kmalloc(kl + vl + 2);
-            memcpy(v[i], key, kl);
-            v[i][kl] = '=';
-            memcpy(v[i] + kl + 1, val, vl + 1);
-            i++;
+            if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+                luaL_error(L, "backend: %s: names and values must be strings", k);
+            v[i++] = lua_pushfstring(L, "%s=%s", lua_tostring(L, -2), lua_tostring(L, -1));
+            lua_rawseti(L, keep, (lua_Integer)lua_rawlen(L, keep) + 1);
             lua_pop(L, 1);
         }
     } else {
         for (; i < n; i++) {
-            lua_rawgeti(L, src, (lua_Integer)i + 1);
-            v[i] = kstrdup(lua_tostring(L, -1));
+            if (lua_rawgeti(L, src, (lua_Integer)i + 1) != LUA_TSTRING)
+                luaL_error(L, "backend: %s[%d] must be a string", k, (int)i + 1);
+            v[i] = lua_tostring(L, -1); /* kept: it is in the spec table */
             lua_pop(L, 1);
         }
     }
+    v[n] = NULL;
     lua_pop(L, 1);
     return v;
 }
@@ -73,42 +71,66 @@ static const char *opt_str(lua_State *L, int t, const char *k, const char *def)
     return s;
 }
 
-static int backend_gc(lua_State *L)
+static int backend_close(lua_State *L)
 {
-    lbackend *b = luaL_checkudata(L, 1, BACKEND_MT);
-    kstrv_free((char **)b->spec.daemon_args);
-    kstrv_free((char **)b->spec.oneshot_args);
-    kstrv_free((char **)b->spec.env);
-    kstrv_free(b->strings);
-    memset(b, 0, sizeof *b);
+    lbackend *h = luaL_checkudata(L, 1, BACKEND_MT);
+    if (h->b && h->x->rt) /* a closed runtime has freed every backend */
+        kbackend_unref(h->b);
+    h->b = NULL;
     return 0;
 }
 
-/* core.backend{ cli=, model=, protocol=, daemon_args=, oneshot_args=, env= } */
+static lbackend *check_backend(lua_State *L, int idx)
+{
+    lbackend *h = luaL_checkudata(L, idx, BACKEND_MT);
+    luaL_argcheck(L, h->b != NULL, idx, "backend is closed");
+    return h;
+}
+
+/* backend:key() -> the string that tells it from every other backend */
+static int backend_key(lua_State *L)
+{
+    size_t n;
+    const char *k = kbackend_key(check_backend(L, 1)->b, &n);
+    lua_pushlstring(L, k, n);
+    return 1;
+}
+
+static const luaL_Reg backend_methods[] = {
+    { "key", backend_key },
+    { "close", backend_close },
+    { NULL, NULL },
+};
+
+/* core.backend{ cli=, model=, protocol=, daemon_args=, oneshot_args=, env= }
+ *   -> handle, or nil, message, "overloaded" (max_backends in use) */
 static int l_backend(lua_State *L)
 {
+    lrt *x = get_lrt(L);
     luaL_checktype(L, 1, LUA_TTABLE);
-    const char *cli = opt_str(L, 1, "cli", NULL);
-    const char *model = opt_str(L, 1, "model", NULL);
-    const char *protocol = opt_str(L, 1, "protocol", "jsonl");
-    if (!cli || !*cli)
+    lua_settop(L, 1);
+    lua_newtable(L); /* 2: keeps the scratch memory */
+    kbackend_spec spec;
+    spec.cli = opt_str(L, 1, "cli", NULL);
+    spec.model = opt_str(L, 1, "model", NULL);
+    spec.protocol = opt_str(L, 1, "protocol", "jsonl");
+    if (!spec.cli || !*spec.cli)
         return luaL_error(L, "backend: cli is required");
-    if (!kproto_find(protocol))
-        return luaL_error(L, "backend: unknown protocol '%s'", protocol);
-    lbackend *b = lua_newuserdatauv(L, sizeof *b, 0);
-    memset(b, 0, sizeof *b);
+    if (!kproto_find(spec.protocol))
+        return luaL_error(L, "backend: unknown protocol '%s'", spec.protocol);
+    spec.daemon_args = scratch_strings(L, 1, 2, "daemon_args", 0);
+    spec.oneshot_args = scratch_strings(L, 1, 2, "oneshot_args", 0);
+    spec.env = scratch_strings(L, 1, 2, "env", 1);
+    lbackend *h = lua_newuserdatauv(L, sizeof *h, 0);
+    h->b = NULL;
+    h->x = x;
     luaL_setmetatable(L, BACKEND_MT);
-    b->spec.daemon_args = (const char *const *)strv_copy_table(L, 1, "daemon_args", 0);
-    b->spec.oneshot_args = (const char *const *)strv_copy_table(L, 1, "oneshot_args", 0);
-    b->spec.env = (const char *const *)strv_copy_table(L, 1, "env", 1);
-    b->strings = kcalloc(4, sizeof *b->strings);
-    b->strings[0] = kstrdup(cli);
-    b->strings[1] = kstrdup(protocol);
-    b->strings[2] = model ? kstrdup(model) : NULL;
-    b->spec.cli = b->strings[0];
-    b->spec.protocol = b->strings[1];
-    b->spec.model = b->strings[2];
-    if (!model) /* keep kstrv_free's NULL terminator after cli and protocol */
-        b->strings[2] = NULL;
+    char err[256];
+    h->b = kbackend_get(&x->rt->backends, &spec, err, sizeof err);
+    if (!h->b) {
+        lkiro_fail(L, err);
+        lua_pushliteral(L, "overloaded");
+        return 3;
+    }
     return 1;
 }

@@ -16,6 +16,7 @@ static const struct cfg_field {
     F(pool_max, CFG_INT, 1, 1024),
     F(queue_max, CFG_INT, 0, 1000000),
     F(pool_idle_ms, CFG_U64, 0, MAX_MS),
+    F(max_backends, CFG_INT, 1, 4096),
     F(kill_grace_ms, CFG_U64, 0, MAX_MS),
     F(drain_ms, CFG_U64, 0, MAX_MS),
     F(restart_backoff_ms, CFG_U64, 0, MAX_MS),
@@ -79,7 +80,7 @@ static void cfg_set(lua_State *L, kconfig *c, const struct cfg_field *f)
 static int l_configure(lua_State *L)
 {
     lrt *x = get_lrt(L);
-    kconfig c = x->rt->cfg;
+    kconfig c = x->rt->core.cfg;
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_pushnil(L);
     while (lua_next(L, 1)) {
@@ -105,7 +106,7 @@ static int l_configure(lua_State *L)
     }
     if (c.pool_min > c.pool_max)
         return luaL_error(L, "configure: pool_min (%d) exceeds pool_max (%d)", c.pool_min, c.pool_max);
-    x->rt->cfg = c;
+    x->rt->core.cfg = c;
     krt_health_start(x->rt);
     return 0;
 }
@@ -115,10 +116,10 @@ static int l_config(lua_State *L)
     lrt *x = get_lrt(L);
     lua_createtable(L, 0, (int)NCFG);
     for (size_t i = 0; i < NCFG; i++) {
-        cfg_push(L, &x->rt->cfg, &cfg_fields[i]);
+        cfg_push(L, &x->rt->core.cfg, &cfg_fields[i]);
         lua_setfield(L, -2, cfg_fields[i].name);
     }
-    lua_pushstring(L, x->rt->cfg.probe_prompt);
+    lua_pushstring(L, x->rt->core.cfg.probe_prompt);
     lua_setfield(L, -2, "probe_prompt");
     return 1;
 }
@@ -137,10 +138,44 @@ static void push_daemon(void *ud, const kdaemon_info *di)
     lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
 }
 
+struct pools_acc {
+    lua_State *L;
+    int daemons;
+};
+
+/* One pool's table, appended to the array on top. */
+static void push_pool(void *ud, const kpool *p)
+{
+    struct pools_acc *acc = ud;
+    lua_State *L = acc->L;
+    kpool_info pi;
+    kpool_describe(p, &pi);
+    lua_createtable(L, 0, 9);
+    lua_pushstring(L, pi.cli);
+    lua_setfield(L, -2, "cli");
+    if (pi.model) {
+        lua_pushstring(L, pi.model);
+        lua_setfield(L, -2, "model");
+    }
+    lua_pushstring(L, pi.state);
+    lua_setfield(L, -2, "state");
+    lua_pushstring(L, pi.last_error);
+    lua_setfield(L, -2, "last_error");
+    SET("live", pi.live);
+    SET("queued", pi.queued);
+    SET("failures", pi.failures);
+    SET("restarts", pi.restarts);
+    acc->daemons += pi.live;
+    lua_newtable(L);
+    kpool_each_daemon(p, push_daemon, L);
+    lua_setfield(L, -2, "daemons");
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+}
+
 static int l_stats(lua_State *L)
 {
     lrt *x = get_lrt(L);
-    kstats *s = &x->rt->stats;
+    kstats *s = &x->rt->core.stats;
     lua_createtable(L, 0, 16);
     SET("requests", s->requests);
     SET("ok", s->ok);
@@ -156,36 +191,14 @@ static int l_stats(lua_State *L)
     SET("health_failures", s->health_failures);
     SET("probes", s->probes);
     SET("probe_failures", s->probe_failures);
-    SET("in_flight", x->rt->nrequests);
+    SET("in_flight", x->rt->core.nrequests);
     SET("children", kproc_live_count());
     lua_newtable(L);
-    int daemons = 0;
-    for (kpool *p = kpool_first(x->rt); p; p = kpool_next(p)) {
-        kpool_info pi;
-        kpool_describe(p, &pi);
-        lua_createtable(L, 0, 9);
-        lua_pushstring(L, pi.cli);
-        lua_setfield(L, -2, "cli");
-        if (pi.model) {
-            lua_pushstring(L, pi.model);
-            lua_setfield(L, -2, "model");
-        }
-        lua_pushstring(L, pi.state);
-        lua_setfield(L, -2, "state");
-        lua_pushstring(L, pi.last_error);
-        lua_setfield(L, -2, "last_error");
-        SET("live", pi.live);
-        SET("queued", pi.queued);
-        SET("failures", pi.failures);
-        SET("restarts", pi.restarts);
-        daemons += pi.live;
-        lua_newtable(L);
-        kpool_each_daemon(p, push_daemon, L);
-        lua_setfield(L, -2, "daemons");
-        lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
-    }
+    struct pools_acc acc = { L, 0 };
+    kbackends_each_pool(&x->rt->backends, push_pool, &acc);
     lua_setfield(L, -2, "pools");
-    SET("daemons", daemons);
+    SET("backends", x->rt->backends.count);
+    SET("daemons", acc.daemons);
     return 1;
 }
 

@@ -67,9 +67,12 @@ static void conn_closed(void *ud, const char *why)
     k->c = NULL; /* ipc frees it */
     if (k->ctx == LUA_NOREF || !k->x->L)
         return;
-    dispatch(k->x, k->ctx, "close");
+    int ctx = k->ctx;
+    k->ctx = LUA_NOREF; /* its last event: the owner is no longer anchored by it */
+    dispatch(k->x, ctx, "close");
     lua_pushstring(k->x->L, why);
     call_cb(k->x, 3);
+    luaL_unref(k->x->L, LUA_REGISTRYINDEX, ctx);
 }
 
 static void conn_drained(void *ud)
@@ -111,7 +114,7 @@ static int l_connect(lua_State *L)
     const char *path = luaL_checkstring(L, 1);
     luaL_checkany(L, 2);
     int json = lua_toboolean(L, 3);
-    lconn *k = push_conn(L, x, kipc_connect(x->rt->loop, path, 0), json);
+    lconn *k = push_conn(L, x, kipc_connect(x->rt->core.loop, path, 0), json);
     attach(L, k, 2);
     return 1;
 }
@@ -368,7 +371,7 @@ static int l_listen(lua_State *L)
     llistener *ls = new_listener(L, x);
     ls->json = json;
     char err[512];
-    if (kipc_listen(x->rt->loop, path, &lim, on_accept, ls, &ls->l, err, sizeof err) != 0)
+    if (kipc_listen(x->rt->core.loop, path, &lim, on_accept, ls, &ls->l, err, sizeof err) != 0)
         return lkiro_fail(L, err);
     lua_pushvalue(L, 2);
     ls->ctx = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -388,7 +391,7 @@ static int l_listen_tcp(lua_State *L)
     llistener *ls = new_listener(L, x);
     ls->json = json;
     char err[512];
-    if (kipc_listen_tcp(x->rt->loop, host, (int)port, &lim, on_accept, ls, &ls->l, err, sizeof err) != 0)
+    if (kipc_listen_tcp(x->rt->core.loop, host, (int)port, &lim, on_accept, ls, &ls->l, err, sizeof err) != 0)
         return lkiro_fail(L, err);
     lua_pushvalue(L, 3);
     ls->ctx = luaL_ref(L, LUA_REGISTRYINDEX);

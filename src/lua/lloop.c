@@ -48,9 +48,9 @@ static int l_timer(lua_State *L)
     u->s->cb = luaL_ref(L, LUA_REGISTRYINDEX);
     u->s->lrt = x;
     u->s->live = 1;
-    uv_timer_init(x->rt->loop, &u->s->t);
+    uv_timer_init(x->rt->core.loop, &u->s->t);
     u->s->t.data = u->s;
-    uv_update_time(x->rt->loop); /* ms from now, not from the last step */
+    uv_update_time(x->rt->core.loop); /* ms from now, not from the last step */
     uv_timer_start(&u->s->t, on_timer, (uint64_t)ms, 0);
     return 1;
 }
@@ -74,7 +74,7 @@ static int l_step(lua_State *L)
 {
     lrt *x = get_lrt(L);
     int nowait = lua_toboolean(L, 1);
-    int alive = uv_run(x->rt->loop, nowait ? UV_RUN_NOWAIT : UV_RUN_ONCE);
+    int alive = uv_run(x->rt->core.loop, nowait ? UV_RUN_NOWAIT : UV_RUN_ONCE);
     raise_pending(L, x);
     lua_pushboolean(L, alive);
     return 1;
@@ -83,8 +83,8 @@ static int l_step(lua_State *L)
 static int l_now(lua_State *L)
 {
     lrt *x = get_lrt(L);
-    uv_update_time(x->rt->loop);
-    lua_pushinteger(L, (lua_Integer)uv_now(x->rt->loop));
+    uv_update_time(x->rt->core.loop);
+    lua_pushinteger(L, (lua_Integer)uv_now(x->rt->core.loop));
     return 1;
 }
 
@@ -104,7 +104,7 @@ static void on_signal(uv_signal_t *h, int signum)
         lua_pushinteger(x->L, signum);
         call_cb(x, 1);
     }
-    krt_shutdown(x->rt);
+    krt_shutdown(x->rt, 0);
 }
 
 /* core.handle_signals(fn): on SIGINT/SIGTERM call fn(signum), then shut the
@@ -121,7 +121,7 @@ static int l_handle_signals(lua_State *L)
         if (x->sigs[i])
             continue;
         x->sigs[i] = kcalloc(1, sizeof(uv_signal_t));
-        uv_signal_init(x->rt->loop, x->sigs[i]);
+        uv_signal_init(x->rt->core.loop, x->sigs[i]);
         x->sigs[i]->data = x;
         uv_signal_start(x->sigs[i], on_signal, sigs[i]);
         uv_unref((uv_handle_t *)x->sigs[i]);
@@ -149,7 +149,7 @@ static int l_handle_hup(lua_State *L)
     x->hup_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     if (!x->sigs[2]) {
         x->sigs[2] = kcalloc(1, sizeof(uv_signal_t));
-        uv_signal_init(x->rt->loop, x->sigs[2]);
+        uv_signal_init(x->rt->core.loop, x->sigs[2]);
         x->sigs[2]->data = x;
         uv_signal_start(x->sigs[2], on_hup, SIGHUP);
         uv_unref((uv_handle_t *)x->sigs[2]);
@@ -167,9 +167,7 @@ static void sig_closed(uv_handle_t *h)
 static int l_shutdown(lua_State *L)
 {
     lrt *x = get_lrt(L);
-    krt_shutdown(x->rt);
-    if (lua_toboolean(L, 1))
-        x->rt->shutting_down = 0;
+    krt_shutdown(x->rt, lua_toboolean(L, 1));
     raise_pending(L, x);
     return 0;
 }

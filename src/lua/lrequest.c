@@ -60,53 +60,57 @@ static void sink_end(void *ud, const char *code, const char *msg)
     kreq_unref(r);
 }
 
-static uint64_t arg_ms(lua_State *L, int i)
+/* A duration field of the request's ctx (absent: 0, none). */
+static uint64_t field_ms(lua_State *L, int t, const char *k)
 {
-    lua_Integer v = luaL_optinteger(L, i, 0);
-    luaL_argcheck(L, v >= 0, i, "milliseconds must not be negative");
-    return (uint64_t)v;
+    lua_getfield(L, t, k);
+    lua_Integer v = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    return v > 0 ? (uint64_t)v : 0;
 }
 
-/* core.request(backend, mode, prompt, stream, timeout_ms,
- *              first_chunk_timeout_ms, stall_timeout_ms, ctx) -> request */
+/* core.request(backend, prompt, ctx) -> request. ctx receives the request's
+ * events (ctx:on_event) and says how to make it: ctx.mode ("daemon" or
+ * "oneshot"), ctx.stream, ctx.attempt_timeout_ms, ctx.first_chunk_timeout_ms,
+ * ctx.stall_timeout_ms (milliseconds; 0 or absent: none). */
 static int l_request(lua_State *L)
 {
     lrt *x = get_lrt(L);
-    lbackend *b = luaL_checkudata(L, 1, BACKEND_MT);
-    const char *mode = luaL_checkstring(L, 2);
+    lbackend *b = check_backend(L, 1);
     size_t plen;
-    const char *prompt = luaL_checklstring(L, 3, &plen);
-    int stream = lua_toboolean(L, 4);
-    uint64_t timeout_ms = arg_ms(L, 5), first_chunk_ms = arg_ms(L, 6), stall_ms = arg_ms(L, 7);
-    int oneshot = strcmp(mode, "oneshot") == 0;
-    luaL_argcheck(L, oneshot || strcmp(mode, "daemon") == 0, 2, "mode must be daemon or oneshot");
-    luaL_argcheck(L, b->spec.cli, 1, "backend is closed");
+    const char *prompt = luaL_checklstring(L, 2, &plen);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_settop(L, 3);
+    lua_getfield(L, 3, "mode");
+    const char *mode = lua_tostring(L, -1);
+    int oneshot = mode && strcmp(mode, "oneshot") == 0;
+    luaL_argcheck(L, oneshot || (mode && strcmp(mode, "daemon") == 0), 3, "mode must be daemon or oneshot");
+    lua_pop(L, 1);
+    lua_getfield(L, 3, "stream");
+    int stream = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     if (x->dispatch_ref == LUA_NOREF)
         return luaL_error(L, "request: no event dispatcher (core.on_event)");
-    lua_settop(L, 8);
 
     lreq *q = lua_newuserdatauv(L, sizeof *q, 0);
     q->lrt = x;
     /* The request borrows the prompt: anchored until it ends, and not a
      * moment longer (a user value would live until the handle's finaliser). */
-    lua_pushvalue(L, 3);
+    lua_pushvalue(L, 2);
     q->prompt = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pushvalue(L, 8);
+    lua_pushvalue(L, 3);
     q->ctx = luaL_ref(L, LUA_REGISTRYINDEX);
     q->r = NULL;
     luaL_setmetatable(L, REQ_MT);
     kreq_sink sink = { sink_chunk, sink_end, q };
-    kreq *r = kreq_new(x->rt, prompt, plen, stream, &sink);
-    x->rt->stats.requests++;
+    kreq *r = kreq_new(&x->rt->core, prompt, plen, stream, &sink);
+    x->rt->core.stats.requests++;
     q->r = r;
-    r->timeout_ms = timeout_ms;
-    r->first_chunk_ms = first_chunk_ms;
-    r->stall_ms = stall_ms;
+    r->timeout_ms = field_ms(L, 3, "attempt_timeout_ms");
+    r->first_chunk_ms = field_ms(L, 3, "first_chunk_timeout_ms");
+    r->stall_ms = field_ms(L, 3, "stall_timeout_ms");
     kreq_start(r);
-    if (oneshot)
-        krt_submit_oneshot(x->rt, &b->spec, r);
-    else
-        krt_submit_daemon(x->rt, &b->spec, r);
+    krt_submit(x->rt, b->b, oneshot, r);
     raise_pending(L, x);
     return 1;
 }
@@ -127,7 +131,7 @@ static int req_cancel_m(lua_State *L)
     if (q->r) {
         q->lrt->L = L;
         kreq_cancel(q->r, KABORT_CANCEL, KERR_CANCELLED, luaL_optstring(L, 2, "cancelled by caller"));
-        q->lrt->rt->stats.cancelled++;
+        q->lrt->rt->core.stats.cancelled++;
     }
     return 0;
 }
@@ -150,7 +154,7 @@ static int req_gc(lua_State *L)
     if (q->r && q->lrt->rt) {
         luaL_unref(L, LUA_REGISTRYINDEX, q->prompt);
         q->prompt = LUA_NOREF;
-        q->lrt->rt->stats.cancelled++;
+        q->lrt->rt->core.stats.cancelled++;
         kreq_cancel(q->r, KABORT_CANCEL, KERR_CANCELLED, "request handle collected");
     }
     return 0;

@@ -36,7 +36,7 @@ static void call_cb(lrt *x, int nargs)
     lua_State *L = x->L;
     /* Lua has news: make the current step() return instead of blocking in
      * poll (UV_RUN_ONCE runs due timers before it polls, then would sleep). */
-    uv_stop(x->rt->loop);
+    uv_stop(x->rt->core.loop);
     if (lua_pcall(L, nargs, 0, 0) != LUA_OK) {
         if (x->err_ref == LUA_NOREF)
             x->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);

@@ -1,0 +1,227 @@
+--- Configuration: the options, their defaults (from the environment, read
+-- once), kiro.configure, and the backend every call names.
+
+local core = require "kiro.core"
+local errors = require "kiro.error"
+
+local config = {}
+
+--- The longest duration any option takes: 2^31 - 1 ms (24.8 days).
+config.MAX_MS = 2147483647
+
+local truthy = { ["true"] = true, ["1"] = true, yes = true, on = true }
+local falsy = { ["false"] = true, ["0"] = true, no = true, off = true }
+
+--- Parses a KIRO_USE_DAEMON-style boolean.
+---@param name string the variable, for the message
+---@param value string
+---@return boolean|nil on, string? message
+function config.parse_bool(name, value)
+  local v = value:lower()
+  if truthy[v] then return true end
+  if falsy[v] then return false end
+  return nil, ("%s must be one of true/false, 1/0, yes/no, on/off (got %q)"):format(name, value)
+end
+
+local function nonempty(v) return v ~= "" and v or nil end
+
+-- Defaults from the environment, read once (Lua cannot change its own
+-- environment). A bad KIRO_USE_DAEMON is each call's `config` error.
+local env = {
+  model = nonempty(os.getenv("KIRO_MODEL")),
+  cli = nonempty(os.getenv("KIRO_CLI_PATH")),
+}
+do
+  local v = os.getenv("KIRO_USE_DAEMON")
+  if not v or v == "" then
+    env.mode = "auto"
+  else
+    local on, err = config.parse_bool("KIRO_USE_DAEMON", v)
+    if on == nil then env.mode_error = err else env.mode = on and "auto" or "oneshot" end
+  end
+end
+local found_cli -- kiro-cli on PATH, looked up on first use
+
+--- The options kept in Lua (the core's are kept in C: core.config()).
+local cfg = {
+  cli_path = nil,          -- KIRO_CLI_PATH, else kiro-cli on PATH
+  model = nil,             -- KIRO_MODEL
+  mode = nil,              -- KIRO_USE_DAEMON: auto (daemon with fallback) or oneshot
+  protocol = "jsonl",
+  timeout_ms = 600000,
+  first_chunk_timeout_ms = 120000,
+  stall_timeout_ms = 120000,
+  daemon_args = { "daemon" },
+  oneshot_args = { "chat", "--no-interactive" },
+  env = nil,               -- extra environment for backends: { NAME = "value" }
+  policy = require "kiro.policy",
+  cache = false,           -- cache (and coalesce) replies by default
+  cache_max_bytes = 64 * 1024 * 1024,
+  cache_ttl_ms = 300000,
+  max_request_bytes = 64 * 1024 * 1024, -- the largest prompt a request may carry
+}
+config.cfg = cfg
+
+local MODES = { auto = true, daemon = true, oneshot = true }
+config.MODES = MODES
+local lua_options = {
+  cli_path = "string", model = "string", mode = "string", protocol = "string",
+  timeout_ms = "number", first_chunk_timeout_ms = "number", stall_timeout_ms = "number",
+  daemon_args = "table", oneshot_args = "table", env = "table", policy = "policy", log = "string",
+  cache = "boolean", cache_max_bytes = "number", cache_ttl_ms = "number",
+  max_request_bytes = "number",
+}
+local ranges = {
+  timeout_ms = { 0, config.MAX_MS }, first_chunk_timeout_ms = { 0, config.MAX_MS },
+  stall_timeout_ms = { 0, config.MAX_MS }, cache_ttl_ms = { 0, config.MAX_MS },
+  cache_max_bytes = { 0, 1 << 40 }, max_request_bytes = { 64, 1 << 40 },
+}
+local core_options = core.config()
+-- Options that `false` resets to their default (environment, PATH lookup).
+local resettable = { cli_path = true, model = true, env = true }
+
+--- A whole number within [lo, hi].
+---@return integer|nil v, string? message
+function config.check_range(what, v, lo, hi)
+  if math.type(v) ~= "integer" or v < lo or v > hi then
+    return nil, ("%s must be an integer from %d to %d"):format(what, lo, hi)
+  end
+  return v
+end
+
+local listeners = {} -- called after every configure()
+
+--- fn() is called after every kiro.configure.
+function config.on_change(fn)
+  listeners[#listeners + 1] = fn
+end
+
+local defaults = {} -- backend handles for the configured CLI, by model
+local NO_MODEL = {}
+
+local function close_defaults()
+  for _, b in pairs(defaults) do b:close() end
+  defaults = {}
+end
+
+--- Sets runtime options; unknown keys, and values of the wrong type or out
+--- of range, are misuse.
+---@param tbl table
+function config.configure(tbl)
+  if type(tbl) ~= "table" then errors.misuse("kiro.configure", "expected a table") end
+  local for_core = {}
+  for k, v in pairs(tbl) do
+    local kind = lua_options[k]
+    if v == false and resettable[k] then -- luacheck: ignore 542
+      -- back to the default
+    elseif kind == "policy" then
+      if type(v) ~= "function" and not (type(v) == "table" and type(v.decide) == "function") then
+        errors.misuse("kiro.configure", "policy must be a function or a table with a decide function")
+      end
+    elseif kind then
+      if type(v) ~= kind then errors.misuse("kiro.configure", ("%s must be a %s"):format(k, kind)) end
+      if kind == "number" then
+        local ok, err = config.check_range(k, v, ranges[k][1], ranges[k][2])
+        if not ok then errors.misuse("kiro.configure", err) end
+      end
+    elseif core_options[k] ~= nil then
+      for_core[k] = v
+    else
+      errors.misuse("kiro.configure", ("unknown option '%s'"):format(tostring(k)))
+    end
+  end
+  if tbl.mode and not MODES[tbl.mode] then
+    errors.misuse("kiro.configure", ("mode must be auto, daemon or oneshot (got %q)"):format(tbl.mode))
+  end
+  if tbl.log then
+    local ok, err = core.set_log(tbl.log)
+    if not ok then errors.misuse("kiro.configure", err) end
+  end
+  local ok, err = pcall(core.configure, for_core)
+  if not ok then error("kiro." .. tostring(err), 2) end
+  for k, v in pairs(tbl) do
+    if lua_options[k] and k ~= "log" then
+      if v == false and resettable[k] then cfg[k] = nil else cfg[k] = v end
+    end
+  end
+  close_defaults()
+  if tbl.cli_path == false then found_cli = nil end
+  for _, fn in ipairs(listeners) do fn() end
+end
+
+--- The CLI calls use unless they name another: cli_path, KIRO_CLI_PATH, or
+--- kiro-cli on PATH.
+---@return string?
+function config.cli()
+  if cfg.cli_path or env.cli then return cfg.cli_path or env.cli end
+  found_cli = found_cli or core.which("kiro-cli")
+  return found_cli
+end
+
+--- The mode calls use unless they name one; nil and a message when
+--- KIRO_USE_DAEMON is unusable.
+---@return string? mode, string? message
+function config.mode()
+  if cfg.mode then return cfg.mode end
+  return env.mode, env.mode_error
+end
+
+---@return string?
+function config.model()
+  return cfg.model or env.model
+end
+
+--- The effective value of an option (after environment defaults). Raises
+--- for an unusable KIRO_USE_DAEMON.
+---@param name string
+function config.option(name)
+  if name == "mode" then
+    local mode, err = config.mode()
+    if not mode then error(err, 2) end
+    return mode
+  end
+  if name == "model" then return config.model() end
+  if name == "cli_path" then return config.cli() end
+  if lua_options[name] then return cfg[name] end
+  return core.config()[name]
+end
+
+local function backend_spec(cli, model, extra)
+  local merged = extra
+  if cfg.env and extra then
+    merged = {}
+    for k, v in pairs(cfg.env) do merged[k] = v end
+    for k, v in pairs(extra) do merged[k] = v end
+  end
+  return {
+    cli = cli, model = model, protocol = cfg.protocol,
+    daemon_args = cfg.daemon_args, oneshot_args = cfg.oneshot_args, env = merged or cfg.env,
+  }
+end
+
+--- The backend a call names: a handle, and whether the call owns it (and
+--- closes it when it is over). The configured CLI's handles are kept (by
+--- model) until the next configure; any other is the call's own. nil,
+--- message, code when max_backends are in use.
+---@param cli string
+---@param model? string
+---@param extra_env? table
+---@return userdata|nil handle, boolean|string owned_or_message, string? code
+function config.backend(cli, model, extra_env)
+  if extra_env or cli ~= config.cli() or (model and model ~= config.model()) then
+    local b, err, code = core.backend(backend_spec(cli, model, extra_env))
+    if not b then return nil, err, code end
+    return b, true
+  end
+  local key = model or NO_MODEL
+  local b = defaults[key]
+  if not b then
+    local err, code
+    b, err, code = core.backend(backend_spec(cli, model))
+    if not b then return nil, err, code end
+    defaults[key] = b
+  end
+  return b, false
+end
+
+return config

@@ -1,0 +1,96 @@
+--- What kiro tells Prometheus: the families it records per request (as
+-- each caller saw it), and the families read from the runtime's counters and
+-- pools when metrics are scraped. The registry and the text format are
+-- kiro.metrics's.
+
+local core = require "kiro.core"
+local metrics = require "kiro.metrics"
+
+local exposition = {}
+
+local recorder
+
+--- The per-request families, registered on first use.
+---@return table recorder with first(backend, mode, seconds),
+---  finished(backend, model, mode, outcome, seconds), fallback(code)
+function exposition.requests()
+  if recorder then return recorder end
+  local requests = metrics.counter("kiro_requests_total",
+    "Requests by backend, model, the mode that ended them (daemon, oneshot, cache, coalesced) and outcome.",
+    { "backend", "model", "mode", "outcome" })
+  local duration = metrics.histogram("kiro_request_duration_seconds",
+    "Time from the call to the end of its reply.", { "backend", "mode" })
+  local first = metrics.histogram("kiro_first_chunk_seconds",
+    "Time from the call to the first chunk handed to the caller.", { "backend", "mode" })
+  local fallbacks = metrics.counter("kiro_fallbacks_total",
+    "Requests served another way after a failure, by the failure's code.", { "reason" })
+  recorder = {
+    first = function(backend, mode, s) metrics.observe(first, { backend, mode }, s) end,
+    finished = function(backend, model, mode, outcome, s)
+      metrics.inc(requests, { backend, model, mode, outcome })
+      metrics.observe(duration, { backend, mode }, s)
+    end,
+    fallback = function(code) metrics.inc(fallbacks, { code }) end,
+  }
+  return recorder
+end
+
+local function counter(name, help, v)
+  return { name = name, kind = "counter", help = help, samples = { { {}, v } } }
+end
+
+local function gauge(name, help, v)
+  return { name = name, kind = "gauge", help = help, samples = { { {}, v } } }
+end
+
+--- The text exposition (format 0.0.4) of a runtime, from kiro.stats().
+---@param s table kiro.stats()
+---@param version string
+---@return string
+function exposition.render(s, version)
+  exposition.requests() -- the per-request families exist, even before any request
+  local daemons, queue, restarts = {}, {}, {}
+  for _, p in ipairs(s.pools) do
+    local by_state = { ready = 0, busy = 0, draining = 0, stopping = 0 }
+    for _, d in ipairs(p.daemons) do by_state[d.state] = (by_state[d.state] or 0) + 1 end
+    for _, st in ipairs { "ready", "busy", "draining", "stopping" } do
+      daemons[#daemons + 1] = { { p.cli, p.model or "", st }, by_state[st] }
+    end
+    queue[#queue + 1] = { { p.cli, p.model or "" }, p.queued }
+    restarts[#restarts + 1] = { { p.cli, p.model or "" }, p.restarts }
+  end
+  local c = s.cache
+  return metrics.render {
+    { name = "kiro_daemons", kind = "gauge", help = "Daemons by backend, model and state.",
+      labels = { "backend", "model", "state" }, samples = daemons },
+    { name = "kiro_queue_depth", kind = "gauge", help = "Requests waiting for a daemon.",
+      labels = { "backend", "model" }, samples = queue },
+    { name = "kiro_pool_restarts_total", kind = "counter",
+      help = "Daemon failures that led to a restart, by backend and model (of the pools alive now).",
+      labels = { "backend", "model" }, samples = restarts },
+    gauge("kiro_backends", "Backends alive (each with at most one pool of daemons).", s.backends),
+    counter("kiro_daemon_starts_total", "Daemons started.", s.daemon_starts),
+    counter("kiro_daemon_restarts_total", "Daemons that died after answering and were replaced.", s.daemon_restarts),
+    counter("kiro_daemon_start_failures_total", "Daemons that died before answering.", s.daemon_start_failures),
+    counter("kiro_timeouts_total", "Requests ended by a timeout.", s.timeouts),
+    counter("kiro_cancelled_total", "Requests cancelled by their caller.", s.cancelled),
+    counter("kiro_chunks_total", "Reply chunks received from backends.", s.chunks),
+    counter("kiro_health_failures_total", "Daemons found stopped or zombie and replaced.", s.health_failures),
+    counter("kiro_probes_total", "Active health probes sent.", s.probes),
+    counter("kiro_probe_failures_total", "Active health probes that failed.", s.probe_failures),
+    counter("kiro_retries_total", "Requests the policy sent to the daemon pool again.", s.retries),
+    counter("kiro_cache_hits_total", "Response cache hits.", c.hits),
+    counter("kiro_cache_misses_total", "Response cache misses.", c.misses),
+    counter("kiro_cache_evictions_total", "Response cache entries evicted (bytes bound or TTL).", c.evictions),
+    counter("kiro_coalesced_total", "Requests that shared another's backend call.", c.coalesced),
+    gauge("kiro_cache_bytes", "Bytes held by the response cache.", c.bytes),
+    gauge("kiro_cache_entries", "Entries in the response cache.", c.entries),
+    gauge("kiro_in_flight", "Requests in flight.", s.in_flight),
+    gauge("process_resident_memory_bytes", "Resident memory size in bytes.",
+      core.process_rss(core.getpid()) or 0),
+    { name = "kiro_build_info", kind = "gauge", help = "kiro-rt's version.", labels = { "version" },
+      samples = { { { version }, 1 } } },
+  }
+end
+
+return exposition

@@ -1,0 +1,370 @@
+#include "backend.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "log.h"
+#include "oneshot.h"
+#include "proto.h"
+
+extern char **environ;
+
+struct kbackend {
+    kbackends *set;
+    klist link; /* in set->all */
+    int refs;
+    const char *key; /* the rest of the block holds the key and every string */
+    size_t keylen;
+    const char *cli, *model;
+    char **daemon_argv, **oneshot_argv, **env;
+    const kproto_ops *proto;
+    kpool *pool;       /* its daemons; NULL until the first daemon request */
+    uv_timer_t linger; /* unused: how long its pool stays warm */
+    uint64_t t_unused; /* when the last reference went */
+};
+
+/* ---- one block ------------------------------------------------------------
+ * A backend is one allocation: the struct, its key, its strings and string
+ * vectors (its environment points into this process's environ for what it
+ * does not change). Laid out twice: once to measure (base NULL), once to
+ * fill. Creating and dropping backends by the thousand then leaves no trail
+ * of small allocations behind. */
+
+typedef struct layout {
+    char *base; /* NULL while measuring */
+    size_t used;
+} layout;
+
+static void *take(layout *l, size_t n, size_t align)
+{
+    l->used = (l->used + align - 1) / align * align;
+    void *p = l->base ? l->base + l->used : NULL;
+    l->used += n;
+    return p;
+}
+
+static const char *put_str(layout *l, const char *s, size_t n)
+{
+    char *p = take(l, n + 1, 1);
+    if (p) {
+        memcpy(p, s, n);
+        p[n] = '\0';
+    }
+    return p;
+}
+
+static size_t strv_len(const char *const *v)
+{
+    size_t n = 0;
+    while (v && v[n])
+        n++;
+    return n;
+}
+
+/* cli, args..., [--model M], NULL */
+static char **put_argv(layout *l, const char *cli, const char *const *args, const char *model)
+{
+    size_t n = strv_len(args), i = 0;
+    char **v = take(l, (n + 4) * sizeof *v, sizeof(void *));
+    const char *s = put_str(l, cli, strlen(cli));
+    if (v)
+        v[i] = (char *)s;
+    i++;
+    for (size_t k = 0; k < n; k++, i++) {
+        s = put_str(l, args[k], strlen(args[k]));
+        if (v)
+            v[i] = (char *)s;
+    }
+    if (model && *model) {
+        s = put_str(l, "--model", 7);
+        if (v)
+            v[i] = (char *)s;
+        i++;
+        s = put_str(l, model, strlen(model));
+        if (v)
+            v[i] = (char *)s;
+        i++;
+    }
+    if (v)
+        v[i] = NULL;
+    return v;
+}
+
+static size_t name_len(const char *kv)
+{
+    const char *eq = strchr(kv, '=');
+    return eq ? (size_t)(eq - kv) : strlen(kv);
+}
+
+/* Whether the variable kv names is among the NULL-terminated list. */
+static int named_in(const char *kv, const char *const *list)
+{
+    size_t n = name_len(kv);
+    for (; list && *list; list++)
+        if (name_len(*list) == n && memcmp(*list, kv, n) == 0)
+            return 1;
+    return 0;
+}
+
+static const char *const plain_terminal[] = { "NO_COLOR=1", "TERM=dumb", NULL };
+
+/* This process's environment, the backend's extras over it, and a plain
+ * terminal (NO_COLOR=1, TERM=dumb) over both. Inherited entries are
+ * pointers into environ; only the extras are copied. */
+static char **put_env(layout *l, const char *const *extra)
+{
+    size_t base = strv_len((const char *const *)environ), ne = strv_len(extra), i = 0;
+    char **v = take(l, (base + ne + 3) * sizeof *v, sizeof(void *));
+    for (size_t k = 0; k < base; k++)
+        if (!named_in(environ[k], extra) && !named_in(environ[k], plain_terminal)) {
+            if (v)
+                v[i] = environ[k];
+            i++;
+        }
+    for (size_t k = 0; k < ne; k++) {
+        if (named_in(extra[k], plain_terminal))
+            continue; /* a plain terminal wins */
+        const char *s = put_str(l, extra[k], strlen(extra[k]));
+        if (v)
+            v[i] = (char *)s;
+        i++;
+    }
+    for (size_t k = 0; plain_terminal[k]; k++, i++)
+        if (v)
+            v[i] = (char *)plain_terminal[k];
+    if (v)
+        v[i] = NULL;
+    return v;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Every field, NUL-separated (the environment in sorted order: it is a
+ * set): two specs with the same key start the same processes the same way. */
+static char *make_key(const kbackend_spec *s, size_t *len)
+{
+    kbuf k = { 0 };
+    const char *parts[] = { s->protocol, s->cli, s->model ? s->model : "" };
+    for (size_t i = 0; i < 3; i++)
+        kbuf_append(&k, parts[i], strlen(parts[i]) + 1);
+    for (const char *const *a = s->daemon_args; a && *a; a++)
+        kbuf_append(&k, *a, strlen(*a) + 1);
+    kbuf_append(&k, "\x01", 1);
+    for (const char *const *a = s->oneshot_args; a && *a; a++)
+        kbuf_append(&k, *a, strlen(*a) + 1);
+    kbuf_append(&k, "\x01", 1);
+    size_t ne = strv_len(s->env);
+    const char **env = kcalloc(ne + 1, sizeof *env);
+    memcpy(env, s->env, ne * sizeof *env);
+    qsort(env, ne, sizeof *env, cmp_str);
+    for (size_t i = 0; i < ne; i++)
+        kbuf_append(&k, env[i], strlen(env[i]) + 1);
+    free(env);
+    *len = k.len;
+    return k.data;
+}
+
+/* Lays the backend out at l (measuring when l->base is NULL). */
+static kbackend *lay_out(layout *l, const kbackend_spec *s, const char *key, size_t klen)
+{
+    kbackend *b = take(l, sizeof *b, _Alignof(kbackend));
+    const char *k = take(l, klen, 1);
+    const char *cli = put_str(l, s->cli, strlen(s->cli));
+    const char *model = s->model ? put_str(l, s->model, strlen(s->model)) : NULL;
+    char **dargv = put_argv(l, s->cli, s->daemon_args, s->model);
+    char **oargv = put_argv(l, s->cli, s->oneshot_args, s->model);
+    char **env = put_env(l, s->env);
+    if (b) {
+        memset(b, 0, sizeof *b);
+        memcpy((char *)k, key, klen);
+        b->key = k;
+        b->keylen = klen;
+        b->cli = cli;
+        b->model = model;
+        b->daemon_argv = dargv;
+        b->oneshot_argv = oargv;
+        b->env = env;
+    }
+    return b;
+}
+
+/* ---- life ---------------------------------------------------------------- */
+
+static void linger_closed(uv_handle_t *h)
+{
+    free(h->data); /* the whole block */
+}
+
+/* Its pool stops (what waits, if anything, ends with msg) and it goes. */
+static void destroy(kbackend *b, const char *msg)
+{
+    klist_remove(&b->link);
+    b->set->count--;
+    if (b->pool)
+        kpool_close(b->pool, msg);
+    b->pool = NULL;
+    uv_close((uv_handle_t *)&b->linger, linger_closed);
+}
+
+static int in_use(const kbackend *b)
+{
+    return b->refs > 0 || (b->pool && kpool_busy(b->pool));
+}
+
+static void on_linger(uv_timer_t *t)
+{
+    kbackend *b = t->data;
+    if (b->refs > 0)
+        return;
+    if (in_use(b)) { /* nobody names it, but requests still wait on it */
+        uv_timer_start(&b->linger, on_linger, b->set->core->cfg.pool_idle_ms, 0);
+        return;
+    }
+    klog(KLOG_DEBUG, "kiro.provider", "backend %s unused for %llu ms: stopping its daemons", b->cli,
+         (unsigned long long)b->set->core->cfg.pool_idle_ms);
+    destroy(b, "backend closed");
+}
+
+/* Room for one more: the backend unused the longest goes now. */
+static int make_room(kbackends *set)
+{
+    kbackend *oldest = NULL;
+    klist_foreach (n, &set->all) {
+        kbackend *b = klist_entry(n, kbackend, link);
+        if (!in_use(b) && (!oldest || b->t_unused < oldest->t_unused))
+            oldest = b;
+    }
+    if (!oldest)
+        return -1;
+    klog(KLOG_DEBUG, "kiro.provider", "max_backends reached: backend %s goes", oldest->cli);
+    destroy(oldest, "backend closed");
+    return 0;
+}
+
+kbackend *kbackend_get(kbackends *set, const kbackend_spec *spec, char *err, size_t errlen)
+{
+    const kproto_ops *proto = kproto_find(spec->protocol);
+    if (!proto) {
+        snprintf(err, errlen, "unknown protocol '%s'", spec->protocol);
+        return NULL;
+    }
+    size_t klen;
+    char *key = make_key(spec, &klen);
+    klist_foreach (n, &set->all) {
+        kbackend *b = klist_entry(n, kbackend, link);
+        if (b->keylen == klen && memcmp(b->key, key, klen) == 0) {
+            free(key);
+            kbackend_ref(b);
+            return b;
+        }
+    }
+    if (set->count >= set->core->cfg.max_backends && make_room(set) != 0) {
+        free(key);
+        snprintf(err, errlen, "%d backends in use (max_backends); none is free to make room",
+                 set->count);
+        return NULL;
+    }
+    layout l = { NULL, 0 };
+    lay_out(&l, spec, key, klen);
+    l.base = kmalloc(l.used);
+    l.used = 0;
+    kbackend *b = lay_out(&l, spec, key, klen);
+    free(key);
+    b->set = set;
+    b->refs = 1;
+    b->proto = proto;
+    uv_timer_init(set->core->loop, &b->linger);
+    b->linger.data = b;
+    klist_insert_tail(&set->all, &b->link);
+    set->count++;
+    return b;
+}
+
+void kbackend_ref(kbackend *b)
+{
+    if (b->refs++ == 0)
+        uv_timer_stop(&b->linger);
+}
+
+void kbackend_unref(kbackend *b)
+{
+    assert(b->refs > 0);
+    if (--b->refs > 0)
+        return;
+    b->t_unused = uv_now(b->set->core->loop);
+    uv_timer_start(&b->linger, on_linger, b->set->core->cfg.pool_idle_ms, 0);
+}
+
+const char *kbackend_key(const kbackend *b, size_t *len)
+{
+    *len = b->keylen;
+    return b->key;
+}
+
+void kbackend_submit_daemon(kbackend *b, kreq *r)
+{
+    kcore *core = b->set->core;
+    if (!b->pool) {
+        kpool_spec spec = { b->cli, b->model, b->daemon_argv, b->env, b->proto };
+        b->pool = kpool_new(core, &spec);
+    }
+    core->stats.daemon_requests++;
+    kpool_submit(b->pool, r);
+}
+
+void kbackend_submit_oneshot(kbackend *b, kreq *r)
+{
+    kcore *core = b->set->core;
+    koneshot_spec spec = { b->cli, b->oneshot_argv, b->env };
+    core->stats.oneshot_requests++;
+    koneshot_start(core, &spec, r);
+}
+
+/* ---- the set -------------------------------------------------------------- */
+
+void kbackends_init(kbackends *set, kcore *core)
+{
+    set->core = core;
+    set->count = 0;
+    klist_init(&set->all);
+}
+
+void kbackends_close_pools(kbackends *set, const char *msg)
+{
+    klist_foreach (n, &set->all) {
+        kbackend *b = klist_entry(n, kbackend, link);
+        if (b->pool)
+            kpool_close(b->pool, msg);
+        b->pool = NULL;
+    }
+}
+
+void kbackends_free(kbackends *set)
+{
+    klist_foreach (n, &set->all)
+        destroy(klist_entry(n, kbackend, link), "runtime shutting down");
+}
+
+void kbackends_health_check(kbackends *set)
+{
+    klist_foreach (n, &set->all) {
+        kbackend *b = klist_entry(n, kbackend, link);
+        if (b->pool)
+            kpool_health_check(b->pool);
+    }
+}
+
+void kbackends_each_pool(kbackends *set, void (*fn)(void *ud, const kpool *p), void *ud)
+{
+    klist_foreach (n, &set->all) {
+        kbackend *b = klist_entry(n, kbackend, link);
+        if (b->pool)
+            fn(ud, b->pool);
+    }
+}

@@ -1,0 +1,53 @@
+/* What every part of the core shares: the loop, the settings, the counters,
+ * the requests in flight and the oneshot children. The runtime (rt.c) owns
+ * it; the parts below it (requests, daemons, pools, oneshots, backends) are
+ * handed a pointer and never see the runtime itself. */
+#ifndef KIRO_CORE_H
+#define KIRO_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "list.h"
+
+/* The longest duration any option takes: 2^31 - 1 ms (24.8 days). */
+#define KIRO_MAX_MS 2147483647
+/* The most requests one daemon holds at once (pipeline_depth). */
+#define KIRO_MAX_PIPELINE_DEPTH 64
+
+typedef struct kconfig {
+    size_t max_line_bytes;
+    int pool_min, pool_max, queue_max;
+    uint64_t pool_idle_ms;       /* an idle daemon above pool_min, or an unused backend's pool */
+    int max_backends;            /* backends (and so pools) alive at once */
+    uint64_t kill_grace_ms;      /* stdin closed -> SIGTERM -> SIGKILL steps */
+    uint64_t drain_ms;           /* a cancelled reply must finish within this */
+    uint64_t restart_backoff_ms, restart_backoff_max_ms;
+    int restart_max;             /* restarts allowed within restart_window_ms */
+    uint64_t restart_window_ms, cooldown_ms;
+    int pipeline_depth;          /* requests in flight per daemon (replies in order) */
+    uint64_t health_interval_ms; /* process-state checks of every daemon; 0: off */
+    uint64_t probe_interval_ms;  /* active probe of an idle daemon; 0: off */
+    uint64_t probe_timeout_ms;
+    char probe_prompt[256];
+    int close_fds;               /* backends get only their pipes (see kproc_opts) */
+} kconfig;
+
+typedef struct kstats {
+    uint64_t requests, ok, errors, chunks, timeouts, cancelled;
+    uint64_t daemon_requests, oneshot_requests;
+    uint64_t daemon_starts, daemon_restarts, daemon_start_failures;
+    uint64_t health_failures, probes, probe_failures;
+} kstats;
+
+typedef struct kcore {
+    uv_loop_t *loop;
+    kconfig cfg;
+    kstats stats;
+    klist requests; /* kreq.all: every request not yet ended */
+    int nrequests;
+    klist oneshots; /* koneshot.link: live oneshot children */
+} kcore;
+
+#endif
