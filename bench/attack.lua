@@ -106,7 +106,7 @@ end
 local r = cooldown("inproc")
 results.cooldown_inproc_worst_ms = r.worst_ms
 results.cooldown_inproc_outcomes = r.outcomes
-local server_pid = start_server()
+start_server()
 r = cooldown("server")
 results.cooldown_server_worst_ms = r.worst_ms
 results.cooldown_server_outcomes = r.outcomes
@@ -117,7 +117,7 @@ stop_server()
 local line_bytes = quick and 50 * 1000 * 1000 or 250 * 1000 * 1000
 progress(("(b) four %d MB request lines at once, three clients that never read 200 replies of 1 MiB")
   :format(line_bytes // 1000000))
-server_pid = start_server()
+local server_pid = start_server()
 local base = tonumber(read("/proc/" .. server_pid .. "/status"):match("VmRSS:%s+(%d+)"))
 local reqs = tmp .. "/requests"
 local f = assert(io.open(reqs, "wb"))
@@ -162,7 +162,6 @@ while n < prompt_bytes do
   n = n + #w + 1
 end
 write(tmp .. "/prompt", table.concat(words, " "))
-words = nil
 local out = io.popen(("env %s %s maxrss %s agent <%s 2>&1 >/dev/null")
   :format(env, q(peer), q(kiro_rt), q(tmp .. "/prompt"))):read("a")
 results.agent_prompt_bytes = #read(tmp .. "/prompt")
@@ -189,5 +188,5 @@ print(("    bound 512 MB; another client served meanwhile: %s"):format(tostring(
 print(("(c) agent peak resident %.0f MB for a %.0f MB prompt on stdin: %.2fx (goal: under 2x plus a constant);")
   :format(results.agent_peak_kb / 1024, results.agent_prompt_bytes / 1048576,
     results.agent_peak_kb * 1024 / results.agent_prompt_bytes))
-print(("    the server's peak while serving it %.0f MB (%.1fx)")
-  :format(results.server_peak_for_prompt_kb / 1024, results.server_peak_for_prompt_kb * 1024 / results.agent_prompt_bytes))
+print(("    the server's peak while serving it %.0f MB (%.1fx)"):format(results.server_peak_for_prompt_kb / 1024,
+  results.server_peak_for_prompt_kb * 1024 / results.agent_prompt_bytes))

@@ -61,7 +61,7 @@ end)
 describe("backends through the server", function()
   after_each(H.check_sims_gone)
 
-  it("2,000 requests with 200 distinct KIRO_* sets: at most max_backends pools, then none and the memory back", function()
+  it("2,000 requests with 200 distinct KIRO_* sets: at most max_backends pools, then none, memory back", function()
     local kiro = H.setup()
     local env, log = H.sim_env()
     local script = H.tmpdir() .. "/serve.lua"

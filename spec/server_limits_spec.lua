@@ -98,7 +98,8 @@ describe("server limits", function()
     local big = ("y"):rep(100000)
     local r = H.agent({ "-m", big }, env)
     assert.are.equal(1, r.code)
-    assert.matches("^kiro%-rt: overloaded: the prompt is 100%d+ bytes; the server takes at most 65536 %(max_request_bytes%)", r.err)
+    assert.matches("^kiro%-rt: overloaded: the prompt is 100%d+ bytes; the server takes at most 65536 "
+      .. "%(max_request_bytes%)", r.err)
     r = H.agent({}, env, big)
     assert.are.equal(1, r.code)
     assert.matches("^kiro%-rt: overloaded: the prompt is 100%d+ bytes; the server takes at most 65536", r.err)
@@ -281,10 +282,10 @@ describe("server limits", function()
     local floods = {}
     for i = 1, 4 do
       floods[i] = { H.spawn_bg({ PEER, "flood", H.socket(env), tostring(250 * 1000 * 1000) }, {}) }
-      local pid = floods[i][1]
-      finally(function() os.execute("kill -TERM " .. pid .. " 2>/dev/null") end)
+      local flood_pid = floods[i][1]
+      finally(function() os.execute("kill -TERM " .. flood_pid .. " 2>/dev/null") end)
     end
-    for i = 1, 3 do
+    for _ = 1, 3 do
       local _, kill = peer({ PEER, "noread", H.socket(env), file })
       kills[#kills + 1] = kill
     end
@@ -355,7 +356,6 @@ describe("agent memory", function()
     for i = 1, 2000000 do words[i] = "w" .. i end
     local file = H.tmpdir() .. "/prompt"
     H.write_file(file, table.concat(words, " ")) -- about 16 MB
-    words = nil
     local size = #H.read_file(file)
     local cmd = ("%s maxrss %s agent <%s >/dev/null"):format(H.q(PEER), H.q(H.kiro_rt), H.q(file))
     local r = H.run({ "sh", "-c", cmd }, env)

@@ -1,6 +1,8 @@
 --- The kiro-rt command line (SPEC section 4). The C host sets up Lua and
 -- hands over argv; everything a user sees of the CLI is here.
 
+local errors = require "kiro.error"
+
 local cli = {}
 
 local EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 124
@@ -133,11 +135,11 @@ end
 -- The backend path as the server must see it: absolute (the server's working
 -- directory is not ours).
 local function absolute_cli(kiro)
-  local cli = kiro.option("cli_path")
-  if not cli then return nil end
-  if not cli:find("/") then cli = kiro.core.which(cli) or cli end
-  if cli:sub(1, 1) ~= "/" then cli = kiro.core.cwd() .. "/" .. cli end
-  return cli
+  local path = kiro.option("cli_path")
+  if not path then return nil end
+  if not path:find("/") then path = kiro.core.which(path) or path end
+  if path:sub(1, 1) ~= "/" then path = kiro.core.cwd() .. "/" .. path end
+  return path
 end
 
 local function parse_agent(args)
@@ -226,8 +228,8 @@ local function agent(args)
   -- Through the server (started in the background if need be), unless told
   -- otherwise or oneshot anyway; in-process if the server cannot be had.
   local conn
-  local cli = absolute_cli(kiro)
-  if cli and not o.no_server and mode ~= "oneshot" then
+  local cli_path = absolute_cli(kiro)
+  if cli_path and not o.no_server and mode ~= "oneshot" then
     local cerr
     conn, cerr = require("kiro.client").open { autostart = true }
     if not conn then
@@ -246,7 +248,7 @@ local function agent(args)
   local ok, e = pcall(function()
     if conn then
       local opts = {
-        stream = o.stream, cli = cli, model = o.model or kiro.option("model"), mode = mode,
+        stream = o.stream, cli = cli_path, model = o.model or kiro.option("model"), mode = mode,
         env = require("kiro.client").backend_env(), timeout_ms = o.timeout_ms,
       }
       local iter, ierr, kind
@@ -257,7 +259,7 @@ local function agent(args)
         if not iter then
           if kind == "empty" or kind == "utf8" then usage = "agent: " .. ierr; return end
           local codes = { size = "overloaded", closed = "closed" }
-          error({ code = codes[kind] or "backend", message = ierr }, 0)
+          errors.raise(codes[kind] or "backend", ierr)
         end
       end
       for chunk in iter do out(chunk) end
@@ -267,7 +269,7 @@ local function agent(args)
       end
     else
       local reply, msg, code = kiro.chat(prompt, { model = o.model, mode = o.mode, timeout_ms = o.timeout_ms })
-      if not reply then error({ code = code, message = msg }, 0) end
+      if not reply then errors.raise(code, msg) end
       out(reply)
     end
   end)
@@ -277,7 +279,7 @@ local function agent(args)
   io.stdout:flush()
   if signalled() then return 128 + signalled() end
   if ok then return EXIT_OK end
-  if type(e) ~= "table" or not e.code then error(e, 0) end
+  if not errors.is(e) then error(e, 0) end
   io.stderr:write(("kiro-rt: %s: %s\n"):format(e.code, (tostring(e.message):gsub("\n", " "))))
   return e.code == "timeout" and EXIT_TIMEOUT or EXIT_FAIL
 end
@@ -389,8 +391,8 @@ local function serve(args)
   elseif not filter:find("kiro.server", 1, true) then
     pcall(kiro.configure, { log = filter .. ",kiro.server=info" })
   end
-  local ok, err, why
-  kiro.spawn(function() ok, err, why = require("kiro.server").serve(opts) end)
+  local ok, err
+  kiro.spawn(function() ok, err = require("kiro.server").serve(opts) end)
   local rok, rerr = pcall(kiro.run)
   if not rok then
     io.stderr:write("kiro-rt: serve: ", tostring(rerr), "\n")
@@ -460,7 +462,7 @@ local function stop(args)
     return usage_error("stop: unknown argument '" .. args[1] .. "'")
   end
   local client = require "kiro.client"
-  local conn, err = client.open { autostart = false }
+  local conn = client.open { autostart = false }
   if not conn then
     io.stdout:write("kiro-rt: no server running\n")
     return EXIT_OK

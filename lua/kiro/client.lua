@@ -2,6 +2,7 @@
 -- background when none runs), hand-shake, send requests, relay chunks.
 
 local kiro = require "kiro"
+local errors = require "kiro.error"
 local paths = require "kiro.paths"
 local core = kiro.core
 
@@ -220,7 +221,7 @@ function Req:on_message(msg)
     self.done = true
   elseif msg.error then
     self.done = true
-    self.err = setmetatable({ code = msg.error.code or "backend", message = msg.error.message or "" }, kiro.Error)
+    self.err = errors.new(msg.error.code or "backend", msg.error.message or "")
   end
   self.ev:set()
 end
@@ -281,9 +282,8 @@ end
 function Conn:request(prompt, opts)
   local max = self.max_request_bytes
   if max and #prompt > max then
-    error(setmetatable({ code = "overloaded", message =
-      ("the prompt is %d bytes; the server takes at most %d (max_request_bytes)"):format(#prompt, max) },
-      kiro.Error), 0)
+    errors.raise("overloaded",
+      ("the prompt is %d bytes; the server takes at most %d (max_request_bytes)"):format(#prompt, max))
   end
   local id = self:new_id()
   local fields = request_fields(id, opts)

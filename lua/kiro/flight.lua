@@ -121,7 +121,7 @@ function Reader:cancel()
 end
 
 --- No-op: a reader cannot hold its flight back for the others.
-function Reader:pause() end
+function Reader.pause() end
 
 local function cacheable(prompt, opts)
   if opts.cache ~= nil then return opts.cache end
@@ -140,7 +140,8 @@ end
 function flight.open(prompt, opts, stream)
   if not cacheable(prompt, opts) then return call.open(prompt, opts, stream) end
   local cli, model = call.cli_of(opts), call.model_of(opts)
-  local backend, owned = cli and config.backend(cli, model, opts.env)
+  local backend, owned
+  if cli then backend, owned = config.backend(cli, model, opts.env) end
   if not backend then return call.open(prompt, opts, stream) end -- it fails the same way
   local key = backend:key() .. "\0" .. prompt
   local f = flights[key]

@@ -187,8 +187,9 @@ function Conn:request(msg)
   -- the server holds for all clients.
   local held = #req.prompt
   if not srv.listener or not srv.listener:hold(held) then
-    return self:fail(id, "overloaded", ("the server holds %d bytes of requests (max_buffered_bytes %d); try again later")
-      :format(srv.listener and srv.listener:buffered() or 0, srv.max_buffered_bytes))
+    return self:fail(id, "overloaded",
+      ("the server holds %d bytes of requests (max_buffered_bytes %d); try again later")
+        :format(srv.listener and srv.listener:buffered() or 0, srv.max_buffered_bytes))
   end
   self.calls[id] = true -- taken from now on
   srv.inflight = srv.inflight + 1
@@ -359,7 +360,7 @@ function Http:handle(ev, line)
   if line ~= "" then return end -- headers: not needed
   self.answered = true
   local method, path = self.request_line:match("^(%u+) (%S+) HTTP/1%.[01]$")
-  local status, body, ctype = "200 OK", nil, "text/plain; version=0.0.4; charset=utf-8"
+  local status, body, ctype
   if not method then
     status, body, ctype = "400 Bad Request", "bad request\n", "text/plain"
   elseif method ~= "GET" and method ~= "HEAD" then
@@ -367,7 +368,7 @@ function Http:handle(ev, line)
   elseif path:gsub("%?.*", "") ~= "/metrics" then
     status, body, ctype = "404 Not Found", "try /metrics\n", "text/plain"
   else
-    body = kiro.metrics()
+    status, body, ctype = "200 OK", kiro.metrics(), "text/plain; version=0.0.4; charset=utf-8"
   end
   self.sock:send(("HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s")
     :format(status, ctype, #body, method == "HEAD" and "" or body))
@@ -376,7 +377,7 @@ end
 
 local Metrics = {}
 Metrics.__index = Metrics
-function Metrics:on_event(ev, conn)
+function Metrics.on_event(_, ev, conn)
   if ev == "accept" then conn:attach(setmetatable({ sock = conn, header_bytes = 0 }, Http)) end
 end
 

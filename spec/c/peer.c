@@ -163,6 +163,7 @@ int main(int argc, char **argv)
     if (argc == 4 && strcmp(argv[1], "noread") == 0)
         return noread(argv[2], argv[3]);
     fputs("usage: kiro-test-peer hold-tcp HOST PORT N | flood PATH BYTES | noread PATH FILE"
-          " | maxrss CMD [ARG...]\n", stderr);
+          " | maxrss CMD [ARG...]\n",
+          stderr);
     return 2;
 }

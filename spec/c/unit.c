@@ -12,13 +12,13 @@
 
 static int failures, checks;
 
-#define CHECK(cond)                                                      \
-    do {                                                                 \
-        checks++;                                                        \
-        if (!(cond)) {                                                   \
-            failures++;                                                  \
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        checks++;                                                                    \
+        if (!(cond)) {                                                               \
+            failures++;                                                              \
             fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                \
+        }                                                                            \
     } while (0)
 
 struct lines {
@@ -69,7 +69,8 @@ static void test_framer(void)
 
 static void test_ansi(void)
 {
-    const char *in = "\x1b[1;32mgreen\x1b[0m plain \x1b]0;title\x07" "end\x1b(B!";
+    const char *in = "\x1b[1;32mgreen\x1b[0m plain \x1b]0;title\x07"
+                     "end\x1b(B!";
     char out[128];
     kansi_state s = { 0 };
     size_t n = kansi_strip(&s, in, strlen(in), out);
@@ -202,8 +203,9 @@ static void test_jstr(void)
     CHECK(strncmp(buf, "head:", 5) == 0 && strcmp(buf + 5, want) == 0);
     /* Not UTF-8: a lone continuation, overlong forms, surrogates, past
      * U+10FFFF, a cut sequence. */
-    static const char *const invalid[] = { "ab\x80", "\xc0\x80", "\xe0\x80\x80", "\xed\xa0\x80",
-                                           "\xf4\x90\x80\x80", "\xf5\x80\x80\x80", "x\xe2\x82" };
+    static const char *const invalid[] = { "ab\x80",       "\xc0\x80",         "\xe0\x80\x80",
+                                           "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xf5\x80\x80\x80",
+                                           "x\xe2\x82" };
     for (size_t i = 0; i < sizeof invalid / sizeof *invalid; i++)
         CHECK(kjstr_measure(invalid[i], strlen(invalid[i]), &n, &bad) == -1);
     CHECK(kjstr_measure("ab\x80", 3, &n, &bad) == -1 && bad == 2);

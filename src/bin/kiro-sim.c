@@ -442,7 +442,8 @@ static int run_daemon(const char *model)
         json_t *s = req ? json_object_get(req, "stream") : NULL;
         if (!json_is_string(p) || !json_is_boolean(s)) {
             json_t *o = json_object();
-            json_object_set_new(o, "error", json_string("invalid request: need prompt (string) and stream (bool)"));
+            json_object_set_new(o, "error",
+                                json_string("invalid request: need prompt (string) and stream (bool)"));
             emit_json(o);
         } else {
             serve_daemon_request(json_string_value(p), json_string_length(p), json_is_true(s), model);

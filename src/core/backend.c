@@ -266,8 +266,7 @@ kbackend *kbackend_get(kbackends *set, const kbackend_spec *spec, char *err, siz
     }
     if (set->count >= set->core->cfg.max_backends && make_room(set) != 0) {
         free(key);
-        snprintf(err, errlen, "%d backends in use (max_backends); none is free to make room",
-                 set->count);
+        snprintf(err, errlen, "%d backends in use (max_backends); none is free to make room", set->count);
         return NULL;
     }
     layout l = { NULL, 0 };

@@ -19,19 +19,19 @@
 typedef struct kconfig {
     size_t max_line_bytes;
     int pool_min, pool_max, queue_max;
-    uint64_t pool_idle_ms;       /* an idle daemon above pool_min, or an unused backend's pool */
-    int max_backends;            /* backends (and so pools) alive at once */
-    uint64_t kill_grace_ms;      /* stdin closed -> SIGTERM -> SIGKILL steps */
-    uint64_t drain_ms;           /* a cancelled reply must finish within this */
+    uint64_t pool_idle_ms;  /* an idle daemon above pool_min, or an unused backend's pool */
+    int max_backends;       /* backends (and so pools) alive at once */
+    uint64_t kill_grace_ms; /* stdin closed -> SIGTERM -> SIGKILL steps */
+    uint64_t drain_ms;      /* a cancelled reply must finish within this */
     uint64_t restart_backoff_ms, restart_backoff_max_ms;
-    int restart_max;             /* restarts allowed within restart_window_ms */
+    int restart_max; /* restarts allowed within restart_window_ms */
     uint64_t restart_window_ms, cooldown_ms;
     int pipeline_depth;          /* requests in flight per daemon (replies in order) */
     uint64_t health_interval_ms; /* process-state checks of every daemon; 0: off */
     uint64_t probe_interval_ms;  /* active probe of an idle daemon; 0: off */
     uint64_t probe_timeout_ms;
     char probe_prompt[256];
-    int close_fds;               /* backends get only their pipes (see kproc_opts) */
+    int close_fds; /* backends get only their pipes (see kproc_opts) */
 } kconfig;
 
 typedef struct kstats {

@@ -284,8 +284,7 @@ static void on_end(void *ud, int64_t status, int sig)
                  *kproc_stderr_tail(d->proc) ? ": " : "", kproc_stderr_tail(d->proc));
     else
         snprintf(reason, sizeof reason, "daemon pid %d exited with status %lld%s%s", d->pid,
-                 (long long)status, *kproc_stderr_tail(d->proc) ? ": " : "",
-                 kproc_stderr_tail(d->proc));
+                 (long long)status, *kproc_stderr_tail(d->proc) ? ": " : "", kproc_stderr_tail(d->proc));
     if (planned)
         klog(KLOG_DEBUG, "kiro.provider", "daemon pid %d stopped", d->pid);
     else
@@ -305,13 +304,16 @@ static void on_end(void *ud, int64_t status, int sig)
     uv_close((uv_handle_t *)&d->timer, on_timer_closed);
 }
 
-kdaemon *kdaemon_new(kcore *core, const kdaemon_opts *o, const kdaemon_cbs *cbs, void *owner,
-                     char *err, size_t errlen)
+kdaemon *kdaemon_new(kcore *core, const kdaemon_opts *o, const kdaemon_cbs *cbs, void *owner, char *err,
+                     size_t errlen)
 {
     static const kproc_cbs proc_cbs = { on_stdout, on_stderr, on_end };
     kdaemon *d = kcalloc(1, sizeof *d);
-    kproc_opts po = { .argv = o->argv, .env = o->env, .log_target = "kiro.daemon",
-                      .stderr_tail = DAEMON_STDERR_TAIL, .close_fds = core->cfg.close_fds };
+    kproc_opts po = { .argv = o->argv,
+                      .env = o->env,
+                      .log_target = "kiro.daemon",
+                      .stderr_tail = DAEMON_STDERR_TAIL,
+                      .close_fds = core->cfg.close_fds };
     d->core = core;
     d->cbs = cbs;
     d->owner = owner;
@@ -345,6 +347,7 @@ void kdaemon_assign(kdaemon *d, kreq *r)
         kreq_end(r, KERR_PROTOCOL, "%s", err);
         return;
     }
+    assert(d->count < DAEMON_MAX_DEPTH && kdaemon_room(d) > 0); /* the slot ring has room */
     if (d->count == 0)
         uv_timer_stop(&d->timer); /* the idle-shrink timer */
     d->fr.max_line = d->core->cfg.max_line_bytes;
@@ -365,8 +368,8 @@ static void on_timer(uv_timer_t *t)
     kdaemon *d = t->data;
     if (d->drains) {
         char msg[128];
-        snprintf(msg, sizeof msg, "daemon pid %d did not finish an abandoned reply within %llu ms",
-                 d->pid, (unsigned long long)d->core->cfg.drain_ms);
+        snprintf(msg, sizeof msg, "daemon pid %d did not finish an abandoned reply within %llu ms", d->pid,
+                 (unsigned long long)d->core->cfg.drain_ms);
         kdaemon_stop(d, msg);
     } else if (d->state == KD_READY) {
         d->cbs->idle_expired(d->owner, d);

@@ -61,23 +61,23 @@ struct kdaemon {
     const kproto_ops *proto;
     void *pstate;
     kdaemon_slot slots[DAEMON_MAX_DEPTH]; /* ring: head is the reply being read */
-    int head, count, drains, probes; /* probes: in flight, not counted against depth */
-    enum kdaemon_state state; /* ready: nothing in flight; busy; draining: only dropped replies */
-    unsigned started : 1; /* it has answered in its protocol at least once */
-    unsigned fault : 1;   /* stopped by us because it misbehaved */
-    unsigned reading : 1; /* inside on_stdout: lines of one read are being looked at */
-    unsigned idle_pending : 1; /* a reply ended while reading: tell the pool afterwards */
-    kbuf acc;             /* the head's reply, when not streamed, until it ends */
-    kreq *pauser;         /* the request whose reader asked the output to wait */
+    int head, count, drains, probes;      /* probes: in flight, not counted against depth */
+    enum kdaemon_state state;             /* ready: nothing in flight; busy; draining: only dropped replies */
+    unsigned started : 1;                 /* it has answered in its protocol at least once */
+    unsigned fault : 1;                   /* stopped by us because it misbehaved */
+    unsigned reading : 1;                 /* inside on_stdout: lines of one read are being looked at */
+    unsigned idle_pending : 1;            /* a reply ended while reading: tell the pool afterwards */
+    kbuf acc;                             /* the head's reply, when not streamed, until it ends */
+    kreq *pauser;                         /* the request whose reader asked the output to wait */
     uint64_t served, t_spawn, t_sent, t_idle;
-    uv_timer_t timer;     /* idle shrink, or the drain bound */
-    klist link;           /* in its owner's list */
-    char why[256];        /* why we stopped it */
+    uv_timer_t timer; /* idle shrink, or the drain bound */
+    klist link;       /* in its owner's list */
+    char why[256];    /* why we stopped it */
 };
 
 /* Spawns a daemon. On failure returns NULL with a reason in `err`. */
-kdaemon *kdaemon_new(kcore *core, const kdaemon_opts *o, const kdaemon_cbs *cbs, void *owner,
-                     char *err, size_t errlen);
+kdaemon *kdaemon_new(kcore *core, const kdaemon_opts *o, const kdaemon_cbs *cbs, void *owner, char *err,
+                     size_t errlen);
 /* Sends `r`; the daemon must have room (kdaemon_room). */
 void kdaemon_assign(kdaemon *d, kreq *r);
 /* How many more requests it takes now (pipeline_depth less those in flight). */

@@ -46,7 +46,7 @@ struct kipc_conn {
     int open_handles;
     kipc_listener *l; /* NULL on the client side */
     kjsonl fr;
-    size_t counted; /* this connection's share of l->buffered */
+    size_t counted;     /* this connection's share of l->buffered */
     size_t drain_below; /* with want_drain: call `drained` at this mark */
     uint64_t t_accept, t_read;
     kipc_conn_cbs cbs;
@@ -202,7 +202,8 @@ static void refuse(kipc_conn *c, const char *fmt, ...)
         return;
     if (!(c->l && c->l->tcp_mode)) {
         /* why holds no quote or backslash: it is ours, made of numbers. */
-        int n = snprintf(line, sizeof line, "{\"op\":\"error\",\"code\":\"overloaded\",\"message\":\"%s\"}\n", why);
+        int n = snprintf(line, sizeof line, "{\"op\":\"error\",\"code\":\"overloaded\",\"message\":\"%s\"}\n",
+                         why);
         write_raw(c, line, (size_t)n);
     }
     flush_and_close(c);
@@ -425,8 +426,8 @@ static void on_connection(uv_stream_t *server, int status)
     kipc_listener *l = server->data;
     if (status < 0 || l->closed)
         return;
-    kipc_conn *c = conn_new(server->loop, l->lim.max_line ? l->lim.max_line : IPC_CLIENT_MAX_LINE,
-                           l->tcp_mode);
+    kipc_conn *c =
+        conn_new(server->loop, l->lim.max_line ? l->lim.max_line : IPC_CLIENT_MAX_LINE, l->tcp_mode);
     c->l = l;
     l->nconns++;
     if (uv_accept(server, (uv_stream_t *)&c->pipe) != 0) {
@@ -473,8 +474,8 @@ static kipc_listener *listener_new(const kipc_limits *lim, void (*on_conn)(void 
 }
 
 int kipc_listen(uv_loop_t *loop, const char *path, const kipc_limits *lim,
-               void (*on_conn)(void *ud, kipc_conn *c), void *ud, kipc_listener **out, char *err,
-               size_t errlen)
+                void (*on_conn)(void *ud, kipc_conn *c), void *ud, kipc_listener **out, char *err,
+                size_t errlen)
 {
     kipc_listener *l = listener_new(lim, on_conn, ud);
     char tmp[4096];
@@ -510,8 +511,8 @@ int kipc_listen(uv_loop_t *loop, const char *path, const kipc_limits *lim,
 }
 
 int kipc_listen_tcp(uv_loop_t *loop, const char *host, int port, const kipc_limits *lim,
-                   void (*on_conn)(void *ud, kipc_conn *c), void *ud, kipc_listener **out, char *err,
-                   size_t errlen)
+                    void (*on_conn)(void *ud, kipc_conn *c), void *ud, kipc_listener **out, char *err,
+                    size_t errlen)
 {
     kipc_listener *l = listener_new(lim, on_conn, ud);
     uv_getaddrinfo_t req;
@@ -612,8 +613,10 @@ int kipc_secure_dir(const char *dir, char *err, size_t errlen)
         return -1;
     }
     if (st.st_mode & (S_IWGRP | S_IWOTH)) {
-        snprintf(err, errlen, "%s is writable by others (mode %03o): refusing to use it; "
-                              "chmod 700 it or remove it", dir, (unsigned)(st.st_mode & 0777));
+        snprintf(err, errlen,
+                 "%s is writable by others (mode %03o): refusing to use it; "
+                 "chmod 700 it or remove it",
+                 dir, (unsigned)(st.st_mode & 0777));
         return -1;
     }
     return 0;

@@ -29,25 +29,25 @@ typedef struct kipc_conn_cbs {
 
 /* Bounds for the connections of one listener (0: no bound). */
 typedef struct kipc_limits {
-    size_t max_line;     /* longest line a peer may send (the request cap) */
-    size_t max_buffered; /* unfinished lines of all peers, plus what the owner
-                            holds (kipc_listener_hold) */
-    size_t max_unread;   /* bytes queued to one peer that it has not read */
-    int max_conns;       /* connections at once; more are refused at accept */
-    uint64_t idle_ms;    /* a peer silent this long is disconnected */
+    size_t max_line;      /* longest line a peer may send (the request cap) */
+    size_t max_buffered;  /* unfinished lines of all peers, plus what the owner
+                             holds (kipc_listener_hold) */
+    size_t max_unread;    /* bytes queued to one peer that it has not read */
+    int max_conns;        /* connections at once; more are refused at accept */
+    uint64_t idle_ms;     /* a peer silent this long is disconnected */
     uint64_t lifetime_ms; /* a connection is closed this long after accept */
 } kipc_limits;
 
 /* Binds `path` (under a temporary name, renamed into place) and listens.
  * Connections from another uid are refused before on_conn is called. */
 int kipc_listen(uv_loop_t *loop, const char *path, const kipc_limits *lim,
-               void (*on_conn)(void *ud, kipc_conn *c), void *ud, kipc_listener **out, char *err,
-               size_t errlen);
+                void (*on_conn)(void *ud, kipc_conn *c), void *ud, kipc_listener **out, char *err,
+                size_t errlen);
 /* A TCP listener (the metrics endpoint: no peer check is possible). `host`
  * is an address or a name (localhost). */
 int kipc_listen_tcp(uv_loop_t *loop, const char *host, int port, const kipc_limits *lim,
-                   void (*on_conn)(void *ud, kipc_conn *c), void *ud, kipc_listener **out, char *err,
-                   size_t errlen);
+                    void (*on_conn)(void *ud, kipc_conn *c), void *ud, kipc_listener **out, char *err,
+                    size_t errlen);
 /* The bound TCP port (for port 0), or -1. */
 int kipc_listener_port(kipc_listener *l);
 /* The owner holds n more bytes (n < 0: fewer) on behalf of its peers. A

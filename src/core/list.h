@@ -48,11 +48,11 @@ static inline void klist_remove(klist *n)
     klist_init(n);
 }
 
-#define klist_entry(node, type, member) ((type *)((char *)(node) - offsetof(type, member)))
+#define klist_entry(node, type, member) ((type *)((char *)(node)-offsetof(type, member)))
 #define klist_first(h, type, member) (klist_empty(h) ? NULL : klist_entry((h)->next, type, member))
 
 /* Walks h; the body may unlink (and free) the current node. */
-#define klist_foreach(node, h) \
+#define klist_foreach(node, h)                                            \
     for (klist *node = (h)->next, *node##_next = node->next; node != (h); \
          node = node##_next, node##_next = node->next)
 

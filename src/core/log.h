@@ -21,7 +21,10 @@ int klog_set_file(const char *path, size_t max_bytes, char *err, size_t errlen);
 /* Opens the log file again (after logrotate moved it; on SIGHUP). */
 int klog_reopen(void);
 
-#define klog(lvl, target, ...) \
-    do { if (klog_enabled((lvl), (target))) klog_write((lvl), (target), __VA_ARGS__); } while (0)
+#define klog(lvl, target, ...)                        \
+    do {                                              \
+        if (klog_enabled((lvl), (target)))            \
+            klog_write((lvl), (target), __VA_ARGS__); \
+    } while (0)
 
 #endif

@@ -82,7 +82,7 @@ static void os_end(void *ud, int64_t status, int sig)
         kreq_end(r, KERR_CRASHED, "%s was killed by signal %d: %s", o->cli, sig, kproc_stderr_tail(o->proc));
     else if (status != 0)
         kreq_end(r, KERR_BACKEND, "%s exited with status %lld: %s", o->cli, (long long)status,
-                kproc_stderr_tail(o->proc));
+                 kproc_stderr_tail(o->proc));
     else {
         if (!r->stream)
             kreq_chunk(r, o->reply.data ? o->reply.data : "", o->reply.len);
@@ -118,8 +118,11 @@ void koneshot_start(kcore *core, const koneshot_spec *spec, kreq *r)
 {
     static const kproc_cbs cbs = { os_stdout, os_stderr, os_end };
     koneshot *o = kcalloc(1, sizeof *o);
-    kproc_opts po = { .argv = spec->argv, .env = spec->env, .log_target = "kiro.oneshot",
-                      .stderr_tail = ONESHOT_STDERR_TAIL, .close_fds = core->cfg.close_fds };
+    kproc_opts po = { .argv = spec->argv,
+                      .env = spec->env,
+                      .log_target = "kiro.oneshot",
+                      .stderr_tail = ONESHOT_STDERR_TAIL,
+                      .close_fds = core->cfg.close_fds };
     o->core = core;
     o->req = r;
     o->cli = kstrdup(spec->cli);

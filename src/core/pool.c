@@ -13,11 +13,11 @@
 
 struct kpool {
     kcore *core;
-    char *cli, *model;   /* copies, for messages and stats */
-    kpool_spec spec;     /* borrowed from the backend while open */
-    klist daemons;       /* kdaemon.link */
-    int live;            /* daemons not stopping */
-    klist queue;         /* kreq.queue: requests waiting for a daemon */
+    char *cli, *model; /* copies, for messages and stats */
+    kpool_spec spec;   /* borrowed from the backend while open */
+    klist daemons;     /* kdaemon.link */
+    int live;          /* daemons not stopping */
+    klist queue;       /* kreq.queue: requests waiting for a daemon */
     int queued;
     enum kpool_state state;
     int failures; /* consecutive, reset by an answer */
@@ -334,8 +334,8 @@ static void on_daemon_freed(void *owner)
 }
 
 static const kdaemon_cbs daemon_cbs = {
-    on_daemon_idle, on_daemon_idle_expired, on_daemon_answered,
-    on_daemon_stopping, on_daemon_exited, on_daemon_freed,
+    on_daemon_idle,     on_daemon_idle_expired, on_daemon_answered,
+    on_daemon_stopping, on_daemon_exited,       on_daemon_freed,
 };
 
 int kpool_busy(const kpool *p)

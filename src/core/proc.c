@@ -35,9 +35,9 @@ struct kproc {
     kproc_cbs cbs;
     void *ud;
     const char *target;
-    char *tail;            /* ring buffer of stderr */
+    char *tail; /* ring buffer of stderr */
     size_t tail_cap, tail_len, tail_pos;
-    kbuf errline;          /* partial stderr line, for logging */
+    kbuf errline; /* partial stderr line, for logging */
 };
 
 struct proc_write {

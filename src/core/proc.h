@@ -20,7 +20,7 @@ typedef struct kproc_cbs {
 
 typedef struct kproc_opts {
     char *const *argv;
-    char *const *env;   /* NULL: inherit */
+    char *const *env; /* NULL: inherit */
     const char *log_target;
     size_t stderr_tail; /* bytes of stderr kept for error messages */
     int close_fds;      /* mark every descriptor close-on-exec first, so the child

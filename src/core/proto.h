@@ -29,8 +29,7 @@ typedef struct kproto_ops {
     const char *name;
     /* Appends the bytes of one request to `out`. Returns 0, or -1 with *err
      * set to a static message when the prompt cannot be carried. */
-    int (*encode)(void *state, const char *prompt, size_t len, int stream, kbuf *out,
-                  const char **err);
+    int (*encode)(void *state, const char *prompt, size_t len, int stream, kbuf *out, const char **err);
     void (*decode)(void *state, const char *line, size_t len, const kproto_sink *sink);
     /* Per-connection state, for protocols that keep sessions (may be NULL). */
     void *(*state_new)(void);

@@ -6,8 +6,7 @@
 
 #include "jsonstr.h"
 
-static int jsonl_encode(void *state, const char *prompt, size_t len, int stream, kbuf *out,
-                        const char **err)
+static int jsonl_encode(void *state, const char *prompt, size_t len, int stream, kbuf *out, const char **err)
 {
     static const char head[] = "{\"prompt\":\"";
     const char *tail = stream ? "\",\"stream\":true}\n" : "\",\"stream\":false}\n";

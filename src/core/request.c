@@ -38,14 +38,14 @@ void kreq_cancel_all(kcore *core, const char *msg)
 static uint64_t next_deadline(const kreq *r, const char **why, uint64_t *limit)
 {
     uint64_t best = 0;
-#define CONSIDER(when, name, lim)                   \
-    do {                                            \
-        uint64_t w_ = (when);                       \
-        if (!best || w_ < best) {                   \
-            best = w_;                              \
-            *why = (name);                          \
-            *limit = (lim);                         \
-        }                                           \
+#define CONSIDER(when, name, lim) \
+    do {                          \
+        uint64_t w_ = (when);     \
+        if (!best || w_ < best) { \
+            best = w_;            \
+            *why = (name);        \
+            *limit = (lim);       \
+        }                         \
     } while (0)
     if (r->timeout_ms)
         CONSIDER(r->t_start + r->timeout_ms, "timeout_ms", r->timeout_ms);
@@ -75,8 +75,8 @@ static void on_deadline(uv_timer_t *t)
                  (unsigned long long)limit);
     else
         snprintf(msg, sizeof msg, "no %s within %llu ms (%s)",
-                 strcmp(why, "timeout_ms") == 0 ? "complete reply" : "first chunk",
-                 (unsigned long long)limit, why);
+                 strcmp(why, "timeout_ms") == 0 ? "complete reply" : "first chunk", (unsigned long long)limit,
+                 why);
     r->core->stats.timeouts++;
     kreq_cancel(r, KABORT_TIMEOUT, KERR_TIMEOUT, msg);
 }
@@ -158,6 +158,7 @@ void kreq_chunk(kreq *r, const char *data, size_t n)
 
 static void end_now(kreq *r, const char *code, const char *msg)
 {
+    assert(!r->ended); /* every request ends exactly once */
     r->ended = 1;
     r->prompt = NULL; /* borrowed until now */
     uv_timer_stop(&r->timer);

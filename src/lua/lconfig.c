@@ -10,7 +10,10 @@ static const struct cfg_field {
     enum cfg_type type;
     lua_Integer min, max;
 } cfg_fields[] = {
-#define F(name, type, min, max) { #name, offsetof(kconfig, name), type, min, max }
+#define F(name, type, min, max)                        \
+    {                                                  \
+#name, offsetof(kconfig, name), type, min, max \
+    }
     F(max_line_bytes, CFG_SIZE, 64, 1 << 30),
     F(pool_min, CFG_INT, 0, 1024),
     F(pool_max, CFG_INT, 1, 1024),
@@ -44,10 +47,10 @@ static void cfg_push(lua_State *L, const kconfig *c, const struct cfg_field *f)
         lua_pushinteger(L, *(const int *)p);
         break;
     case CFG_SIZE:
-        lua_pushinteger(L, (lua_Integer)*(const size_t *)p);
+        lua_pushinteger(L, (lua_Integer) * (const size_t *)p);
         break;
     default:
-        lua_pushinteger(L, (lua_Integer)*(const uint64_t *)p);
+        lua_pushinteger(L, (lua_Integer) * (const uint64_t *)p);
     }
 }
 

@@ -338,8 +338,8 @@ static int get_limits(lua_State *L, int idx, kipc_limits *lim)
     if (lua_isnoneornil(L, idx))
         return 0;
     luaL_checktype(L, idx, LUA_TTABLE);
-    static const char *const names[] = { "max_line", "max_buffered", "max_unread", "max_conns",
-                                         "idle_ms", "lifetime_ms" };
+    static const char *const names[] = { "max_line",  "max_buffered", "max_unread",
+                                         "max_conns", "idle_ms",      "lifetime_ms" };
     lua_Integer v[6];
     for (int i = 0; i < 6; i++) {
         lua_getfield(L, idx, names[i]);

@@ -105,7 +105,8 @@ static void push_json(lua_State *L, json_t *j, int depth)
         const char *k;
         json_t *v;
         lua_createtable(L, 0, (int)json_object_size(j));
-        json_object_foreach(j, k, v) {
+        json_object_foreach(j, k, v)
+        {
             push_json(L, v, depth + 1);
             lua_setfield(L, -2, k);
         }
@@ -115,7 +116,8 @@ static void push_json(lua_State *L, json_t *j, int depth)
         size_t i;
         json_t *v;
         lua_createtable(L, (int)json_array_size(j), 0);
-        json_array_foreach(j, i, v) {
+        json_array_foreach(j, i, v)
+        {
             push_json(L, v, depth + 1);
             lua_rawseti(L, -2, (lua_Integer)i + 1);
         }

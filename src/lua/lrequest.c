@@ -10,7 +10,6 @@ typedef struct lreq {
     int prompt; /* the prompt the request borrows, anchored until it ends */
 } lreq;
 
-
 /* Events go to one dispatcher, set by core.on_event(fn): fn(ctx, "chunk",
  * data) and, last, fn(ctx, "end", code, message) (code nil on success). */
 static void push_dispatch(lrt *x, lreq *q, const char *ev)

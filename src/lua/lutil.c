@@ -4,11 +4,11 @@
 
 typedef struct lrt {
     krt *rt;
-    lua_State *L;     /* the thread driving the loop right now */
-    int err_ref;      /* first error raised by a callback, re-raised by step() */
-    int sig_ref;      /* Lua handler for SIGINT/SIGTERM */
-    int hup_ref;      /* Lua handler for SIGHUP */
-    int dispatch_ref; /* Lua function that receives events: fn(ctx, event, a, b) */
+    lua_State *L;         /* the thread driving the loop right now */
+    int err_ref;          /* first error raised by a callback, re-raised by step() */
+    int sig_ref;          /* Lua handler for SIGINT/SIGTERM */
+    int hup_ref;          /* Lua handler for SIGHUP */
+    int dispatch_ref;     /* Lua function that receives events: fn(ctx, event, a, b) */
     uv_signal_t *sigs[3]; /* SIGINT, SIGTERM, SIGHUP */
 } lrt;
 
@@ -56,7 +56,7 @@ static int raise_pending(lua_State *L, lrt *x)
 }
 
 static void lkiro_class(lua_State *L, const char *name, lua_CFunction gc, lua_CFunction close,
-                 const luaL_Reg *methods)
+                        const luaL_Reg *methods)
 {
     luaL_newmetatable(L, name);
     lua_pushcfunction(L, gc);
