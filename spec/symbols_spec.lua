@@ -11,8 +11,9 @@ local function exported(path)
   local names = {}
   for name in r.out:gmatch("%x+ %a ([^\n]+)") do
     -- Copies of the C library's data (stdout, stderr) live in a program
-    -- by copy relocation; they carry the library's version.
-    if not name:find("@", 1, true) then names[#names + 1] = name end
+    -- by copy relocation; they carry the library's version. A sanitizer
+    -- build adds the sanitizers' own.
+    if not name:find("@", 1, true) and not name:match("^__%a*san") then names[#names + 1] = name end
   end
   table.sort(names)
   return names

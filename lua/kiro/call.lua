@@ -24,18 +24,23 @@ local function M()
   return metrics
 end
 
---- r: a call, or a reader of one (fields cli, model, h0, flighted); mode:
---- how it was served.
-function call.observe_first(r, mode)
-  if r.saw_first or r.flighted then return end
-  r.saw_first = true
-  M().first(r.cli or "", mode, (core.hrtime() - r.h0) / 1e9)
+--- Records a request's first chunk, as its caller saw it, once.
+---@param r table a call or a reader: r.h0 (its start, core.hrtime), r.seen
+---@param mode string how it was served
+---@param cli string
+function call.observe_first(r, mode, cli)
+  if r.seen then return end
+  r.seen = 1
+  if r.flighted then return end -- a flight's readers are what metrics count
+  M().first(cli or "", mode, (core.hrtime() - r.h0) / 1e9)
 end
 
-function call.observe_end(r, mode, code)
-  if r.observed or r.flighted then return end
-  r.observed = true
-  M().finished(r.cli or "", r.model or "", mode, code or "ok", (core.hrtime() - r.h0) / 1e9)
+--- Records a request's end (code nil: success), once.
+function call.observe_end(r, mode, code, cli, model)
+  if r.seen == 2 then return end
+  r.seen = 2
+  if r.flighted then return end
+  M().finished(cli or "", model or "", mode, code or "ok", (core.hrtime() - r.h0) / 1e9)
 end
 
 local function log(level, target, msg)
@@ -50,6 +55,7 @@ local NO_OPTS = setmetatable({}, { __newindex = function() error("read-only", 2)
 ---@param opts any
 ---@return table opts
 function call.check_opts(fname, prompt, opts)
+  if type(prompt) == "string" and opts == nil then return NO_OPTS end -- the common case, at no cost
   local function bad(msg) errors.misuse(fname, msg, 3) end
   if type(prompt) ~= "string" then bad("prompt must be a string") end
   if opts == nil then return NO_OPTS end
@@ -90,15 +96,14 @@ end
 ---@field stream boolean
 ---@field mode string       "daemon" or "oneshot": the path of the attempt under way
 ---@field attempt integer
----@field delivered boolean  part of the reply reached the caller
 local Call = {}
 Call.__index = Call
 Call.__close = function(c) c:cancel() end
 
--- A failure known before any backend is asked: the call ends at once.
+-- A failure known before any backend is asked: the call ends at once, with
+-- nothing to fall back to.
 local function ended(c, code, msg)
-  c.ended, c.code, c.msg = true, code, msg
-  c.cli = nil -- nothing to fall back to
+  c.code, c.msg, c.final = code, msg, true
   return c
 end
 
@@ -112,72 +117,91 @@ end
 function call.open(prompt, opts, stream, backend, owned)
   local mode, mode_err = opts.mode, nil
   if not mode then mode, mode_err = config.mode() end
-  -- The call is also its own wait record (woken, task) for block/wake, and
-  -- says how to make its request (mode, stream, timeouts: core.request).
+  -- One table per call, sized once: every field a call uses on its way
+  -- (16) is named here, and its reply's chunks queue up in its array part
+  -- (self[head..tail]). The call is also its own wait record (woken, task)
+  -- and says how to make its request (mode, stream, limits: core.request).
+  -- code: nil while an attempt is under way, false once it succeeded.
   local c = setmetatable({
+    false,
     prompt = prompt, opts = opts, stream = stream,
-    requested_mode = mode,
     mode = mode == "oneshot" and "oneshot" or "daemon",
-    model = call.model_of(opts),
-    timeout_ms = opts.timeout_ms or cfg.timeout_ms,
-    first_chunk_timeout_ms = opts.first_chunk_timeout_ms or cfg.first_chunk_timeout_ms,
-    stall_timeout_ms = opts.stall_timeout_ms or cfg.stall_timeout_ms,
-    attempt = 1, delivered = false,
-    chunks = {}, chead = 1, ctail = 0,
-    woken = false,
-    cli = call.cli_of(opts),
-    t0 = core.now(), h0 = core.hrtime(),
+    backend = backend or false, owns = owned or false, req = false,
+    attempt = 1, h0 = core.hrtime(), woken = false, task = nil,
+    code = nil, msg = nil, head = 1, tail = 0, seen = nil,
   }, Call)
-  if backend then c.backend, c.owns_backend = backend, owned end
+  if opts ~= NO_OPTS then -- the request's own limits; absent, the configured ones
+    c.timeout_ms = opts.timeout_ms
+    c.first_chunk_timeout_ms = opts.first_chunk_timeout_ms
+    c.stall_timeout_ms = opts.stall_timeout_ms
+  end
   if not mode then return c:release() or ended(c, "config", mode_err) end
-  if not c.cli then
+  local cli = call.cli_of(opts)
+  if not cli then
+    c:release()
     return ended(c, "spawn", "no backend: kiro-cli is not on PATH and KIRO_CLI_PATH is not set")
   end
   if #prompt > cfg.max_request_bytes then
+    c:release()
     return ended(c, "overloaded",
       ("the prompt is %d bytes; max_request_bytes is %d"):format(#prompt, cfg.max_request_bytes))
   end
   if not c.backend then
-    local b, owned_or_err, code = config.backend(c.cli, c.model, opts.env)
+    local b, owned_or_err, code = config.backend(cli, call.model_of(opts), opts.env)
     if not b then return ended(c, code, owned_or_err) end
-    c.backend, c.owns_backend = b, owned_or_err
+    c.backend, c.owns = b, owned_or_err
   end
   c:submit()
   return c
 end
 
+local function elapsed_ms(c)
+  return (core.hrtime() - c.h0) // 1000000
+end
+
+-- The call's whole timeout_ms (0: none).
+local function limit_ms(c)
+  return c.opts.timeout_ms or core.config("timeout_ms")
+end
+
 --- Makes the attempt's request.
 function Call:submit()
-  self.attempt_timeout_ms = 0
-  if self.timeout_ms > 0 then
-    self.attempt_timeout_ms = self.attempt == 1 and self.timeout_ms
-      or math.max(1, self.timeout_ms - (core.now() - self.t0))
+  if self.attempt > 1 then -- what is left of the call's timeout_ms
+    local limit = limit_ms(self)
+    if limit > 0 then self.timeout_ms = math.max(1, limit - elapsed_ms(self)) end
   end
-  self.ended, self.code, self.msg = false, nil, nil
+  self.code, self.msg = nil, nil
   self.req = core.request(self.backend, self.prompt, self)
 end
 
 --- A request's events: chunks, then its end.
 function Call:on_event(ev, a, b)
   if ev == "chunk" then
-    self.ctail = self.ctail + 1
-    self.chunks[self.ctail] = a
+    local t = self.tail + 1
+    self.tail, self[t] = t, a
   else
-    self.ended, self.code, self.msg = true, a, b
+    self.code, self.msg = a or false, b
   end
   tasks.wake(self)
 end
 
+--- Part of the reply reached the caller: no other attempt may follow.
+---@return boolean
+function Call:delivered()
+  return self.stream and self.seen ~= nil
+end
+
 -- The attempt failed: ask the policy whether to try another way.
 function Call:recover()
-  if self.cancelled or not self.cli then return false end -- nothing to fall back to
-  if self.delivered or self.attempt >= MAX_ATTEMPTS then return false end
-  local remaining = self.timeout_ms > 0 and self.timeout_ms - (core.now() - self.t0) or math.huge
+  if self.cancelled or self.final then return false end -- nothing to fall back to
+  if self:delivered() or self.attempt >= MAX_ATTEMPTS then return false end
+  local limit = limit_ms(self)
+  local remaining = limit > 0 and limit - elapsed_ms(self) or math.huge
   if remaining <= 0 then return false end
   local failure = {
     code = self.code, message = self.msg, mode = self.mode,
-    requested_mode = self.requested_mode, attempt = self.attempt,
-    delivered = self.delivered, remaining_ms = remaining,
+    requested_mode = self.opts.mode or config.mode(), attempt = self.attempt,
+    delivered = false, remaining_ms = remaining,
     prompt = self.prompt, opts = self.opts,
   }
   local p = cfg.policy
@@ -208,7 +232,8 @@ function Call:recover()
     return false
   end
   self.attempt = self.attempt + 1
-  self.ctail, self.chead, self.chunks = 0, 1, {}
+  for i = self.head, self.tail do self[i] = nil end
+  self.head, self.tail = 1, 0
   self:submit()
   return true
 end
@@ -217,25 +242,24 @@ end
 ---@return string|nil chunk, string? message, string? code
 function Call:next()
   while true do
-    if self.chead <= self.ctail then
-      local c = self.chunks[self.chead]
-      self.chunks[self.chead] = nil
-      self.chead = self.chead + 1
-      if self.stream then self.delivered = true end
-      call.observe_first(self, self.mode)
+    local h = self.head
+    if h <= self.tail then
+      local c = self[h]
+      self[h] = nil
+      if h == self.tail then self.head, self.tail = 1, 0 else self.head = h + 1 end
+      call.observe_first(self, self.mode, call.cli_of(self.opts))
       return c
     end
-    if self.ended then
-      if not self.code then
-        call.observe_end(self, self.mode)
+    local code = self.code
+    if code == false then
+      call.observe_end(self, self.mode, nil, call.cli_of(self.opts), call.model_of(self.opts))
+      self:release()
+      return nil
+    elseif code then
+      if self.seen == 2 or not self:recover() then
+        call.observe_end(self, self.mode, code, call.cli_of(self.opts), call.model_of(self.opts))
         self:release()
-        return nil
-      end
-      if self.failed or not self:recover() then
-        self.failed = true
-        call.observe_end(self, self.mode, self.code)
-        self:release()
-        return nil, self.msg, self.code
+        return nil, self.msg, code
       end
     else
       tasks.block(self)
@@ -247,20 +271,20 @@ end
 --- prompt, the request, which borrows it, a backend of its own) goes,
 --- whoever still holds the call.
 function Call:release()
-  if self.owns_backend then self.backend:close() end
-  self.prompt, self.req, self.backend, self.owns_backend = nil, nil, nil, nil
+  if self.owns then self.backend:close() end
+  self.prompt, self.req, self.backend, self.owns = nil, nil, nil, nil
 end
 
 --- Flow control: while paused, the backend's output waits (its pipe fills
 --- and it blocks); for a reader that cannot keep up.
 ---@param on boolean
 function Call:pause(on)
-  if self.req and not self.ended then self.req:pause(on) end
+  if self.req and self.code == nil then self.req:pause(on) end
 end
 
 --- Ends the call `cancelled`; the backend drains the rest of the reply.
 function Call:cancel()
-  if self.req and not self.ended then
+  if self.req and self.code == nil then
     self.cancelled = true
     self.req:cancel()
     self:release() -- whether or not anyone asks for the rest

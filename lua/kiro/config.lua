@@ -48,9 +48,6 @@ local cfg = {
   model = nil,             -- KIRO_MODEL
   mode = nil,              -- KIRO_USE_DAEMON: auto (daemon with fallback) or oneshot
   protocol = "jsonl",
-  timeout_ms = 600000,
-  first_chunk_timeout_ms = 120000,
-  stall_timeout_ms = 120000,
   daemon_args = { "daemon" },
   oneshot_args = { "chat", "--no-interactive" },
   env = nil,               -- extra environment for backends: { NAME = "value" }
@@ -66,14 +63,12 @@ local MODES = { auto = true, daemon = true, oneshot = true }
 config.MODES = MODES
 local lua_options = {
   cli_path = "string", model = "string", mode = "string", protocol = "string",
-  timeout_ms = "number", first_chunk_timeout_ms = "number", stall_timeout_ms = "number",
   daemon_args = "table", oneshot_args = "table", env = "table", policy = "policy", log = "string",
   cache = "boolean", cache_max_bytes = "number", cache_ttl_ms = "number",
   max_request_bytes = "number",
 }
 local ranges = {
-  timeout_ms = { 0, config.MAX_MS }, first_chunk_timeout_ms = { 0, config.MAX_MS },
-  stall_timeout_ms = { 0, config.MAX_MS }, cache_ttl_ms = { 0, config.MAX_MS },
+  cache_ttl_ms = { 0, config.MAX_MS },
   cache_max_bytes = { 0, 1 << 40 }, max_request_bytes = { 64, 1 << 40 },
 }
 local core_options = core.config()
@@ -183,7 +178,8 @@ function config.option(name)
   if name == "model" then return config.model() end
   if name == "cli_path" then return config.cli() end
   if lua_options[name] then return cfg[name] end
-  return core.config()[name]
+  if core_options[name] ~= nil then return core.config(name) end
+  return nil
 end
 
 local function backend_spec(cli, model, extra)

@@ -60,12 +60,12 @@ function Reader:next()
     if self.cancelled then return nil, "cancelled by caller", "cancelled" end
     if self.pos < f.n then
       self.pos = self.pos + 1
-      call.observe_first(self, self:mode())
+      call.observe_first(self, self:mode(), self.cli)
       return f.chunks[self.pos]
     end
     if f.done then
       self:leave()
-      call.observe_end(self, self:mode(), f.code)
+      call.observe_end(self, self:mode(), f.code, self.cli, self.model)
       return nil, f.msg, f.code
     end
     if not f.pulling then

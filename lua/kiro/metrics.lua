@@ -11,7 +11,7 @@ local order = {}      -- names in registration order
 local function family(name, kind, help, labels)
   local f = families[name]
   if f then return f end
-  f = { name = name, kind = kind, help = help, labels = labels or {}, series = {}, keys = {} }
+  f = { name = name, kind = kind, help = help, labels = labels or {}, index = {}, list = {} }
   families[name] = f
   order[#order + 1] = name
   return f
@@ -28,18 +28,30 @@ local function label_text(names, values)
   return table.concat(parts, ",")
 end
 
-local function series(f, values)
-  local key = table.concat(values, "\0")
-  local s = f.series[key]
+--- The series of family f for these label values (made on first use).
+--- Found through one table per label (no key string is built), so a
+--- request's observations cost a few lookups.
+---@param f table a family
+---@return table series
+function metrics.at(f, ...)
+  local node, n = f.index, select("#", ...)
+  for i = 1, n - 1 do
+    local v = select(i, ...)
+    local nxt = node[v]
+    if not nxt then nxt = {}; node[v] = nxt end
+    node = nxt
+  end
+  local last = n > 0 and select(n, ...) or true
+  local s = node[last]
   if not s then
-    s = { labels = label_text(f.labels, values), value = 0 }
+    s = { labels = label_text(f.labels, { ... }), value = 0 }
     if f.kind == "histogram" then
-      s.counts = {}
-      for i = 1, #metrics.BUCKETS do s.counts[i] = 0 end
+      s.counts = {} -- per bucket, not cumulative; the last is +Inf
+      for i = 1, #metrics.BUCKETS + 1 do s.counts[i] = 0 end
       s.sum, s.count = 0, 0
     end
-    f.series[key] = s
-    f.keys[#f.keys + 1] = key
+    node[last] = s
+    f.list[#f.list + 1] = s
   end
   return s
 end
@@ -47,17 +59,28 @@ end
 function metrics.counter(name, help, labels) return family(name, "counter", help, labels) end
 function metrics.histogram(name, help, labels) return family(name, "histogram", help, labels) end
 
-function metrics.inc(f, values, by)
-  local s = series(f, values or {})
+--- Adds `by` (default 1) to a counter series.
+function metrics.add(s, by)
   s.value = s.value + (by or 1)
 end
 
-function metrics.observe(f, values, v)
-  local s = series(f, values or {})
-  for i, le in ipairs(metrics.BUCKETS) do
-    if v <= le then s.counts[i] = s.counts[i] + 1 end
-  end
+--- Records v in a histogram series (usually a few comparisons: most
+--- observations fall in the first buckets).
+local BUCKETS = metrics.BUCKETS
+function metrics.record(s, v)
+  local i = 1
+  while BUCKETS[i] and v > BUCKETS[i] do i = i + 1 end
+  local counts = s.counts
+  counts[i] = counts[i] + 1
   s.sum, s.count = s.sum + v, s.count + 1
+end
+
+function metrics.inc(f, values, by)
+  metrics.add(metrics.at(f, table.unpack(values or {})), by)
+end
+
+function metrics.observe(f, values, v)
+  metrics.record(metrics.at(f, table.unpack(values or {})), v)
 end
 
 local function num(v)
@@ -82,11 +105,12 @@ function metrics.render(extra)
     local f = families[name]
     emit(("# HELP %s %s"):format(name, f.help))
     emit(("# TYPE %s %s"):format(name, f.kind))
-    for _, key in ipairs(f.keys) do
-      local s = f.series[key]
+    for _, s in ipairs(f.list) do
       if f.kind == "histogram" then
+        local cumulative = 0
         for i, le in ipairs(metrics.BUCKETS) do
-          emit(("%s_bucket%s %d"):format(name, with(s.labels, ('le="%s"'):format(num(le))), s.counts[i]))
+          cumulative = cumulative + s.counts[i]
+          emit(("%s_bucket%s %d"):format(name, with(s.labels, ('le="%s"'):format(num(le))), cumulative))
         end
         emit(("%s_bucket%s %d"):format(name, with(s.labels, 'le="+Inf"'), s.count))
         emit(("%s_sum%s %s"):format(name, braces(s.labels), num(s.sum)))

@@ -3,7 +3,7 @@
 -- A task that waits yields to the loop; any other caller that waits (a
 -- plain script, a foreign coroutine) drives the loop itself until its wait
 -- is over. Every event of the C core (a request's chunks and end, a
--- connection's lines) reaches Lua here, handed to the object it belongs to.
+-- connection's lines) reaches the object it belongs to: obj:on_event(name, ...).
 
 local core = require "kiro.core"
 local errors = require "kiro.error"
@@ -16,10 +16,6 @@ local ntasks = 0
 local ready, rhead, rtail = {}, 1, 0
 local running = false
 local spawn_args = setmetatable({}, { __mode = "k" }) -- first resume's arguments
-
--- Every event of the C core: fn(ctx, event, a, b), ctx being the object it
--- belongs to (a call, a connection), which has an on_event method.
-core.on_event(function(ctx, ev, a, b) ctx:on_event(ev, a, b) end)
 
 local function schedule(co)
   rtail = rtail + 1

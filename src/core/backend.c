@@ -161,7 +161,8 @@ static char *make_key(const kbackend_spec *s, size_t *len)
     kbuf_append(&k, "\x01", 1);
     size_t ne = strv_len(s->env);
     const char **env = kcalloc(ne + 1, sizeof *env);
-    memcpy(env, s->env, ne * sizeof *env);
+    if (ne)
+        memcpy(env, s->env, ne * sizeof *env);
     qsort(env, ne, sizeof *env, cmp_str);
     for (size_t i = 0; i < ne; i++)
         kbuf_append(&k, env[i], strlen(env[i]) + 1);

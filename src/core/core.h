@@ -32,6 +32,9 @@ typedef struct kconfig {
     uint64_t probe_timeout_ms;
     char probe_prompt[256];
     int close_fds; /* backends get only their pipes (see kproc_opts) */
+    /* A request's limits unless it sets its own (0: none): the whole reply,
+     * the first chunk, and the longest silence while output is awaited. */
+    uint64_t timeout_ms, first_chunk_timeout_ms, stall_timeout_ms;
 } kconfig;
 
 typedef struct kstats {
@@ -47,6 +50,9 @@ typedef struct kcore {
     kstats stats;
     klist requests; /* kreq.all: every request not yet ended */
     int nrequests;
+    klist spare_requests; /* kreq.all: ended and freed, kept for reuse */
+    int nspare;
+    int closing;    /* the runtime is being freed: nothing is kept for reuse */
     klist oneshots; /* koneshot.link: live oneshot children */
 } kcore;
 

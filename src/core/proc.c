@@ -326,8 +326,21 @@ void kproc_write_owned(kproc *p, char *data, size_t n)
         free(data);
         return;
     }
+    /* Written now when the pipe takes it all (the common case): no request
+     * and no callback, so the loop's next poll can block at once. */
+    size_t done = 0;
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&p->in) == 0) {
+        uv_buf_t b = uv_buf_init(data, (unsigned)n);
+        int rc = uv_try_write((uv_stream_t *)&p->in, &b, 1);
+        if (rc > 0)
+            done = (size_t)rc;
+    }
+    if (done == n) {
+        free(data);
+        return;
+    }
     struct proc_write *w = kmalloc(sizeof *w);
-    uv_buf_t b = uv_buf_init(data, (unsigned)n);
+    uv_buf_t b = uv_buf_init(data + done, (unsigned)(n - done));
     w->data = data;
     if (uv_write(&w->req, (uv_stream_t *)&p->in, &b, 1, on_written) < 0) {
         free(data);

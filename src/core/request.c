@@ -9,17 +9,31 @@
 #include "buf.h"
 #include "log.h"
 
+/* Requests whose memory can be used again, their timer still initialised:
+ * closing a handle costs a turn of the loop (a poll that cannot block), so
+ * a request that ends does not close its timer while the cache has room. */
+#define KREQ_CACHE 64
+
 kreq *kreq_new(kcore *core, const char *prompt, size_t len, int stream, const kreq_sink *sink)
 {
-    kreq *r = kcalloc(1, sizeof *r);
+    kreq *r = klist_first(&core->spare_requests, kreq, all);
+    if (r) {
+        klist_remove(&r->all);
+        core->nspare--;
+        uv_timer_t timer = r->timer;
+        memset(r, 0, sizeof *r);
+        r->timer = timer;
+    } else {
+        r = kcalloc(1, sizeof *r);
+        uv_timer_init(core->loop, &r->timer);
+    }
+    r->timer.data = r;
     r->core = core;
     r->prompt = prompt;
     r->prompt_len = len;
     r->stream = stream;
     r->sink = *sink;
     r->refs = 2; /* the owner's, and the core's until the request ends */
-    uv_timer_init(core->loop, &r->timer);
-    r->timer.data = r;
     klist_init(&r->queue);
     klist_insert_tail(&core->requests, &r->all);
     core->nrequests++;
@@ -215,7 +229,26 @@ static void on_timer_closed(uv_handle_t *h)
 
 void kreq_unref(kreq *r)
 {
+    assert(r->refs > 0);
     if (--r->refs > 0)
         return;
+    kcore *core = r->core;
+    if (core->nspare < KREQ_CACHE && !core->closing) {
+        uv_timer_stop(&r->timer);
+        klist_insert_head(&core->spare_requests, &r->all);
+        core->nspare++;
+        return;
+    }
     uv_close((uv_handle_t *)&r->timer, on_timer_closed);
+}
+
+void kreq_free_spares(kcore *core)
+{
+    kreq *r;
+    core->closing = 1;
+    while ((r = klist_first(&core->spare_requests, kreq, all))) {
+        klist_remove(&r->all);
+        core->nspare--;
+        uv_close((uv_handle_t *)&r->timer, on_timer_closed);
+    }
 }

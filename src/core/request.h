@@ -95,5 +95,7 @@ void kreq_ref(kreq *r);
 void kreq_unref(kreq *r);
 /* Ends every request not yet ended: `cancelled` (the runtime shuts down). */
 void kreq_cancel_all(kcore *core, const char *msg);
+/* Frees the memory kept for requests to come (the runtime ends). */
+void kreq_free_spares(kcore *core);
 
 #endif

@@ -26,6 +26,9 @@ static const kconfig config_defaults = {
     .probe_timeout_ms = 5000,
     .probe_prompt = "ping",
     .close_fds = 1,
+    .timeout_ms = 600000,
+    .first_chunk_timeout_ms = 120000,
+    .stall_timeout_ms = 120000,
 };
 
 krt *krt_new(void)
@@ -38,6 +41,7 @@ krt *krt_new(void)
     }
     rt->core.cfg = config_defaults;
     klist_init(&rt->core.requests);
+    klist_init(&rt->core.spare_requests);
     klist_init(&rt->core.oneshots);
     kbackends_init(&rt->backends, &rt->core);
     uv_timer_init(rt->core.loop, &rt->health);
@@ -84,6 +88,7 @@ void krt_free(krt *rt)
 {
     krt_shutdown(rt, 0);
     kbackends_free(&rt->backends);
+    kreq_free_spares(&rt->core);
     uv_close((uv_handle_t *)&rt->health, NULL);
     /* Children get their stop sequence; this ends once all are reaped. A
      * uv_stop() left over from a callback only cuts one run short. */

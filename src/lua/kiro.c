@@ -4,8 +4,8 @@
  * owns the single table of functions; everything else is static.
  *
  * Callbacks run on the Lua thread that drives the loop at that moment (the
- * one inside step()), never on a stored one, and reach Lua through one
- * dispatcher with the object they belong to (no Lua closures held in C). */
+ * one inside step()), never on a stored one, and reach the Lua object they
+ * belong to as obj:on_event(name, ...) (no Lua closures held in C). */
 #define _GNU_SOURCE /* pipe2 */
 #include <errno.h>
 #include <fcntl.h>
@@ -36,10 +36,10 @@
 #include "rt.h"
 #include "version.h"
 
-#include "lutil.c"    /* the runtime handle, the dispatcher, result shapes */
+#include "lutil.c"    /* the runtime handle, events, result shapes */
 #include "ljson.c"    /* json_encode, json_decode, null */
 #include "lbackend.c" /* backend */
-#include "lrequest.c" /* request, on_event; request:cancel, :pause */
+#include "lrequest.c" /* request; request:cancel, :pause */
 #include "lloop.c"    /* step, timer, now, hrtime, signals, shutdown */
 #include "lconfig.c"  /* configure, config, stats, log and its filter, which */
 #include "lipc.c"     /* connect, listen, listen_tcp, secure_dir; conn, listener */
@@ -49,7 +49,6 @@ static const luaL_Reg core_fns[] = {
     /* lbackend.c, lrequest.c */
     { "backend", l_backend },
     { "request", l_request },
-    { "on_event", l_on_event },
     /* lloop.c */
     { "step", l_step },
     { "timer", l_timer },
@@ -103,7 +102,7 @@ static lrt *push_runtime(lua_State *L)
     lua_pop(L, 1);
     lrt *x = lua_newuserdatauv(L, sizeof *x, 0);
     memset(x, 0, sizeof *x);
-    x->err_ref = x->sig_ref = x->hup_ref = x->dispatch_ref = LUA_NOREF;
+    x->err_ref = x->sig_ref = x->hup_ref = LUA_NOREF;
     x->rt = krt_new();
     if (!x->rt)
         luaL_error(L, "kiro: cannot initialise the event loop");

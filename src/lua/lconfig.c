@@ -32,6 +32,9 @@ static const struct cfg_field {
     F(probe_interval_ms, CFG_U64, 0, MAX_MS),
     F(probe_timeout_ms, CFG_U64, 1, MAX_MS),
     F(close_fds, CFG_BOOL, 0, 1),
+    F(timeout_ms, CFG_U64, 0, MAX_MS),
+    F(first_chunk_timeout_ms, CFG_U64, 0, MAX_MS),
+    F(stall_timeout_ms, CFG_U64, 0, MAX_MS),
 #undef F
 };
 #define NCFG (sizeof cfg_fields / sizeof cfg_fields[0])
@@ -117,6 +120,16 @@ static int l_configure(lua_State *L)
 static int l_config(lua_State *L)
 {
     lrt *x = get_lrt(L);
+    if (!lua_isnoneornil(L, 1)) { /* core.config(name): one option's value */
+        const char *k = luaL_checkstring(L, 1);
+        for (size_t i = 0; i < NCFG; i++)
+            if (strcmp(k, cfg_fields[i].name) == 0) {
+                cfg_push(L, &x->rt->core.cfg, &cfg_fields[i]);
+                return 1;
+            }
+        lua_pushstring(L, x->rt->core.cfg.probe_prompt);
+        return strcmp(k, "probe_prompt") == 0 ? 1 : luaL_argerror(L, 1, "unknown option");
+    }
     lua_createtable(L, 0, (int)NCFG);
     for (size_t i = 0; i < NCFG; i++) {
         cfg_push(L, &x->rt->core.cfg, &cfg_fields[i]);

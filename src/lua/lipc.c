@@ -18,21 +18,12 @@ typedef struct llistener {
     int json; /* for its connections */
 } llistener;
 
-static void dispatch(lrt *x, int ctx, const char *ev)
-{
-    lua_State *L = x->L;
-    luaL_checkstack(L, 6, NULL);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, x->dispatch_ref);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ctx);
-    lua_pushstring(L, ev);
-}
-
 static void conn_connected(void *ud, int status)
 {
     lconn *k = ud;
     if (k->ctx == LUA_NOREF || !k->x->L)
         return;
-    dispatch(k->x, k->ctx, "connect");
+    push_event(k->x, k->ctx, "connect");
     if (status == 0) {
         lua_pushnil(k->x->L);
         lua_pushnil(k->x->L);
@@ -51,7 +42,7 @@ static void conn_line(void *ud, const char *line, size_t n)
     lconn *k = ud;
     if (k->ctx == LUA_NOREF || !k->x->L)
         return;
-    dispatch(k->x, k->ctx, "line");
+    push_event(k->x, k->ctx, "line");
     if (k->json) {
         ljson_push_decoded(k->x->L, line, n);
         call_cb(k->x, 4);
@@ -69,7 +60,7 @@ static void conn_closed(void *ud, const char *why)
         return;
     int ctx = k->ctx;
     k->ctx = LUA_NOREF; /* its last event: the owner is no longer anchored by it */
-    dispatch(k->x, ctx, "close");
+    push_event(k->x, ctx, "close");
     lua_pushstring(k->x->L, why);
     call_cb(k->x, 3);
     luaL_unref(k->x->L, LUA_REGISTRYINDEX, ctx);
@@ -80,7 +71,7 @@ static void conn_drained(void *ud)
     lconn *k = ud;
     if (k->ctx == LUA_NOREF || !k->x->L)
         return;
-    dispatch(k->x, k->ctx, "drain");
+    push_event(k->x, k->ctx, "drain");
     call_cb(k->x, 2);
 }
 
@@ -314,7 +305,7 @@ static void on_accept(void *ud, kipc_conn *c)
         kipc_close(c);
         return;
     }
-    dispatch(x, ls->ctx, "accept");
+    push_event(x, ls->ctx, "accept");
     push_conn(x->L, x, c, ls->json);
     call_cb(x, 3);
 }

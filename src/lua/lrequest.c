@@ -1,25 +1,17 @@
-/* Requests: the C core's requests seen from Lua, events to one dispatcher,
- * cancel and flow control. Included by kiro.c. */
+/* Requests: the C core's requests seen from Lua, their events, cancel and
+ * flow control. Included by kiro.c. */
 
 #define REQ_MT "kiro.request"
 
 typedef struct lreq {
     lrt *lrt;
     kreq *r;
-    int ctx;    /* the caller's value handed to the dispatcher */
+    int ctx;    /* the caller's object: it gets the events */
     int prompt; /* the prompt the request borrows, anchored until it ends */
 } lreq;
 
-/* Events go to one dispatcher, set by core.on_event(fn): fn(ctx, "chunk",
- * data) and, last, fn(ctx, "end", code, message) (code nil on success). */
-static void push_dispatch(lrt *x, lreq *q, const char *ev)
-{
-    lua_State *L = x->L;
-    luaL_checkstack(L, 6, NULL);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, x->dispatch_ref);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, q->ctx);
-    lua_pushstring(L, ev);
-}
+/* Events: ctx:on_event("chunk", data), and last ctx:on_event("end", code,
+ * message) (code nil on success). */
 
 static void sink_chunk(void *ud, const char *data, size_t n)
 {
@@ -27,7 +19,7 @@ static void sink_chunk(void *ud, const char *data, size_t n)
     lrt *x = q->lrt;
     if (q->ctx == LUA_NOREF || !x->L)
         return;
-    push_dispatch(x, q, "chunk");
+    push_event(x, q->ctx, "chunk");
     lua_pushlstring(x->L, data, n);
     call_cb(x, 3);
 }
@@ -44,7 +36,7 @@ static void sink_end(void *ud, const char *code, const char *msg)
     }
     if (q->ctx != LUA_NOREF && x->L) {
         lua_State *L = x->L;
-        push_dispatch(x, q, "end");
+        push_event(x, q->ctx, "end");
         luaL_unref(L, LUA_REGISTRYINDEX, q->ctx);
         q->ctx = LUA_NOREF;
         if (code) {
@@ -59,19 +51,21 @@ static void sink_end(void *ud, const char *code, const char *msg)
     kreq_unref(r);
 }
 
-/* A duration field of the request's ctx (absent: 0, none). */
-static uint64_t field_ms(lua_State *L, int t, const char *k)
+/* A duration field of the request's ctx, in ms: absent, the configured
+ * default; 0, none. */
+static uint64_t field_ms(lua_State *L, int t, const char *k, uint64_t dflt)
 {
     lua_getfield(L, t, k);
-    lua_Integer v = lua_tointeger(L, -1);
+    lua_Integer v = lua_isnil(L, -1) ? (lua_Integer)dflt : lua_tointeger(L, -1);
     lua_pop(L, 1);
     return v > 0 ? (uint64_t)v : 0;
 }
 
 /* core.request(backend, prompt, ctx) -> request. ctx receives the request's
  * events (ctx:on_event) and says how to make it: ctx.mode ("daemon" or
- * "oneshot"), ctx.stream, ctx.attempt_timeout_ms, ctx.first_chunk_timeout_ms,
- * ctx.stall_timeout_ms (milliseconds; 0 or absent: none). */
+ * "oneshot"), ctx.stream, and its limits ctx.timeout_ms,
+ * ctx.first_chunk_timeout_ms, ctx.stall_timeout_ms (absent: the configured
+ * ones). */
 static int l_request(lua_State *L)
 {
     lrt *x = get_lrt(L);
@@ -88,8 +82,6 @@ static int l_request(lua_State *L)
     lua_getfield(L, 3, "stream");
     int stream = lua_toboolean(L, -1);
     lua_pop(L, 1);
-    if (x->dispatch_ref == LUA_NOREF)
-        return luaL_error(L, "request: no event dispatcher (core.on_event)");
 
     lreq *q = lua_newuserdatauv(L, sizeof *q, 0);
     q->lrt = x;
@@ -105,23 +97,14 @@ static int l_request(lua_State *L)
     kreq *r = kreq_new(&x->rt->core, prompt, plen, stream, &sink);
     x->rt->core.stats.requests++;
     q->r = r;
-    r->timeout_ms = field_ms(L, 3, "attempt_timeout_ms");
-    r->first_chunk_ms = field_ms(L, 3, "first_chunk_timeout_ms");
-    r->stall_ms = field_ms(L, 3, "stall_timeout_ms");
+    const kconfig *cfg = &x->rt->core.cfg;
+    r->timeout_ms = field_ms(L, 3, "timeout_ms", cfg->timeout_ms);
+    r->first_chunk_ms = field_ms(L, 3, "first_chunk_timeout_ms", cfg->first_chunk_timeout_ms);
+    r->stall_ms = field_ms(L, 3, "stall_timeout_ms", cfg->stall_timeout_ms);
     kreq_start(r);
     krt_submit(x->rt, b->b, oneshot, r);
     raise_pending(L, x);
     return 1;
-}
-
-static int l_on_event(lua_State *L)
-{
-    lrt *x = get_lrt(L);
-    luaL_checktype(L, 1, LUA_TFUNCTION);
-    luaL_unref(L, LUA_REGISTRYINDEX, x->dispatch_ref);
-    lua_pushvalue(L, 1);
-    x->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    return 0;
 }
 
 static int req_cancel_m(lua_State *L)

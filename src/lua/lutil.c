@@ -1,5 +1,5 @@
 /* The binding's plumbing: the runtime as Lua holds it, how C reaches Lua
- * (one dispatcher, called on the thread driving the loop), and the shapes
+ * (obj:on_event, called on the thread driving the loop), and the shapes
  * every binding returns. Included by kiro.c. */
 
 typedef struct lrt {
@@ -8,9 +8,22 @@ typedef struct lrt {
     int err_ref;          /* first error raised by a callback, re-raised by step() */
     int sig_ref;          /* Lua handler for SIGINT/SIGTERM */
     int hup_ref;          /* Lua handler for SIGHUP */
-    int dispatch_ref;     /* Lua function that receives events: fn(ctx, event, a, b) */
     uv_signal_t *sigs[3]; /* SIGINT, SIGTERM, SIGHUP */
 } lrt;
+
+/* Pushes what delivers an event: ctx's on_event method, ctx and the event's
+ * name; the caller pushes the event's values and calls call_cb. Every event
+ * of the core reaches the object it belongs to this way (no Lua closure is
+ * held in C). */
+static void push_event(lrt *x, int ctx, const char *ev)
+{
+    lua_State *L = x->L;
+    luaL_checkstack(L, 8, NULL);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ctx);
+    lua_getfield(L, -1, "on_event");
+    lua_insert(L, -2);
+    lua_pushstring(L, ev);
+}
 
 /* A failure as the caller gets it: nil and a message (luv's shape). */
 static int lkiro_fail(lua_State *L, const char *msg)
