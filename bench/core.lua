@@ -4,7 +4,8 @@
 --     at 150 ms (what a CLI start costs: the seed's "before").
 -- (b) The runtime's own overhead per daemon round trip through the Lua API,
 --     with a zero-latency kiro-sim, against a bare C pipe ping-pong (two
---     processes exchanging one line) measured in the same run.
+--     processes exchanging one line) and against the loop a user would write
+--     by hand (luv + lua-cjson), pinned to one CPU and free.
 --
 -- Figures are ratios from one run on one machine; absolute times vary.
 -- Environment: BENCH_QUICK=1 for fewer iterations.
@@ -52,32 +53,69 @@ results.daemon_ms = median(daemon)
 kiro.reset()
 
 ---------------------------------------------------------------------------
--- (b) round-trip overhead against a bare pipe ping-pong. The two are run in
--- alternating batches so both see the same machine; medians of the batches.
-progress("(b) daemon round trip through the Lua API vs a bare pipe ping-pong")
-local batches, per_batch = quick and 3 or 9, quick and 1000 or 3000
-kiro.configure { env = false }
-for _ = 1, 1000 do assert(kiro.chat("ping")) end -- warm
-local chat_us, stream_us, pipe_us, ratios = {}, {}, {}, {}
-for i = 1, batches do
-  local p = assert(io.popen(("%s/pipe-pingpong %d"):format(build, per_batch)))
-  pipe_us[i] = tonumber(p:read("l"))
+-- (b) round-trip overhead. Each figure is its own process, run both pinned
+-- to one CPU (taskset -c 0: the exchange's two processes take turns, so the
+-- figure is the work done, and the pinned ratio is the runtime's own
+-- overhead) and free (the scheduler places them: what a user sees, which
+-- varies with placement), in alternating batches so every contender sees
+-- the same machine; medians of the batches. The contenders: a bare C pipe
+-- ping-pong (the floor), kiro.chat and kiro.stream (bench/roundtrip.lua),
+-- and the request loop a user would write by hand with luv and lua-cjson
+-- (bench/luv_peer.lua).
+progress("(b) daemon round trip: bare pipe ping-pong, kiro.chat, a hand-written luv loop; pinned and free")
+local function succeeds(cmd)
+  local p = io.popen(cmd .. " >/dev/null 2>&1; echo $?")
+  local rc = p:read("l")
   p:close()
-  local t0 = core.hrtime()
-  for _ = 1, per_batch do assert(kiro.chat("ping")) end
-  chat_us[i] = (core.hrtime() - t0) / 1e3 / per_batch
-  local t1 = core.hrtime()
-  for _ = 1, per_batch // 4 do
-    for _ in kiro.stream("ping pong") do end
-  end
-  stream_us[i] = (core.hrtime() - t1) / 1e3 / (per_batch // 4)
-  ratios[i] = chat_us[i] / pipe_us[i]
+  return rc == "0"
 end
-results.pipe_us = median(pipe_us)
-results.roundtrip_us = median(chat_us)
-results.stream_roundtrip_us = median(stream_us)
-results.ratio = median(ratios)
-kiro.reset()
+local function sh_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local placements = { { "pinned", "taskset -c 0 " }, { "free", "" } }
+if not succeeds("taskset -c 0 true") then
+  progress("(b) taskset is not usable here: only free figures")
+  placements = { { "free", "" } }
+end
+local have_luv = succeeds("lua5.4 -e 'require \"luv\"; require \"cjson\"'")
+if not have_luv then progress("(b) lua5.4 with luv and cjson not found (scripts/deps.sh): no hand-written peer") end
+local batches, per_batch = quick and 3 or 7, quick and 2000 or 10000
+local kiro_rt = build .. "/kiro-rt"
+local function figures(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read("a")
+  p:close()
+  local t = {}
+  for v in out:gmatch("%S+") do t[#t + 1] = tonumber(v) end
+  assert(t[1], "no figure from: " .. cmd)
+  return t
+end
+local rt = {}
+for _, pl in ipairs(placements) do
+  rt[pl[1]] = { pipe = {}, chat = {}, stream = {}, luv = {}, ratio = {}, luv_ratio = {} }
+end
+for i = 1, batches do
+  for _, pl in ipairs(placements) do
+    local name, pin = pl[1], pl[2]
+    local f = rt[name]
+    f.pipe[i] = figures(("%s%s %d"):format(pin, sh_quote(build .. "/pipe-pingpong"), per_batch))[1]
+    local k = figures(("%s%s run %s %s %d"):format(pin, sh_quote(kiro_rt), sh_quote(here .. "/roundtrip.lua"),
+      sh_quote(sim), per_batch))
+    f.chat[i], f.stream[i] = k[1], k[2]
+    f.ratio[i] = f.chat[i] / f.pipe[i]
+    if have_luv then
+      f.luv[i] = figures(("%slua5.4 %s %s %d"):format(pin, sh_quote(here .. "/luv_peer.lua"), sh_quote(sim),
+        per_batch))[1]
+      f.luv_ratio[i] = f.chat[i] / f.luv[i]
+    end
+  end
+end
+results.rt = {}
+for name, f in pairs(rt) do
+  results.rt[name] = {
+    pipe = median(f.pipe), chat = median(f.chat), stream = median(f.stream),
+    ratio = median(f.ratio), luv = have_luv and median(f.luv), luv_ratio = have_luv and median(f.luv_ratio),
+  }
+end
+kiro.configure { env = false }
 
 ---------------------------------------------------------------------------
 -- (c) throughput, zero-latency kiro-sim: pool sizes 1, 2, 4, pipelining off
@@ -166,15 +204,30 @@ local lines = {
   ("    daemon, warm                      %9.3f ms"):format(r.daemon_ms),
   ("    warm daemon / oneshot             %9.2f %%   (goal <= 3%%)"):format(100 * r.daemon_ms / r.oneshot_ms),
   "",
-  "(b) round trip, zero-latency kiro-sim",
-  ("    bare C pipe ping-pong             %9.2f us"):format(r.pipe_us),
-  ("    kiro.chat via daemon              %9.2f us"):format(r.roundtrip_us),
-  ("    kiro.stream via daemon (4 chunks) %9.2f us"):format(r.stream_roundtrip_us),
-  ("    kiro.chat / pipe ping-pong        %9.2f x   (goal <= 3x; median of per-batch ratios)"):format(r.ratio),
+  ("(b) round trip, zero-latency kiro-sim (%d batches of %d, alternating)"):format(batches, per_batch),
+  ("    %-36s %10s %10s"):format("", "pinned", "free"),
+}
+local function row(label, key, fmt)
+  local cells = {}
+  for _, name in ipairs { "pinned", "free" } do
+    local v = r.rt[name] and r.rt[name][key]
+    cells[#cells + 1] = v and (fmt):format(v) or "-"
+  end
+  lines[#lines + 1] = ("    %-36s %10s %10s"):format(label, cells[1], cells[2])
+end
+row("bare C pipe ping-pong (us)", "pipe", "%.2f")
+row("kiro.chat via daemon (us)", "chat", "%.2f")
+row("kiro.stream via daemon, 4 chunks (us)", "stream", "%.2f")
+row("luv + lua-cjson loop by hand (us)", "luv", "%.2f")
+row("kiro.chat / pipe ping-pong", "ratio", "%.2f x")
+row("kiro.chat / luv loop", "luv_ratio", "%.2f x")
+for _, l in ipairs {
+  "    (pinned: the runtime's own overhead, goal <= 2x the ping-pong and <= 1x the luv loop;",
+  "     free: what placement adds, machine-dependent; medians of per-batch ratios)",
   "",
   "(c) throughput, zero-latency kiro-sim, 16 concurrent tasks (requests/s)",
   "    pool size    pipelining off   pipelining on (depth 8)   on/off",
-}
+} do lines[#lines + 1] = l end
 for _, size in ipairs { 1, 2, 4 } do
   local t = r.tput[size]
   lines[#lines + 1] = ("    %9d    %14.0f   %23.0f   %6.2f x"):format(size, t[1], t[2], t[2] / t[1])
