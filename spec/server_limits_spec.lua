@@ -91,6 +91,36 @@ describe("server limits", function()
     H.wait_kiro(kiro, function() return H.fd_count() <= H.fd_baseline end, "the connection to close")
   end)
 
+  it("a request expecting another server is refused unserved (`version`); one expecting this one is served", function()
+    local kiro = H.setup()
+    local env = H.sim_env()
+    agent_ok(env, "warm") -- through the server, without a handshake: the request expected it
+    local served = assert(H.status(env)).requests
+    local c = H.raw_conn(kiro, H.socket(env))
+    c:send(request(1, "hi", nil, { expect = { version = "0.0.0-other", proto = 1 } }))
+    c:send(request(2, "hi", nil, { expect = { version = kiro.version, proto = 2 } }))
+    c:send(request(3, "hi", nil, { expect = { version = kiro.version } }))
+    c:send(request(4, "hi", nil, { expect = { version = kiro.version, proto = 1 } }))
+    H.wait_kiro(kiro, function() return ends(c, 1) and ends(c, 2) and ends(c, 3) and ends(c, 4) end, "four answers")
+    for _, id in ipairs { 1, 2 } do
+      assert.are.equal("version", ends(c, id).error.code)
+      assert.matches("this server is kiro%-rt " .. kiro.version:gsub("%.", "%%.") .. " %(protocol 1%)",
+        ends(c, id).error.message)
+    end
+    assert.are.equal("protocol", ends(c, 3).error.code)
+    assert.matches("expect must be an object of version", ends(c, 3).error.message)
+    local text = {}
+    for _, m in ipairs(c.msgs) do
+      assert.is_true(m.chunk == nil or m.id == 4, "only request 4 was served")
+      text[#text + 1] = m.chunk
+    end
+    assert.are.equal("You said: hi", table.concat(text))
+    assert.is_true(ends(c, 4).done)
+    assert.are.equal(served + 1, assert(H.status(env)).requests)
+    c:close()
+    H.wait_kiro(kiro, function() return H.fd_count() <= H.fd_baseline end, "the connection to close")
+  end)
+
   it("a request line over the cap gets a clear `overloaded` error, not 'server went away'", function()
     local kiro = H.setup()
     local env = H.sim_env()

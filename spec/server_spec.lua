@@ -132,8 +132,9 @@ describe("kiro-rt server", function()
   it("replaces a server of another version", function()
     local env = H.sim_env()
     local script = H.tmpdir() .. "/old-server.lua"
-    -- A stand-in for an older kiro-rt: holds the lock and the socket, answers
-    -- hello with another version, and leaves when asked to stop.
+    -- A stand-in for a kiro-rt of another version: holds the lock and the
+    -- socket, answers hello with its version, refuses a request that expects
+    -- another (as every server does), and leaves when asked to stop.
     H.write_file(script, [[
       local kiro = require "kiro"
       local cjson = require "cjson"
@@ -151,6 +152,9 @@ describe("kiro-rt server", function()
           local msg = cjson.decode(line)
           if msg.op == "hello" then
             conn:send(cjson.encode { op = "hello", version = "0.0.1-old", proto = 1, pid = core.getpid() } .. "\n")
+          elseif msg.op == "request" then
+            assert(msg.expect and msg.expect.version == core.version, "a request names the server it expects")
+            conn:send(cjson.encode { id = msg.id, error = { code = "version", message = "this is 0.0.1-old" } } .. "\n")
           elseif msg.op == "stop" then
             conn:send(cjson.encode { op = "stopping" } .. "\n")
             listener:close()

@@ -123,9 +123,9 @@ end
 -- On SIGINT/SIGTERM: every request ends `cancelled`, every backend is
 -- stopped, and the loop is interrupted (an error out of whatever waits).
 -- Returns a function that tells which signal arrived, if any.
-local function catch_signals(kiro)
+local function catch_signals()
   local got
-  kiro.on_signal(function(sig)
+  require("kiro.core").handle_signals(function(sig)
     got = sig
     error(("interrupted by signal %d"):format(sig), 0)
   end)
@@ -134,11 +134,11 @@ end
 
 -- The backend path as the server must see it: absolute (the server's working
 -- directory is not ours).
-local function absolute_cli(kiro)
-  local path = kiro.option("cli_path")
+local function absolute_cli(config, core)
+  local path = config.option("cli_path")
   if not path then return nil end
-  if not path:find("/") then path = kiro.core.which(path) or path end
-  if path:sub(1, 1) ~= "/" then path = kiro.core.cwd() .. "/" .. path end
+  if not path:find("/") then path = core.which(path) or path end
+  if path:sub(1, 1) ~= "/" then path = core.cwd() .. "/" .. path end
   return path
 end
 
@@ -186,9 +186,9 @@ end
 
 -- The template around the user's text: render() of one user turn, split
 -- where the text goes.
-local function template_parts(kiro)
+local function template_parts()
   local MARK = "\1kiro-rt-prompt\1"
-  local whole = kiro.template.render { { role = "user", content = MARK } }
+  local whole = require("kiro.template").render { { role = "user", content = MARK } }
   local i, j = whole:find(MARK, 1, true)
   return whole:sub(1, i - 1), whole:sub(j + 1)
 end
@@ -200,15 +200,18 @@ local function agent(args)
   if not o then return usage_error(err, "Run 'kiro-rt agent --help' for usage.\n") end
   if o.help then io.stdout:write(AGENT_USAGE); return EXIT_OK end
 
+  -- Through the server, a call loads only what it needs to be a client
+  -- (the configuration, the client, the loop's core); the whole Lua face
+  -- only when it serves the prompt itself.
+  local config, core = require "kiro.config", require "kiro.core"
   local use = os.getenv("KIRO_USE_DAEMON")
   if use and use ~= "" then
-    local kiro_ok, perr = require("kiro").parse_bool("KIRO_USE_DAEMON", use)
-    if kiro_ok == nil then return usage_error(perr) end
+    local on, perr = config.parse_bool("KIRO_USE_DAEMON", use)
+    if on == nil then return usage_error(perr) end
   end
 
-  local kiro = require "kiro"
   local prefix, suffix = "", ""
-  if not o.raw then prefix, suffix = template_parts(kiro) end
+  if not o.raw then prefix, suffix = template_parts() end
   local prompt
   if o.message then
     if o.message == "" then return usage_error(EMPTY) end
@@ -216,8 +219,8 @@ local function agent(args)
     if not utf8.len(prompt) then return usage_error("agent: the prompt is not valid UTF-8") end
   end
 
-  local signalled = catch_signals(kiro)
-  local mode = o.mode or kiro.option("mode")
+  local signalled = catch_signals()
+  local mode = o.mode or config.option("mode")
   local last = ""
   local function out(chunk)
     io.stdout:write(chunk)
@@ -228,12 +231,17 @@ local function agent(args)
   -- Through the server (started in the background if need be), unless told
   -- otherwise or oneshot anyway; in-process if the server cannot be had.
   local conn
-  local cli_path = absolute_cli(kiro)
+  local cli_path = absolute_cli(config, core)
   if cli_path and not o.no_server and mode ~= "oneshot" then
     local cerr
-    conn, cerr = require("kiro.client").open { autostart = true }
+    -- A short prompt from the command line goes without a handshake round
+    -- trip (the request names the server it expects); a long one, or one
+    -- read from stdin, is checked against the server's max_request_bytes
+    -- first, which the handshake brings.
+    local short = prompt and #prompt <= 65536
+    conn, cerr = require("kiro.client").open { autostart = true, handshake = not short }
     if not conn then
-      kiro.log("warn", "kiro.client", "cannot use the kiro-rt server (" .. cerr .. "); serving in-process")
+      core.log("warn", "kiro.client", "cannot use the kiro-rt server (" .. cerr .. "); serving in-process")
     end
   end
   if not prompt and not conn then -- in-process: the prompt as a Lua string
@@ -248,12 +256,25 @@ local function agent(args)
   local ok, e = pcall(function()
     if conn then
       local opts = {
-        stream = o.stream, cli = cli_path, model = o.model or kiro.option("model"), mode = mode,
+        stream = o.stream, cli = cli_path, model = o.model or config.option("model"), mode = mode,
         env = require("kiro.client").backend_env(), timeout_ms = o.timeout_ms,
       }
       local iter, ierr, kind
       if prompt then
         iter = conn:request(prompt, opts)
+        local first_ok, first = pcall(iter)
+        if not first_ok and errors.is(first) and first.code == "version" then
+          -- A server of another version refused it, serving nothing: the
+          -- handshake replaces that server, and the request goes again.
+          conn:close()
+          conn, ierr = require("kiro.client").open { autostart = true }
+          if not conn then errors.raise("closed", "cannot use the kiro-rt server: " .. ierr) end
+          iter = conn:request(prompt, opts)
+          first_ok, first = pcall(iter)
+        end
+        if not first_ok then error(first, 0) end
+        if first == nil then return end
+        out(first)
       else -- stdin straight into the request line
         iter, ierr, kind = conn:request_stdin(prefix, suffix, not o.raw, opts)
         if not iter then
@@ -264,11 +285,13 @@ local function agent(args)
       end
       for chunk in iter do out(chunk) end
     elseif o.stream then
+      local kiro = require "kiro"
       for chunk in kiro.stream(prompt, { model = o.model, mode = o.mode, timeout_ms = o.timeout_ms }) do
         out(chunk)
       end
     else
-      local reply, msg, code = kiro.chat(prompt, { model = o.model, mode = o.mode, timeout_ms = o.timeout_ms })
+      local reply, msg, code = require("kiro").chat(prompt,
+        { model = o.model, mode = o.mode, timeout_ms = o.timeout_ms })
       if not reply then errors.raise(code, msg) end
       out(reply)
     end
@@ -304,7 +327,7 @@ local function run(args)
   for i = 2, #args do script_arg[i - 1] = args[i] end
   _G.arg = script_arg
   local kiro = require "kiro"
-  local signalled = catch_signals(kiro)
+  local signalled = catch_signals()
   local status
   kiro.spawn(function() status = chunk(table.unpack(script_arg)) end)
   local ok, rerr = pcall(kiro.run)

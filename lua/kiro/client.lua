@@ -1,10 +1,13 @@
 --- The client side of the kiro-rt server: connect (starting a server in the
 -- background when none runs), hand-shake, send requests, relay chunks.
 
-local kiro = require "kiro"
+-- A client loads only the loop's core, the scheduler and the configuration:
+-- not the whole Lua face (kiro-rt agent is a client, and starts for each call).
+local core = require "kiro.core"
+local config = require "kiro.config"
 local errors = require "kiro.error"
 local paths = require "kiro.paths"
-local core = kiro.core
+local tasks = require "kiro.tasks"
 
 local client = {}
 
@@ -82,7 +85,7 @@ function Conn:reply(timeout_ms)
   end
   while #self.replies == 0 and not self.closed and not self.timed_out do
     self.reply_ev:wait()
-    self.reply_ev = kiro.event()
+    self.reply_ev = tasks.event()
   end
   if timer then timer:stop() end
   local msg = table.remove(self.replies, 1)
@@ -98,8 +101,8 @@ end
 
 --- Connects to a running server; nil, err_name, message when there is none.
 function client.connect(path)
-  local c = setmetatable({ reqs = {}, replies = {}, reply_ev = kiro.event(),
-                           connected = kiro.event(), next_id = 1 }, Conn)
+  local c = setmetatable({ reqs = {}, replies = {}, reply_ev = tasks.event(),
+                           connected = tasks.event(), next_id = 1 }, Conn)
   c.sock = core.connect(path, c, true)
   c.connected:wait()
   if c.connect_err or c.closed then
@@ -110,7 +113,7 @@ function client.connect(path)
 end
 
 local function hello(c)
-  c:send { op = "hello", version = kiro.version, proto = paths.PROTO }
+  c:send { op = "hello", version = core.version, proto = paths.PROTO }
   local msg, err = c:reply(client.HELLO_TIMEOUT_MS)
   if not msg then return nil, err end
   if msg.op == "error" then return nil, tostring(msg.message) end
@@ -139,7 +142,7 @@ local function wait_for_server(p, ms, pid)
         return nil, ("the server (pid %d) exited at start-up; see %s"):format(pid, p.log)
       end
     end
-    kiro.sleep(5)
+    tasks.sleep(5)
   end
   return nil, ("the server did not come up within %d ms (see %s)"):format(ms, p.log)
 end
@@ -151,7 +154,7 @@ local function wait_gone(path, ms)
     local c = client.connect(path)
     if not c then return true end
     c:close()
-    kiro.sleep(10)
+    tasks.sleep(10)
   end
   return false
 end
@@ -172,12 +175,15 @@ function client.start_server(p)
   local pid
   pid, err = core.start_detached { exe, "serve", "--log-file", p.log }
   if not pid then return nil, err end
-  kiro.log("debug", "kiro.client", ("started a server (pid %d), log %s"):format(pid, p.log))
+  core.log("debug", "kiro.client", ("started a server (pid %d), log %s"):format(pid, p.log))
   return pid
 end
 
---- open{ autostart = bool } -> connection (hand-shaken), or nil, message.
--- A server of another version is asked to stop and replaced by ours.
+--- open{ autostart = bool, handshake = bool } -> connection, or nil,
+-- message. With a handshake (the default) a server of another version is
+-- asked to stop and replaced by ours. Without one, no round trip: the
+-- connection's requests say which server they expect, and one of another
+-- version refuses them (code "version"; open again with a handshake).
 function client.open(opts)
   opts = opts or {}
   local p = paths.paths()
@@ -190,17 +196,21 @@ function client.open(opts)
       c, err = wait_for_server(p, client.START_TIMEOUT_MS, pid)
       if not c then return nil, err end
     end
+    if opts.handshake == false then
+      c.expect = { version = core.version, proto = paths.PROTO }
+      return c
+    end
     local h, err = hello(c)
     if not h then
       c:close()
       return nil, "handshake failed: " .. err
     end
-    if h.version == kiro.version and h.proto == paths.PROTO then
+    if h.version == core.version and h.proto == paths.PROTO then
       c.server_pid, c.server_version, c.max_request_bytes = h.pid, h.version, h.max_request_bytes
       return c
     end
-    kiro.log("warn", "kiro.client", ("the running server is version %s (pid %s), this is %s: replacing it")
-      :format(tostring(h.version), tostring(h.pid), kiro.version))
+    core.log("warn", "kiro.client", ("the running server is version %s (pid %s), this is %s: replacing it")
+      :format(tostring(h.version), tostring(h.pid), core.version))
     c:send { op = "stop" }
     c:close()
     if not wait_gone(p.socket, paths.STOP_GRACE_MS + 2000) then
@@ -226,12 +236,12 @@ function Req:on_message(msg)
   self.ev:set()
 end
 
-local function request_fields(id, opts)
+local function request_fields(id, opts, expect)
   return {
     op = "request", id = id, stream = opts.stream ~= false,
     backend = { cli = opts.cli, model = opts.model, mode = opts.mode or "auto", env = opts.env },
     timeout_ms = opts.timeout_ms, first_chunk_timeout_ms = opts.first_chunk_timeout_ms,
-    stall_timeout_ms = opts.stall_timeout_ms,
+    stall_timeout_ms = opts.stall_timeout_ms, expect = expect,
   }
 end
 
@@ -239,11 +249,11 @@ end
 -- After its line is sent: the request's chunks, as an iterator that raises
 -- an error object on failure.
 function Conn:iterate(id, opts)
-  local req = setmetatable({ chunks = {}, ev = kiro.event() }, Req)
+  local req = setmetatable({ chunks = {}, ev = tasks.event() }, Req)
   self.reqs[id] = req
   if self.error then req:on_message { error = self.error } end
   -- Nobody waits forever, even on a server that hangs.
-  local limit = (opts.timeout_ms or kiro.option("timeout_ms")) + client.GUARD_MS
+  local limit = (opts.timeout_ms or config.option("timeout_ms")) + client.GUARD_MS
   local guard = core.timer(limit, function()
     if req.done then return end
     self:send { op = "cancel", id = id }
@@ -266,7 +276,7 @@ function Conn:iterate(id, opts)
         return nil
       end
       req.ev:wait()
-      req.ev = kiro.event()
+      req.ev = tasks.event()
     end
   end
 end
@@ -286,7 +296,7 @@ function Conn:request(prompt, opts)
       ("the prompt is %d bytes; the server takes at most %d (max_request_bytes)"):format(#prompt, max))
   end
   local id = self:new_id()
-  local fields = request_fields(id, opts)
+  local fields = request_fields(id, opts, self.expect)
   fields.prompt = prompt
   self.sock:send_json(fields)
   return self:iterate(id, opts)
@@ -299,7 +309,7 @@ end
 -- second copy, so a prompt of any size costs about its own size once.
 function Conn:request_stdin(prefix, suffix, strip, opts)
   local id = self:new_id()
-  local head = core.json_encode(request_fields(id, opts)):sub(1, -2) -- without its "}"
+  local head = core.json_encode(request_fields(id, opts, self.expect)):sub(1, -2) -- without its "}"
   local sent, err, kind = self.sock:send_stdin_prompt(head, prefix, suffix, strip, self.max_request_bytes)
   if not sent then return nil, err, kind end
   return self:iterate(id, opts)

@@ -8,7 +8,8 @@
 -- Wire protocol, client -> server (one JSON object per line):
 --   {"op":"hello","version":V,"proto":1}
 --   {"op":"request","id":N,"prompt":S,"stream":B,"backend":{"cli":P,"model":M,
---    "mode":"auto|daemon|oneshot","env":{...}},"timeout_ms":T,...}  (kiro.wire)
+--    "mode":"auto|daemon|oneshot","env":{...}},"timeout_ms":T,...,
+--    "expect":{"version":V,"proto":P}}  (kiro.wire; expect: instead of hello)
 --   {"op":"cancel","id":N}   {"op":"status"}   {"op":"stop"}
 -- server -> client:
 --   {"op":"hello","version":V,"proto":1,"pid":P,"max_request_bytes":B}
@@ -181,6 +182,11 @@ function Conn:request(msg)
   local id = req.id
   if self.calls[id] then
     return self:fail(id, "protocol", ("bad request: id %d is already in flight on this connection"):format(id))
+  end
+  local expect = req.expect
+  if expect and (expect.version ~= kiro.version or expect.proto ~= server.PROTO) then
+    return self:fail(id, "version", ("this server is kiro-rt %s (protocol %d); the request expects %s (protocol %d)")
+      :format(kiro.version, server.PROTO, expect.version, expect.proto))
   end
   if srv.stopping then return self:fail(id, "closed", "the kiro-rt server is stopping") end
   -- Its prompt stays in memory until it ends: it counts against the bytes

@@ -4,7 +4,12 @@
 --
 --   {"op":"request","id":N,"prompt":S,"stream":B,
 --    "backend":{"cli":P,"model":M,"mode":"auto|daemon|oneshot","env":{NAME:S,...}},
---    "timeout_ms":T,"first_chunk_timeout_ms":T,"stall_timeout_ms":T}
+--    "timeout_ms":T,"first_chunk_timeout_ms":T,"stall_timeout_ms":T,
+--    "expect":{"version":V,"proto":P}}
+--
+-- "expect" lets a client skip the hello round trip: a server that is not
+-- that version and protocol refuses the request (code "version") without
+-- serving any of it.
 --
 -- Unknown fields are ignored (a newer client may send more).
 
@@ -75,10 +80,18 @@ function wire.request(msg, max_prompt)
   end
   local env, err = check_env(b.env)
   if err then return nil, err end
+  local expect = msg.expect
+  if not absent(expect) then
+    if type(expect) ~= "table" or type(expect.version) ~= "string" or math.type(expect.proto) ~= "integer" then
+      return nil, "expect must be an object of version (a string) and proto (an integer)"
+    end
+  else
+    expect = nil
+  end
   local req = {
     id = id, prompt = msg.prompt, stream = msg.stream ~= false,
     cli = b.cli, model = not absent(b.model) and b.model or nil,
-    mode = not absent(b.mode) and b.mode or "auto", env = env,
+    mode = not absent(b.mode) and b.mode or "auto", env = env, expect = expect,
   }
   for _, k in ipairs(TIMEOUTS) do
     local v = msg[k]

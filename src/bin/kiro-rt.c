@@ -1,43 +1,67 @@
 /* kiro-rt: the host executable. It sets up Lua with the kiro module (the C
- * core linked in, the Lua face found beside the binary or where it was
- * installed) and hands argv to lua/kiro/cli.lua. */
+ * core and the Lua face, both compiled in) and hands argv to
+ * lua/kiro/cli.lua. */
 #include <lauxlib.h>
-#include <limits.h>
 #include <lua.h>
 #include <lualib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "embedded.h"
 #include "kiro.h"
 #include "os.h"
 
-#ifndef KIRO_LUA_INSTALL_DIR
-#define KIRO_LUA_INSTALL_DIR "/usr/local/share/kiro-rt/lua"
-#endif
-
-/* KIRO_LUA_DIR; else, beside the binary, lua/ (a build tree's byte-compiled
- * copy) or ../lua (the sources); else the install location. */
-static const char *lua_dir(char *buf, size_t n)
+/* A package.searchers entry for the Lua face compiled into the program:
+ * kiro-rt runs the Lua that matches its C core, and a start opens no file
+ * for it. */
+static int embedded_loader(lua_State *L)
 {
-    static const char *const candidates[] = { "/lua", "/../lua" };
-    const char *env = getenv("KIRO_LUA_DIR");
-    if (env && *env)
-        return env;
-    ssize_t len = readlink("/proc/self/exe", buf, n - 16);
-    if (len > 0) {
-        buf[len] = '\0';
-        char *slash = strrchr(buf, '/');
-        for (size_t i = 0; slash && i < sizeof candidates / sizeof *candidates; i++) {
-            strcpy(slash, candidates[i]);
-            char probe[PATH_MAX + 32];
-            snprintf(probe, sizeof probe, "%s/kiro/init.lua", buf);
-            if (access(probe, R_OK) == 0)
-                return buf;
+    const struct kembedded *m = lua_touserdata(L, lua_upvalueindex(1));
+    if (luaL_loadbufferx(L, (const char *)m->code, m->len, m->name, "b") != LUA_OK)
+        return lua_error(L);
+    lua_pushstring(L, m->name);
+    lua_call(L, 1, 1);
+    return 1;
+}
+
+static int embedded_searcher(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    for (const struct kembedded *m = kiro_embedded; m->name; m++)
+        if (strcmp(m->name, name) == 0) {
+            lua_pushlightuserdata(L, (void *)m);
+            lua_pushcclosure(L, embedded_loader, 1);
+            lua_pushliteral(L, ":kiro-rt:");
+            return 2;
         }
+    lua_pushfstring(L, "\n\tno module '%s' in kiro-rt", name);
+    return 1;
+}
+
+/* Where require finds kiro's modules: compiled in, unless KIRO_LUA_DIR
+ * names a directory of sources to run instead (for work on the Lua face). */
+static void install_searcher(lua_State *L)
+{
+    const char *dir = getenv("KIRO_LUA_DIR");
+    lua_getglobal(L, "package");
+    if (dir && *dir) {
+        lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", dir, dir);
+        lua_getfield(L, -2, "path");
+        lua_concat(L, 2);
+        lua_setfield(L, -2, "path");
+    } else {
+        /* searchers: preload, this one, then Lua files and C modules. */
+        lua_getfield(L, -1, "searchers");
+        for (lua_Integer i = (lua_Integer)luaL_len(L, -1); i >= 2; i--) {
+            lua_rawgeti(L, -1, i);
+            lua_rawseti(L, -2, i + 1);
+        }
+        lua_pushcfunction(L, embedded_searcher);
+        lua_rawseti(L, -2, 2);
+        lua_pop(L, 1);
     }
-    return KIRO_LUA_INSTALL_DIR;
+    lua_pop(L, 1);
 }
 
 static int traceback(lua_State *L)
@@ -53,21 +77,13 @@ static int boot(lua_State *L)
 {
     int argc = (int)lua_tointeger(L, 1);
     char **argv = lua_touserdata(L, 2);
-    char buf[PATH_MAX];
-    const char *dir = lua_dir(buf, sizeof buf);
-
     luaL_openlibs(L);
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
     lua_pushcfunction(L, luaopen_kiro_core);
     lua_setfield(L, -2, "kiro.core");
     lua_pop(L, 1);
 
-    lua_getglobal(L, "package");
-    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", dir, dir);
-    lua_getfield(L, -2, "path");
-    lua_concat(L, 2);
-    lua_setfield(L, -2, "path");
-    lua_pop(L, 1);
+    install_searcher(L);
 
     lua_getglobal(L, "require");
     lua_pushliteral(L, "kiro.cli");
