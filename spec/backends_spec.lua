@@ -103,6 +103,9 @@ describe("backends through the server", function()
     local base = assert(H.status(env)).rss_bytes
     load(2000)
     assert.is_true(most >= 1 and most <= 16, "pools seen at once: " .. most)
+    -- At no moment were there more (the core's own high-water mark).
+    local peak = assert(H.status(env)).backends_peak
+    assert.is_true(peak >= most and peak <= 16, "backends alive at once, at most: " .. peak)
     -- Every daemon those 200 backends started has exited.
     for _, p in ipairs(H.pids(H.sim_events(log), { event = "start" })) do
       assert(H.wait_for(function() return not H.alive(p) end, 5000))

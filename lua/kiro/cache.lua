@@ -7,9 +7,21 @@
 --   c.hits, c.misses, c.evictions, c.bytes, c.entries
 -- bytes counts the text and an estimate of Lua's own overhead per entry.
 
+---@class kiro.Cache
+---@field max_bytes integer the byte bound
+---@field ttl_ms integer the age bound: older entries are never served
+---@field now fun(): integer the clock, in ms
+---@field hits integer
+---@field misses integer
+---@field evictions integer
+---@field bytes integer what the entries cost: their text and overhead
+---@field entries integer
 local cache = {}
 cache.__index = cache
 
+--- An empty cache.
+---@param opts table max_bytes, ttl_ms, and now (the clock, in ms)
+---@return kiro.Cache
 function cache.new(opts)
   local self = setmetatable({
     max_bytes = opts.max_bytes, ttl_ms = opts.ttl_ms, now = opts.now,
@@ -31,6 +43,9 @@ local function push_front(self, e)
   self.head.next = e
 end
 
+--- Drops key's entry, if there is one.
+---@param key string
+---@param evicted? boolean count it as an eviction
 function cache:remove(key, evicted)
   local e = self.map[key]
   if not e then return end
@@ -41,6 +56,10 @@ function cache:remove(key, evicted)
   if evicted then self.evictions = self.evictions + 1 end
 end
 
+--- The chunks cached for key, now the most recently used; nil when there
+--- are none or they are older than the TTL. Counts a hit or a miss.
+---@param key string
+---@return string[]|nil chunks
 function cache:get(key)
   local e = self.map[key]
   if e and self.now() - e.at > self.ttl_ms then
@@ -62,6 +81,11 @@ end
 cache.ENTRY_OVERHEAD = 340
 cache.CHUNK_OVERHEAD = 64
 
+--- Caches a reply under key, as the most recently used, evicting others to
+--- make room; false when it alone is larger than max_bytes.
+---@param key string
+---@param chunks string[] the reply as streamed
+---@return boolean stored
 function cache:put(key, chunks)
   local size = #key + cache.ENTRY_OVERHEAD
   for _, c in ipairs(chunks) do size = size + #c + cache.CHUNK_OVERHEAD end
@@ -94,6 +118,7 @@ function cache:expire()
   end
 end
 
+--- Drops every entry; the hit, miss and eviction counts stay.
 function cache:clear()
   self.map, self.bytes, self.entries = {}, 0, 0
   self.head.next, self.head.prev = self.head, self.head

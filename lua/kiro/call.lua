@@ -36,6 +36,11 @@ function call.observe_first(r, mode, cli)
 end
 
 --- Records a request's end (code nil: success), once.
+---@param r table a call or a reader: r.h0 (its start, core.hrtime), r.seen
+---@param mode string how it was served
+---@param code? string the error code; nil on success
+---@param cli? string
+---@param model? string
 function call.observe_end(r, mode, code, cli, model)
   if r.seen == 2 then return end
   r.seen = 2
@@ -82,11 +87,14 @@ function call.check_opts(fname, prompt, opts)
 end
 
 --- The CLI a call names: its own, else the configured one.
+---@param opts table the call's options
 ---@return string?
 function call.cli_of(opts)
   return opts.cli_path or config.cli()
 end
 
+--- The model a call names: its own, else the configured one (nil: the CLI's default).
+---@param opts table the call's options
 ---@return string?
 function call.model_of(opts)
   return opts.model or config.model()
@@ -175,6 +183,9 @@ function Call:submit()
 end
 
 --- A request's events: chunks, then its end.
+---@param ev string "chunk" or "end"
+---@param a? string the chunk; for "end", the error code (nil on success)
+---@param b? string for "end", the error message
 function Call:on_event(ev, a, b)
   if ev == "chunk" then
     local t = self.tail + 1
@@ -191,7 +202,8 @@ function Call:delivered()
   return self.stream and self.seen ~= nil
 end
 
--- The attempt failed: ask the policy whether to try another way.
+--- The attempt failed: ask the policy whether to try another way.
+---@return boolean retried another attempt is under way
 function Call:recover()
   if self.cancelled or self.final then return false end -- nothing to fall back to
   if self:delivered() or self.attempt >= MAX_ATTEMPTS then return false end

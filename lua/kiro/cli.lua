@@ -505,6 +505,9 @@ local function stop(args)
   return EXIT_OK
 end
 
+--- Runs a kiro-rt command.
+---@param args string[] the command line, without the program's name
+---@return integer status the exit status
 function cli.main(args)
   local cmd = args[1]
   local rest = table.move(args, 2, #args, 1, {})

@@ -24,6 +24,9 @@ local reserved = {
   KIRO_LUA_DIR = true,
 }
 
+--- What the client's environment passes to a backend: every KIRO_* variable
+--- but kiro-rt's own (the reserved ones and KIRO_SERVER_*).
+---@return table<string, string> env
 function client.backend_env()
   local env = {}
   for k, v in pairs(core.environ()) do
@@ -34,9 +37,25 @@ function client.backend_env()
   return env
 end
 
+---@class kiro.client.Conn
+---@field sock? userdata the connection (core.connect); nil once closed here
+---@field reqs table<integer, kiro.client.Req> requests awaiting their end, by id
+---@field replies table[] messages not about a request, not yet read (Conn:reply)
+---@field reply_ev kiro.Event set when a reply arrives or the connection closes
+---@field closed? string why the connection closed; nil while it is open
+---@field error? table the server's error about the connection: { code, message }
+---@field expect? table the server the requests name (opened without a handshake)
+---@field server_pid? integer from the handshake
+---@field server_version? string from the handshake
+---@field max_request_bytes? integer the server's limit, from the handshake
 local Conn = {}
 Conn.__index = Conn
 
+--- The connection's events: "connect" (a, b: the error's name and message;
+--- nil on success), "line" (a: the decoded message) and "close" (a: why).
+---@param ev string
+---@param a any
+---@param b? string
 function Conn:on_event(ev, a, b)
   if ev == "connect" then
     self.connect_err, self.connect_msg = a, b
@@ -65,6 +84,8 @@ function Conn:on_event(ev, a, b)
   end
 end
 
+--- Ends every request on the connection not yet done with err.
+---@param err table { code = string, message = string }
 function Conn:fail_all(err)
   for _, req in pairs(self.reqs) do
     if not req.done then -- a reply that ended just before stands
@@ -73,11 +94,18 @@ function Conn:fail_all(err)
   end
 end
 
+--- Sends t as one line of JSON.
+---@param t table
+---@return boolean|nil sent false once closed; nil when the server is not reading
+---@return string? message
 function Conn:send(t)
   return self.sock:send_json(t)
 end
 
--- The next non-request message (hello, status, stopping), or nil, why.
+--- The next non-request message (hello, status, stopping), or nil, why.
+---@param timeout_ms? integer how long to wait (nil: until the connection closes)
+---@return table|nil msg
+---@return string? message
 function Conn:reply(timeout_ms)
   local timer
   if timeout_ms then
@@ -94,12 +122,17 @@ function Conn:reply(timeout_ms)
   return nil, "the kiro-rt server went away (" .. tostring(self.closed) .. ")"
 end
 
+--- Closes the connection; closing it again does nothing.
 function Conn:close()
   if self.sock then self.sock:close() end
   self.sock = nil
 end
 
 --- Connects to a running server; nil, err_name, message when there is none.
+---@param path string the server's socket
+---@return kiro.client.Conn|nil conn
+---@return string? err_name e.g. "ENOENT"
+---@return string? message
 function client.connect(path)
   local c = setmetatable({ reqs = {}, replies = {}, reply_ev = tasks.event(),
                            connected = tasks.event(), next_id = 1 }, Conn)
@@ -160,7 +193,10 @@ local function wait_gone(path, ms)
 end
 
 --- Starts `kiro-rt serve` in the background, detached in its own session,
--- logging to the state directory.
+--- logging to the state directory.
+---@param p table the paths, as kiro.paths.paths() gives them
+---@return integer|nil pid
+---@return string? message
 function client.start_server(p)
   local ok, err = core.secure_dir(p.dir)
   if not ok then return nil, err end
@@ -180,10 +216,14 @@ function client.start_server(p)
 end
 
 --- open{ autostart = bool, handshake = bool } -> connection, or nil,
--- message. With a handshake (the default) a server of another version is
--- asked to stop and replaced by ours. Without one, no round trip: the
--- connection's requests say which server they expect, and one of another
--- version refuses them (code "version"; open again with a handshake).
+--- message. With a handshake (the default) a server of another version is
+--- asked to stop and replaced by ours. Without one, no round trip: the
+--- connection's requests say which server they expect, and one of another
+--- version refuses them (code "version"; open again with a handshake).
+---@param opts? table autostart, handshake
+---@return kiro.client.Conn|nil conn
+---@return string? message
+---@return string? code "none" when no server runs and autostart is off
 function client.open(opts)
   opts = opts or {}
   local p = paths.paths()
@@ -221,9 +261,16 @@ function client.open(opts)
   return nil, "could not reach a server of this version"
 end
 
+---@class kiro.client.Req
+---@field chunks table the chunks received (false once handed out)
+---@field ev kiro.Event set when a message arrives
+---@field done? boolean its end or its error has arrived
+---@field err? kiro.Error
 local Req = {}
 Req.__index = Req
 
+--- A message on the request's id: a chunk, its end, or its error.
+---@param msg table
 function Req:on_message(msg)
   if msg.chunk then
     self.chunks[#self.chunks + 1] = msg.chunk
@@ -246,8 +293,11 @@ local function request_fields(id, opts, expect)
 end
 
 
--- After its line is sent: the request's chunks, as an iterator that raises
--- an error object on failure.
+--- After its line is sent: the request's chunks, as an iterator that raises
+--- an error object on failure.
+---@param id integer the request's id
+---@param opts table the request's options (timeout_ms)
+---@return fun(): string|nil iterator
 function Conn:iterate(id, opts)
   local req = setmetatable({ chunks = {}, ev = tasks.event() }, Req)
   self.reqs[id] = req
@@ -281,6 +331,8 @@ function Conn:iterate(id, opts)
   end
 end
 
+--- The next request id of the connection.
+---@return integer
 function Conn:new_id()
   local id = self.next_id
   self.next_id = id + 1
@@ -288,7 +340,10 @@ function Conn:new_id()
 end
 
 --- c:request(prompt, opts) -> iterator of chunks; raises an error object.
--- opts: stream, model, mode, cli, env, timeout_ms, first_chunk_timeout_ms, stall_timeout_ms.
+--- opts: stream, model, mode, cli, env, timeout_ms, first_chunk_timeout_ms, stall_timeout_ms.
+---@param prompt string
+---@param opts table
+---@return fun(): string|nil iterator
 function Conn:request(prompt, opts)
   local max = self.max_request_bytes
   if max and #prompt > max then
@@ -303,10 +358,17 @@ function Conn:request(prompt, opts)
 end
 
 --- c:request_stdin(prefix, suffix, strip_newline, opts) -> iterator, as
--- request, for the prompt prefix .. <stdin> .. suffix; or nil, message,
--- kind ("empty", "utf8": the input is not a prompt; "size", "read", "closed"). Stdin
--- goes from the kernel into the request line without a Lua string or a
--- second copy, so a prompt of any size costs about its own size once.
+--- request, for the prompt prefix .. <stdin> .. suffix; or nil, message,
+--- kind ("empty", "utf8": the input is not a prompt; "size", "read", "closed"). Stdin
+--- goes from the kernel into the request line without a Lua string or a
+--- second copy, so a prompt of any size costs about its own size once.
+---@param prefix string
+---@param suffix string
+---@param strip boolean strip_newline: drop stdin's final newline
+---@param opts table as request's
+---@return fun(): string|nil iterator
+---@return string? message
+---@return string? kind
 function Conn:request_stdin(prefix, suffix, strip, opts)
   local id = self:new_id()
   local head = core.json_encode(request_fields(id, opts, self.expect)):sub(1, -2) -- without its "}"

@@ -76,6 +76,10 @@ local core_options = core.config()
 local resettable = { cli_path = true, model = true, env = true }
 
 --- A whole number within [lo, hi].
+---@param what string the option, for the message
+---@param v any
+---@param lo integer
+---@param hi integer
 ---@return integer|nil v, string? message
 function config.check_range(what, v, lo, hi)
   if math.type(v) ~= "integer" or v < lo or v > hi then
@@ -87,6 +91,7 @@ end
 local listeners = {} -- called after every configure()
 
 --- fn() is called after every kiro.configure.
+---@param fn function
 function config.on_change(fn)
   listeners[#listeners + 1] = fn
 end
@@ -169,6 +174,7 @@ end
 --- The effective value of an option (after environment defaults). Raises
 --- for an unusable KIRO_USE_DAEMON.
 ---@param name string
+---@return any value nil for an unknown option
 function config.option(name)
   if name == "mode" then
     local mode, err = config.mode()

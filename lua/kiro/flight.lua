@@ -30,15 +30,30 @@ config.on_change(function()
   end
 end)
 
+---@class kiro.Flight
+---@field key string the backend's key and the prompt
+---@field chunks string[] the reply so far
+---@field n integer how many chunks it holds
+---@field done boolean
+---@field readers integer readers that have not left
+---@field waiters table[] wait records of readers waiting for more
+---@field call? kiro.Call the backend call; nil for a cache hit
+---@field msg? string the error message, once done
+---@field code? string the error code, once done; nil on success
 local Flight = {}
 Flight.__index = Flight
 
+--- Wakes every reader waiting for more of the reply.
 function Flight:wake_all()
   local ws = self.waiters
   self.waiters = {}
   for _, w in ipairs(ws) do tasks.wake(w) end
 end
 
+--- The backend call is over: a reply that succeeded fills the cache, and
+--- every reader waiting is woken.
+---@param msg? string the error message
+---@param code? string the error code; nil on success
 function Flight:finish(msg, code)
   self.done, self.msg, self.code = true, msg, code
   if flights[self.key] == self then flights[self.key] = nil end
@@ -90,14 +105,17 @@ function Reader:next()
   end
 end
 
--- How this reader was served: from the cache, by another caller's backend
--- call, or by its own.
+--- How this reader was served: from the cache, by another caller's backend
+--- call, or by its own.
+---@return string mode "cache", "coalesced", "daemon" or "oneshot"
 function Reader:mode()
   if not self.flight.call then return "cache" end
   if self.follower then return "coalesced" end
   return self.flight.call.mode
 end
 
+--- The reader is done with its flight, once: the last to leave cancels a
+--- call still under way; otherwise another reader takes over pulling.
 function Reader:leave()
   if self.left then return end
   self.left = true
@@ -136,6 +154,9 @@ end
 --- Opens a request (opts checked): a plain call, or a reader of a shared
 --- or cached flight. The cache is keyed by the backend's own key and the
 --- prompt.
+---@param prompt string
+---@param opts table
+---@param stream boolean
 ---@return kiro.Call|kiro.Reader
 function flight.open(prompt, opts, stream)
   if not cacheable(prompt, opts) then return call.open(prompt, opts, stream) end
@@ -167,6 +188,7 @@ function flight.open(prompt, opts, stream)
 end
 
 --- The cache's counters, and how many requests shared another's call.
+---@return table stats hits, misses, evictions, bytes, entries, coalesced
 function flight.stats()
   local c = replies or { hits = 0, misses = 0, evictions = 0, bytes = 0, entries = 0 }
   return { hits = c.hits, misses = c.misses, evictions = c.evictions, bytes = c.bytes,

@@ -32,6 +32,7 @@ end
 --- Found through one table per label (no key string is built), so a
 --- request's observations cost a few lookups.
 ---@param f table a family
+---@param ... string the label values, in the family's order
 ---@return table series
 function metrics.at(f, ...)
   local node, n = f.index, select("#", ...)
@@ -56,17 +57,30 @@ function metrics.at(f, ...)
   return s
 end
 
+--- The counter family `name`, registered on its first call (later calls return it as registered).
+---@param name string
+---@param help string its # HELP text
+---@param labels? string[] its label names
+---@return table family
 function metrics.counter(name, help, labels) return family(name, "counter", help, labels) end
+--- The histogram family `name` (buckets: metrics.BUCKETS), registered on its first call.
+---@param name string
+---@param help string its # HELP text
+---@param labels? string[] its label names
+---@return table family
 function metrics.histogram(name, help, labels) return family(name, "histogram", help, labels) end
 
 --- Adds `by` (default 1) to a counter series.
+---@param s table a counter's series (metrics.at)
+---@param by? number
 function metrics.add(s, by)
   s.value = s.value + (by or 1)
 end
 
---- Records v in a histogram series (usually a few comparisons: most
---- observations fall in the first buckets).
 local BUCKETS = metrics.BUCKETS
+--- Records v in a histogram series (usually a few comparisons: most observations fall in the first buckets).
+---@param s table a histogram's series (metrics.at)
+---@param v number the observation
 function metrics.record(s, v)
   local i = 1
   while BUCKETS[i] and v > BUCKETS[i] do i = i + 1 end
@@ -75,10 +89,18 @@ function metrics.record(s, v)
   s.sum, s.count = s.sum + v, s.count + 1
 end
 
+--- Adds `by` (default 1) to the series of counter family f for these label values.
+---@param f table a counter family
+---@param values? string[] the label values, in the family's order
+---@param by? number
 function metrics.inc(f, values, by)
   metrics.add(metrics.at(f, table.unpack(values or {})), by)
 end
 
+--- Records v in the series of histogram family f for these label values.
+---@param f table a histogram family
+---@param values? string[] the label values, in the family's order
+---@param v number the observation
 function metrics.observe(f, values, v)
   metrics.record(metrics.at(f, table.unpack(values or {})), v)
 end
@@ -97,7 +119,9 @@ end
 local function braces(labels) return labels == "" and "" or "{" .. labels .. "}" end
 
 --- Renders the registry, then `extra` families computed at scrape time
--- ({ name=, kind="gauge"|"counter", help=, labels={...}, samples={ {values, v}, ... } }).
+--- ({ name=, kind="gauge"|"counter", help=, labels={...}, samples={ {values, v}, ... } }).
+---@param extra? table[] families read at scrape time
+---@return string text the exposition, ending in a newline
 function metrics.render(extra)
   local out = {}
   local function emit(s) out[#out + 1] = s end

@@ -9,6 +9,7 @@ M.PROTO = 1                -- wire protocol version (the handshake carries it)
 M.STOP_GRACE_MS = 10000    -- in-flight requests get this long on `stop`
 
 --- Where the socket, lock and log live.
+---@return table paths dir, socket, lock, logdir, log
 function M.paths()
   local runtime = os.getenv("XDG_RUNTIME_DIR")
   local dir
@@ -37,6 +38,9 @@ function M.paths()
 end
 
 --- Creates the log directory and its parents (0700 where created).
+---@param p table the paths, as paths() gives them
+---@return boolean|nil ok
+---@return string? message
 function M.ensure_logdir(p)
   local path = ""
   for part in p.logdir:gmatch("[^/]+") do

@@ -32,6 +32,11 @@ policy.fallback_codes = {
   crashed = true,  -- the daemon died before any of the reply reached the caller
 }
 
+--- Falls back to the CLI itself when the daemon could not serve a request
+--- made in auto mode (a code in fallback_codes) and none of its reply reached
+--- the caller; fails otherwise.
+---@param failure table the failed attempt (fields above)
+---@return string action "oneshot" or "fail"
 function policy.decide(failure)
   if failure.delivered then
     return "fail"

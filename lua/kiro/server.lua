@@ -53,16 +53,37 @@ local function log(level, msg) kiro.log(level, "kiro.server", msg) end
 
 ---------------------------------------------------------------------------
 
+---@class kiro.server.Server
+---@field paths table the socket, lock and log paths (kiro.paths)
+---@field conns table<kiro.server.Conn, true> the connected clients
+---@field inflight integer requests being served
+---@field served integer requests taken since start
+---@field idle_ms integer exit after this long without requests
+---@field listener? userdata the socket's listener; nil once stopping
+---@field stopping? boolean
+---@field done kiro.Event set when the server stops
+---@field drained kiro.Event set, once stopping, when nothing is left in flight or the grace period is over
 local Server = {}
 Server.__index = Server
 
+---@class kiro.server.Conn
+---@field server kiro.server.Server
+---@field sock userdata the client's connection
+---@field id integer the connection's number, for the log
+---@field calls table<integer, kiro.Call|kiro.Reader|true> requests in flight by id (true: not yet started)
+---@field closed? boolean
+---@field drain_ev kiro.Event set when the client has read enough, or has gone
 local Conn = {}
 Conn.__index = Conn
 
+--- Notes activity now: the idle exit counts from it.
 function Server:touch()
   self.last_activity = core.now()
 end
 
+--- The listener's events: "accept" (conn: a new client's connection).
+---@param ev string
+---@param conn userdata
 function Server:on_event(ev, conn)
   if ev == "accept" then
     local c = setmetatable({ server = self, sock = conn, calls = {}, id = self.next_conn,
@@ -74,9 +95,11 @@ function Server:on_event(ev, conn)
   end
 end
 
--- Sends t; false if the connection is gone. A client that leaves more
--- than MAX_UNREAD_BYTES of replies unread is disconnected, its requests
--- cancelled: it cannot make the server hold its replies for it.
+--- Sends t; false if the connection is gone. A client that leaves more
+--- than MAX_UNREAD_BYTES of replies unread is disconnected, its requests
+--- cancelled: it cannot make the server hold its replies for it.
+---@param t table
+---@return boolean sent
 function Conn:send(t)
   if self.closed then return false end
   local ok, err = self.sock:send_json(t)
@@ -89,8 +112,10 @@ function Conn:send(t)
   return ok
 end
 
--- The connection is over: every request it made is cancelled, and each
--- daemon drains the rest of its reply and stays usable.
+--- The connection is over: every request it made is cancelled, and each
+--- daemon drains the rest of its reply and stays usable.
+---@param why string for the log
+---@param level? string the log level (default "debug")
 function Conn:gone(why, level)
   if self.closed then return end
   self.closed = true
@@ -102,6 +127,10 @@ function Conn:gone(why, level)
   end
 end
 
+--- The connection's events: "line" (a: the decoded line, nil when it is
+--- not JSON), "drain" and "close" (a: why).
+---@param ev string
+---@param a any
 function Conn:on_event(ev, a)
   if ev == "line" then
     -- Nothing a client sends may end the server: whatever goes wrong in
@@ -120,9 +149,11 @@ function Conn:on_event(ev, a)
   end
 end
 
--- The client is behind: the request waits, its backend paused, until the
--- client has read down to UNREAD_LOW. False when the client went away, or
--- read nothing for UNREAD_TIMEOUT_MS (it is then disconnected).
+--- The client is behind: the request waits, its backend paused, until the
+--- client has read down to UNREAD_LOW. False when the client went away, or
+--- read nothing for UNREAD_TIMEOUT_MS (it is then disconnected).
+---@param call kiro.Call|kiro.Reader the request that waits
+---@return boolean caught_up
 function Conn:catch_up(call)
   local srv = self.server
   call:pause(true)
@@ -144,6 +175,9 @@ function Conn:catch_up(call)
   return not self.closed
 end
 
+--- One line from the client: request, cancel, hello, status or stop; any
+--- other line is answered with a protocol error.
+---@param msg any the decoded line
 function Conn:handle(msg)
   local srv = self.server
   if type(msg) ~= "table" or #msg > 0 then
@@ -171,10 +205,19 @@ function Conn:handle(msg)
   end
 end
 
+--- Sends the error that ends request id (nil: an id that cannot be echoed,
+--- sent as null).
+---@param id? number|string|boolean
+---@param code string
+---@param message string
 function Conn:fail(id, code, message)
   self:send { id = id == nil and core.null or id, error = { code = code, message = message } }
 end
 
+--- A request line: checked, then served by a task of its own; refused at
+--- once when it is malformed, its id is in flight, it expects another
+--- server, the server is stopping, or it would hold too many bytes.
+---@param msg table the decoded line
 function Conn:request(msg)
   local srv = self.server
   local req, err = wire.request(msg, srv.max_request_bytes)
@@ -226,8 +269,12 @@ function Conn:request(msg)
   end)
 end
 
--- Serves one checked request, relaying its chunks; true, or false and the
--- error object.
+--- Serves one checked request, relaying its chunks; true, or false and the
+--- error object.
+---@param id integer the request's id
+---@param req table the request, as kiro.wire.request checked it
+---@return boolean ok
+---@return table? err { code = string, message = string }
 function Conn:relay(id, req)
   local opts = {
     cli_path = req.cli, model = req.model, mode = req.mode, env = req.env, stream = req.stream,
@@ -247,6 +294,8 @@ function Conn:relay(id, req)
   end
 end
 
+--- The status reply: the server, its limits, and its pools and their daemons.
+---@return table
 function Server:status()
   local s = kiro.stats()
   local pools = {}
@@ -275,6 +324,7 @@ function Server:status()
                max_unread_bytes = self.max_unread_bytes, max_clients = self.max_clients },
     log = self.log_file,
     requests = self.served, fallbacks = s.fallbacks, socket = self.paths.socket,
+    backends = s.backends, backends_peak = s.backends_peak,
     metrics = self.metrics_addr and ("http://" .. self.metrics_addr .. "/metrics") or nil,
     cache = s.cache,
     pools = pools,
@@ -282,7 +332,8 @@ function Server:status()
 end
 
 --- Stop: no new connections, in-flight requests finish (within the grace
--- period), then every backend is stopped and `serve` returns.
+--- period), then every backend is stopped and `serve` returns.
+---@param why string for the log
 function Server:stop(why)
   if self.stopping then return end
   self.stopping = true
@@ -294,16 +345,16 @@ function Server:stop(why)
 end
 
 --- A large request is over: its memory goes back to the system now rather
--- than when the collector gets round to it (a resident size that stays at
--- its peak looks like a leak, and counts against MemoryMax). From a timer:
--- once the task that served it has finished.
+--- than when the collector gets round to it (a resident size that stays at
+--- its peak looks like a leak, and counts against MemoryMax). From a timer:
+--- once the task that served it has finished.
 function Server:reclaim()
   self.reclaim_timer = core.timer(0, core.trim_memory) -- kept: a collected timer never fires
 end
 
 --- Once the server has been quiet for a while (past pool_idle_ms, when
--- unused backends have stopped their daemons), the memory its requests and
--- pools used goes back to the system.
+--- unused backends have stopped their daemons), the memory its requests and
+--- pools used goes back to the system.
 function Server:settle()
   if self.settle_timer then return end
   local delay = math.max(1000, kiro.option("pool_idle_ms") + 500)
@@ -320,7 +371,8 @@ function Server:settle()
   self.settle_timer = core.timer(delay, check)
 end
 
--- A timer, not a task: it must not hold `serve` up once the server stops.
+--- Stops the server once it has been idle for idle_ms with nothing in flight.
+--- A timer, not a task: it must not hold `serve` up once the server stops.
 function Server:arm_idle()
   local idle_for = core.now() - self.last_activity
   local wait = self.inflight > 0 and self.idle_ms or math.max(0, self.idle_ms - idle_for)
@@ -338,9 +390,17 @@ end
 ---------------------------------------------------------------------------
 -- The metrics endpoint: just enough HTTP/1.1 for a Prometheus scrape.
 
+---@class kiro.server.Http
+---@field sock userdata the scraper's connection
+---@field header_bytes integer bytes of the request line and headers so far
+---@field request_line? string
+---@field answered? boolean
 local Http = {}
 Http.__index = Http
 
+--- A scrape's connection events: its lines, then its close.
+---@param ev string
+---@param line? string
 function Http:on_event(ev, line)
   -- As on the socket: whatever goes wrong with one scrape ends that one.
   local ok, err = xpcall(self.handle, debug.traceback, self, ev, line)
@@ -350,6 +410,10 @@ function Http:on_event(ev, line)
   end
 end
 
+--- Takes the request line and the headers, then answers GET or HEAD
+--- /metrics (an error status for anything else) and closes.
+---@param ev string
+---@param line? string
 function Http:handle(ev, line)
   if ev ~= "line" or self.answered then return end
   self.header_bytes = self.header_bytes + #line + 2
@@ -381,14 +445,22 @@ function Http:handle(ev, line)
   self.sock:close()
 end
 
+---@class kiro.server.Metrics
 local Metrics = {}
 Metrics.__index = Metrics
+--- The metrics listener's events: "accept" (conn: a scrape's connection).
+---@param _ kiro.server.Metrics the listener's context
+---@param ev string
+---@param conn userdata
 function Metrics.on_event(_, ev, conn)
   if ev == "accept" then conn:attach(setmetatable({ sock = conn, header_bytes = 0 }, Http)) end
 end
 
 --- "PORT" or "HOST:PORT" (loopback when no host is given; HOST may be a
--- name, like localhost, or [IPv6]) -> host, port.
+--- name, like localhost, or [IPv6]) -> host, port.
+---@param spec string
+---@return string|nil host
+---@return integer|string port the port; the message when host is nil
 function server.parse_listen(spec)
   local host, port = spec:match("^%[(.+)%]:(%d+)$")
   if not host then host, port = spec:match("^([^:]+):(%d+)$") end
@@ -420,7 +492,12 @@ local function clear_stale(path)
 end
 
 --- serve(opts): run the server until it is stopped or idle. Call it from a
--- kiro task. Returns true, or nil, message, code ("busy": another server).
+--- kiro task. Returns true, or nil, message, code ("busy": another server).
+---@param opts? table idle_ms, stop_grace_ms, max_buffered_bytes, max_unread_bytes, max_clients,
+---  unread_timeout_ms, log_file, metrics_listen, on_ready
+---@return boolean|nil ok
+---@return string? message
+---@return string? code "busy" (another server), "insecure", "listen" or "error"
 function server.serve(opts)
   opts = opts or {}
   local p = server.paths()

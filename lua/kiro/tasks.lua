@@ -37,6 +37,7 @@ end
 
 --- Starts fn(...) as a kiro task; it runs when the loop runs.
 ---@param fn function
+---@param ... any fn's arguments
 ---@return thread
 function tasks.spawn(fn, ...)
   if type(fn) ~= "function" then errors.misuse("kiro.spawn", "expected a function") end

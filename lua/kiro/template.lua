@@ -10,10 +10,13 @@ template.labels = {
 }
 
 --- render(messages [, opts]) -> string
--- messages: an array of { role = "system"|"user"|"assistant", content = string }.
--- opts.labels: role -> label overrides; opts.separator (default "\n\n");
--- opts.reply_role (default "assistant"): the open turn appended at the end,
--- or false for none.
+--- messages: an array of { role = "system"|"user"|"assistant", content = string }.
+--- opts.labels: role -> label overrides; opts.separator (default "\n\n");
+--- opts.reply_role (default "assistant"): the open turn appended at the end,
+--- or false for none.
+---@param messages table[] the chat, in order
+---@param opts? table labels, separator, reply_role
+---@return string prompt
 function template.render(messages, opts)
   opts = opts or {}
   if type(messages) ~= "table" then

@@ -25,7 +25,9 @@ local MODES = { auto = true, daemon = true, oneshot = true }
 local TIMEOUTS = { "timeout_ms", "first_chunk_timeout_ms", "stall_timeout_ms" }
 
 --- The id as the client sent it, when it can be echoed back (a number, a
--- string or a boolean); nil otherwise (the error then goes out with "id": null).
+--- string or a boolean); nil otherwise (the error then goes out with "id": null).
+---@param msg any a decoded line
+---@return number|string|boolean|nil id
 function wire.raw_id(msg)
   local t = type(msg) == "table" and type(msg.id)
   if t == "number" or t == "string" or t == "boolean" then return msg.id end
@@ -59,7 +61,11 @@ local function check_env(env)
 end
 
 --- request(msg, max_prompt) -> a checked request, or nil, message.
--- The result: { id, prompt, stream, cli, model, mode, env, timeout_ms, ... }.
+--- The result: { id, prompt, stream, cli, model, mode, env, timeout_ms, ... }.
+---@param msg table a decoded request line
+---@param max_prompt integer the largest prompt taken, in bytes (max_request_bytes)
+---@return table|nil req
+---@return string? message what is wrong, naming the field
 function wire.request(msg, max_prompt)
   local id = msg.id
   if math.type(id) ~= "integer" then return nil, "id must be an integer" end

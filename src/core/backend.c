@@ -282,7 +282,8 @@ kbackend *kbackend_get(kbackends *set, const kbackend_spec *spec, char *err, siz
     uv_timer_init(set->core->loop, &b->linger);
     b->linger.data = b;
     klist_insert_tail(&set->all, &b->link);
-    set->count++;
+    if (++set->count > set->peak)
+        set->peak = set->count;
     return b;
 }
 
@@ -331,7 +332,7 @@ void kbackend_submit_oneshot(kbackend *b, kreq *r)
 void kbackends_init(kbackends *set, kcore *core)
 {
     set->core = core;
-    set->count = 0;
+    set->count = set->peak = 0;
     klist_init(&set->all);
 }
 

@@ -28,6 +28,7 @@ typedef struct kbackends {
     kcore *core;
     klist all; /* kbackend.link */
     int count;
+    int peak; /* the most alive at once */
 } kbackends;
 
 void kbackends_init(kbackends *set, kcore *core);

@@ -214,6 +214,7 @@ static int l_stats(lua_State *L)
     kbackends_each_pool(&x->rt->backends, push_pool, &acc);
     lua_setfield(L, -2, "pools");
     SET("backends", x->rt->backends.count);
+    SET("backends_peak", x->rt->backends.peak);
     SET("daemons", acc.daemons);
     return 1;
 }
