@@ -17,6 +17,7 @@
 #define IPC_CLIENT_MAX_LINE (1u << 30) /* what a client accepts from its server */
 #define IPC_KEEP_BUFFER (1u << 20)     /* a line buffer larger than this is freed once empty */
 #define IPC_FLUSH_MS 2000              /* closing: how long queued writes get to go out */
+#define IPC_CORK_MAX 65536             /* writes smaller than this wait for the end of the loop's turn */
 
 struct kipc_listener {
     union {
@@ -42,6 +43,11 @@ struct kipc_conn {
         uv_tcp_t tcp;
     };
     uv_connect_t creq;
+    /* Small writes are gathered here until the loop has finished its turn
+     * (flusher, a uv_prepare, runs just before it polls) and go out as one:
+     * the chunks of a reply that arrived together wake the peer once. */
+    kbuf corked;
+    uv_prepare_t flusher;
     uv_timer_t timer; /* idle and lifetime bounds, when the listener has them */
     int open_handles;
     kipc_listener *l; /* NULL on the client side */
@@ -75,6 +81,7 @@ static void conn_handle_closed(uv_handle_t *h)
     if (--c->open_handles > 0)
         return;
     kjsonl_free(&c->fr);
+    kbuf_free(&c->corked);
     if (c->l) {
         c->l->nconns--;
         maybe_free_listener(c->l);
@@ -94,6 +101,8 @@ static void release(kipc_conn *c)
 
 static void close_handles(kipc_conn *c)
 {
+    if (!uv_is_closing((uv_handle_t *)&c->flusher))
+        uv_close((uv_handle_t *)&c->flusher, conn_handle_closed);
     if (c->has_timer && !uv_is_closing((uv_handle_t *)&c->timer))
         uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
     if (!uv_is_closing((uv_handle_t *)&c->pipe))
@@ -136,7 +145,7 @@ static void on_written(uv_write_t *req, int status)
 
 size_t kipc_unread(const kipc_conn *c)
 {
-    return uv_stream_get_write_queue_size((const uv_stream_t *)&c->pipe);
+    return uv_stream_get_write_queue_size((const uv_stream_t *)&c->pipe) + c->corked.len;
 }
 
 void kipc_notify_drain(kipc_conn *c, size_t below)
@@ -158,10 +167,47 @@ static void on_close_deadline(uv_timer_t *t)
     close_handles(t->data); /* the peer would not take what was queued */
 }
 
+static void write_owned(kipc_conn *c, char *data, size_t n)
+{
+    struct kipc_write *w = kmalloc(sizeof *w);
+    w->owned = data;
+    uv_buf_t b = uv_buf_init(data, (unsigned)n);
+    if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, on_written) < 0) {
+        free(data);
+        free(w);
+    }
+}
+
+/* What waits in `corked` goes out now (its buffer with it). */
+static void flush_corked(kipc_conn *c)
+{
+    uv_prepare_stop(&c->flusher);
+    if (c->corked.len == 0)
+        return;
+    char *data = c->corked.data;
+    size_t n = c->corked.len;
+    c->corked = (kbuf){ 0 };
+    write_owned(c, data, n);
+}
+
+static void on_flush(uv_prepare_t *p)
+{
+    flush_corked(p->data);
+}
+
+/* n bytes of data go out with the next flush (they are copied). */
+static void cork(kipc_conn *c, const char *data, size_t n)
+{
+    kbuf_append(&c->corked, data, n);
+    if (!uv_is_active((uv_handle_t *)&c->flusher))
+        uv_prepare_start(&c->flusher, on_flush);
+}
+
 /* Queued writes are flushed, then the connection closes; within
  * IPC_FLUSH_MS, since a peer that does not read would hold it forever. */
 static void flush_and_close(kipc_conn *c)
 {
+    flush_corked(c);
     uv_read_stop((uv_stream_t *)&c->pipe);
     if (!c->has_timer) {
         uv_timer_init(c->pipe.loop, &c->timer);
@@ -180,6 +226,7 @@ static void flush_and_close(kipc_conn *c)
 
 static void write_raw(kipc_conn *c, const char *data, size_t n)
 {
+    flush_corked(c); /* in order */
     struct kipc_write *w = kmalloc(sizeof *w + n);
     w->owned = NULL;
     memcpy(w->data, data, n);
@@ -274,7 +321,9 @@ static kipc_conn *conn_new(uv_loop_t *loop, size_t max_line, int tcp)
     else
         uv_pipe_init(loop, &c->pipe, 0);
     c->pipe.data = c;
-    c->open_handles = 1;
+    uv_prepare_init(loop, &c->flusher);
+    c->flusher.data = c;
+    c->open_handles = 2;
     kjsonl_init(&c->fr, max_line);
     c->uid = (uid_t)-1;
     return c;
@@ -320,7 +369,7 @@ kipc_conn *kipc_connect(uv_loop_t *loop, const char *path, size_t max_line)
  * write is always let through to a peer that has read everything. */
 static int over_unread(kipc_conn *c, size_t n)
 {
-    size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe);
+    size_t queued = kipc_unread(c);
     return c->l && c->l->lim.max_unread && queued > 0 && queued + n > c->l->lim.max_unread;
 }
 
@@ -330,7 +379,10 @@ int kipc_send(kipc_conn *c, const char *data, size_t n)
         return 0;
     if (over_unread(c, n))
         return -1;
-    write_raw(c, data, n);
+    if (c->corked.len + n <= IPC_CORK_MAX)
+        cork(c, data, n);
+    else
+        write_raw(c, data, n);
     return 0;
 }
 
@@ -341,12 +393,12 @@ int kipc_send_owned(kipc_conn *c, char *data, size_t n)
         free(data);
         return refused ? -1 : 0;
     }
-    struct kipc_write *w = kmalloc(sizeof *w);
-    w->owned = data;
-    uv_buf_t b = uv_buf_init(data, (unsigned)n);
-    if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, on_written) < 0) {
+    if (c->corked.len + n <= IPC_CORK_MAX) {
+        cork(c, data, n);
         free(data);
-        free(w);
+    } else {
+        flush_corked(c); /* in order */
+        write_owned(c, data, n);
     }
     return 0;
 }
