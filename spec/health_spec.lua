@@ -27,14 +27,57 @@ describe("health checks", function()
     local kiro, log = H.setup({ KIRO_SIM_LATENCY_MS = 400 }, { health_interval_ms = 50, log = "error" })
     local fb = kiro.stats().fallbacks
     local reply
-    kiro.spawn(function() reply = kiro.chat("please") end)
+    local why
+    kiro.spawn(function() local m, c; reply, m, c = kiro.chat("please"); why = tostring(c) .. ": " .. tostring(m) end)
     kiro.spawn(function()
       wait_for(kiro, function() return H.count(H.sim_events(log), { event = "request" }) == 1 end, "the request")
       os.execute("kill -STOP " .. daemon_pids(log)[1])
     end)
     kiro.run()
-    assert.are.equal("You said: please", reply)
+    assert.are.equal("You said: please", reply, why)
     assert.are.equal(fb + 1, kiro.stats().fallbacks)
+  end)
+
+  -- A tracer's stop ('t') is not a SIGSTOP: strace or gdb attached to a
+  -- backend must not get it killed (nor LeakSanitizer's look at an
+  -- instrumented backend as it exits, which once failed a request here).
+  it("a daemon or a oneshot child a tracer holds is left alone", function()
+    local kiro, log = H.setup({ KIRO_SIM_LATENCY_MS = 700 }, { health_interval_ms = 50 })
+    local f0 = kiro.stats().health_failures
+    local function hold(pid)
+      local tracer, wait_exit, dir = H.spawn_bg({ H.build .. "/kiro-test-peer", "trace", tostring(pid), "400" }, {})
+      assert(tracer)
+      H.wait_kiro(kiro, function()
+        return (H.read_file(dir .. "/out") or ""):find("ready") or (H.read_file(dir .. "/rc") or ""):find("%d")
+      end, "the tracer")
+      if not (H.read_file(dir .. "/out") or ""):find("ready") then
+        return false, (select(3, wait_exit()))
+      end
+      assert.are.equal("t", H.proc_state(pid))
+      -- The loop runs (and health checks with it) while the tracer holds it.
+      H.wait_kiro(kiro, function() return (H.read_file(dir .. "/rc") or ""):find("%d") end, "the tracer to let go")
+      assert.are.equal(0, (wait_exit()))
+      return true
+    end
+    local replies, held = {}, {}
+    kiro.spawn(function() replies.daemon = kiro.chat("daemon") end)
+    kiro.spawn(function()
+      H.wait_kiro(kiro, function() return #daemon_pids(log) == 1 end, "the daemon")
+      held.daemon = { hold(daemon_pids(log)[1]) }
+    end)
+    kiro.run()
+    if not held.daemon[1] then return pending("ptrace is not permitted here: " .. tostring(held.daemon[2])) end
+    kiro.spawn(function() replies.oneshot = kiro.chat("oneshot", { mode = "oneshot" }) end)
+    kiro.spawn(function()
+      local function oneshots() return H.pids(H.sim_events(log), { event = "start", mode = "chat" }) end
+      H.wait_kiro(kiro, function() return #oneshots() == 1 end, "the oneshot child")
+      held.oneshot = { hold(oneshots()[1]) }
+    end)
+    kiro.run()
+    assert.are.equal("You said: daemon", replies.daemon)
+    assert.are.equal("You said: oneshot", replies.oneshot)
+    assert.are.equal(f0, kiro.stats().health_failures)
+    assert.are.equal(1, #daemon_pids(log))
   end)
 
   it("an opt-in probe finds a daemon that stopped answering", function()

@@ -313,12 +313,16 @@ function H.setup(knobs, options)
   local env = { KIRO_SIM_LOG = dir .. "/sim.log" }
   for k, v in pairs(knobs or {}) do env[k] = tostring(v) end
   base_config = base_config or kiro.core.config()
-  local cfg = { cli_path = H.sim, env = env, mode = "auto", model = false, log = os.getenv("KIRO_LOG") or "warn",
-                timeout_ms = 20000, first_chunk_timeout_ms = 15000, stall_timeout_ms = 15000,
-                cache = false, cache_ttl_ms = 300000, cache_max_bytes = 64 * 1024 * 1024,
-                policy = require "kiro.policy" }
+  -- The core's defaults first, then what every test starts from.
+  local cfg = {}
   for k, v in pairs(base_config) do cfg[k] = v end
-  cfg.kill_grace_ms = 500
+  for k, v in pairs { cli_path = H.sim, env = env, mode = "auto", model = false,
+                      log = os.getenv("KIRO_LOG") or "warn",
+                      timeout_ms = 20000, first_chunk_timeout_ms = 15000, stall_timeout_ms = 15000,
+                      cache = false, cache_ttl_ms = 300000, cache_max_bytes = 64 * 1024 * 1024,
+                      policy = require "kiro.policy", kill_grace_ms = 500 } do
+    cfg[k] = v
+  end
   for k, v in pairs(options or {}) do cfg[k] = v end
   kiro.configure(cfg)
   return kiro, env.KIRO_SIM_LOG, dir

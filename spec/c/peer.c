@@ -9,6 +9,10 @@
  *   kiro-test-peer noread PATH FILE         sends FILE's lines, never reads
  *   kiro-test-peer maxrss CMD [ARG...]      runs CMD (stdio inherited) and
  *                                           prints its peak resident kB on stderr
+ *   kiro-test-peer trace PID MS             holds PID in a tracer's stop ('t',
+ *                                           as strace or gdb would) for MS ms,
+ *                                           then lets it go; exits 3 when the
+ *                                           system allows no ptrace
  *
  * It raises its own descriptor limit, so N may exceed the usual 1024. */
 #include <arpa/inet.h>
@@ -18,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -152,6 +157,23 @@ static int maxrss(char **argv)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+static int trace(pid_t pid, int ms)
+{
+    if (ptrace(PTRACE_SEIZE, pid, 0, 0) != 0) {
+        fprintf(stderr, "kiro-test-peer: cannot trace %d: %s\n", (int)pid, strerror(errno));
+        return 3;
+    }
+    int status;
+    if (ptrace(PTRACE_INTERRUPT, pid, 0, 0) != 0 || waitpid(pid, &status, __WALL) != pid)
+        die("interrupt");
+    printf("ready\n");
+    fflush(stdout);
+    usleep((useconds_t)ms * 1000);
+    if (ptrace(PTRACE_DETACH, pid, 0, 0) != 0)
+        die("detach");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 3 && strcmp(argv[1], "maxrss") == 0)
@@ -162,8 +184,10 @@ int main(int argc, char **argv)
         return flood(argv[2], atoll(argv[3]));
     if (argc == 4 && strcmp(argv[1], "noread") == 0)
         return noread(argv[2], argv[3]);
+    if (argc == 4 && strcmp(argv[1], "trace") == 0)
+        return trace((pid_t)atoi(argv[2]), atoi(argv[3]));
     fputs("usage: kiro-test-peer hold-tcp HOST PORT N | flood PATH BYTES | noread PATH FILE"
-          " | maxrss CMD [ARG...]\n",
+          " | maxrss CMD [ARG...] | trace PID MS\n",
           stderr);
     return 2;
 }

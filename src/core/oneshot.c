@@ -98,7 +98,7 @@ void koneshot_health_check(kcore *core)
     klist_foreach (n, &core->oneshots) {
         koneshot *o = klist_entry(n, koneshot, link);
         char st = kproc_state(o->proc);
-        if (st != 'T' && st != 't')
+        if (st != 'T') /* 't', a tracer's stop (strace, gdb, LeakSanitizer at exit), is left alone */
             continue;
         /* Stopped by a signal: it will not answer; nobody should wait for
          * the stall timeout to find that out. */

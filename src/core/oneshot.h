@@ -16,8 +16,10 @@ typedef struct koneshot_spec {
 } koneshot_spec;
 
 void koneshot_start(kcore *core, const koneshot_spec *spec, kreq *r);
-/* A child stopped by a signal (SIGSTOP, a debugger) is killed and its
- * request ends `crashed`, as a stopped daemon would. */
+/* A child stopped by a job-control signal (SIGSTOP, SIGTSTP: state 'T') is
+ * killed and its request ends `crashed`, as a stopped daemon would. One a
+ * tracer holds ('t': strace, gdb, LeakSanitizer's check at exit) is not: it
+ * goes on once let go, and the stall timeout still bounds the wait. */
 void koneshot_health_check(kcore *core);
 
 #endif

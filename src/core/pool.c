@@ -359,7 +359,7 @@ void kpool_health_check(kpool *p)
         if (d->state == KD_STOPPING || !d->proc)
             continue;
         char st = kproc_state(d->proc);
-        if (st == 'T' || st == 't' || st == 'Z') {
+        if (st == 'T' || st == 'Z') { /* not 't': a tracer holds it, and lets it go */
             char why[128];
             snprintf(why, sizeof why, "daemon pid %d is %s", d->pid,
                      st == 'Z' ? "a zombie" : "stopped by a signal");

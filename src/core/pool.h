@@ -30,7 +30,8 @@ kpool *kpool_new(kcore *core, const kpool_spec *spec);
 void kpool_submit(kpool *p, kreq *r);
 /* Requests waiting in its queue or on its daemons' wires. */
 int kpool_busy(const kpool *p);
-/* Passive: a daemon stopped by a signal, or a zombie, is replaced. Active
+/* Passive: a daemon stopped by a job-control signal ('T'), or a zombie, is
+ * replaced; one a tracer holds ('t': strace, gdb) is left alone. Active
  * (probe_interval_ms): an idle daemon is sent probe_prompt and replaced if it
  * does not answer within probe_timeout_ms. */
 void kpool_health_check(kpool *p);
