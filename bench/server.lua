@@ -106,6 +106,20 @@ r.cold = hyperfine(kiro_rt .. " agent -m Hello", { warmup = 0, runs = quick and 
 
 progress("daemon, warm calls")
 r.warm = hyperfine(kiro_rt .. " agent -m Hello", { runs = runs })
+-- The ratio from alternating batches of the two, so both see the same
+-- machine (on a shared host the floor alone drifts by a third within a
+-- minute): the median of the per-batch ratios.
+progress("warm calls against the floor, alternating batches")
+do
+  local ratios = {}
+  for i = 1, quick and 3 or 9 do
+    local floor = hyperfine(kiro_rt .. " --version", { runs = 15, warmup = 2 })
+    local warm = hyperfine(kiro_rt .. " agent -m Hello", { runs = 15, warmup = 2 })
+    ratios[i] = warm / floor
+  end
+  table.sort(ratios)
+  r.warm_ratio = ratios[(#ratios + 1) // 2]
+end
 
 progress("10 concurrent agents vs one, 100 ms backend latency, 10 warm daemons")
 serve("--pool-min 10 --pool-max 10", { KIRO_SIM_LATENCY_MS = "100" })
@@ -143,7 +157,7 @@ local lines = {
   ("%-44s %10s %10.2f MiB"):format("server RSS, 4 idle daemons", "50 MB", r.rss / 1048576),
   ("%-44s %10s %10.2f MiB"):format("  (the 4 kiro-sim daemons together)", "", r.daemons_rss / 1048576),
   "",
-  ("warm call / --version exec     %6.2f x   (goal <= 1.3x)"):format(r.warm / r.floor),
+  ("warm call / --version exec     %6.2f x   (goal <= 1.3x; median of alternating batches)"):format(r.warm_ratio),
   ("warm call / oneshot            %6.2f %%   (goal <= 5%%)"):format(100 * r.warm / r.oneshot),
   ("10 concurrent / single call    %6.2f x   (goal <= 1.5x)"):format(r.ten / r.single),
   ("server RSS                     %6.2f MiB (goal < 8 MiB)"):format(r.rss / 1048576),
