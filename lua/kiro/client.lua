@@ -29,8 +29,8 @@ local reserved = {
 ---@return table<string, string> env
 function client.backend_env()
   local env = {}
-  for k, v in pairs(core.environ()) do
-    if k:sub(1, 5) == "KIRO_" and not reserved[k] and k:sub(1, 12) ~= "KIRO_SERVER_" then
+  for k, v in pairs(core.environ("KIRO_")) do
+    if not reserved[k] and k:sub(1, 12) ~= "KIRO_SERVER_" then
       env[k] = v
     end
   end
