@@ -134,8 +134,8 @@ end
 
 -- The backend path as the server must see it: absolute (the server's working
 -- directory is not ours).
-local function absolute_cli(config, core)
-  local path = config.option("cli_path")
+local function absolute_cli(env, core)
+  local path = env.cli()
   if not path then return nil end
   if not path:find("/") then path = core.which(path) or path end
   if path:sub(1, 1) ~= "/" then path = core.cwd() .. "/" .. path end
@@ -201,14 +201,11 @@ local function agent(args)
   if o.help then io.stdout:write(AGENT_USAGE); return EXIT_OK end
 
   -- Through the server, a call loads only what it needs to be a client
-  -- (the configuration, the client, the loop's core); the whole Lua face
-  -- only when it serves the prompt itself.
-  local config, core = require "kiro.config", require "kiro.core"
-  local use = os.getenv("KIRO_USE_DAEMON")
-  if use and use ~= "" then
-    local on, perr = config.parse_bool("KIRO_USE_DAEMON", use)
-    if on == nil then return usage_error(perr) end
-  end
+  -- (the environment's defaults, the exchange, the loop's core); the whole
+  -- Lua face only when it serves the prompt itself.
+  local env, core = require "kiro.env", require "kiro.core"
+  local mode_default, mode_err = env.mode()
+  if not mode_default then return usage_error(mode_err) end
 
   local prefix, suffix = "", ""
   if not o.raw then prefix, suffix = template_parts() end
@@ -219,31 +216,60 @@ local function agent(args)
     if not utf8.len(prompt) then return usage_error("agent: the prompt is not valid UTF-8") end
   end
 
-  local signalled = catch_signals()
-  local mode = o.mode or config.option("mode")
+  -- Signals are caught only once there is something to clean up (an
+  -- in-process call's backends, a client connection on the loop): until
+  -- then SIGINT and SIGTERM end the process as they end any program, which
+  -- also tells a shell loop that its child was interrupted.
+  local signalled = function() return nil end
+  local mode = o.mode or mode_default
   local last = ""
   local function out(chunk)
     io.stdout:write(chunk)
     if o.stream then io.stdout:flush() end
     last = chunk
   end
+  -- The call is over: the reply's last line ended, and the exit status.
+  local function finish(ok, e)
+    if last ~= "" and last:sub(-1) ~= "\n" then io.stdout:write("\n") end
+    io.stdout:flush()
+    if signalled() then return 128 + signalled() end
+    if ok then return EXIT_OK end
+    if not errors.is(e) then error(e, 0) end
+    io.stderr:write(("kiro-rt: %s: %s\n"):format(e.code, (tostring(e.message):gsub("\n", " "))))
+    return e.code == "timeout" and EXIT_TIMEOUT or EXIT_FAIL
+  end
 
   -- Through the server (started in the background if need be), unless told
   -- otherwise or oneshot anyway; in-process if the server cannot be had.
-  local conn
-  local cli_path = absolute_cli(config, core)
-  if cli_path and not o.no_server and mode ~= "oneshot" then
+  local conn, opts
+  local cli_path = absolute_cli(env, core)
+  local via_server = cli_path and not o.no_server and mode ~= "oneshot"
+  if via_server then
+    local exchange = require "kiro.exchange"
+    opts = {
+      stream = o.stream, cli = cli_path, model = o.model or env.model(), mode = mode,
+      env = exchange.backend_env(), timeout_ms = o.timeout_ms,
+    }
+    -- The common case, a short prompt for a server that runs: one exchange,
+    -- without the loop or a handshake (the request names the server it
+    -- expects). No server, or one of another version (which serves nothing
+    -- then): the client below starts or replaces it.
+    if prompt and #prompt <= 65536 then
+      local ok, msg, code = exchange.call(require("kiro.paths").paths().socket, prompt, opts, out)
+      if code ~= "none" and code ~= "version" then
+        return finish(ok, not ok and errors.new(code, msg))
+      end
+    end
+    signalled = catch_signals()
     local cerr
-    -- A short prompt from the command line goes without a handshake round
-    -- trip (the request names the server it expects); a long one, or one
-    -- read from stdin, is checked against the server's max_request_bytes
-    -- first, which the handshake brings.
-    local short = prompt and #prompt <= 65536
-    conn, cerr = require("kiro.client").open { autostart = true, handshake = not short }
+    -- A long prompt, or one read from stdin, is checked against the
+    -- server's max_request_bytes first, which the handshake brings.
+    conn, cerr = require("kiro.client").open { autostart = true }
     if not conn then
       core.log("warn", "kiro.client", "cannot use the kiro-rt server (" .. cerr .. "); serving in-process")
     end
   end
+  if not conn and not via_server then signalled = catch_signals() end
   if not prompt and not conn then -- in-process: the prompt as a Lua string
     local text = io.stdin:read("a") or ""
     if not o.raw then text = text:gsub("\n$", "") end
@@ -255,26 +281,9 @@ local function agent(args)
   local usage
   local ok, e = pcall(function()
     if conn then
-      local opts = {
-        stream = o.stream, cli = cli_path, model = o.model or config.option("model"), mode = mode,
-        env = require("kiro.client").backend_env(), timeout_ms = o.timeout_ms,
-      }
       local iter, ierr, kind
       if prompt then
         iter = conn:request(prompt, opts)
-        local first_ok, first = pcall(iter)
-        if not first_ok and errors.is(first) and first.code == "version" then
-          -- A server of another version refused it, serving nothing: the
-          -- handshake replaces that server, and the request goes again.
-          conn:close()
-          conn, ierr = require("kiro.client").open { autostart = true }
-          if not conn then errors.raise("closed", "cannot use the kiro-rt server: " .. ierr) end
-          iter = conn:request(prompt, opts)
-          first_ok, first = pcall(iter)
-        end
-        if not first_ok then error(first, 0) end
-        if first == nil then return end
-        out(first)
       else -- stdin straight into the request line
         iter, ierr, kind = conn:request_stdin(prefix, suffix, not o.raw, opts)
         if not iter then
@@ -298,13 +307,7 @@ local function agent(args)
   end)
   if conn then conn:close() end
   if usage then return usage_error(usage) end
-  if last ~= "" and last:sub(-1) ~= "\n" then io.stdout:write("\n") end
-  io.stdout:flush()
-  if signalled() then return 128 + signalled() end
-  if ok then return EXIT_OK end
-  if not errors.is(e) then error(e, 0) end
-  io.stderr:write(("kiro-rt: %s: %s\n"):format(e.code, (tostring(e.message):gsub("\n", " "))))
-  return e.code == "timeout" and EXIT_TIMEOUT or EXIT_FAIL
+  return finish(ok, e)
 end
 
 local function run(args)

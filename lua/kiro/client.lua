@@ -4,8 +4,8 @@
 -- A client loads only the loop's core, the scheduler and the configuration:
 -- not the whole Lua face (kiro-rt agent is a client, and starts for each call).
 local core = require "kiro.core"
-local config = require "kiro.config"
 local errors = require "kiro.error"
+local exchange = require "kiro.exchange"
 local paths = require "kiro.paths"
 local tasks = require "kiro.tasks"
 
@@ -13,29 +13,11 @@ local client = {}
 
 client.START_TIMEOUT_MS = 10000    -- a new server must answer within this
 client.HELLO_TIMEOUT_MS = 5000
--- A request's answer may come this long after its own timeout_ms before the
--- client stops waiting for a server that stopped answering.
-client.GUARD_MS = 2000
+client.GUARD_MS = exchange.GUARD_MS -- past a request's own timeout_ms
 
--- Variables of kiro-rt itself; every other KIRO_* variable of the client is
--- passed to the backend (so kiro-sim's knobs, say, reach it through the server).
-local reserved = {
-  KIRO_CLI_PATH = true, KIRO_USE_DAEMON = true, KIRO_MODEL = true, KIRO_LOG = true,
-  KIRO_LUA_DIR = true,
-}
-
---- What the client's environment passes to a backend: every KIRO_* variable
---- but kiro-rt's own (the reserved ones and KIRO_SERVER_*).
+--- The client's KIRO_* variables that are not kiro-rt's own, for the backend.
 ---@return table<string, string> env
-function client.backend_env()
-  local env = {}
-  for k, v in pairs(core.environ("KIRO_")) do
-    if not reserved[k] and k:sub(1, 12) ~= "KIRO_SERVER_" then
-      env[k] = v
-    end
-  end
-  return env
-end
+client.backend_env = exchange.backend_env
 
 ---@class kiro.client.Conn
 ---@field sock? userdata the connection (core.connect); nil once closed here
@@ -283,14 +265,7 @@ function Req:on_message(msg)
   self.ev:set()
 end
 
-local function request_fields(id, opts, expect)
-  return {
-    op = "request", id = id, stream = opts.stream ~= false,
-    backend = { cli = opts.cli, model = opts.model, mode = opts.mode or "auto", env = opts.env },
-    timeout_ms = opts.timeout_ms, first_chunk_timeout_ms = opts.first_chunk_timeout_ms,
-    stall_timeout_ms = opts.stall_timeout_ms, expect = expect,
-  }
-end
+local request_fields = exchange.fields
 
 
 --- After its line is sent: the request's chunks, as an iterator that raises
@@ -303,7 +278,7 @@ function Conn:iterate(id, opts)
   self.reqs[id] = req
   if self.error then req:on_message { error = self.error } end
   -- Nobody waits forever, even on a server that hangs.
-  local limit = (opts.timeout_ms or config.option("timeout_ms")) + client.GUARD_MS
+  local limit = exchange.limit_ms(opts)
   local guard = core.timer(limit, function()
     if req.done then return end
     self:send { op = "cancel", id = id }

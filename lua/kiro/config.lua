@@ -2,6 +2,7 @@
 -- once), kiro.configure, and the backend every call names.
 
 local core = require "kiro.core"
+local env = require "kiro.env"
 local errors = require "kiro.error"
 
 local config = {}
@@ -9,38 +10,8 @@ local config = {}
 --- The longest duration any option takes: 2^31 - 1 ms (24.8 days).
 config.MAX_MS = 2147483647
 
-local truthy = { ["true"] = true, ["1"] = true, yes = true, on = true }
-local falsy = { ["false"] = true, ["0"] = true, no = true, off = true }
-
---- Parses a KIRO_USE_DAEMON-style boolean.
----@param name string the variable, for the message
----@param value string
----@return boolean|nil on, string? message
-function config.parse_bool(name, value)
-  local v = value:lower()
-  if truthy[v] then return true end
-  if falsy[v] then return false end
-  return nil, ("%s must be one of true/false, 1/0, yes/no, on/off (got %q)"):format(name, value)
-end
-
-local function nonempty(v) return v ~= "" and v or nil end
-
--- Defaults from the environment, read once (Lua cannot change its own
--- environment). A bad KIRO_USE_DAEMON is each call's `config` error.
-local env = {
-  model = nonempty(os.getenv("KIRO_MODEL")),
-  cli = nonempty(os.getenv("KIRO_CLI_PATH")),
-}
-do
-  local v = os.getenv("KIRO_USE_DAEMON")
-  if not v or v == "" then
-    env.mode = "auto"
-  else
-    local on, err = config.parse_bool("KIRO_USE_DAEMON", v)
-    if on == nil then env.mode_error = err else env.mode = on and "auto" or "oneshot" end
-  end
-end
-local found_cli -- kiro-cli on PATH, looked up on first use
+--- Parses a KIRO_USE_DAEMON-style boolean (kiro.env's).
+config.parse_bool = env.parse_bool
 
 --- The options kept in Lua (the core's are kept in C: core.config()).
 local cfg = {
@@ -145,7 +116,7 @@ function config.configure(tbl)
     end
   end
   close_defaults()
-  if tbl.cli_path == false then found_cli = nil end
+  if tbl.cli_path == false then env.forget_cli() end
   for _, fn in ipairs(listeners) do fn() end
 end
 
@@ -153,9 +124,7 @@ end
 --- kiro-cli on PATH.
 ---@return string?
 function config.cli()
-  if cfg.cli_path or env.cli then return cfg.cli_path or env.cli end
-  found_cli = found_cli or core.which("kiro-cli")
-  return found_cli
+  return cfg.cli_path or env.cli()
 end
 
 --- The mode calls use unless they name one; nil and a message when
@@ -163,12 +132,12 @@ end
 ---@return string? mode, string? message
 function config.mode()
   if cfg.mode then return cfg.mode end
-  return env.mode, env.mode_error
+  return env.mode()
 end
 
 ---@return string?
 function config.model()
-  return cfg.model or env.model
+  return cfg.model or env.model()
 end
 
 --- The effective value of an option (after environment defaults). Raises

@@ -6,8 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -672,4 +675,94 @@ int kipc_secure_dir(const char *dir, char *err, size_t errlen)
         return -1;
     }
     return 0;
+}
+
+/* ---- one exchange, without the loop -------------------------------------- */
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Waits for events on fd until the deadline: 0, or a negative errno. */
+static int wait_fd(int fd, short events, uint64_t deadline)
+{
+    uint64_t now = mono_ms();
+    if (now >= deadline)
+        return -ETIMEDOUT;
+    uint64_t left = deadline - now;
+    struct pollfd p = { .fd = fd, .events = events };
+    int r = poll(&p, 1, left > INT32_MAX ? INT32_MAX : (int)left);
+    if (r < 0)
+        return errno == EINTR ? 0 : -errno; /* a handled signal: look again */
+    return r == 0 ? -ETIMEDOUT : 0;
+}
+
+static int exchange_on(int fd, const char *data, size_t n, uint64_t deadline, size_t max_line,
+                       kjsonl_line_cb line, void *ud)
+{
+    for (size_t off = 0; off < n;) {
+        ssize_t w = send(fd, data + off, n - off, MSG_NOSIGNAL);
+        if (w > 0) {
+            off += (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno != EAGAIN && errno != EINTR)
+            return -errno;
+        int rc = wait_fd(fd, POLLOUT, deadline);
+        if (rc != 0)
+            return rc;
+    }
+    kjsonl fr;
+    kjsonl_init(&fr, max_line ? max_line : IPC_CLIENT_MAX_LINE);
+    char buf[65536];
+    int rc;
+    for (;;) {
+        ssize_t r = read(fd, buf, sizeof buf);
+        if (r == 0) {
+            rc = -EPIPE;
+            break;
+        }
+        if (r < 0) {
+            if (errno != EAGAIN && errno != EINTR) {
+                rc = -errno;
+                break;
+            }
+            if ((rc = wait_fd(fd, POLLIN, deadline)) != 0)
+                break;
+            continue;
+        }
+        int f = kjsonl_feed(&fr, buf, (size_t)r, line, ud);
+        if (f == KJSONL_STOPPED) {
+            rc = 0;
+            break;
+        }
+        if (f == KJSONL_OVERFLOW) {
+            rc = -EMSGSIZE;
+            break;
+        }
+    }
+    kjsonl_free(&fr);
+    return rc;
+}
+
+int kipc_exchange(const char *path, const char *data, size_t n, uint64_t timeout_ms, size_t max_line,
+                  kjsonl_line_cb line, void *ud)
+{
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    if (strlen(path) >= sizeof a.sun_path)
+        return -ENAMETOOLONG;
+    memcpy(a.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -errno;
+    int rc = 0;
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
+        rc = -errno; /* a Unix socket connects at once, or not at all (EAGAIN: its backlog is full) */
+    if (rc == 0)
+        rc = exchange_on(fd, data, n, mono_ms() + timeout_ms, max_line, line, ud);
+    close(fd);
+    return rc;
 }

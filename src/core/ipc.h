@@ -14,6 +14,8 @@
 #include <sys/types.h>
 #include <uv.h>
 
+#include "jsonl.h"
+
 typedef struct kipc_listener kipc_listener;
 typedef struct kipc_conn kipc_conn;
 
@@ -83,5 +85,16 @@ uid_t kipc_peer_uid(const kipc_conn *c);
 /* Creates `dir` 0700 if missing; refuses one that another user owns or that
  * others can write. Returns 0, or -1 with a message. */
 int kipc_secure_dir(const char *dir, char *err, size_t errlen);
+
+/* One exchange without the loop, for a process that makes one call and
+ * leaves (kiro-rt agent, where a loop, its handles and their teardown would
+ * cost more than the call): connects to the socket at path, sends the n
+ * bytes of data, and hands each line it reads to `line` until that returns
+ * non-zero. Returns 0 then; otherwise a negative errno: -ENOENT or
+ * -ECONNREFUSED (nothing listens at path), -ETIMEDOUT (not over within
+ * timeout_ms), -EPIPE (the peer closed first), -EMSGSIZE (a line longer than max_line, 0: the client's usual
+ * bound), or what connect, read or write said. Nothing stays open either way. */
+int kipc_exchange(const char *path, const char *data, size_t n, uint64_t timeout_ms, size_t max_line,
+                  kjsonl_line_cb line, void *ud);
 
 #endif

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
@@ -72,6 +73,7 @@ static const luaL_Reg core_fns[] = {
     { "json_decode", l_json_decode },
     /* lipc.c */
     { "connect", l_connect },
+    { "exchange", l_exchange },
     { "listen", l_listen },
     { "listen_tcp", l_listen_tcp },
     { "secure_dir", l_secure_dir },
@@ -123,6 +125,7 @@ KIRO_EXPORT int luaopen_kiro_core(lua_State *L)
     /* A reader that went away must show up as EPIPE, not kill the host. */
     signal(SIGPIPE, SIG_IGN);
     luaL_checkversion(L);
+    ljson_seed();
 
     lkiro_class(L, REQ_MT, req_gc, req_gc, request_methods);
     lkiro_class(L, BACKEND_MT, backend_close, backend_close, backend_methods);
