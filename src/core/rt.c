@@ -31,6 +31,11 @@ static const kconfig config_defaults = {
     .stall_timeout_ms = 120000,
 };
 
+const kconfig *krt_defaults(void)
+{
+    return &config_defaults;
+}
+
 krt *krt_new(void)
 {
     krt *rt = kcalloc(1, sizeof *rt);

@@ -19,6 +19,8 @@ typedef struct krt {
 } krt;
 
 krt *krt_new(void);
+/* The options a new runtime starts with. */
+const kconfig *krt_defaults(void);
 /* Ends every request (cancelled) and stops every backend's daemons, in
  * order. `reopen`: new requests are taken afterwards (pools start again on
  * demand); else the runtime refuses them with `closed`. */

@@ -105,9 +105,6 @@ static lrt *push_runtime(lua_State *L)
     lrt *x = lua_newuserdatauv(L, sizeof *x, 0);
     memset(x, 0, sizeof *x);
     x->err_ref = x->sig_ref = x->hup_ref = LUA_NOREF;
-    x->rt = krt_new();
-    if (!x->rt)
-        luaL_error(L, "kiro: cannot initialise the event loop");
     const char *spec = getenv("KIRO_LOG");
     if (spec && klog_set_filter(spec) != 0)
         fprintf(stderr, "[WARN kiro.rt] ignoring invalid KIRO_LOG '%s'\n", spec);

@@ -119,23 +119,23 @@ static int l_configure(lua_State *L)
 
 static int l_config(lua_State *L)
 {
-    lrt *x = get_lrt(L);
+    const kconfig *cfg = lrt_config(L);
     if (!lua_isnoneornil(L, 1)) { /* core.config(name): one option's value */
         const char *k = luaL_checkstring(L, 1);
         for (size_t i = 0; i < NCFG; i++)
             if (strcmp(k, cfg_fields[i].name) == 0) {
-                cfg_push(L, &x->rt->core.cfg, &cfg_fields[i]);
+                cfg_push(L, cfg, &cfg_fields[i]);
                 return 1;
             }
-        lua_pushstring(L, x->rt->core.cfg.probe_prompt);
+        lua_pushstring(L, cfg->probe_prompt);
         return strcmp(k, "probe_prompt") == 0 ? 1 : luaL_argerror(L, 1, "unknown option");
     }
     lua_createtable(L, 0, (int)NCFG);
     for (size_t i = 0; i < NCFG; i++) {
-        cfg_push(L, &x->rt->core.cfg, &cfg_fields[i]);
+        cfg_push(L, cfg, &cfg_fields[i]);
         lua_setfield(L, -2, cfg_fields[i].name);
     }
-    lua_pushstring(L, x->rt->core.cfg.probe_prompt);
+    lua_pushstring(L, cfg->probe_prompt);
     lua_setfield(L, -2, "probe_prompt");
     return 1;
 }

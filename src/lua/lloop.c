@@ -175,6 +175,7 @@ static int l_shutdown(lua_State *L)
 static int rt_gc(lua_State *L)
 {
     lrt *x = luaL_checkudata(L, 1, RT_MT);
+    x->closed = 1;
     if (!x->rt)
         return 0;
     x->L = NULL; /* no Lua callbacks from here on */

@@ -3,7 +3,10 @@
  * every binding returns. Included by kiro.c. */
 
 typedef struct lrt {
-    krt *rt;
+    krt *rt;              /* made on first use (get_lrt): a process that only
+                             reads options or makes one blocking exchange never
+                             opens a loop */
+    int closed;           /* the Lua state is closing: no runtime any more */
     lua_State *L;         /* the thread driving the loop right now */
     int err_ref;          /* first error raised by a callback, re-raised by step() */
     int sig_ref;          /* Lua handler for SIGINT/SIGTERM */
@@ -33,13 +36,26 @@ static int lkiro_fail(lua_State *L, const char *msg)
     return 2;
 }
 
+/* The runtime, made now if this is its first use. */
 static lrt *get_lrt(lua_State *L)
 {
     lrt *x = lua_touserdata(L, lua_upvalueindex(1));
-    if (!x->rt)
-        luaL_error(L, "kiro runtime is closed");
+    if (!x->rt) {
+        if (x->closed)
+            luaL_error(L, "kiro runtime is closed");
+        x->rt = krt_new();
+        if (!x->rt)
+            luaL_error(L, "kiro: cannot initialise the event loop");
+    }
     x->L = L;
     return x;
+}
+
+/* The options in force: the runtime's, or the defaults before it exists. */
+static const kconfig *lrt_config(lua_State *L)
+{
+    lrt *x = lua_touserdata(L, lua_upvalueindex(1));
+    return x->rt ? &x->rt->core.cfg : krt_defaults();
 }
 
 /* Calls the function on top of the stack with nargs arguments below it,
