@@ -78,4 +78,22 @@ describe("pool", function()
     assert.are.equal("timeout", results[2][3])
     assert.are.equal("You said: t3", kiro.chat("t3"))
   end)
+
+  it("a queued request has no stall clock, even after a pause and resume", function()
+    -- One daemon streams the first reply a chunk every 100 ms (well within
+    -- the stall bound); the second waits in the queue three times as long
+    -- as stall_timeout_ms, paused and resumed meanwhile (flow control).
+    local kiro = H.setup({ KIRO_SIM_CHUNK_DELAY_MS = 100 },
+      { pool_min = 1, pool_max = 1, stall_timeout_ms = 300 })
+    assert(kiro.chat("warm"))
+    local first = kiro.call("a b c d e f g h i")
+    local second = kiro.call("queued", { stream = false })
+    second:pause(true)
+    second:pause(false)
+    local text = {}
+    for chunk in function() return first:next() end do text[#text + 1] = chunk end
+    assert.are.equal("You said: a b c d e f g h i", table.concat(text))
+    local reply, msg, code = second:next()
+    assert.are.equal("You said: queued", reply, tostring(code) .. ": " .. tostring(msg))
+  end)
 end)

@@ -193,7 +193,6 @@ void kpool_submit(kpool *p, kreq *r)
     enqueue(p, r);
     static const kreq_carrier_ops queue_ops = { queue_abort, NULL };
     kreq_set_carrier(r, p, &queue_ops);
-    r->t_activity = 0; /* a queued request cannot stall */
 }
 
 static void on_timer(uv_timer_t *t)

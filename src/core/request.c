@@ -65,7 +65,9 @@ static uint64_t next_deadline(const kreq *r, const char **why, uint64_t *limit)
         CONSIDER(r->t_start + r->timeout_ms, "timeout_ms", r->timeout_ms);
     if (r->first_chunk_ms && !r->progressed)
         CONSIDER(r->t_start + r->first_chunk_ms, "first_chunk_timeout_ms", r->first_chunk_ms);
-    if (r->stall_ms && r->ops && r->t_activity && !r->paused)
+    /* The stall clock runs while a backend holds the request: one waiting
+     * in a pool's queue has nobody to stall. */
+    if (r->stall_ms && r->ops && !klist_linked(&r->queue) && !r->paused)
         CONSIDER(r->t_activity + r->stall_ms, "stall_timeout_ms", r->stall_ms);
 #undef CONSIDER
     return best;
