@@ -113,4 +113,21 @@ scrape_configs:
     assert.matches('"job":"kiro"', r.out)
     assert.matches('"outcome":"ok"', r.out)
   end)
+
+  it("backends that differ only in environment share one series each", function()
+    local kiro = H.setup({}, { pool_min = 1 })
+    assert(kiro.chat("a", { env = { KIRO_SPEC_SET = "1" } }))
+    assert(kiro.chat("b", { env = { KIRO_SPEC_SET = "2" } }))
+    assert.is_true(#kiro.stats().pools >= 2)
+    local text = kiro.metrics()
+    local seen = {}
+    for line in text:gmatch("[^\n]+") do
+      local series = line:match("^(kiro_[%w_]+%b{})")
+      if series then
+        assert.is_nil(seen[series], "duplicate series " .. series)
+        seen[series] = true
+      end
+    end
+    assert.is_true(sample(text, "kiro_daemons", { state = "ready" }) >= 2)
+  end)
 end)

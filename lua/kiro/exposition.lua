@@ -62,15 +62,30 @@ end
 ---@return string
 function exposition.render(s, version)
   exposition.requests() -- the per-request families exist, even before any request
-  local daemons, queue, restarts = {}, {}, {}
+  -- Pools whose backends differ only in arguments or environment share
+  -- their labels (backend, model): their figures are summed, so that each
+  -- series appears once.
+  local STATES = { "ready", "busy", "draining", "stopping" }
+  local groups, by_labels = {}, {}
   for _, p in ipairs(s.pools) do
-    local by_state = { ready = 0, busy = 0, draining = 0, stopping = 0 }
-    for _, d in ipairs(p.daemons) do by_state[d.state] = (by_state[d.state] or 0) + 1 end
-    for _, st in ipairs { "ready", "busy", "draining", "stopping" } do
-      daemons[#daemons + 1] = { { p.cli, p.model or "", st }, by_state[st] }
+    local key = p.cli .. "\0" .. (p.model or "")
+    local g = by_labels[key]
+    if not g then
+      g = { labels = { p.cli, p.model or "" }, queued = 0, restarts = 0,
+            states = { ready = 0, busy = 0, draining = 0, stopping = 0 } }
+      by_labels[key] = g
+      groups[#groups + 1] = g
     end
-    queue[#queue + 1] = { { p.cli, p.model or "" }, p.queued }
-    restarts[#restarts + 1] = { { p.cli, p.model or "" }, p.restarts }
+    for _, d in ipairs(p.daemons) do g.states[d.state] = (g.states[d.state] or 0) + 1 end
+    g.queued, g.restarts = g.queued + p.queued, g.restarts + p.restarts
+  end
+  local daemons, queue, restarts = {}, {}, {}
+  for i, g in ipairs(groups) do
+    for _, st in ipairs(STATES) do
+      daemons[#daemons + 1] = { { g.labels[1], g.labels[2], st }, g.states[st] }
+    end
+    queue[i] = { g.labels, g.queued }
+    restarts[i] = { g.labels, g.restarts }
   end
   local c = s.cache
   return metrics.render {
