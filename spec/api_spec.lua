@@ -135,6 +135,19 @@ describe("kiro Lua API", function()
     assert.are.equal(1, #H.pids(H.sim_events(log), { event = "start" }))
   end)
 
+  it("kiro.call: cancel() ends the call even when the rest of the reply has arrived", function()
+    local kiro = H.setup()
+    local call = kiro.call("one two three")
+    assert.are.equal("You", call:next())
+    kiro.sleep(200) -- the whole reply is in by now, unread
+    call:cancel()
+    local c, msg, code = call:next()
+    assert.is_nil(c)
+    assert.are.equal("cancelled", code)
+    assert.are.equal("cancelled by caller", msg)
+    assert.are.equal("cancelled", select(3, call:next())) -- and stays so
+  end)
+
   it("works from a foreign coroutine by driving the loop", function()
     local kiro = H.setup()
     local co = coroutine.wrap(function() return kiro.chat("from a coroutine") end)

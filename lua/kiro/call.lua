@@ -254,6 +254,12 @@ end
 ---@return string|nil chunk, string? message, string? code
 function Call:next()
   while true do
+    if self.cancelled then -- what was left of the reply goes with the call
+      for i = self.head, self.tail do self[i] = nil end
+      self.head, self.tail = 1, 0
+      call.observe_end(self, self.mode, "cancelled", call.cli_of(self.opts), call.model_of(self.opts))
+      return nil, "cancelled by caller", "cancelled"
+    end
     local h = self.head
     if h <= self.tail then
       local c = self[h]
@@ -294,13 +300,14 @@ function Call:pause(on)
   if self.req and self.code == nil then self.req:pause(on) end
 end
 
---- Ends the call `cancelled`; the backend drains the rest of the reply.
+--- Ends the call `cancelled`: next() says so from now on, whatever of the
+--- reply had arrived; the backend drains the rest. A no-op once the caller
+--- has had the call's end.
 function Call:cancel()
-  if self.req and self.code == nil then
-    self.cancelled = true
-    self.req:cancel()
-    self:release() -- whether or not anyone asks for the rest
-  end
+  if self.cancelled or self.seen == 2 then return end
+  self.cancelled = true
+  if self.req and self.code == nil then self.req:cancel() end
+  self:release() -- whether or not anyone asks for the rest
 end
 
 return call
