@@ -145,6 +145,16 @@ describe("server limits", function()
     stop()
   end)
 
+  it("a prompt under 64 KiB but past a smaller cap is `overloaded` too (the agent sends it unchecked)", function()
+    local env = H.sim_env()
+    local _, stop = serve(env, { "--max-request-bytes", "1024" })
+    local r = H.agent({ "-m", ("y"):rep(2000) }, env)
+    assert.are.equal(1, r.code)
+    assert.matches("^kiro%-rt: overloaded: the prompt is 20%d%d bytes; the server takes at most 1024 "
+      .. "%(max_request_bytes%)", r.err)
+    stop()
+  end)
+
   it("what the server holds for all clients is bounded: past it, `overloaded`; others still served", function()
     local kiro = H.setup()
     local env = H.sim_env()

@@ -220,7 +220,8 @@ end
 ---@param msg table the decoded line
 function Conn:request(msg)
   local srv = self.server
-  local req, err = wire.request(msg, srv.max_request_bytes)
+  local req, err, code = wire.request(msg, srv.max_request_bytes)
+  if code then return self:fail(wire.raw_id(msg), code, err) end
   if not req then return self:fail(wire.raw_id(msg), "protocol", "bad request: " .. err) end
   local id = req.id
   if self.calls[id] then

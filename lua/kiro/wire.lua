@@ -60,18 +60,22 @@ local function check_env(env)
   return n > 0 and env or nil
 end
 
---- request(msg, max_prompt) -> a checked request, or nil, message.
+--- request(msg, max_prompt) -> a checked request, or nil, message (a
+--- malformed request), or nil, message, "overloaded" (a prompt past
+--- max_prompt).
 --- The result: { id, prompt, stream, cli, model, mode, env, timeout_ms, ... }.
 ---@param msg table a decoded request line
 ---@param max_prompt integer the largest prompt taken, in bytes (max_request_bytes)
 ---@return table|nil req
 ---@return string? message what is wrong, naming the field
+---@return string? code "overloaded" for a prompt too large
 function wire.request(msg, max_prompt)
   local id = msg.id
   if math.type(id) ~= "integer" then return nil, "id must be an integer" end
   if type(msg.prompt) ~= "string" then return nil, "prompt must be a string" end
   if #msg.prompt > max_prompt then
-    return nil, ("prompt is %d bytes; the server takes at most %d (max_request_bytes)"):format(#msg.prompt, max_prompt)
+    return nil, ("the prompt is %d bytes; the server takes at most %d (max_request_bytes)")
+      :format(#msg.prompt, max_prompt), "overloaded"
   end
   if not absent(msg.stream) and type(msg.stream) ~= "boolean" then return nil, "stream must be a boolean" end
   local b = msg.backend
