@@ -444,9 +444,10 @@ local function status(args)
     end
     return usage_error("status: unknown argument '" .. args[1] .. "'")
   end
-  local conn, err = require("kiro.client").open { autostart = false }
+  local conn, err, kind = require("kiro.client").open { autostart = false }
   if not conn then
-    io.stderr:write("kiro-rt: no server running (", err, ")\n")
+    -- none answers, or one that will not talk to us (another user's)
+    io.stderr:write("kiro-rt: no server running", kind == "none" and "" or " (" .. err .. ")", "\n")
     return EXIT_FAIL
   end
   conn:send { op = "status" }

@@ -14,6 +14,9 @@ local falsy = { ["false"] = true, ["0"] = true, no = true, off = true }
 ---@param value string
 ---@return boolean|nil on, string? message
 function env.parse_bool(name, value)
+  if type(name) ~= "string" or type(value) ~= "string" then
+    error("kiro.parse_bool: expected a variable's name and its value (strings)", 2)
+  end
   local v = value:lower()
   if truthy[v] then return true end
   if falsy[v] then return false end
