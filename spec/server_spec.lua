@@ -76,6 +76,97 @@ describe("kiro-rt server", function()
     assert.are.equal(3, #s.pools)
   end)
 
+  -- A plain -m call to a running server is served before Lua starts
+  -- (src/bin/agent.c); everything else by lua/kiro/cli.lua. The two must
+  -- not differ in anything a user sees.
+  it("renders the template on the server for -m prompts, cold and warm; --raw sends the text", function()
+    local env, log = H.sim_env()
+    agent_ok(env, "hi") -- starts the server
+    agent_ok(env, "hi") -- a warm call
+    local r = H.agent({ "--raw", "-m", "hi" }, env)
+    assert.are.equal(0, r.code, r.err)
+    local bytes = {}
+    for _, e in ipairs(H.sim_events(log)) do
+      if e.event == "request" then bytes[#bytes + 1] = e.bytes end
+    end
+    assert.are.same({ #"User: hi\n\nAssistant: ", #"User: hi\n\nAssistant: ", 2 }, bytes)
+  end)
+
+  it("with a server running, a malformed call is still the CLI's usage error, and reaches no server", function()
+    local env = H.sim_env()
+    agent_ok(env)
+    local cases = {
+      { { "-m", "" }, "agent: empty prompt" },
+      { { "-m" }, "-m needs a value" },
+      { { "--message=" }, "agent: empty prompt" },
+      { { "-m", "hi", "--mode", "fast" }, "--mode must be auto, daemon or oneshot (got 'fast')" },
+      { { "-m", "hi", "--timeout-ms", "0" }, "--timeout-ms needs a whole number from 1 to 2147483647 (got '0')" },
+      { { "-m", "hi", "--timeout-ms=+5" }, "(got '+5')" },
+      { { "-m", "hi", "--timeout-ms", "99999999999999999999" }, "--timeout-ms needs a whole number" },
+      { { "-m", "\255hi" }, "agent: the prompt is not valid UTF-8" },
+      { { "-m", "hi", "--bogus" }, "agent: unknown argument '--bogus'" },
+      { { "-m", "hi", "--raw=1" }, "agent: unknown argument '1'" },
+      { { "-m", "hi" }, "KIRO_USE_DAEMON must be one of", { KIRO_USE_DAEMON = "maybe" } },
+    }
+    for _, c in ipairs(cases) do
+      local e = env
+      if c[3] then
+        e = {}
+        for k, v in pairs(env) do e[k] = v end
+        for k, v in pairs(c[3]) do e[k] = v end
+      end
+      local r = H.agent(c[1], e)
+      assert.are.equal(2, r.code, table.concat(c[1], " ") .. ": " .. r.err)
+      assert.are.equal("", r.out)
+      assert.is_truthy(r.err:find(c[2], 1, true), r.err)
+    end
+    assert.are.equal(1, assert(H.status(env)).requests)
+  end)
+
+  it("with a server running: --flag=value, a repeated flag, KIRO_MODEL, KIRO_USE_DAEMON spellings", function()
+    local env = H.sim_env()
+    agent_ok(env)
+    local function with(extra)
+      local e = {}
+      for k, v in pairs(env) do e[k] = v end
+      for k, v in pairs(extra) do e[k] = v end
+      return e
+    end
+    local r = H.agent({ "--message=one", "--model=m1", "--no-stream" }, env)
+    assert.are.equal("[m1] You said: one\n", r.out)
+    r = H.agent({ "-m", "a", "-m", "b", "--mode", "daemon" }, env)
+    assert.are.equal("You said: b\n", r.out)
+    r = H.agent({ "-m", "hi" }, with { KIRO_MODEL = "m2" })
+    assert.are.equal("[m2] You said: hi\n", r.out)
+    r = H.agent({ "-m", "hi", "--model", "m3" }, with { KIRO_MODEL = "m2" })
+    assert.are.equal("[m3] You said: hi\n", r.out)
+    r = H.agent({ "-m", "hi" }, with { KIRO_USE_DAEMON = "YES" })
+    assert.are.equal("You said: hi\n", r.out)
+    assert.are.equal(6, assert(H.status(env)).requests)
+    -- Off means in-process, server or not.
+    r = H.agent({ "-m", "hi" }, with { KIRO_USE_DAEMON = "Off" })
+    assert.are.equal("You said: hi\n", r.out)
+    r = H.agent({ "-m", "hi", "--mode", "oneshot" }, env)
+    assert.are.equal("You said: hi\n", r.out)
+    assert.are.equal(6, assert(H.status(env)).requests)
+  end)
+
+  it("finds the backend on PATH by name, and sends the server its absolute path", function()
+    local bin = H.tmpdir()
+    assert(os.execute("ln -s " .. H.q(H.sim) .. " " .. H.q(bin .. "/kiro-cli")))
+    assert(os.execute("ln -s " .. H.q(H.sim) .. " " .. H.q(bin .. "/my-sim")))
+    local env = H.sim_env { KIRO_CLI_PATH = false, PATH = bin .. ":" .. os.getenv("PATH") }
+    agent_ok(env) -- kiro-cli on PATH, starting the server
+    agent_ok(env) -- and warm
+    env.KIRO_CLI_PATH = "my-sim"
+    agent_ok(env)
+    agent_ok(env)
+    local clis = {}
+    for _, p in ipairs(assert(H.status(env)).pools) do clis[#clis + 1] = p.cli end
+    table.sort(clis)
+    assert.are.same({ bin .. "/kiro-cli", bin .. "/my-sim" }, clis)
+  end)
+
   it("refuses a socket directory that others can write, and says so", function()
     local env = H.sim_env()
     assert(os.execute("mkdir -m 777 " .. H.q(env.XDG_RUNTIME_DIR .. "/kiro-rt")))

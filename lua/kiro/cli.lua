@@ -200,27 +200,25 @@ local function agent(args)
   if not o then return usage_error(err, "Run 'kiro-rt agent --help' for usage.\n") end
   if o.help then io.stdout:write(AGENT_USAGE); return EXIT_OK end
 
-  -- Through the server, a call loads only what it needs to be a client
-  -- (the environment's defaults, the exchange, the loop's core); the whole
-  -- Lua face only when it serves the prompt itself.
+  -- A plain -m prompt for a running server of this version never gets
+  -- here: kiro-rt serves it in C before Lua starts (src/bin/agent.c). What
+  -- comes here is everything else: stdin, no server yet, a server of another
+  -- version, in-process calls, and every usage error.
   local env, core = require "kiro.env", require "kiro.core"
   local mode_default, mode_err = env.mode()
   if not mode_default then return usage_error(mode_err) end
-
+  if o.message == "" then return usage_error(EMPTY) end
+  -- The template around the user's text: the server renders it for a
+  -- prompt given with -m (the request names it); a prompt from stdin, or
+  -- one served in-process, gets it here.
   local prefix, suffix = "", ""
   if not o.raw then prefix, suffix = template_parts() end
-  local prompt
-  if o.message then
-    if o.message == "" then return usage_error(EMPTY) end
-    prompt = prefix .. o.message .. suffix
-    if not utf8.len(prompt) then return usage_error("agent: the prompt is not valid UTF-8") end
+  if o.message and not utf8.len(prefix .. o.message .. suffix) then
+    return usage_error("agent: the prompt is not valid UTF-8")
   end
 
-  -- Signals are caught only once there is something to clean up (an
-  -- in-process call's backends, a client connection on the loop): until
-  -- then SIGINT and SIGTERM end the process as they end any program, which
-  -- also tells a shell loop that its child was interrupted.
-  local signalled = function() return nil end
+  -- Signals: every request ends `cancelled`, every backend is stopped.
+  local signalled = catch_signals()
   local mode = o.mode or mode_default
   local last = ""
   local function out(chunk)
@@ -228,48 +226,24 @@ local function agent(args)
     if o.stream then io.stdout:flush() end
     last = chunk
   end
-  -- The call is over: the reply's last line ended, and the exit status.
-  local function finish(ok, e)
-    if last ~= "" and last:sub(-1) ~= "\n" then io.stdout:write("\n") end
-    io.stdout:flush()
-    if signalled() then return 128 + signalled() end
-    if ok then return EXIT_OK end
-    if not errors.is(e) then error(e, 0) end
-    io.stderr:write(("kiro-rt: %s: %s\n"):format(e.code, (tostring(e.message):gsub("\n", " "))))
-    return e.code == "timeout" and EXIT_TIMEOUT or EXIT_FAIL
-  end
 
   -- Through the server (started in the background if need be), unless told
   -- otherwise or oneshot anyway; in-process if the server cannot be had.
   local conn, opts
   local cli_path = absolute_cli(env, core)
-  local via_server = cli_path and not o.no_server and mode ~= "oneshot"
-  if via_server then
-    local exchange = require "kiro.exchange"
+  if cli_path and not o.no_server and mode ~= "oneshot" then
+    local client = require "kiro.client"
     opts = {
       stream = o.stream, cli = cli_path, model = o.model or env.model(), mode = mode,
-      env = exchange.backend_env(), timeout_ms = o.timeout_ms,
+      env = client.backend_env(), timeout_ms = o.timeout_ms,
     }
-    -- The common case, a short prompt for a server that runs: one exchange,
-    -- without the loop or a handshake (the request names the server it
-    -- expects). No server, or one of another version (which serves nothing
-    -- then): the client below starts or replaces it.
-    if prompt and #prompt <= 65536 then
-      local ok, msg, code = exchange.call(require("kiro.paths").paths().socket, prompt, opts, out)
-      if code ~= "none" and code ~= "version" then
-        return finish(ok, not ok and errors.new(code, msg))
-      end
-    end
-    signalled = catch_signals()
     local cerr
-    -- A long prompt, or one read from stdin, is checked against the
-    -- server's max_request_bytes first, which the handshake brings.
-    conn, cerr = require("kiro.client").open { autostart = true }
+    conn, cerr = client.open { autostart = true }
     if not conn then
       core.log("warn", "kiro.client", "cannot use the kiro-rt server (" .. cerr .. "); serving in-process")
     end
   end
-  if not conn and not via_server then signalled = catch_signals() end
+  local prompt = o.message and prefix .. o.message .. suffix
   if not prompt and not conn then -- in-process: the prompt as a Lua string
     local text = io.stdin:read("a") or ""
     if not o.raw then text = text:gsub("\n$", "") end
@@ -282,8 +256,9 @@ local function agent(args)
   local ok, e = pcall(function()
     if conn then
       local iter, ierr, kind
-      if prompt then
-        iter = conn:request(prompt, opts)
+      if o.message then
+        if not o.raw then opts.template = "default" end
+        iter = conn:request(o.message, opts)
       else -- stdin straight into the request line
         iter, ierr, kind = conn:request_stdin(prefix, suffix, not o.raw, opts)
         if not iter then
@@ -307,7 +282,13 @@ local function agent(args)
   end)
   if conn then conn:close() end
   if usage then return usage_error(usage) end
-  return finish(ok, e)
+  if last ~= "" and last:sub(-1) ~= "\n" then io.stdout:write("\n") end
+  io.stdout:flush()
+  if signalled() then return 128 + signalled() end
+  if ok then return EXIT_OK end
+  if not errors.is(e) then error(e, 0) end
+  io.stderr:write(("kiro-rt: %s: %s\n"):format(e.code, (tostring(e.message):gsub("\n", " "))))
+  return e.code == "timeout" and EXIT_TIMEOUT or EXIT_FAIL
 end
 
 local function run(args)

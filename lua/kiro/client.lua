@@ -5,7 +5,6 @@
 -- not the whole Lua face (kiro-rt agent is a client, and starts for each call).
 local core = require "kiro.core"
 local errors = require "kiro.error"
-local exchange = require "kiro.exchange"
 local paths = require "kiro.paths"
 local tasks = require "kiro.tasks"
 
@@ -13,11 +12,13 @@ local client = {}
 
 client.START_TIMEOUT_MS = 10000    -- a new server must answer within this
 client.HELLO_TIMEOUT_MS = 5000
-client.GUARD_MS = exchange.GUARD_MS -- past a request's own timeout_ms
+client.GUARD_MS = core.GUARD_MS    -- past a request's own timeout_ms
 
---- The client's KIRO_* variables that are not kiro-rt's own, for the backend.
+--- The client's KIRO_* variables that are not kiro-rt's own (KIRO_CLI_PATH,
+--- KIRO_USE_DAEMON, KIRO_MODEL, KIRO_LOG, KIRO_LUA_DIR, KIRO_SERVER_*), for
+--- the backend: kiro-sim's knobs, say, reach it through the server.
 ---@return table<string, string> env
-client.backend_env = exchange.backend_env
+client.backend_env = core.backend_env
 
 ---@class kiro.client.Conn
 ---@field sock? userdata the connection (core.connect); nil once closed here
@@ -26,7 +27,6 @@ client.backend_env = exchange.backend_env
 ---@field reply_ev kiro.Event set when a reply arrives or the connection closes
 ---@field closed? string why the connection closed; nil while it is open
 ---@field error? table the server's error about the connection: { code, message }
----@field expect? table the server the requests name (opened without a handshake)
 ---@field server_pid? integer from the handshake
 ---@field server_version? string from the handshake
 ---@field max_request_bytes? integer the server's limit, from the handshake
@@ -197,12 +197,10 @@ function client.start_server(p)
   return pid
 end
 
---- open{ autostart = bool, handshake = bool } -> connection, or nil,
---- message. With a handshake (the default) a server of another version is
---- asked to stop and replaced by ours. Without one, no round trip: the
---- connection's requests say which server they expect, and one of another
---- version refuses them (code "version"; open again with a handshake).
----@param opts? table autostart, handshake
+--- open{ autostart = bool } -> connection, or nil, message. The handshake
+--- brings the server's version: one of another version is asked to stop and
+--- replaced by ours.
+---@param opts? table autostart
 ---@return kiro.client.Conn|nil conn
 ---@return string? message
 ---@return string? code "none" when no server runs and autostart is off
@@ -217,10 +215,6 @@ function client.open(opts)
       if not pid then return nil, "cannot start a server: " .. err end
       c, err = wait_for_server(p, client.START_TIMEOUT_MS, pid)
       if not c then return nil, err end
-    end
-    if opts.handshake == false then
-      c.expect = { version = core.version, proto = paths.PROTO }
-      return c
     end
     local h, err = hello(c)
     if not h then
@@ -265,8 +259,18 @@ function Req:on_message(msg)
   self.ev:set()
 end
 
-local request_fields = exchange.fields
-
+--- The fields of a request line (kiro.wire checks them on the server).
+---@param id integer the request's id on its connection
+---@param opts table stream, cli, model, mode, env, template, timeout_ms, first_chunk_timeout_ms, stall_timeout_ms
+---@return table fields
+local function request_fields(id, opts)
+  return {
+    op = "request", id = id, stream = opts.stream ~= false,
+    backend = { cli = opts.cli, model = opts.model, mode = opts.mode or "auto", env = opts.env },
+    template = opts.template, timeout_ms = opts.timeout_ms,
+    first_chunk_timeout_ms = opts.first_chunk_timeout_ms, stall_timeout_ms = opts.stall_timeout_ms,
+  }
+end
 
 --- After its line is sent: the request's chunks, as an iterator that raises
 --- an error object on failure.
@@ -278,7 +282,7 @@ function Conn:iterate(id, opts)
   self.reqs[id] = req
   if self.error then req:on_message { error = self.error } end
   -- Nobody waits forever, even on a server that hangs.
-  local limit = exchange.limit_ms(opts)
+  local limit = (opts.timeout_ms or core.config("timeout_ms")) + client.GUARD_MS
   local guard = core.timer(limit, function()
     if req.done then return end
     self:send { op = "cancel", id = id }
@@ -315,7 +319,7 @@ function Conn:new_id()
 end
 
 --- c:request(prompt, opts) -> iterator of chunks; raises an error object.
---- opts: stream, model, mode, cli, env, timeout_ms, first_chunk_timeout_ms, stall_timeout_ms.
+--- opts: stream, model, mode, cli, env, template, timeout_ms, first_chunk_timeout_ms, stall_timeout_ms.
 ---@param prompt string
 ---@param opts table
 ---@return fun(): string|nil iterator
@@ -326,7 +330,7 @@ function Conn:request(prompt, opts)
       ("the prompt is %d bytes; the server takes at most %d (max_request_bytes)"):format(#prompt, max))
   end
   local id = self:new_id()
-  local fields = request_fields(id, opts, self.expect)
+  local fields = request_fields(id, opts)
   fields.prompt = prompt
   self.sock:send_json(fields)
   return self:iterate(id, opts)
@@ -346,7 +350,7 @@ end
 ---@return string? kind
 function Conn:request_stdin(prefix, suffix, strip, opts)
   local id = self:new_id()
-  local head = core.json_encode(request_fields(id, opts, self.expect)):sub(1, -2) -- without its "}"
+  local head = core.json_encode(request_fields(id, opts)):sub(1, -2) -- without its "}"
   local sent, err, kind = self.sock:send_stdin_prompt(head, prefix, suffix, strip, self.max_request_bytes)
   if not sent then return nil, err, kind end
   return self:iterate(id, opts)

@@ -1,23 +1,17 @@
 --- Where the kiro-rt server lives: socket, lock and log paths, and the
--- constants client and server share. Small on purpose: every `agent` loads it.
+-- constants client and server share.
 
 local core = require "kiro.core"
 
 local M = {}
 
-M.PROTO = 1                -- wire protocol version (the handshake carries it)
+M.PROTO = core.PROTO       -- wire protocol version (the handshake carries it)
 M.STOP_GRACE_MS = 10000    -- in-flight requests get this long on `stop`
 
 --- Where the socket, lock and log live.
 ---@return table paths dir, socket, lock, logdir, log
 function M.paths()
-  local runtime = os.getenv("XDG_RUNTIME_DIR")
-  local dir
-  if runtime and runtime ~= "" then
-    dir = runtime .. "/kiro-rt"
-  else
-    dir = ("/tmp/kiro-rt-%d"):format(core.getuid())
-  end
+  local dir, socket = core.server_paths() -- as kiro-rt agent's C fast path finds them
   local state = os.getenv("XDG_STATE_HOME")
   local home = os.getenv("HOME")
   local logdir
@@ -30,7 +24,7 @@ function M.paths()
   end
   return {
     dir = dir,
-    socket = dir .. "/server.sock",
+    socket = socket,
     lock = dir .. "/server.lock",
     logdir = logdir,
     log = logdir .. "/server.log",

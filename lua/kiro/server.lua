@@ -282,7 +282,9 @@ function Conn:relay(id, req)
     timeout_ms = req.timeout_ms, first_chunk_timeout_ms = req.first_chunk_timeout_ms,
     stall_timeout_ms = req.stall_timeout_ms,
   }
-  local call = kiro.call(req.prompt, opts)
+  local prompt = req.prompt
+  if req.template then prompt = kiro.template.render { { role = "user", content = prompt } } end
+  local call = kiro.call(prompt, opts)
   self.calls[id] = call
   while true do
     local chunk, msg, code = call:next()

@@ -4,12 +4,15 @@
 --
 --   {"op":"request","id":N,"prompt":S,"stream":B,
 --    "backend":{"cli":P,"model":M,"mode":"auto|daemon|oneshot","env":{NAME:S,...}},
---    "timeout_ms":T,"first_chunk_timeout_ms":T,"stall_timeout_ms":T,
+--    "template":"default","timeout_ms":T,"first_chunk_timeout_ms":T,"stall_timeout_ms":T,
 --    "expect":{"version":V,"proto":P}}
 --
 -- "expect" lets a client skip the hello round trip: a server that is not
 -- that version and protocol refuses the request (code "version") without
--- serving any of it.
+-- serving any of it. "template" has the server render the prompt as one
+-- user turn of the named template before the backend sees it ("default":
+-- kiro.template.render's `User: ...\n\nAssistant: ` form); without it the
+-- prompt goes as it is.
 --
 -- Unknown fields are ignored (a newer client may send more).
 
@@ -22,6 +25,7 @@ wire.MAX_NAME = 4096      -- bytes of a path, a model, a variable's name or valu
 local function absent(v) return v == nil or type(v) == "userdata" end
 
 local MODES = { auto = true, daemon = true, oneshot = true }
+local TEMPLATES = { default = true }
 local TIMEOUTS = { "timeout_ms", "first_chunk_timeout_ms", "stall_timeout_ms" }
 
 --- The id as the client sent it, when it can be echoed back (a number, a
@@ -63,7 +67,7 @@ end
 --- request(msg, max_prompt) -> a checked request, or nil, message (a
 --- malformed request), or nil, message, "overloaded" (a prompt past
 --- max_prompt).
---- The result: { id, prompt, stream, cli, model, mode, env, timeout_ms, ... }.
+--- The result: { id, prompt, stream, template, cli, model, mode, env, timeout_ms, ... }.
 ---@param msg table a decoded request line
 ---@param max_prompt integer the largest prompt taken, in bytes (max_request_bytes)
 ---@return table|nil req
@@ -98,8 +102,14 @@ function wire.request(msg, max_prompt)
   else
     expect = nil
   end
+  local template = msg.template
+  if absent(template) then
+    template = nil
+  elseif not TEMPLATES[template] then
+    return nil, "template must be the name of a template the server has (default)"
+  end
   local req = {
-    id = id, prompt = msg.prompt, stream = msg.stream ~= false,
+    id = id, prompt = msg.prompt, stream = msg.stream ~= false, template = template,
     cli = b.cli, model = not absent(b.model) and b.model or nil,
     mode = not absent(b.mode) and b.mode or "auto", env = env, expect = expect,
   }

@@ -1,6 +1,7 @@
 /* kiro-rt: the host executable. It sets up Lua with the kiro module (the C
  * core and the Lua face, both compiled in) and hands argv to
- * lua/kiro/cli.lua. */
+ * lua/kiro/cli.lua; a plain `agent -m TEXT` for a running server is served
+ * before that, in C (agent.c). */
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -8,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent.h"
 #include "embedded.h"
 #include "kiro.h"
 #include "os.h"
@@ -102,6 +104,11 @@ int main(int argc, char **argv)
 {
     /* Descriptors kiro-rt inherited never reach a backend or the server. */
     kos_cloexec_all();
+    if (argc > 1 && strcmp(argv[1], "agent") == 0) {
+        int served = kiro_agent_fast(argc, argv);
+        if (served >= 0)
+            return served;
+    }
     lua_State *L = luaL_newstate();
     if (!L) {
         fputs("kiro-rt: cannot create a Lua state\n", stderr);

@@ -10,7 +10,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -677,19 +676,47 @@ int kipc_secure_dir(const char *dir, char *err, size_t errlen)
     return 0;
 }
 
-/* ---- one exchange, without the loop -------------------------------------- */
+/* ---- where the server is, and one exchange without the loop ------------- */
 
-static uint64_t mono_ms(void)
+int kipc_server_dir(char *buf, size_t n)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    const char *runtime = getenv("XDG_RUNTIME_DIR");
+    int w = runtime && *runtime ? snprintf(buf, n, "%s/kiro-rt", runtime)
+                                : snprintf(buf, n, "/tmp/kiro-rt-%u", (unsigned)getuid());
+    return w < 0 || (size_t)w >= n ? -1 : 0;
+}
+
+int kipc_server_socket(char *buf, size_t n)
+{
+    if (kipc_server_dir(buf, n) != 0)
+        return -1;
+    size_t len = strlen(buf);
+    int w = snprintf(buf + len, n - len, "/server.sock");
+    return w < 0 || (size_t)w >= n - len ? -1 : 0;
+}
+
+int kipc_backend_var(const char *name)
+{
+    static const char *const own[] = { "KIRO_CLI_PATH", "KIRO_USE_DAEMON", "KIRO_MODEL", "KIRO_LOG",
+                                       "KIRO_LUA_DIR" };
+    size_t len = strcspn(name, "=");
+    if (len <= 5 || strncmp(name, "KIRO_", 5) != 0 || strncmp(name, "KIRO_SERVER_", 12) == 0)
+        return 0;
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
+        if (strlen(own[i]) == len && strncmp(name, own[i], len) == 0)
+            return 0;
+    return 1;
+}
+
+static uint64_t now_ms(void)
+{
+    return uv_hrtime() / 1000000;
 }
 
 /* Waits for events on fd until the deadline: 0, or a negative errno. */
 static int wait_fd(int fd, short events, uint64_t deadline)
 {
-    uint64_t now = mono_ms();
+    uint64_t now = now_ms();
     if (now >= deadline)
         return -ETIMEDOUT;
     uint64_t left = deadline - now;
@@ -700,9 +727,28 @@ static int wait_fd(int fd, short events, uint64_t deadline)
     return r == 0 ? -ETIMEDOUT : 0;
 }
 
-static int exchange_on(int fd, const char *data, size_t n, uint64_t deadline, size_t max_line,
-                       kjsonl_line_cb line, void *ud)
+int kipc_dial(const char *path)
 {
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    size_t len = strlen(path);
+    if (len >= sizeof a.sun_path)
+        return -ENAMETOOLONG;
+    memcpy(a.sun_path, path, len + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -errno;
+    /* A Unix socket connects at once, or not at all (EAGAIN: its backlog is full). */
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+int kipc_exchange(int fd, const char *data, size_t n, uint64_t timeout_ms, kjsonl_line_cb line, void *ud)
+{
+    uint64_t deadline = now_ms() + timeout_ms;
     for (size_t off = 0; off < n;) {
         ssize_t w = send(fd, data + off, n - off, MSG_NOSIGNAL);
         if (w > 0) {
@@ -716,7 +762,7 @@ static int exchange_on(int fd, const char *data, size_t n, uint64_t deadline, si
             return rc;
     }
     kjsonl fr;
-    kjsonl_init(&fr, max_line ? max_line : IPC_CLIENT_MAX_LINE);
+    kjsonl_init(&fr, IPC_CLIENT_MAX_LINE);
     char buf[65536];
     int rc;
     for (;;) {
@@ -745,24 +791,5 @@ static int exchange_on(int fd, const char *data, size_t n, uint64_t deadline, si
         }
     }
     kjsonl_free(&fr);
-    return rc;
-}
-
-int kipc_exchange(const char *path, const char *data, size_t n, uint64_t timeout_ms, size_t max_line,
-                  kjsonl_line_cb line, void *ud)
-{
-    struct sockaddr_un a = { .sun_family = AF_UNIX };
-    if (strlen(path) >= sizeof a.sun_path)
-        return -ENAMETOOLONG;
-    memcpy(a.sun_path, path, strlen(path) + 1);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return -errno;
-    int rc = 0;
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
-        rc = -errno; /* a Unix socket connects at once, or not at all (EAGAIN: its backlog is full) */
-    if (rc == 0)
-        rc = exchange_on(fd, data, n, mono_ms() + timeout_ms, max_line, line, ud);
-    close(fd);
     return rc;
 }

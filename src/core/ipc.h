@@ -86,15 +86,34 @@ uid_t kipc_peer_uid(const kipc_conn *c);
  * others can write. Returns 0, or -1 with a message. */
 int kipc_secure_dir(const char *dir, char *err, size_t errlen);
 
+/* The server's wire protocol version: a client names it (with kiro-rt's
+ * version) in a request's "expect" or its hello. */
+#define KIPC_PROTO 1
+/* A client waits for a request's end this long past its own timeout_ms
+ * before it gives up on a server that stopped answering. */
+#define KIPC_GUARD_MS 2000
+
+/* The server's directory, written to buf: $XDG_RUNTIME_DIR/kiro-rt, else
+ * /tmp/kiro-rt-UID. Returns 0, or -1 when it does not fit. */
+int kipc_server_dir(char *buf, size_t n);
+/* The server's socket in that directory (server.sock); 0 or -1 as above. */
+int kipc_server_socket(char *buf, size_t n);
+/* Is the environment variable `name` (NAME=value or NAME) one a client
+ * passes to its backend? Every KIRO_* variable is, except kiro-rt's own
+ * (KIRO_CLI_PATH, KIRO_USE_DAEMON, KIRO_MODEL, KIRO_LOG, KIRO_LUA_DIR,
+ * KIRO_SERVER_*): kiro-sim's knobs, say, reach it through the server. */
+int kipc_backend_var(const char *name);
+
 /* One exchange without the loop, for a process that makes one call and
  * leaves (kiro-rt agent, where a loop, its handles and their teardown would
- * cost more than the call): connects to the socket at path, sends the n
- * bytes of data, and hands each line it reads to `line` until that returns
- * non-zero. Returns 0 then; otherwise a negative errno: -ENOENT or
- * -ECONNREFUSED (nothing listens at path), -ETIMEDOUT (not over within
- * timeout_ms), -EPIPE (the peer closed first), -EMSGSIZE (a line longer than max_line, 0: the client's usual
- * bound), or what connect, read or write said. Nothing stays open either way. */
-int kipc_exchange(const char *path, const char *data, size_t n, uint64_t timeout_ms, size_t max_line,
-                  kjsonl_line_cb line, void *ud);
+ * cost more than the call). kipc_dial connects to the socket at path: a
+ * descriptor, or a negative errno (-ENOENT or -ECONNREFUSED: nothing
+ * listens there). kipc_exchange sends the n bytes of data on it and hands
+ * each line it reads to `line` until that returns non-zero. Returns 0
+ * then; otherwise a negative errno: -ETIMEDOUT (not over within
+ * timeout_ms), -EPIPE (the peer closed first), -EMSGSIZE (a line past the
+ * client's bound), or what read or write said. The caller closes fd. */
+int kipc_dial(const char *path);
+int kipc_exchange(int fd, const char *data, size_t n, uint64_t timeout_ms, kjsonl_line_cb line, void *ud);
 
 #endif

@@ -1,6 +1,9 @@
 #include "jsonstr.h"
 
+#include <jansson.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/random.h>
 
 /* Bytes each byte becomes inside a JSON string: 1 (itself), 2 (\n, \", ...)
  * or 6 (\u00XX for the other control characters). */
@@ -144,4 +147,11 @@ void kjstr_write_in_place(char *buf, size_t n, size_t at, size_t esc)
         w -= k;
         memcpy(buf + w, e, k);
     }
+}
+
+void kjson_seed(void)
+{
+    uint32_t seed;
+    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) == (ssize_t)sizeof seed && seed != 0)
+        json_object_seed(seed);
 }

@@ -20,4 +20,9 @@ char *kjstr_write(char *dst, const char *s, size_t n);
  * at + esc bytes. Works backwards, so no second buffer is needed. */
 void kjstr_write_in_place(char *buf, size_t n, size_t at, size_t esc);
 
+/* Seeds jansson's hash function from one getrandom() call (jansson would
+ * read /dev/urandom on first use: an open, a read and a close). A no-op
+ * when it was seeded already, or made JSON values before. */
+void kjson_seed(void);
+
 #endif

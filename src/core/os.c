@@ -201,3 +201,26 @@ long long kos_process_rss(int pid)
     fclose(f);
     return n == 2 ? resident * sysconf(_SC_PAGESIZE) : -1;
 }
+
+int kos_which(const char *name, char *buf, size_t n)
+{
+    if (strchr(name, '/')) {
+        size_t len = strlen(name);
+        if (len >= n || access(name, X_OK) != 0)
+            return -1;
+        memcpy(buf, name, len + 1);
+        return 0;
+    }
+    const char *path = getenv("PATH");
+    if (!path)
+        path = "/usr/local/bin:/usr/bin:/bin";
+    while (*path) {
+        size_t dl = strcspn(path, ":");
+        /* An empty entry is the current directory. */
+        int w = dl ? snprintf(buf, n, "%.*s/%s", (int)dl, path, name) : snprintf(buf, n, "./%s", name);
+        if (w > 0 && (size_t)w < n && access(buf, X_OK) == 0)
+            return 0;
+        path += dl + (path[dl] == ':');
+    }
+    return -1;
+}

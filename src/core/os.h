@@ -28,5 +28,8 @@ void kos_trim_memory(void);
 char kos_process_state(int pid);
 /* Its resident memory in bytes, -1 when unknown. */
 long long kos_process_rss(int pid);
+/* The first executable `name` on PATH (or `name` itself when it has a
+ * slash), written to buf. Returns 0, or -1 when there is none. */
+int kos_which(const char *name, char *buf, size_t n);
 
 #endif

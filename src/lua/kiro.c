@@ -44,7 +44,7 @@
 #include "lloop.c"    /* step, timer, now, hrtime, signals, shutdown */
 #include "lconfig.c"  /* configure, config, stats, log and its filter, which */
 #include "lipc.c"     /* connect, listen, listen_tcp, secure_dir; conn, listener */
-#include "los.c"      /* lock, start_detached, process facts, environ, memory */
+#include "los.c"      /* lock, start_detached, process facts, memory */
 
 static const luaL_Reg core_fns[] = {
     /* lbackend.c, lrequest.c */
@@ -73,7 +73,8 @@ static const luaL_Reg core_fns[] = {
     { "json_decode", l_json_decode },
     /* lipc.c */
     { "connect", l_connect },
-    { "exchange", l_exchange },
+    { "server_paths", l_server_paths },
+    { "backend_env", l_backend_env },
     { "listen", l_listen },
     { "listen_tcp", l_listen_tcp },
     { "secure_dir", l_secure_dir },
@@ -84,7 +85,6 @@ static const luaL_Reg core_fns[] = {
     { "raise_nofile", l_raise_nofile },
     { "trim_memory", l_trim_memory },
     { "mkdir", l_mkdir },
-    { "environ", l_environ },
     { "exe", l_exe },
     { "cwd", l_cwd },
     { "process_state", l_process_state },
@@ -122,7 +122,7 @@ KIRO_EXPORT int luaopen_kiro_core(lua_State *L)
     /* A reader that went away must show up as EPIPE, not kill the host. */
     signal(SIGPIPE, SIG_IGN);
     luaL_checkversion(L);
-    ljson_seed();
+    kjson_seed();
 
     lkiro_class(L, REQ_MT, req_gc, req_gc, request_methods);
     lkiro_class(L, BACKEND_MT, backend_close, backend_close, backend_methods);
@@ -139,6 +139,10 @@ KIRO_EXPORT int luaopen_kiro_core(lua_State *L)
     lua_setfield(L, -2, "null");
     lua_pushstring(L, KIRO_VERSION);
     lua_setfield(L, -2, "version");
+    lua_pushinteger(L, KIPC_PROTO);
+    lua_setfield(L, -2, "PROTO");
+    lua_pushinteger(L, KIPC_GUARD_MS);
+    lua_setfield(L, -2, "GUARD_MS");
     return 1;
 }
 

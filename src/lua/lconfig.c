@@ -250,35 +250,15 @@ static int l_set_log(lua_State *L)
     return 1;
 }
 
-/* The first executable `name` on PATH (or `name` itself if it has a slash). */
+/* core.which(name) -> the first executable name on PATH (or name itself
+ * when it has a slash), or nothing. */
 static int l_which(lua_State *L)
 {
-    const char *name = luaL_checkstring(L, 1);
-    if (strchr(name, '/')) {
-        if (access(name, X_OK) == 0) {
-            lua_pushstring(L, name);
-            return 1;
-        }
+    char buf[PATH_MAX];
+    if (kos_which(luaL_checkstring(L, 1), buf, sizeof buf) != 0)
         return 0;
-    }
-    const char *path = getenv("PATH");
-    if (!path)
-        path = "/usr/local/bin:/usr/bin:/bin";
-    luaL_Buffer b;
-    while (*path) {
-        const char *end = strchr(path, ':');
-        size_t n = end ? (size_t)(end - path) : strlen(path);
-        luaL_buffinit(L, &b);
-        luaL_addlstring(&b, n ? path : ".", n ? n : 1);
-        luaL_addchar(&b, '/');
-        luaL_addstring(&b, name);
-        luaL_pushresult(&b);
-        if (access(lua_tostring(L, -1), X_OK) == 0)
-            return 1;
-        lua_pop(L, 1);
-        path += n + (end ? 1 : 0);
-    }
-    return 0;
+    lua_pushstring(L, buf);
+    return 1;
 }
 
 /* core.log_file(path, max_bytes) -> true, or nil, message: the log (and

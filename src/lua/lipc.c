@@ -419,74 +419,34 @@ static int listener_buffered(lua_State *L)
     return 1;
 }
 
-/* core.exchange(path, text, timeout_ms, fn) -> true, or nil, message, code:
- * one exchange with the server at path, without the loop (kipc_exchange).
- * text is sent; fn(value) gets each line that comes back, decoded (nil for
- * one that is not JSON), until it returns true. Codes: "none" (nothing
- * listens at path), "timeout", "closed" (the server closed first), "protocol" (a line past the client's
- * limit), "backend" (anything else). An error fn raises is raised here,
- * once the socket is closed. */
-struct exchange {
-    lua_State *L;
-    int fn;
-    int failed; /* fn raised: its error is on the stack */
-};
-
-/* (fn, line pointer, length) -> fn(decoded line): run protected, since
- * decoding may raise too. */
-static int exchange_dispatch(lua_State *L)
+/* core.server_paths() -> dir, socket: where the server lives
+ * (kipc_server_dir). */
+static int l_server_paths(lua_State *L)
 {
-    const char *line = lua_touserdata(L, 2);
-    size_t n = (size_t)lua_tointeger(L, 3);
-    lua_settop(L, 1);
-    ljson_push_decoded(L, line, n); /* value, nil or nil, message */
-    lua_pop(L, 1);
-    lua_call(L, 1, 1);
+    char dir[PATH_MAX], sock[PATH_MAX];
+    if (kipc_server_dir(dir, sizeof dir) != 0 || kipc_server_socket(sock, sizeof sock) != 0)
+        return luaL_error(L, "XDG_RUNTIME_DIR is too long for a socket path");
+    lua_pushstring(L, dir);
+    lua_pushstring(L, sock);
+    return 2;
+}
+
+extern char **environ;
+
+/* core.backend_env() -> { NAME = value }: the client's variables that go
+ * to its backend (kipc_backend_var). */
+static int l_backend_env(lua_State *L)
+{
+    lua_newtable(L);
+    for (char **e = environ; e && *e; e++) {
+        const char *eq = strchr(*e, '=');
+        if (!eq || !kipc_backend_var(*e))
+            continue;
+        lua_pushlstring(L, *e, (size_t)(eq - *e));
+        lua_pushstring(L, eq + 1);
+        lua_rawset(L, -3);
+    }
     return 1;
-}
-
-static int exchange_line(void *ud, const char *line, size_t n)
-{
-    struct exchange *x = ud;
-    lua_State *L = x->L;
-    luaL_checkstack(L, 4, NULL);
-    lua_pushcfunction(L, exchange_dispatch);
-    lua_pushvalue(L, x->fn);
-    lua_pushlightuserdata(L, (void *)line);
-    lua_pushinteger(L, (lua_Integer)n);
-    if (lua_pcall(L, 3, 1, 0) != LUA_OK) {
-        x->failed = 1;
-        return 1;
-    }
-    int done = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    return done;
-}
-
-static int l_exchange(lua_State *L)
-{
-    const char *path = luaL_checkstring(L, 1);
-    size_t n;
-    const char *text = luaL_checklstring(L, 2, &n);
-    lua_Integer ms = luaL_checkinteger(L, 3);
-    luaL_checktype(L, 4, LUA_TFUNCTION);
-    struct exchange x = { L, 4, 0 };
-    int rc = kipc_exchange(path, text, n, ms > 0 ? (uint64_t)ms : 0, 0, exchange_line, &x);
-    if (x.failed)
-        return lua_error(L);
-    if (rc == 0) {
-        lua_pushboolean(L, 1);
-        return 1;
-    }
-    const char *code = rc == -ENOENT || rc == -ECONNREFUSED ? "none"
-                       : rc == -ETIMEDOUT                   ? "timeout"
-                       : rc == -EPIPE || rc == -ECONNRESET  ? "closed"
-                       : rc == -EMSGSIZE                    ? "protocol"
-                                                            : "backend";
-    lua_pushnil(L);
-    lua_pushstring(L, strerror(-rc));
-    lua_pushstring(L, code);
-    return 3;
 }
 
 static int l_secure_dir(lua_State *L)

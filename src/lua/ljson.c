@@ -144,16 +144,6 @@ static void push_json(lua_State *L, json_t *j, int depth)
     }
 }
 
-/* jansson seeds its hash function on first use from /dev/urandom (an open,
- * a read and a close); one getrandom() call does it. A no-op when the host
- * seeded it already, or made JSON values before. */
-static void ljson_seed(void)
-{
-    uint32_t seed;
-    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) == (ssize_t)sizeof seed && seed != 0)
-        json_object_seed(seed);
-}
-
 /* Pushes the value JSON text s decodes to and nil, or nil and a message. */
 static void ljson_push_decoded(lua_State *L, const char *s, size_t n)
 {

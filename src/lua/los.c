@@ -85,27 +85,6 @@ static int l_mkdir(lua_State *L)
     return 1;
 }
 
-extern char **environ;
-
-/* core.environ() -> { NAME = value, ... } */
-/* core.environ([prefix]) -> { NAME = value }: the environment, or only the
- * variables whose names start with prefix. */
-static int l_environ(lua_State *L)
-{
-    size_t plen = 0;
-    const char *prefix = luaL_optlstring(L, 1, "", &plen);
-    lua_newtable(L);
-    for (char **e = environ; e && *e; e++) {
-        const char *eq = strchr(*e, '=');
-        if (!eq || (size_t)(eq - *e) < plen || strncmp(*e, prefix, plen) != 0)
-            continue;
-        lua_pushlstring(L, *e, (size_t)(eq - *e));
-        lua_pushstring(L, eq + 1);
-        lua_rawset(L, -3);
-    }
-    return 1;
-}
-
 static int l_exe(lua_State *L)
 {
     char buf[PATH_MAX];
