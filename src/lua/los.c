@@ -1,6 +1,6 @@
 /* Process chores seen from Lua (core/os.c does the work): the server's lock
  * file, its start in the background, its limits and memory, facts about
- * processes and this one's environment. Included by kiro.c. */
+ * processes, this one's executable and directory. Included by kiro.c. */
 
 #define LOCK_MT "kiro.lock"
 
