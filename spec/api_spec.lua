@@ -4,7 +4,7 @@ local H = require "helper"
 describe("kiro Lua API", function()
   after_each(H.check_leaks)
 
-  it("chat returns the predicted reply from the daemon", function()
+  it("chat returns the predicted reply from the daemon, asked for whole #jsonl", function()
     local kiro, log = H.setup()
     assert.are.equal("You said: Hello", kiro.chat("User: Hello\n\nAssistant: "))
     local ev = H.sim_events(log)
@@ -73,7 +73,7 @@ describe("kiro Lua API", function()
     assert.are.equal("You", first)
   end)
 
-  it("two tasks run at once: a slow stream does not delay a chat", function()
+  it("two tasks run at once: a slow stream does not delay a chat #jsonl", function()
     local gate = H.tmpdir() .. "/gate"
     local kiro = H.setup({ KIRO_SIM_GATE = gate }, { pool_max = 2 })
     local order = {}

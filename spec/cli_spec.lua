@@ -28,7 +28,7 @@ describe("kiro-rt agent", function()
     assert.are.equal(1, lines_matching(H.server_log(env), "Query sent to daemon"))
   end)
 
-  it("gives the same text with --no-stream", function()
+  it("gives the same text with --no-stream, asked for whole #jsonl", function()
     local env, log = H.sim_env()
     local r = H.agent({ "-m", "Hello", "--no-stream" }, env)
     assert.are.equal(0, r.code)

@@ -98,13 +98,16 @@ describe("faults", function()
   end)
 
   it("a cancelled reply that never finishes gets its daemon replaced (drain_ms)", function()
-    local kiro, log = H.setup({ KIRO_SIM_GATE = H.tmpdir() .. "/never" },
+    -- (An ACP agent is told to stop; this one ignores it, as real ones may.)
+    local gate = H.tmpdir() .. "/gate"
+    local kiro, log = H.setup({ KIRO_SIM_GATE = gate, KIRO_SIM_ACP_IGNORE_CANCEL = 1 },
                               { drain_ms = 200, restart_backoff_ms = 10 })
     for _ in kiro.stream("a b c") do break end
     local stuck = daemon_pids(log)[1]
     wait_for(kiro, function() return not H.alive(stuck) end, "the undrainable daemon to be stopped")
     wait_for(kiro, function() return #daemon_pids(log) == 2 end, "a replacement daemon")
-    assert.are.equal("You said: next", kiro.chat("next")) -- not streamed: no gate
+    H.write_file(gate, "")
+    assert.are.equal("You said: next", kiro.chat("next"))
   end)
 
   it("non-JSON noise is skipped", function()

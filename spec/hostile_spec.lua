@@ -63,7 +63,8 @@ describe("hostile backends", function()
     local reply, msg, code = kiro.chat("x", { mode = "daemon" })
     assert.is_nil(reply)
     assert.are.equal("protocol", code)
-    assert.matches('"content" is not a string', msg)
+    -- "content" (jsonl) or an agent_message_chunk's "text" (acp)
+    assert.matches('broke the protocol: [^:]*"%a+" is not a string', msg)
     local bad = daemon_pids(log)[1]
     H.wait_kiro(kiro, function() return not H.alive(bad) end, "the daemon to be replaced")
     os.remove(fault)
@@ -84,7 +85,7 @@ describe("hostile backends", function()
     assert.is_true(kiro.stats().daemon_restarts >= 1)
   end)
 
-  it("a reply of one line without \"done\" ends a stream too", function()
+  it("a reply of one line without \"done\" ends a stream too #jsonl", function()
     local kiro = H.setup()
     -- A backend that ignores "stream" and answers in one line, like the
     -- seed's non-stream reply: the stream gets it whole and ends.

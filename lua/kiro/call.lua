@@ -68,6 +68,8 @@ function call.check_opts(fname, prompt, opts)
   for k, v in pairs(opts) do
     if k == "mode" then
       if not config.MODES[v] then bad("mode must be auto, daemon or oneshot") end
+    elseif k == "protocol" then
+      if not config.PROTOCOLS[v] then bad("protocol must be auto, jsonl or acp") end
     elseif k == "model" or k == "cli_path" then
       if type(v) ~= "string" then bad(k .. " must be a string") end
     elseif k == "env" then
@@ -155,7 +157,7 @@ function call.open(prompt, opts, stream, backend, owned)
       ("the prompt is %d bytes; max_request_bytes is %d"):format(#prompt, cfg.max_request_bytes))
   end
   if not c.backend then
-    local b, owned_or_err, code = config.backend(cli, call.model_of(opts), opts.env)
+    local b, owned_or_err, code = config.backend(cli, call.model_of(opts), opts.env, opts.protocol)
     if not b then return ended(c, code, owned_or_err) end
     c.backend, c.owns = b, owned_or_err
   end

@@ -10,6 +10,7 @@ local EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 124
 local USAGE = [[
 Usage:
   kiro-rt agent -m TEXT [--model M] [--no-stream] [--mode auto|daemon|oneshot] [--timeout-ms N]
+                 [--protocol auto|jsonl|acp]
   kiro-rt agent                  (no -m: the prompt is read from stdin)
   kiro-rt run FILE.lua [ARGS...] (run a Lua script with `kiro` loaded, as a kiro task)
   kiro-rt serve | status | stop  (the background server that keeps backends warm)
@@ -44,6 +45,9 @@ Options:
       --mode MODE      auto (daemon, oneshot on failure; the default),
                        daemon (daemon only) or oneshot (spawn per call)
       --timeout-ms N   give up after N ms (exit status 124)
+      --protocol P     how to speak to a warm backend: jsonl (the `daemon`
+                       subcommand), acp (the Agent Client Protocol: `acp`)
+                       or auto (default: KIRO_PROTOCOL, else jsonl)
       --raw            send TEXT as the whole prompt, without the
                        "User: ...\n\nAssistant: " template
       --no-server      serve the request in this process (no background server)
@@ -169,6 +173,11 @@ local function parse_agent(args)
       if o.mode and o.mode ~= "auto" and o.mode ~= "daemon" and o.mode ~= "oneshot" then
         err = "--mode must be auto, daemon or oneshot (got '" .. o.mode .. "')"
       end
+    elseif a == "--protocol" then
+      o.protocol, err = value(a)
+      if o.protocol and not require("kiro.env").PROTOCOLS[o.protocol] then
+        err = "--protocol must be auto, jsonl or acp (got '" .. o.protocol .. "')"
+      end
     elseif a == "--timeout-ms" then
       local v
       v, err = value(a)
@@ -207,6 +216,9 @@ local function agent(args)
   local env, core = require "kiro.env", require "kiro.core"
   local mode_default, mode_err = env.mode()
   if not mode_default then return usage_error(mode_err) end
+  local protocol, protocol_err = env.protocol()
+  if not protocol then return usage_error(protocol_err) end
+  protocol = o.protocol or protocol
   if o.message == "" then return usage_error(EMPTY) end
   -- The template around the user's text: the server renders it for a
   -- prompt given with -m (the request names it); a prompt from stdin, or
@@ -234,7 +246,7 @@ local function agent(args)
   if cli_path and not o.no_server and mode ~= "oneshot" then
     local client = require "kiro.client"
     opts = {
-      stream = o.stream, cli = cli_path, model = o.model or env.model(), mode = mode,
+      stream = o.stream, cli = cli_path, model = o.model or env.model(), mode = mode, protocol = protocol,
       env = client.backend_env(), timeout_ms = o.timeout_ms,
     }
     local cerr
@@ -270,12 +282,13 @@ local function agent(args)
       for chunk in iter do out(chunk) end
     elseif o.stream then
       local kiro = require "kiro"
-      for chunk in kiro.stream(prompt, { model = o.model, mode = o.mode, timeout_ms = o.timeout_ms }) do
+      for chunk in kiro.stream(prompt, { model = o.model, mode = o.mode, protocol = protocol,
+                                         timeout_ms = o.timeout_ms }) do
         out(chunk)
       end
     else
       local reply, msg, code = require("kiro").chat(prompt,
-        { model = o.model, mode = o.mode, timeout_ms = o.timeout_ms })
+        { model = o.model, mode = o.mode, protocol = protocol, timeout_ms = o.timeout_ms })
       if not reply then errors.raise(code, msg) end
       out(reply)
     end
@@ -451,8 +464,8 @@ local function status(args)
       mib(s.cache.bytes), s.cache.hits, s.cache.misses, s.cache.evictions, s.cache.coalesced)
   end
   for _, p in ipairs(s.pools or {}) do
-    w("pool     %s%s: %s, %d daemon(s), %d queued, %d restarts", p.cli,
-      p.model and (" --model " .. p.model) or "", p.state, p.live, p.queued, p.restarts)
+    w("pool     %s%s (%s): %s, %d daemon(s), %d queued, %d restarts", p.cli,
+      p.model and (" --model " .. p.model) or "", p.protocol, p.state, p.live, p.queued, p.restarts)
     if p.last_error then w("         last error: %s", p.last_error) end
     for _, d in ipairs(p.daemons or {}) do
       w("  daemon pid %d, %s, served %d, rss %s", d.pid, d.state, d.served, mib(d.rss_bytes))

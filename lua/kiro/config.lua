@@ -18,8 +18,8 @@ local cfg = {
   cli_path = nil,          -- KIRO_CLI_PATH, else kiro-cli on PATH
   model = nil,             -- KIRO_MODEL
   mode = nil,              -- KIRO_USE_DAEMON: auto (daemon with fallback) or oneshot
-  protocol = "jsonl",
-  daemon_args = { "daemon" },
+  protocol = nil,          -- KIRO_PROTOCOL: auto, jsonl or acp
+  daemon_args = nil,       -- the protocol's own (DAEMON_ARGS)
   oneshot_args = { "chat", "--no-interactive" },
   env = nil,               -- extra environment for backends: { NAME = "value" }
   policy = require "kiro.policy",
@@ -32,6 +32,11 @@ config.cfg = cfg
 
 local MODES = { auto = true, daemon = true, oneshot = true }
 config.MODES = MODES
+config.PROTOCOLS = env.PROTOCOLS
+
+--- How a long-lived backend starts, by protocol (before --model M): the
+--- seed's `daemon` subcommand, or an ACP agent (`kiro-cli acp`).
+config.DAEMON_ARGS = { jsonl = { "daemon" }, acp = { "acp" } }
 local lua_options = {
   cli_path = "string", model = "string", mode = "string", protocol = "string",
   daemon_args = "table", oneshot_args = "table", env = "table", policy = "policy", log = "string",
@@ -44,7 +49,7 @@ local ranges = {
 }
 local core_options = core.config()
 -- Options that `false` resets to their default (environment, PATH lookup).
-local resettable = { cli_path = true, model = true, env = true }
+local resettable = { cli_path = true, model = true, env = true, protocol = true, daemon_args = true }
 
 --- A whole number within [lo, hi].
 ---@param what string the option, for the message
@@ -104,6 +109,9 @@ function config.configure(tbl)
   if tbl.mode and not MODES[tbl.mode] then
     errors.misuse("kiro.configure", ("mode must be auto, daemon or oneshot (got %q)"):format(tbl.mode))
   end
+  if tbl.protocol and not env.PROTOCOLS[tbl.protocol] then
+    errors.misuse("kiro.configure", ("protocol must be auto, jsonl or acp (got %q)"):format(tbl.protocol))
+  end
   if tbl.log then
     local ok, err = core.set_log(tbl.log)
     if not ok then errors.misuse("kiro.configure", err) end
@@ -135,6 +143,14 @@ function config.mode()
   return env.mode()
 end
 
+--- The protocol calls use unless they name one; nil and a message when
+--- KIRO_PROTOCOL is unusable.
+---@return string? protocol, string? message
+function config.protocol()
+  if cfg.protocol then return cfg.protocol end
+  return env.protocol()
+end
+
 ---@return string?
 function config.model()
   return cfg.model or env.model()
@@ -151,36 +167,49 @@ function config.option(name)
     return mode
   end
   if name == "model" then return config.model() end
+  if name == "protocol" then
+    local p, err = config.protocol()
+    if not p then error(err, 2) end
+    return p
+  end
   if name == "cli_path" then return config.cli() end
   if lua_options[name] then return cfg[name] end
   if core_options[name] ~= nil then return core.config(name) end
   return nil
 end
 
-local function backend_spec(cli, model, extra)
+local function backend_spec(cli, model, extra, protocol)
   local merged = extra
   if cfg.env and extra then
     merged = {}
     for k, v in pairs(cfg.env) do merged[k] = v end
     for k, v in pairs(extra) do merged[k] = v end
   end
+  -- auto: the seed's daemon protocol (with oneshot behind it). Trying an
+  -- ACP agent where the CLI has no `daemon` is not built yet.
+  local wire = protocol == "acp" and "acp" or "jsonl"
   return {
-    cli = cli, model = model, protocol = cfg.protocol,
-    daemon_args = cfg.daemon_args, oneshot_args = cfg.oneshot_args, env = merged or cfg.env,
+    cli = cli, model = model, protocol = wire,
+    daemon_args = cfg.daemon_args or config.DAEMON_ARGS[wire], oneshot_args = cfg.oneshot_args,
+    env = merged or cfg.env,
   }
 end
 
 --- The backend a call names: a handle, and whether the call owns it (and
 --- closes it when it is over). The configured CLI's handles are kept (by
 --- model) until the next configure; any other is the call's own. nil,
---- message, code when max_backends are in use.
+--- message, code when max_backends are in use, or the protocol is unusable.
 ---@param cli string
 ---@param model? string
 ---@param extra_env? table
+---@param protocol? string the call's own (else the configured one)
 ---@return userdata|nil handle, boolean|string owned_or_message, string? code
-function config.backend(cli, model, extra_env)
-  if extra_env or cli ~= config.cli() or (model and model ~= config.model()) then
-    local b, err, code = core.backend(backend_spec(cli, model, extra_env))
+function config.backend(cli, model, extra_env, protocol)
+  local configured, perr = config.protocol()
+  if not configured then return nil, perr, "config" end
+  if extra_env or cli ~= config.cli() or (model and model ~= config.model())
+     or (protocol and protocol ~= configured) then
+    local b, err, code = core.backend(backend_spec(cli, model, extra_env, protocol or configured))
     if not b then return nil, err, code end
     return b, true
   end
@@ -188,7 +217,7 @@ function config.backend(cli, model, extra_env)
   local b = defaults[key]
   if not b then
     local err, code
-    b, err, code = core.backend(backend_spec(cli, model))
+    b, err, code = core.backend(backend_spec(cli, model, nil, configured))
     if not b then return nil, err, code end
     defaults[key] = b
   end

@@ -34,6 +34,14 @@ do
     if on == nil then mode, mode_error = nil, err else mode = on and "auto" or "oneshot" end
   end
 end
+--- The backend protocols a call may name: auto (the seed's `daemon`
+--- protocol, else oneshot), jsonl (that protocol) or acp (the Agent Client
+--- Protocol).
+env.PROTOCOLS = { auto = true, jsonl = true, acp = true }
+local protocol, protocol_error = nonempty(os.getenv("KIRO_PROTOCOL")) or "auto", nil
+if not env.PROTOCOLS[protocol] then
+  protocol, protocol_error = nil, ("KIRO_PROTOCOL must be auto, jsonl or acp (got %q)"):format(protocol)
+end
 local found_cli -- kiro-cli on PATH, looked up on first use
 
 --- KIRO_MODEL, or nil (the backend's own default).
@@ -44,6 +52,11 @@ function env.model() return model end
 --- it is unusable (each call's `config` error).
 ---@return string? mode, string? message
 function env.mode() return mode, mode_error end
+
+--- KIRO_PROTOCOL: auto, jsonl or acp; nil and a message when it is
+--- unusable (each call's `config` error).
+---@return string? protocol, string? message
+function env.protocol() return protocol, protocol_error end
 
 --- KIRO_CLI_PATH, else kiro-cli on PATH (looked up once), else nil.
 ---@return string?

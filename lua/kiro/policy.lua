@@ -8,7 +8,7 @@
 --   "fail"     give the error to the caller
 --
 -- failure fields:
---   code            error code: spawn, crashed, timeout, protocol, backend, overloaded, ...
+--   code            error code: spawn, crashed, timeout, protocol, backend, auth, overloaded, ...
 --   message         the error message
 --   mode            the path that failed: "daemon" or "oneshot"
 --   requested_mode  what the caller asked for: "auto", "daemon" or "oneshot"

@@ -278,7 +278,8 @@ end
 ---@return table? err { code = string, message = string }
 function Conn:relay(id, req)
   local opts = {
-    cli_path = req.cli, model = req.model, mode = req.mode, env = req.env, stream = req.stream,
+    cli_path = req.cli, model = req.model, mode = req.mode, protocol = req.protocol, env = req.env,
+    stream = req.stream,
     timeout_ms = req.timeout_ms, first_chunk_timeout_ms = req.first_chunk_timeout_ms,
     stall_timeout_ms = req.stall_timeout_ms,
   }
@@ -308,7 +309,7 @@ function Server:status()
       daemons[#daemons + 1] = { pid = d.pid, state = d.state, served = d.served, rss_bytes = core.process_rss(d.pid) }
     end
     pools[#pools + 1] = {
-      cli = p.cli, model = p.model, state = p.state, live = p.live, queued = p.queued,
+      cli = p.cli, model = p.model, protocol = p.protocol, state = p.state, live = p.live, queued = p.queued,
       restarts = p.restarts, last_error = p.last_error ~= "" and p.last_error or nil,
       daemons = daemons,
     }

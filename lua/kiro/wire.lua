@@ -3,7 +3,8 @@
 -- task: it is answered with an error naming the field, on its id.
 --
 --   {"op":"request","id":N,"prompt":S,"stream":B,
---    "backend":{"cli":P,"model":M,"mode":"auto|daemon|oneshot","env":{NAME:S,...}},
+--    "backend":{"cli":P,"model":M,"mode":"auto|daemon|oneshot","protocol":"auto|jsonl|acp",
+--               "env":{NAME:S,...}},
 --    "template":"default","timeout_ms":T,"first_chunk_timeout_ms":T,"stall_timeout_ms":T,
 --    "expect":{"version":V,"proto":P}}
 --
@@ -26,6 +27,7 @@ local function absent(v) return v == nil or type(v) == "userdata" end
 
 local MODES = { auto = true, daemon = true, oneshot = true }
 local TEMPLATES = { default = true }
+local PROTOCOLS = { auto = true, jsonl = true, acp = true }
 local TIMEOUTS = { "timeout_ms", "first_chunk_timeout_ms", "stall_timeout_ms" }
 
 --- The id as the client sent it, when it can be echoed back (a number, a
@@ -67,7 +69,7 @@ end
 --- request(msg, max_prompt) -> a checked request, or nil, message (a
 --- malformed request), or nil, message, "overloaded" (a prompt past
 --- max_prompt).
---- The result: { id, prompt, stream, template, cli, model, mode, env, timeout_ms, ... }.
+--- The result: { id, prompt, stream, template, cli, model, mode, protocol, env, timeout_ms, ... }.
 ---@param msg table a decoded request line
 ---@param max_prompt integer the largest prompt taken, in bytes (max_request_bytes)
 ---@return table|nil req
@@ -92,6 +94,9 @@ function wire.request(msg, max_prompt)
   if not absent(b.mode) and not MODES[b.mode] then
     return nil, "backend.mode must be auto, daemon or oneshot"
   end
+  if not absent(b.protocol) and not PROTOCOLS[b.protocol] then
+    return nil, "backend.protocol must be auto, jsonl or acp"
+  end
   local env, err = check_env(b.env)
   if err then return nil, err end
   local expect = msg.expect
@@ -112,6 +117,7 @@ function wire.request(msg, max_prompt)
     id = id, prompt = msg.prompt, stream = msg.stream ~= false, template = template,
     cli = b.cli, model = not absent(b.model) and b.model or nil,
     mode = not absent(b.mode) and b.mode or "auto", env = env, expect = expect,
+    protocol = not absent(b.protocol) and b.protocol or nil,
   }
   for _, k in ipairs(TIMEOUTS) do
     local v = msg[k]

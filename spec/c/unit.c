@@ -108,8 +108,9 @@ static void test_log_filter(void)
 
 struct seen {
     char content[64];
-    int has, done, errors, noise, violations;
-    char error[64];
+    int has, done, errors, noise, violations, alive, dones;
+    char error[128], code[16];
+    kbuf wrote; /* what the protocol sent on its own */
 };
 
 static void s_reply(void *ud, const char *c, size_t n, int done)
@@ -119,6 +120,7 @@ static void s_reply(void *ud, const char *c, size_t n, int done)
     s->content[n < 63 ? n : 63] = '\0';
     s->has = n > 0;
     s->done = done;
+    s->dones += done == KPROTO_DONE_TRUE;
 }
 
 static void s_violation(void *ud, const char *why, const char *line, size_t n)
@@ -128,11 +130,24 @@ static void s_violation(void *ud, const char *why, const char *line, size_t n)
     s->violations++;
 }
 
-static void s_error(void *ud, const char *msg)
+static void s_error(void *ud, const char *code, const char *msg)
 {
     struct seen *s = ud;
     s->errors++;
+    snprintf(s->code, sizeof s->code, "%s", code ? code : "backend");
     snprintf(s->error, sizeof s->error, "%s", msg);
+}
+
+static void s_write(void *ud, const char *data, size_t n)
+{
+    struct seen *s = ud;
+    kbuf_append(&s->wrote, data, n);
+}
+
+static void s_alive(void *ud)
+{
+    struct seen *s = ud;
+    s->alive++;
 }
 
 static void s_noise(void *ud, const char *line, size_t n, const char *why)
@@ -147,7 +162,7 @@ static struct seen decode(const char *line)
     struct seen s;
     memset(&s, 0, sizeof s);
     s.done = 99;
-    kproto_sink sink = { &s, s_reply, s_error, s_noise, s_violation };
+    kproto_sink sink = { &s, s_reply, s_error, s_noise, s_violation, s_write, s_alive };
     kproto_jsonl.decode(NULL, line, strlen(line), &sink);
     return s;
 }
@@ -185,6 +200,101 @@ static void test_codec(void)
     CHECK(s.violations == 0 && !s.has && s.done == KPROTO_DONE_TRUE);
 }
 
+/* What the ACP protocol sent since last asked, as a string (then forgotten). */
+static const char *sent(struct seen *s, kbuf *direct)
+{
+    static char text[1024];
+    kbuf *b = direct && direct->len ? direct : &s->wrote;
+    snprintf(text, sizeof text, "%.*s", (int)b->len, b->data ? b->data : "");
+    b->len = 0;
+    return text;
+}
+
+static void feed(void *st, struct seen *s, const char *line)
+{
+    kproto_sink sink = { s, s_reply, s_error, s_noise, s_violation, s_write, s_alive };
+    kproto_acp.decode(st, line, strlen(line), &sink);
+}
+
+static void test_acp(void)
+{
+    struct seen s;
+    memset(&s, 0, sizeof s);
+    kbuf out = { 0 };
+    const char *err = NULL;
+    void *st = kproto_acp.state_new();
+
+    /* initialize at start; a prompt waits for its answer. */
+    kproto_acp.start(st, &out);
+    CHECK(strstr(sent(&s, &out), "\"method\":\"initialize\""));
+    CHECK(kproto_acp.encode(st, "hi \"you\"", 8, 1, &out, &err) == 0 && out.len == 0);
+    CHECK(kproto_acp.encode(st, "\xff", 1, 1, &out, &err) == -1 && strstr(err, "UTF-8"));
+    feed(st, &s,
+         "{\"jsonrpc\":\"2.0\",\"id\":0,\"result\":{\"protocolVersion\":1,"
+         "\"authMethods\":[{\"id\":\"key\"},{\"id\":\"oauth\"}]}}");
+    CHECK(s.alive == 1 && strstr(sent(&s, NULL), "\"id\":1,\"method\":\"session/new\""));
+    feed(st, &s, "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"sessionId\":\"S1\"}}");
+    CHECK(strstr(sent(&s, NULL), "\"id\":2,\"method\":\"session/prompt\",\"params\":{\"sessionId\":\"S1\","
+                                 "\"prompt\":[{\"type\":\"text\",\"text\":\"hi \\\"you\\\"\"}]}}\n"));
+    /* The session's text is the reply; other updates and sessions are not. */
+    feed(st, &s,
+         "{\"jsonrpc\":\"2.0\",\"method\":\"session/update\",\"params\":{\"sessionId\":\"S1\","
+         "\"update\":{\"sessionUpdate\":\"agent_message_chunk\",\"content\":{\"type\":\"text\",\"text\":"
+         "\"Hel\"}}}}");
+    CHECK(s.has && strcmp(s.content, "Hel") == 0 && s.done == KPROTO_DONE_FALSE);
+    s.has = 0;
+    feed(st, &s,
+         "{\"jsonrpc\":\"2.0\",\"method\":\"session/update\",\"params\":{\"sessionId\":\"S9\","
+         "\"update\":{\"sessionUpdate\":\"agent_message_chunk\",\"content\":{\"type\":\"text\",\"text\":"
+         "\"x\"}}}}");
+    feed(st, &s,
+         "{\"jsonrpc\":\"2.0\",\"method\":\"session/update\",\"params\":{\"sessionId\":\"S1\","
+         "\"update\":{\"sessionUpdate\":\"tool_call\",\"toolCallId\":\"c\",\"title\":\"t\"}}}");
+    feed(st, &s, "{\"jsonrpc\":\"2.0\",\"method\":\"_vendor/note\"}");
+    CHECK(!s.has && s.noise == 0 && s.alive == 5);
+    /* Requests from the agent are answered at once: permission rejected,
+     * anything else -32601, each on its own id. */
+    feed(st, &s,
+         "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"session/request_permission\",\"params\":"
+         "{\"options\":[{\"kind\":\"allow_once\",\"optionId\":\"yes\"},"
+         "{\"kind\":\"reject_once\",\"optionId\":\"no\"}]}}");
+    CHECK(strstr(sent(&s, NULL), "\"outcome\":{\"outcome\":\"selected\",\"optionId\":\"no\"}"));
+    feed(st, &s, "{\"jsonrpc\":\"2.0\",\"id\":\"v\",\"method\":\"_x/y\"}");
+    CHECK(strstr(sent(&s, NULL), "\"code\":-32601"));
+    CHECK(s.dones == 0);
+    feed(st, &s, "{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"stopReason\":\"end_turn\"}}");
+    CHECK(s.dones == 1);
+
+    /* Next turn: a fresh session; -32000 there is `auth`, with the methods. */
+    CHECK(kproto_acp.encode(st, "again", 5, 0, &out, &err) == 0);
+    CHECK(strstr(sent(&s, &out), "\"id\":3,\"method\":\"session/new\""));
+    feed(st, &s, "{\"jsonrpc\":\"2.0\",\"id\":3,\"error\":{\"code\":-32000,\"message\":\"Log in\"}}");
+    CHECK(s.errors == 1 && strcmp(s.code, "auth") == 0 &&
+          strcmp(s.error, "Log in (auth methods: key, oauth)") == 0);
+
+    /* Abandoned: the turn on the agent is cancelled; one still queued never
+     * reaches it, and both end in order. */
+    CHECK(kproto_acp.encode(st, "one", 3, 1, &out, &err) == 0);
+    CHECK(kproto_acp.encode(st, "two", 3, 1, &out, &err) == 0);
+    sent(&s, &out);
+    feed(st, &s, "{\"jsonrpc\":\"2.0\",\"id\":4,\"result\":{\"sessionId\":\"S2\"}}");
+    sent(&s, NULL);
+    kproto_acp.abandon(st, 1, &out);
+    CHECK(out.len == 0);
+    kproto_acp.abandon(st, 0, &out);
+    CHECK(strstr(sent(&s, &out), "\"method\":\"session/cancel\",\"params\":{\"sessionId\":\"S2\"}"));
+    feed(st, &s, "{\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"stopReason\":\"cancelled\"}}");
+    CHECK(s.dones == 3 && s.wrote.len == 0);
+
+    /* A response to nothing of ours breaks the protocol; a line that is not JSON is noise. */
+    feed(st, &s, "{\"jsonrpc\":\"2.0\",\"id\":77,\"result\":{}}");
+    feed(st, &s, "not json");
+    CHECK(s.violations == 1 && s.noise == 1);
+    kproto_acp.state_free(st);
+    kbuf_free(&out);
+    kbuf_free(&s.wrote);
+}
+
 static void test_jstr(void)
 {
     size_t n = 0, bad = 0;
@@ -218,6 +328,7 @@ int main(void)
     test_ansi();
     test_log_filter();
     test_codec();
+    test_acp();
     test_jstr();
     printf("%d checks, %d failed\n", checks, failures);
     printf("%d passed, %d failed\n", checks - failures, failures);

@@ -36,10 +36,16 @@
 extern char **environ;
 
 struct opts {
-    const char *message, *model, *mode;
+    const char *message, *model, *mode, *protocol;
     long long timeout_ms; /* 0: the runtime's default */
     int stream, raw;
 };
+
+static const char *nonempty_env(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
 
 /* A whole number in decimal, digits only, from 1 to MAX_MS; 0 otherwise. */
 static long long parse_ms(const char *v)
@@ -71,7 +77,7 @@ static int parse(int argc, char **argv, struct opts *o)
             v = eq + 1;
         }
         int takes = !strcmp(a, "-m") || !strcmp(a, "--message") || !strcmp(a, "--model") ||
-                    !strcmp(a, "--mode") || !strcmp(a, "--timeout-ms");
+                    !strcmp(a, "--mode") || !strcmp(a, "--timeout-ms") || !strcmp(a, "--protocol");
         if (takes && !v) {
             if (i + 1 >= argc)
                 return -1;
@@ -85,6 +91,8 @@ static int parse(int argc, char **argv, struct opts *o)
             o->model = v;
         else if (!strcmp(a, "--mode"))
             o->mode = v;
+        else if (!strcmp(a, "--protocol"))
+            o->protocol = v;
         else if (!strcmp(a, "--timeout-ms")) {
             if (!(o->timeout_ms = parse_ms(v)))
                 return -1;
@@ -101,13 +109,12 @@ static int parse(int argc, char **argv, struct opts *o)
         return -1;
     if (o->model && !*o->model)
         return -1;
+    if (!o->protocol)
+        o->protocol = nonempty_env("KIRO_PROTOCOL");
+    if (o->protocol && strcmp(o->protocol, "auto") && strcmp(o->protocol, "jsonl") &&
+        strcmp(o->protocol, "acp"))
+        return -1; /* a usage error */
     return 0;
-}
-
-static const char *nonempty_env(const char *name)
-{
-    const char *v = getenv(name);
-    return v && *v ? v : NULL;
 }
 
 /* The backend's path as the server must see it (absolute: the server's
@@ -165,6 +172,8 @@ static char *request_line(const struct opts *o, const char *cli, size_t *len)
     }
     const char *model = o->model ? o->model : nonempty_env("KIRO_MODEL");
     json_t *backend = json_pack("{s:s, s:s, s:o}", "cli", cli, "mode", o->mode, "env", env);
+    if (backend && o->protocol)
+        json_object_set_new(backend, "protocol", json_string(o->protocol));
     json_t *prompt = json_string(o->message);
     if (!backend || !prompt || (model && json_object_set_new(backend, "model", json_string(model)) != 0)) {
         json_decref(backend);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 
 static const char usage[] =
     "Usage: kiro-sim daemon [--model M]\n"
+    "       kiro-sim acp [--model M]\n"
     "       kiro-sim chat [--no-interactive] [--model M]\n"
     "       kiro-sim --help | --version\n"
     "\n"
@@ -26,6 +28,11 @@ static const char usage[] =
     "daemon  JSON Lines on stdin/stdout: {\"prompt\": ..., \"stream\": bool} in;\n"
     "        {\"content\": ...} out, or {\"content\": ..., \"done\": false} lines\n"
     "        ending with \"done\": true when streaming. Exits on stdin EOF.\n"
+    "acp     the Agent Client Protocol (JSON-RPC 2.0 lines): initialize,\n"
+    "        session/new, session/prompt (its text blocks are the prompt), the\n"
+    "        reply as session/update agent_message_chunk notifications, then\n"
+    "        {\"stopReason\": \"end_turn\"}; session/cancel ends a turn with\n"
+    "        \"cancelled\". Unknown requests get -32601. Exits on stdin EOF.\n"
     "chat    reads the prompt from stdin until EOF, prints the reply on stdout.\n"
     "\n"
     "The reply is \"You said: X\" (\"[M] You said: X\" with --model M), where X is\n"
@@ -45,9 +52,18 @@ static const char usage[] =
     "  KIRO_SIM_FAULT_AFTER=N   per-request faults spare the first N requests of a process\n"
     "  KIRO_SIM_FAULT_EVERY=N   per-request faults hit only every Nth request of a process\n"
     "  KIRO_SIM_FAULT_FILE=PATH the fault is active only while PATH exists\n"
-    "  KIRO_SIM_FAULT_MODE      daemon (default), chat, or all: where faults apply\n"
+    "  KIRO_SIM_FAULT_MODE      daemon (default: acp too), chat, or all: where faults apply\n"
     "  KIRO_SIM_OVERLONG_BYTES  size of the overlong line (default 17 MiB)\n"
     "  KIRO_SIM_STDERR_BYTES    size of the stderr flood (default 10 MiB)\n"
+    "ACP only:\n"
+    "  KIRO_SIM_ACP_ASK=1       mid-turn, ask the client a vendor request (_kiro-sim/ask)\n"
+    "                           and wait for its answer before going on\n"
+    "  KIRO_SIM_ACP_PERMISSION=1  mid-turn, report a tool call and ask permission for\n"
+    "                           it (logs event=permission outcome=OPTION|cancelled)\n"
+    "  KIRO_SIM_ACP_IGNORE_CANCEL=1  keep streaming after session/cancel (as real\n"
+    "                           agents sometimes do)\n"
+    "  An ACP daemon logs mode=daemon proto=acp; its request event adds session=S\n"
+    "  turn=N (the Nth prompt of session S).\n"
     "\n"
     "Faults:\n"
     "  crash-before-chunk  exit(3) after reading a request, before any reply\n"
@@ -62,6 +78,8 @@ static const char usage[] =
     "  ansi                (chat) colour the reply with ANSI escape sequences\n"
     "  no-daemon           no daemon subcommand: exit 2 like a CLI too old for it\n"
     "  die-at-start        daemon exits 1 right after start-up\n"
+    "  auth                (acp) session/new fails with -32000, as an agent without\n"
+    "                      credentials does; initialize lists an auth method\n"
     "Hostile daemons (each breaks the protocol in one way):\n"
     "  always-stream       stream every reply, whatever \"stream\" the request said\n"
     "  wrong-type          reply {\"content\": 123}\n"
@@ -79,7 +97,8 @@ static long latency_ms, chunk_delay_ms;
 static int done_separate;
 static long fault_after, fault_every;
 static const char *fault_file;
-static const char *mode_name;
+static const char *mode_name;  /* daemon (JSON Lines or ACP) or chat */
+static const char *proto = ""; /* " proto=acp" in the log for an ACP daemon */
 static long served;
 
 static long env_long(const char *name, long def)
@@ -113,7 +132,7 @@ static void sim_log(const char *fmt, ...)
     if (!path)
         return;
     char line[512];
-    int n = snprintf(line, sizeof line, "pid=%d mode=%s ", (int)getpid(), mode_name);
+    int n = snprintf(line, sizeof line, "pid=%d mode=%s%s ", (int)getpid(), mode_name, proto);
     va_list ap;
     va_start(ap, fmt);
     n += vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
@@ -386,14 +405,15 @@ static void serve_daemon_request(const char *prompt, size_t len, int stream, con
 }
 
 /* Reads one line of any length from fd 0; NULL at EOF. */
+static size_t line_have, line_pos; /* read_line's buffer: filled, handed out */
+
 static char *read_line(size_t *len)
 {
     static char buf[65536];
-    static size_t have, pos;
     char *line = NULL;
     size_t n = 0;
     for (;;) {
-        if (pos == have) {
+        if (line_pos == line_have) {
             ssize_t r = read(0, buf, sizeof buf);
             if (r < 0 && errno == EINTR)
                 continue;
@@ -404,21 +424,27 @@ static char *read_line(size_t *len)
                 }
                 return NULL;
             }
-            have = (size_t)r;
-            pos = 0;
+            line_have = (size_t)r;
+            line_pos = 0;
         }
-        char *nl = memchr(buf + pos, '\n', have - pos);
-        size_t take = nl ? (size_t)(nl - (buf + pos)) : have - pos;
+        char *nl = memchr(buf + line_pos, '\n', line_have - line_pos);
+        size_t take = nl ? (size_t)(nl - (buf + line_pos)) : line_have - line_pos;
         line = realloc(line, n + take + 1);
-        memcpy(line + n, buf + pos, take);
+        memcpy(line + n, buf + line_pos, take);
         n += take;
         line[n] = '\0';
-        pos += take + (nl ? 1 : 0);
+        line_pos += take + (nl ? 1 : 0);
         if (nl) {
             *len = n;
             return line;
         }
     }
+}
+
+/* Bytes read_line holds that it has not handed out yet. */
+static int read_buffered(void)
+{
+    return line_pos < line_have;
 }
 
 static int run_daemon(const char *model)
@@ -452,6 +478,309 @@ static int run_daemon(const char *model)
         }
         json_decref(req);
     }
+    sim_log("event=exit status=0");
+    return 0;
+}
+
+/* ---- acp: the Agent Client Protocol ------------------------------------ */
+
+static void rpc_send(json_t *msg)
+{
+    json_object_set_new(msg, "jsonrpc", json_string("2.0"));
+    emit_json(msg);
+}
+
+static void rpc_error(json_t *id, int code, const char *message)
+{
+    rpc_send(json_pack("{s:O, s:{s:i, s:s}}", "id", id, "error", "code", code, "message", message));
+}
+
+static void acp_update(const char *sid, json_t *update)
+{
+    rpc_send(json_pack("{s:s, s:{s:s, s:o}}", "method", "session/update", "params", "sessionId", sid,
+                       "update", update));
+}
+
+/* A session and its turns so far (session memory: the log shows reuse). */
+struct session {
+    char id[32];
+    long turns;
+};
+static struct session *sessions;
+static size_t nsessions;
+
+static struct session *find_session(const char *id)
+{
+    for (size_t i = 0; i < nsessions; i++)
+        if (strcmp(sessions[i].id, id) == 0)
+            return &sessions[i];
+    return NULL;
+}
+
+/* Messages read while a turn waits for something else: seen again by the
+ * main loop once the turn is over. */
+static json_t *backlog;
+
+static json_t *read_message(void)
+{
+    size_t len;
+    char *line = read_line(&len);
+    if (!line)
+        return NULL;
+    json_t *m = json_loadb(line, len, JSON_ALLOW_NUL, NULL);
+    free(line);
+    return m ? m : json_object(); /* not JSON: an empty object, ignored */
+}
+
+/* Is there a line to read now (without blocking)? */
+static int readable(void)
+{
+    struct pollfd p = { .fd = 0, .events = POLLIN };
+    return read_buffered() || poll(&p, 1, 0) > 0;
+}
+
+static int is_cancel(json_t *m, const char *sid)
+{
+    const char *method = json_string_value(json_object_get(m, "method"));
+    const char *s = json_string_value(json_object_get(json_object_get(m, "params"), "sessionId"));
+    return method && strcmp(method, "session/cancel") == 0 && s && strcmp(s, sid) == 0;
+}
+
+/* Sends a request to the client and waits for its answer: the response
+ * (result or error), or NULL at EOF. A session/cancel meanwhile sets
+ * *cancelled. */
+static json_t *ask(const char *method, json_t *params, const char *sid, int *cancelled)
+{
+    static long next;
+    char id[32];
+    snprintf(id, sizeof id, "sim-%ld", next++);
+    rpc_send(json_pack("{s:s, s:s, s:o}", "id", id, "method", method, "params", params));
+    json_t *m;
+    while ((m = read_message())) {
+        const char *rid = json_string_value(json_object_get(m, "id"));
+        if (rid && strcmp(rid, id) == 0 && !json_object_get(m, "method"))
+            return m;
+        if (is_cancel(m, sid))
+            *cancelled = 1;
+        else
+            json_array_append(backlog, m);
+        json_decref(m);
+    }
+    return NULL;
+}
+
+/* Between chunks: a session/cancel for this turn stops it (unless told to
+ * ignore cancels); anything else waits in the backlog. */
+static int cancel_arrived(const char *sid)
+{
+    int cancelled = 0;
+    while (readable()) {
+        json_t *m = read_message();
+        if (!m)
+            break;
+        if (is_cancel(m, sid))
+            cancelled = 1;
+        else
+            json_array_append(backlog, m);
+        json_decref(m);
+    }
+    if (cancelled)
+        sim_log("event=cancel session=%s", sid);
+    return cancelled && !env_long("KIRO_SIM_ACP_IGNORE_CANCEL", 0);
+}
+
+static void acp_permission(const char *sid, int *cancelled)
+{
+    acp_update(sid,
+               json_pack("{s:s, s:s, s:s, s:s, s:s}", "sessionUpdate", "tool_call", "toolCallId", "sim-1",
+                         "title", "Editing kiro-sim.conf", "kind", "edit", "status", "pending"));
+    json_t *r = ask("session/request_permission",
+                    json_pack("{s:s, s:{s:s, s:s}, s:[{s:s, s:s, s:s}, {s:s, s:s, s:s}]}", "sessionId", sid,
+                              "toolCall", "toolCallId", "sim-1", "title", "Editing kiro-sim.conf", "options",
+                              "kind", "allow_once", "name", "Allow", "optionId", "sim-allow", "kind",
+                              "reject_once", "name", "Skip", "optionId", "sim-reject"),
+                    sid, cancelled);
+    json_t *o = json_object_get(json_object_get(r, "result"), "outcome");
+    const char *id = json_string_value(json_object_get(o, "optionId"));
+    sim_log("event=permission outcome=%s", id ? id : "cancelled");
+    json_decref(r);
+}
+
+static void serve_acp_prompt(json_t *id, const char *sid, const char *prompt, size_t len, const char *model)
+{
+    struct session *ses = find_session(sid);
+    sim_log("event=request n=%ld bytes=%zu stream=1 session=%s turn=%ld", served + 1, len, sid, ++ses->turns);
+    if (fault_on("crash-before-chunk", 1))
+        crash("before the first chunk");
+    if (fault_on("hang", 1))
+        hang();
+    served++;
+    if (fault_on("silent-error", 1)) {
+        fprintf(stderr, "Error: simulated failure, no reply sent\n");
+        return;
+    }
+    before_reply(latency_ms);
+    if (fault_on("error", 1)) {
+        rpc_error(id, -32603, "simulated backend failure");
+        return;
+    }
+    int cancelled = 0;
+    if (env_long("KIRO_SIM_ACP_ASK", 0)) {
+        json_t *r = ask("_kiro-sim/ask", json_object(), sid, &cancelled);
+        json_t *e = json_object_get(r, "error");
+        sim_log("event=asked answer=%s code=%lld",
+                !r  ? "none"
+                : e ? "error"
+                    : "result",
+                (long long)json_integer_value(json_object_get(e, "code")));
+        json_decref(r);
+    }
+    if (env_long("KIRO_SIM_ACP_PERMISSION", 0))
+        acp_permission(sid, &cancelled);
+    if (fault_on("overlong", 1)) {
+        long n = env_long("KIRO_SIM_OVERLONG_BYTES", 17L << 20);
+        char *text = malloc((size_t)n + 1);
+        memset(text, 'x', (size_t)n);
+        acp_update(sid, json_pack("{s:s, s:{s:s, s:s%}}", "sessionUpdate", "agent_message_chunk", "content",
+                                  "type", "text", "text", text, (size_t)n));
+        free(text);
+        rpc_send(json_pack("{s:O, s:{s:s}}", "id", id, "result", "stopReason", "end_turn"));
+        return;
+    }
+    if (fault_on("wrong-type", 1)) {
+        acp_update(sid, json_pack("{s:s, s:{s:s, s:i}}", "sessionUpdate", "agent_message_chunk", "content",
+                                  "type", "text", "text", 123));
+        rpc_send(json_pack("{s:O, s:{s:s}}", "id", id, "result", "stopReason", "end_turn"));
+        return;
+    }
+    size_t rl;
+    char *reply = reply_for(prompt, len, model, &rl);
+    size_t cuts[64];
+    size_t k = split(reply, rl, cuts, 64);
+    for (size_t i = 0; i < k && !(cancelled && !env_long("KIRO_SIM_ACP_IGNORE_CANCEL", 0)); i++) {
+        size_t end = i + 1 < k ? cuts[i + 1] : rl;
+        if (i > 0) {
+            sleep_ms(chunk_delay_ms);
+            if (cancel_arrived(sid)) {
+                cancelled = 1;
+                break;
+            }
+        }
+        /* At the gate, a cancel still gets through. */
+        while (i + 1 == k && gate_path && !exists(gate_path) && !cancelled) {
+            cancelled = cancel_arrived(sid);
+            sleep_ms(5);
+        }
+        if (cancelled)
+            break;
+        acp_update(sid, json_pack("{s:s, s:{s:s, s:s%}}", "sessionUpdate", "agent_message_chunk", "content",
+                                  "type", "text", "text", reply + cuts[i], end - cuts[i]));
+        if (i == 0 && fault_on("crash-mid-stream", 1))
+            crash("in the middle of a stream");
+    }
+    free(reply);
+    /* double-reply: the turn's response twice, in one write. */
+    if (fault_on("double-reply", 1))
+        trailer = "{\"jsonrpc\":\"2.0\",\"id\":-7,\"result\":{\"stopReason\":\"end_turn\"}}\n";
+    rpc_send(
+        json_pack("{s:O, s:{s:s}}", "id", id, "result", "stopReason", cancelled ? "cancelled" : "end_turn"));
+}
+
+/* The prompt's text blocks, joined (a malloc'd string), or NULL. */
+static char *prompt_text(json_t *blocks, size_t *len)
+{
+    size_t i;
+    json_t *b;
+    char *out = malloc(1);
+    *len = 0;
+    json_array_foreach(blocks, i, b)
+    {
+        json_t *t = json_object_get(b, "text");
+        if (!json_is_string(t))
+            continue;
+        size_t n = json_string_length(t);
+        out = realloc(out, *len + n + 1);
+        memcpy(out + *len, json_string_value(t), n);
+        *len += n;
+    }
+    if (!json_is_array(blocks)) {
+        free(out);
+        return NULL;
+    }
+    out[*len] = '\0';
+    return out;
+}
+
+static void acp_message(json_t *m, const char *model)
+{
+    json_t *id = json_object_get(m, "id");
+    const char *method = json_string_value(json_object_get(m, "method"));
+    json_t *params = json_object_get(m, "params");
+    if (!method || !id)
+        return; /* a notification (a stray cancel), a response, or not JSON-RPC */
+    if (strcmp(method, "initialize") == 0) {
+        json_t *res = json_pack("{s:i, s:{s:b}, s:{s:s, s:s}}", "protocolVersion", 1, "agentCapabilities",
+                                "loadSession", 0, "agentInfo", "name", "kiro-sim", "version", KIRO_VERSION);
+        if (fault_on("auth", 0))
+            json_object_set_new(res, "authMethods",
+                                json_pack("[{s:s, s:s}]", "id", "sim-key", "name", "A key in KIRO_SIM_KEY"));
+        rpc_send(json_pack("{s:O, s:o}", "id", id, "result", res));
+    } else if (strcmp(method, "session/new") == 0) {
+        const char *cwd = json_string_value(json_object_get(params, "cwd"));
+        if (!cwd || cwd[0] != '/' || !json_is_array(json_object_get(params, "mcpServers"))) {
+            rpc_error(id, -32602, "Invalid params: cwd (absolute) and mcpServers are required");
+        } else if (fault_on("auth", 0)) {
+            rpc_error(id, -32000, "Simulated agent needs credentials");
+        } else {
+            sessions = realloc(sessions, (nsessions + 1) * sizeof *sessions);
+            struct session *s = &sessions[nsessions];
+            snprintf(s->id, sizeof s->id, "sim-session-%zu", ++nsessions);
+            s->turns = 0;
+            rpc_send(json_pack("{s:O, s:{s:s}}", "id", id, "result", "sessionId", s->id));
+        }
+    } else if (strcmp(method, "session/prompt") == 0) {
+        const char *sid = json_string_value(json_object_get(params, "sessionId"));
+        size_t len;
+        char *text = prompt_text(json_object_get(params, "prompt"), &len);
+        if (!sid || !find_session(sid))
+            rpc_error(id, -32603, "Internal error: session not found");
+        else if (!text)
+            rpc_error(id, -32602, "Invalid params: prompt must be an array of content blocks");
+        else
+            serve_acp_prompt(id, sid, text, len, model);
+        free(text);
+    } else {
+        rpc_error(id, -32601, "Method not found");
+    }
+}
+
+static int run_acp(const char *model)
+{
+    if (fault_on("no-daemon", 0)) {
+        fprintf(stderr, "error: unrecognized subcommand 'acp'\n\nUsage: kiro-cli <COMMAND>\n");
+        return 2;
+    }
+    sleep_ms(env_long("KIRO_SIM_STARTUP_MS", 0));
+    log_start_and_fork();
+    if (fault_on("die-at-start", 0)) {
+        fprintf(stderr, "fatal: simulated start-up failure\n");
+        sim_log("event=exit status=1");
+        return 1;
+    }
+    backlog = json_array();
+    for (;;) {
+        json_t *m;
+        if (json_array_size(backlog)) {
+            m = json_incref(json_array_get(backlog, 0));
+            json_array_remove(backlog, 0);
+        } else if (!(m = read_message())) {
+            break;
+        }
+        acp_message(m, model);
+        json_decref(m);
+    }
+    json_decref(backlog);
+    free(sessions);
     sim_log("event=exit status=0");
     return 0;
 }
@@ -569,6 +898,10 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "daemon") == 0) {
         mode_name = "daemon";
         rc = run_daemon(model);
+    } else if (strcmp(cmd, "acp") == 0) {
+        mode_name = "daemon"; /* the same faults, the same log, as the JSON Lines daemon */
+        proto = " proto=acp";
+        rc = run_acp(model);
     } else if (strcmp(cmd, "chat") == 0) {
         mode_name = "chat";
         rc = run_chat(model);

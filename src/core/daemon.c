@@ -144,6 +144,27 @@ static void touch_all(kdaemon *d)
     }
 }
 
+/* The protocol answers the backend, or takes a turn's next step. */
+static void on_write(void *ud, const char *data, size_t n)
+{
+    kdaemon *d = ud;
+    if (!n || !d->proc || d->state == KD_STOPPING)
+        return;
+    char *copy = kmalloc(n);
+    memcpy(copy, data, n);
+    kproc_write_owned(d->proc, copy, n);
+}
+
+static void on_alive(void *ud)
+{
+    kdaemon *d = ud;
+    if (!d->started) {
+        d->started = 1;
+        klog(KLOG_DEBUG, "kiro.provider", "Daemon started successfully (pid %d)", d->pid);
+    }
+    touch_all(d);
+}
+
 /* The daemon said something that cannot belong to any request on its wire:
  * the request at the head (if any) ends `protocol`, and the daemon, whose
  * next words can no longer be trusted to answer the right request, goes. */
@@ -180,11 +201,7 @@ static void on_reply(void *ud, const char *content, size_t n, int done)
         on_violation(d, "a reply line with no request in flight", content, n);
         return;
     }
-    if (!d->started) {
-        d->started = 1;
-        klog(KLOG_DEBUG, "kiro.provider", "Daemon started successfully (pid %d)", d->pid);
-    }
-    touch_all(d);
+    on_alive(d);
     /* A stream relays each part as it comes; a plain request gathers the
      * parts ("done": false lines) and gets the whole reply at its end. */
     if (s->r && n) {
@@ -202,7 +219,7 @@ static void on_reply(void *ud, const char *content, size_t n, int done)
     finish(d, NULL, NULL);
 }
 
-static void on_error(void *ud, const char *msg)
+static void on_error(void *ud, const char *code, const char *msg)
 {
     kdaemon *d = ud;
     if (!head_slot(d)) {
@@ -210,7 +227,7 @@ static void on_error(void *ud, const char *msg)
         return;
     }
     d->started = 1;
-    finish(d, KERR_BACKEND, msg);
+    finish(d, code ? code : KERR_BACKEND, msg);
 }
 
 static void on_noise(void *ud, const char *line, size_t n, const char *why)
@@ -224,7 +241,7 @@ static void on_noise(void *ud, const char *line, size_t n, const char *why)
 static int on_line(void *ud, const char *line, size_t n)
 {
     kdaemon *d = ud;
-    const kproto_sink sink = { d, on_reply, on_error, on_noise, on_violation };
+    const kproto_sink sink = { d, on_reply, on_error, on_noise, on_violation, on_write, on_alive };
     if (n == 0)
         return 0;
     d->proto->decode(d->pstate, line, n, &sink);
@@ -331,6 +348,14 @@ kdaemon *kdaemon_new(kcore *core, const kdaemon_opts *o, const kdaemon_cbs *cbs,
     d->t_spawn = d->t_idle = uv_now(core->loop);
     kjsonl_init(&d->fr, core->cfg.max_line_bytes);
     d->pstate = o->proto->state_new ? o->proto->state_new() : NULL;
+    if (o->proto->start) { /* a handshake, paid before the first request */
+        kbuf hello = { 0 };
+        o->proto->start(d->pstate, &hello);
+        if (hello.len)
+            kproc_write_owned(d->proc, hello.data, hello.len);
+        else
+            kbuf_free(&hello);
+    }
     uv_timer_init(core->loop, &d->timer);
     d->timer.data = d;
     d->state = KD_READY;
@@ -358,9 +383,13 @@ void kdaemon_assign(kdaemon *d, kreq *r)
     d->t_sent = uv_now(d->core->loop);
     kreq_ref(r);
     kreq_set_carrier(r, d, &daemon_ops);
-    kproc_write_owned(d->proc, out.data, out.len);
-    klog(KLOG_DEBUG, "kiro.provider", "Query sent to daemon (pid %d, %zu bytes, %d in flight)", d->pid,
-         out.len, d->count);
+    size_t n = out.len;
+    if (n)
+        kproc_write_owned(d->proc, out.data, n);
+    else
+        kbuf_free(&out); /* the protocol sends it later (a turn waits for its handshake) */
+    klog(KLOG_DEBUG, "kiro.provider", "Query sent to daemon (pid %d, %zu bytes, %d in flight)", d->pid, n,
+         d->count);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -397,6 +426,15 @@ static void daemon_abort(void *carrier, kreq *r, enum kreq_abort why)
     kdaemon_slot *s = slot_of(d, r);
     if (!s)
         return;
+    if (why != KABORT_SHUTDOWN && d->proto->abandon && d->proc) {
+        kbuf out = { 0 };
+        int pos = (int)((s - d->slots) - d->head + DAEMON_MAX_DEPTH) % DAEMON_MAX_DEPTH;
+        d->proto->abandon(d->pstate, pos, &out);
+        if (out.len)
+            kproc_write_owned(d->proc, out.data, out.len);
+        else
+            kbuf_free(&out);
+    }
     s->r = NULL;
     unpause(d, r);
     d->drains++;
@@ -406,8 +444,9 @@ static void daemon_abort(void *carrier, kreq *r, enum kreq_abort why)
     switch (why) {
     case KABORT_CANCEL:
     case KABORT_TIMEOUT:
-        /* No way to tell the backend to stop: let the reply run out, unread,
-         * within drain_ms; a hung daemon is replaced when that runs out. */
+        /* Told to stop if its protocol can (ACP's session/cancel), or not
+         * (JSON Lines): the reply runs out, unread, within drain_ms; a hung
+         * daemon is replaced when that runs out. */
         update_state(d);
         if (!uv_is_active((uv_handle_t *)&d->timer) || d->count == d->drains)
             uv_timer_start(&d->timer, on_timer, d->core->cfg.drain_ms, 0);

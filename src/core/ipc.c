@@ -697,8 +697,8 @@ int kipc_server_socket(char *buf, size_t n)
 
 int kipc_backend_var(const char *name)
 {
-    static const char *const own[] = { "KIRO_CLI_PATH", "KIRO_USE_DAEMON", "KIRO_MODEL", "KIRO_LOG",
-                                       "KIRO_LUA_DIR" };
+    static const char *const own[] = { "KIRO_CLI_PATH", "KIRO_USE_DAEMON", "KIRO_MODEL",
+                                       "KIRO_PROTOCOL", "KIRO_LOG",        "KIRO_LUA_DIR" };
     size_t len = strcspn(name, "=");
     if (len <= 5 || strncmp(name, "KIRO_", 5) != 0 || strncmp(name, "KIRO_SERVER_", 12) == 0)
         return 0;

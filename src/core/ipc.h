@@ -100,8 +100,8 @@ int kipc_server_dir(char *buf, size_t n);
 int kipc_server_socket(char *buf, size_t n);
 /* Is the environment variable `name` (NAME=value or NAME) one a client
  * passes to its backend? Every KIRO_* variable is, except kiro-rt's own
- * (KIRO_CLI_PATH, KIRO_USE_DAEMON, KIRO_MODEL, KIRO_LOG, KIRO_LUA_DIR,
- * KIRO_SERVER_*): kiro-sim's knobs, say, reach it through the server. */
+ * (KIRO_CLI_PATH, KIRO_USE_DAEMON, KIRO_MODEL, KIRO_PROTOCOL, KIRO_LOG,
+ * KIRO_LUA_DIR, KIRO_SERVER_*): kiro-sim's knobs, say, reach it through the server. */
 int kipc_backend_var(const char *name);
 
 /* One exchange without the loop, for a process that makes one call and

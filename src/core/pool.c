@@ -385,6 +385,7 @@ void kpool_describe(const kpool *p, kpool_info *out)
 {
     out->cli = p->cli;
     out->model = p->model;
+    out->protocol = p->spec.proto->name;
     out->state = state_names[p->state];
     out->last_error = p->last_error;
     out->live = p->live;

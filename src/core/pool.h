@@ -41,7 +41,7 @@ void kpool_close(kpool *p, const char *msg);
 
 /* For stats. */
 typedef struct kpool_info {
-    const char *cli, *model, *state, *last_error;
+    const char *cli, *model, *protocol, *state, *last_error;
     int live, queued, failures;
     uint64_t restarts;
 } kpool_info;

@@ -1,8 +1,13 @@
 /* A backend wire protocol over JSON Lines framing. The daemon connection
  * (daemon.c) only frames lines and drives requests; what a request looks like
- * on the wire and what a reply line means is the protocol's business, so a
- * second protocol (the Agent Client Protocol, JSON-RPC 2.0) plugs in here
- * without touching the pool, the policy or the Lua face. */
+ * on the wire and what a reply line means is the protocol's business: the
+ * seed's JSON Lines (proto_jsonl.c) and the Agent Client Protocol, JSON-RPC
+ * 2.0 (proto_acp.c), plug in here without touching the pool, the policy or
+ * the Lua face.
+ *
+ * Requests are answered in the order they were sent: a protocol that keeps
+ * ids and sessions (ACP) serves one turn at a time and queues the rest, so
+ * each reply still belongs to the oldest request on the wire. */
 #ifndef KIRO_PROTO_H
 #define KIRO_PROTO_H
 
@@ -16,27 +21,43 @@ typedef struct kproto_sink {
     /* A reply line: its content (n == 0 when absent) and the `done` flag as
      * sent (KPROTO_DONE_ABSENT: the whole reply in one line). */
     void (*reply)(void *ud, const char *content, size_t n, int done);
-    /* The backend ended the request with an error message. */
-    void (*error)(void *ud, const char *msg);
+    /* The backend ended the request with an error: its code (NULL:
+     * "backend") and message. */
+    void (*error)(void *ud, const char *code, const char *msg);
     /* A line that is not part of the protocol (banners, stray output). */
     void (*noise)(void *ud, const char *line, size_t n, const char *why);
     /* A line that is in the protocol but wrong (a field of the wrong type):
      * nothing it says can be trusted, and the connection is replaced. */
     void (*violation)(void *ud, const char *why, const char *line, size_t n);
+    /* Bytes the protocol sends on its own: answers to the backend's own
+     * requests, the next step of a turn. */
+    void (*write)(void *ud, const char *data, size_t n);
+    /* A line in the protocol that is no reply (a handshake's answer, an
+     * update, a request from the backend): the backend is alive and busy. */
+    void (*alive)(void *ud);
 } kproto_sink;
 
 typedef struct kproto_ops {
     const char *name;
-    /* Appends the bytes of one request to `out`. Returns 0, or -1 with *err
-     * set to a static message when the prompt cannot be carried. */
+    /* The bytes to send when the backend starts (a handshake). May be NULL. */
+    void (*start)(void *state, kbuf *out);
+    /* Appends the bytes of one request to `out` (none, when the protocol
+     * sends it later). Returns 0, or -1 with *err set to a static message
+     * when the prompt cannot be carried. */
     int (*encode)(void *state, const char *prompt, size_t len, int stream, kbuf *out, const char **err);
     void (*decode)(void *state, const char *line, size_t len, const kproto_sink *sink);
+    /* The request `pos` places behind the oldest on the wire is abandoned
+     * (cancelled, timed out): appends what tells the backend, if anything.
+     * Its reply still ends in order, read and dropped. May be NULL (the
+     * backend cannot be told: its reply runs out unread). */
+    void (*abandon)(void *state, int pos, kbuf *out);
     /* Per-connection state, for protocols that keep sessions (may be NULL). */
     void *(*state_new)(void);
     void (*state_free)(void *state);
 } kproto_ops;
 
 extern const kproto_ops kproto_jsonl;
+extern const kproto_ops kproto_acp;
 
 const kproto_ops *kproto_find(const char *name);
 

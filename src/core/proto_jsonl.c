@@ -42,14 +42,14 @@ static void jsonl_decode(void *state, const char *line, size_t len, const kproto
     json_t *e = json_object_get(v, "error");
     if (e && !json_is_null(e)) {
         if (json_is_string(e)) {
-            sink->error(sink->ud, json_string_value(e));
+            sink->error(sink->ud, NULL, json_string_value(e));
         } else {
             json_t *m = json_is_object(e) ? json_object_get(e, "message") : NULL;
             if (json_is_string(m)) {
-                sink->error(sink->ud, json_string_value(m));
+                sink->error(sink->ud, NULL, json_string_value(m));
             } else {
                 char *txt = json_dumps(e, JSON_COMPACT | JSON_ENCODE_ANY);
-                sink->error(sink->ud, txt ? txt : "error");
+                sink->error(sink->ud, NULL, txt ? txt : "error");
                 free(txt);
             }
         }
@@ -78,13 +78,13 @@ const kproto_ops kproto_jsonl = {
     .name = "jsonl",
     .encode = jsonl_encode,
     .decode = jsonl_decode,
-    .state_new = NULL,
-    .state_free = NULL,
 };
 
 const kproto_ops *kproto_find(const char *name)
 {
     if (strcmp(name, "jsonl") == 0)
         return &kproto_jsonl;
+    if (strcmp(name, "acp") == 0)
+        return &kproto_acp;
     return NULL;
 }

@@ -30,6 +30,7 @@ typedef struct kreq kreq;
 #define KERR_CANCELLED "cancelled"
 #define KERR_OVERLOADED "overloaded"
 #define KERR_CLOSED "closed"
+#define KERR_AUTH "auth" /* the backend needs credentials (ACP -32000) */
 
 /* Why a carrier loses its request. */
 enum kreq_abort { KABORT_TIMEOUT, KABORT_CANCEL, KABORT_SHUTDOWN };

@@ -166,13 +166,15 @@ static void push_pool(void *ud, const kpool *p)
     lua_State *L = acc->L;
     kpool_info pi;
     kpool_describe(p, &pi);
-    lua_createtable(L, 0, 9);
+    lua_createtable(L, 0, 10);
     lua_pushstring(L, pi.cli);
     lua_setfield(L, -2, "cli");
     if (pi.model) {
         lua_pushstring(L, pi.model);
         lua_setfield(L, -2, "model");
     }
+    lua_pushstring(L, pi.protocol);
+    lua_setfield(L, -2, "protocol");
     lua_pushstring(L, pi.state);
     lua_setfield(L, -2, "state");
     lua_pushstring(L, pi.last_error);

@@ -1,0 +1,118 @@
+-- The Agent Client Protocol as a backend protocol (SPEC 2.3): what only ACP
+-- has. (Everything both protocols share runs twice: the spec_*_acp entries
+-- of the suite are the JSON Lines specs again with KIRO_PROTOCOL=acp.)
+local H = require "helper"
+
+local function requests(log)
+  local out = {}
+  for _, e in ipairs(H.sim_events(log)) do
+    if e.event == "request" then out[#out + 1] = e end
+  end
+  return out
+end
+
+describe("acp", function()
+  after_each(H.check_leaks)
+
+  it("warm agents: initialize once per process, a fresh session for every call", function()
+    local kiro, log = H.setup({}, { protocol = "acp" })
+    for i = 1, 3 do
+      assert.are.equal("You said: call " .. i, kiro.chat("call " .. i))
+    end
+    local parts = {}
+    for c in kiro.stream("a b c") do parts[#parts + 1] = c end
+    assert.are.same({ "You", " said:", " a", " b", " c" }, parts)
+    local ev = H.sim_events(log)
+    assert.are.equal(1, H.count(ev, { event = "start", proto = "acp" }))
+    local sessions = {}
+    for _, r in ipairs(requests(log)) do
+      assert.are.equal(1, r.turn) -- every call is independent
+      sessions[r.session] = true
+    end
+    local n = 0
+    for _ in pairs(sessions) do n = n + 1 end
+    assert.are.equal(4, n)
+    assert.are.equal("acp", kiro.stats().pools[1].protocol)
+  end)
+
+  it("protocol per call, per configure and from KIRO_PROTOCOL; a bad one is misuse", function()
+    local kiro, log = H.setup()
+    assert.are.equal("You said: j", kiro.chat("j", { protocol = "jsonl" }))
+    assert.are.equal("You said: a", kiro.chat("a", { protocol = "acp" }))
+    local ev = H.sim_events(log)
+    assert.are.equal(1, H.count(ev, { event = "start", proto = "acp" }))
+    assert.are.equal(2, H.count(ev, { event = "start", mode = "daemon" }))
+    assert.has_error(function() kiro.chat("x", { protocol = "smtp" }) end,
+      "kiro.chat: protocol must be auto, jsonl or acp")
+    assert.has_error(function() kiro.configure { protocol = "smtp" } end,
+      'kiro.configure: protocol must be auto, jsonl or acp (got "smtp")')
+    local script = 'local k = require "kiro"; print(k.chat("x", { cli_path = "' .. H.sim .. '" }))'
+    local r = H.run({ "lua5.4", "-e", script }, { KIRO_PROTOCOL = "smtp" })
+    assert.are.equal('nil\tKIRO_PROTOCOL must be auto, jsonl or acp (got "smtp")\tconfig\n', r.out)
+  end)
+
+  it("a request from the agent mid-turn is answered at once (-32601), and the turn goes on", function()
+    local kiro, log = H.setup({ KIRO_SIM_ACP_ASK = 1 }, { protocol = "acp" })
+    assert.are.equal("You said: go on", kiro.chat("go on"))
+    assert.are.equal(1, H.count(H.sim_events(log), { event = "asked", answer = "error", code = -32601 }))
+  end)
+
+  it("a permission request is rejected by default (the first reject option)", function()
+    local kiro, log = H.setup({ KIRO_SIM_ACP_PERMISSION = 1 }, { protocol = "acp" })
+    assert.are.equal("You said: edit it", kiro.chat("edit it"))
+    assert.are.equal(1, H.count(H.sim_events(log), { event = "permission", outcome = "sim-reject" }))
+  end)
+
+  it("leaving a stream early cancels the agent's turn; the same agent serves the next call", function()
+    local gate = H.tmpdir() .. "/gate"
+    local kiro, log = H.setup({ KIRO_SIM_GATE = gate }, { protocol = "acp", drain_ms = 10000 })
+    for _ in kiro.stream("one two three") do break end
+    H.wait_kiro(kiro, function() return H.count(H.sim_events(log), { event = "cancel" }) == 1 end,
+      "the agent to see session/cancel")
+    -- It answers the turn `cancelled`: the daemon is ready again, well
+    -- before drain_ms, and the rest of the reply never came.
+    H.wait_kiro(kiro, function() return kiro.stats().pools[1].daemons[1].state == "ready" end,
+      "the cancelled turn to end")
+    H.write_file(gate, "")
+    assert.are.equal("You said: next", kiro.chat("next"))
+    assert.are.equal(1, #H.daemon_pids(log)) -- not replaced: it stopped when told
+    assert.are.equal(0, kiro.stats().daemon_restarts)
+  end)
+
+  it("an agent that needs credentials: `auth` with its methods, no oneshot, the agent stays warm", function()
+    local kiro, log = H.setup({ KIRO_SIM_FAULT = "auth" }, { protocol = "acp" })
+    for _ = 1, 2 do
+      local r, msg, code = kiro.chat("hi")
+      assert.is_nil(r)
+      assert.are.equal("auth", code)
+      assert.are.equal("Simulated agent needs credentials (auth methods: sim-key)", msg)
+    end
+    local ev = H.sim_events(log)
+    assert.are.equal(0, H.count(ev, { mode = "chat" }))
+    assert.are.equal(1, #H.daemon_pids(log))
+    assert.are.equal(0, kiro.stats().fallbacks)
+  end)
+
+  it("kiro-rt agent --protocol acp, through the server and in-process; status shows the protocol", function()
+    local env, log = H.sim_env()
+    for _ = 1, 2 do -- the first starts the server, the second is warm
+      local r = H.agent({ "--protocol", "acp", "-m", "hi" }, env)
+      assert.are.equal(0, r.code, r.err)
+      assert.are.equal("You said: hi\n", r.out)
+    end
+    local r = H.agent({ "--protocol", "acp", "--no-server", "-m", "local" }, env)
+    assert.are.equal("You said: local\n", r.out)
+    local s = assert(H.status(env))
+    assert.are.equal("acp", s.pools[1].protocol)
+    local text = H.run({ H.kiro_rt, "status" }, env).out
+    assert.matches("pool     " .. H.sim:gsub("%p", "%%%0") .. " %(acp%): ok", text)
+    assert.are.equal(2, H.count(H.sim_events(log), { event = "start", proto = "acp" }))
+    env.KIRO_SIM_FAULT = "auth"
+    r = H.agent({ "--protocol", "acp", "-m", "hi" }, env)
+    assert.are.equal(1, r.code)
+    assert.are.equal("kiro-rt: auth: Simulated agent needs credentials (auth methods: sim-key)\n", r.err)
+    r = H.agent({ "--protocol", "smtp", "-m", "hi" }, env)
+    assert.are.equal(2, r.code)
+    assert.matches("--protocol must be auto, jsonl or acp %(got 'smtp'%)", r.err)
+  end)
+end)

@@ -1,0 +1,401 @@
+/* The Agent Client Protocol (SPEC 2.3, ../shared/ACP.md): JSON-RPC 2.0, one
+ * object per line, both sides sending requests with ids of their own.
+ *
+ * Per agent process: `initialize` once, when it starts (so a warm agent has
+ * paid its start-up before the first request). Per request (a turn): a
+ * fresh `session/new` (every call is independent), then `session/prompt`
+ * with one text block; the session's `agent_message_chunk` text is the
+ * reply, and the `session/prompt` response ends it. Turns are served one at
+ * a time, in the order they came: the daemon's reply order holds.
+ *
+ * Every request the agent sends is answered at once, since some agents
+ * stall until they are: a permission request is rejected (the first
+ * reject option), anything else (fs/..., terminal/..., vendor `_...` methods)
+ * gets -32601. Unknown notifications and update kinds are ignored. */
+#include "proto.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "core.h"
+#include "jsonstr.h"
+#include "log.h"
+#include "request.h"
+#include "version.h"
+
+#define ACP_PROTOCOL_VERSION 1
+#define ACP_AUTH_REQUIRED -32000
+#define ACP_METHOD_NOT_FOUND -32601
+#define ACP_QUEUE (KIRO_MAX_PIPELINE_DEPTH + 1)
+
+typedef struct acp_turn {
+    char *prompt; /* until session/prompt carries it */
+    size_t len;
+    int abandoned;
+} acp_turn;
+
+typedef struct acp {
+    json_int_t next_id;
+    json_int_t init_id, new_id, prompt_id; /* requests in flight; -1: none */
+    int initialized;
+    char *session;         /* the turn's session, once session/new answered */
+    char *auth_methods;    /* from initialize, for an auth error's message */
+    acp_turn q[ACP_QUEUE]; /* the head is the turn being served */
+    int head, count;
+} acp;
+
+static void *acp_new(void)
+{
+    acp *a = kcalloc(1, sizeof *a);
+    a->init_id = a->new_id = a->prompt_id = -1;
+    return a;
+}
+
+static void acp_free(void *state)
+{
+    acp *a = state;
+    for (int i = 0; i < a->count; i++)
+        free(a->q[(a->head + i) % ACP_QUEUE].prompt);
+    free(a->session);
+    free(a->auth_methods);
+    free(a);
+}
+
+/* One JSON-RPC message (consumed), as a line appended to out. */
+static void put(kbuf *out, json_t *msg)
+{
+    json_object_set_new(msg, "jsonrpc", json_string("2.0"));
+    char *text = json_dumps(msg, JSON_COMPACT);
+    json_decref(msg);
+    if (!text)
+        abort(); /* only an allocation failure can make jansson refuse */
+    kbuf_append(out, text, strlen(text));
+    kbuf_append(out, "\n", 1);
+    free(text);
+}
+
+static json_int_t request(acp *a, kbuf *out, const char *method, json_t *params)
+{
+    json_int_t id = a->next_id++;
+    put(out, json_pack("{s:I, s:s, s:o}", "id", id, "method", method, "params", params));
+    return id;
+}
+
+static void acp_start(void *state, kbuf *out)
+{
+    acp *a = state;
+    a->init_id = request(a, out, "initialize",
+                         json_pack("{s:i, s:{s:{s:b, s:b}, s:b}, s:{s:s, s:s}}", "protocolVersion",
+                                   ACP_PROTOCOL_VERSION, "clientCapabilities", "fs", "readTextFile", 0,
+                                   "writeTextFile", 0, "terminal", 0, "clientInfo", "name", "kiro-rt",
+                                   "version", KIRO_VERSION));
+}
+
+static acp_turn *head(acp *a)
+{
+    return a->count ? &a->q[a->head] : NULL;
+}
+
+/* The turn at the head starts: a session of its own. */
+static void begin(acp *a, kbuf *out)
+{
+    char cwd[4096];
+    if (!getcwd(cwd, sizeof cwd))
+        strcpy(cwd, "/");
+    a->new_id = request(a, out, "session/new", json_pack("{s:s, s:[]}", "cwd", cwd, "mcpServers"));
+}
+
+/* session/prompt, its text written straight from the turn's prompt (which
+ * goes, once carried). */
+static void send_prompt(acp *a, acp_turn *t, kbuf *out)
+{
+    json_t *sid = json_string(a->session);
+    char *sjs = sid ? json_dumps(sid, JSON_ENCODE_ANY) : NULL;
+    json_decref(sid);
+    size_t esc;
+    if (!sjs || kjstr_measure(t->prompt, t->len, &esc, NULL) != 0)
+        abort(); /* both were checked when they came in */
+    a->prompt_id = a->next_id++;
+    char headtxt[128];
+    int hl =
+        snprintf(headtxt, sizeof headtxt,
+                 "{\"jsonrpc\":\"2.0\",\"id\":%lld,\"method\":\"session/prompt\",\"params\":{\"sessionId\":",
+                 (long long)a->prompt_id);
+    static const char mid[] = ",\"prompt\":[{\"type\":\"text\",\"text\":\"", tail[] = "\"}]}}\n";
+    kbuf_reserve(out, (size_t)hl + strlen(sjs) + sizeof mid + esc + sizeof tail);
+    kbuf_append(out, headtxt, (size_t)hl);
+    kbuf_append(out, sjs, strlen(sjs));
+    kbuf_append(out, mid, sizeof mid - 1);
+    char *w = kjstr_write(out->data + out->len, t->prompt, t->len);
+    out->len = (size_t)(w - out->data);
+    kbuf_append(out, tail, sizeof tail - 1);
+    free(sjs);
+    free(t->prompt);
+    t->prompt = NULL;
+}
+
+/* Starts the turns that can start: the head, once the agent is initialized.
+ * An abandoned turn that never reached the agent ends here, unsent. */
+static void advance(acp *a, const kproto_sink *sink)
+{
+    while (a->initialized && a->count && a->new_id < 0 && a->prompt_id < 0) {
+        acp_turn *t = head(a);
+        if (!t->abandoned) {
+            kbuf out = { 0 };
+            begin(a, &out);
+            sink->write(sink->ud, out.data, out.len);
+            kbuf_free(&out);
+            return;
+        }
+        free(t->prompt);
+        a->head = (a->head + 1) % ACP_QUEUE;
+        a->count--;
+        sink->reply(sink->ud, "", 0, KPROTO_DONE_TRUE);
+    }
+}
+
+/* The head turn is over: its reply ends (code NULL: done), and the next
+ * one starts. */
+static void end_turn(acp *a, const kproto_sink *sink, const char *code, const char *msg)
+{
+    acp_turn *t = head(a);
+    free(t->prompt);
+    free(a->session);
+    a->session = NULL;
+    a->head = (a->head + 1) % ACP_QUEUE;
+    a->count--;
+    if (code)
+        sink->error(sink->ud, code, msg);
+    else
+        sink->reply(sink->ud, "", 0, KPROTO_DONE_TRUE);
+    advance(a, sink);
+}
+
+static int acp_encode(void *state, const char *prompt, size_t len, int stream, kbuf *out, const char **err)
+{
+    acp *a = state;
+    size_t esc;
+    (void)stream; /* an agent always streams; the daemon gathers a plain reply */
+    if (kjstr_measure(prompt, len, &esc, NULL) != 0) {
+        *err = "prompt is not valid UTF-8";
+        return -1;
+    }
+    if (a->count == ACP_QUEUE) {
+        *err = "too many prompts queued for one agent";
+        return -1;
+    }
+    acp_turn *t = &a->q[(a->head + a->count) % ACP_QUEUE];
+    *t = (acp_turn){ kmalloc(len ? len : 1), len, 0 };
+    memcpy(t->prompt, prompt, len);
+    a->count++;
+    if (a->count == 1 && a->initialized)
+        begin(a, out);
+    return 0;
+}
+
+static void acp_abandon(void *state, int pos, kbuf *out)
+{
+    acp *a = state;
+    if (pos < 0 || pos >= a->count)
+        return;
+    a->q[(a->head + pos) % ACP_QUEUE].abandoned = 1;
+    /* The turn on the agent is asked to stop; it answers `cancelled`. */
+    if (pos == 0 && a->prompt_id >= 0 && a->session)
+        put(out, json_pack("{s:s, s:{s:s}}", "method", "session/cancel", "params", "sessionId", a->session));
+}
+
+/* "message (auth methods: a, b)" for an agent that wants credentials. */
+static void auth_error(acp *a, const kproto_sink *sink, const char *msg)
+{
+    char text[1024];
+    if (a->auth_methods)
+        snprintf(text, sizeof text, "%s (auth methods: %s)", msg, a->auth_methods);
+    else
+        snprintf(text, sizeof text, "%s", msg);
+    end_turn(a, sink, KERR_AUTH, text);
+}
+
+static void remember_auth_methods(acp *a, json_t *result)
+{
+    json_t *methods = json_object_get(result, "authMethods");
+    size_t i;
+    json_t *m;
+    kbuf names = { 0 };
+    json_array_foreach(methods, i, m)
+    {
+        const char *id = json_string_value(json_object_get(m, "id"));
+        if (!id)
+            continue;
+        if (names.len)
+            kbuf_append(&names, ", ", 2);
+        kbuf_append(&names, id, strlen(id));
+    }
+    if (names.len) {
+        kbuf_append(&names, "", 1);
+        free(a->auth_methods);
+        a->auth_methods = names.data;
+    }
+}
+
+/* An error response's "message" (or its JSON). */
+static const char *error_text(json_t *err, char *buf, size_t n)
+{
+    const char *m = json_string_value(json_object_get(err, "message"));
+    if (m)
+        return m;
+    char *txt = json_dumps(err, JSON_COMPACT | JSON_ENCODE_ANY);
+    snprintf(buf, n, "%s", txt ? txt : "error");
+    free(txt);
+    return buf;
+}
+
+static void on_response(acp *a, json_int_t id, json_t *msg, const char *line, size_t len,
+                        const kproto_sink *sink)
+{
+    json_t *result = json_object_get(msg, "result"), *err = json_object_get(msg, "error");
+    char buf[512];
+    if (id < 0) {
+        sink->violation(sink->ud, "a response to no request of ours", line, len);
+    } else if (id == a->init_id) {
+        a->init_id = -1;
+        if (!json_is_object(result)) {
+            snprintf(buf, sizeof buf, "initialize failed: %s",
+                     err ? error_text(err, buf + 256, 256) : "no result");
+            sink->violation(sink->ud, buf, line, len);
+            return;
+        }
+        a->initialized = 1;
+        remember_auth_methods(a, result);
+        sink->alive(sink->ud);
+        advance(a, sink);
+    } else if (id == a->new_id) {
+        a->new_id = -1;
+        const char *sid = json_string_value(json_object_get(result, "sessionId"));
+        if (head(a)->abandoned) {
+            end_turn(a, sink, NULL, NULL);
+        } else if (err) {
+            json_t *code = json_object_get(err, "code");
+            const char *text = error_text(err, buf, sizeof buf);
+            if (json_is_integer(code) && json_integer_value(code) == ACP_AUTH_REQUIRED)
+                auth_error(a, sink, text);
+            else
+                end_turn(a, sink, KERR_BACKEND, text);
+        } else if (!sid) {
+            sink->violation(sink->ud, "session/new answered without a sessionId", line, len);
+        } else {
+            a->session = kstrdup(sid);
+            sink->alive(sink->ud);
+            kbuf out = { 0 };
+            send_prompt(a, head(a), &out);
+            sink->write(sink->ud, out.data, out.len);
+            kbuf_free(&out);
+        }
+    } else if (id == a->prompt_id) {
+        a->prompt_id = -1;
+        if (err) {
+            end_turn(a, sink, KERR_BACKEND, error_text(err, buf, sizeof buf));
+            return;
+        }
+        const char *stop = json_string_value(json_object_get(result, "stopReason"));
+        if (!stop) {
+            sink->violation(sink->ud, "session/prompt answered without a stopReason", line, len);
+            return;
+        }
+        if (strcmp(stop, "end_turn") != 0 && strcmp(stop, "cancelled") != 0)
+            klog(KLOG_INFO, "kiro.provider", "the agent ended its turn: %s", stop);
+        end_turn(a, sink, NULL, NULL);
+    } else { /* an answer to nothing asked: what else it says cannot be trusted */
+        sink->violation(sink->ud, "a response to no request of ours", line, len);
+    }
+}
+
+/* A request from the agent, answered at once. */
+static void on_agent_request(acp *a, json_t *id, const char *method, json_t *params, const kproto_sink *sink)
+{
+    kbuf out = { 0 };
+    (void)a;
+    if (strcmp(method, "session/request_permission") == 0) {
+        /* No one to ask: the first option that rejects, else cancelled. */
+        const char *choice = NULL;
+        size_t i;
+        json_t *o;
+        json_array_foreach(json_object_get(params, "options"), i, o)
+        {
+            const char *kind = json_string_value(json_object_get(o, "kind"));
+            if (kind && strncmp(kind, "reject", 6) == 0) {
+                choice = json_string_value(json_object_get(o, "optionId"));
+                break;
+            }
+        }
+        json_t *outcome = choice ? json_pack("{s:s, s:s}", "outcome", "selected", "optionId", choice)
+                                 : json_pack("{s:s}", "outcome", "cancelled");
+        put(&out, json_pack("{s:O, s:{s:o}}", "id", id, "result", "outcome", outcome));
+    } else {
+        put(&out, json_pack("{s:O, s:{s:i, s:s, s:{s:s}}}", "id", id, "error", "code", ACP_METHOD_NOT_FOUND,
+                            "message", "Method not found", "data", "method", method));
+    }
+    sink->write(sink->ud, out.data, out.len);
+    kbuf_free(&out);
+    sink->alive(sink->ud);
+}
+
+static void on_notification(acp *a, const char *method, json_t *params, const char *line, size_t len,
+                            const kproto_sink *sink)
+{
+    json_t *update = json_object_get(params, "update");
+    const char *kind = json_string_value(json_object_get(update, "sessionUpdate"));
+    const char *sid = json_string_value(json_object_get(params, "sessionId"));
+    if (strcmp(method, "session/update") != 0 || !kind || strcmp(kind, "agent_message_chunk") != 0 ||
+        !a->session || !sid || strcmp(sid, a->session) != 0) {
+        sink->alive(sink->ud); /* other updates, other sessions: ignored */
+        return;
+    }
+    json_t *content = json_object_get(update, "content");
+    const char *type = json_string_value(json_object_get(content, "type"));
+    if (!type || strcmp(type, "text") != 0) {
+        sink->alive(sink->ud); /* an image, a resource: no text to relay */
+        return;
+    }
+    json_t *text = json_object_get(content, "text");
+    if (!json_is_string(text)) {
+        sink->violation(sink->ud, "an agent_message_chunk's \"text\" is not a string", line, len);
+        return;
+    }
+    sink->reply(sink->ud, json_string_value(text), json_string_length(text), KPROTO_DONE_FALSE);
+}
+
+static void acp_decode(void *state, const char *line, size_t len, const kproto_sink *sink)
+{
+    acp *a = state;
+    json_t *msg = json_loadb(line, len, JSON_ALLOW_NUL | JSON_DECODE_ANY, NULL);
+    if (!json_is_object(msg)) {
+        sink->noise(sink->ud, line, len, msg ? "not a JSON object" : "not JSON");
+        json_decref(msg);
+        return;
+    }
+    json_t *id = json_object_get(msg, "id");
+    const char *method = json_string_value(json_object_get(msg, "method"));
+    if (method && id && !json_is_null(id))
+        on_agent_request(a, id, method, json_object_get(msg, "params"), sink);
+    else if (method)
+        on_notification(a, method, json_object_get(msg, "params"), line, len, sink);
+    else if (json_is_integer(id))
+        on_response(a, json_integer_value(id), msg, line, len, sink);
+    else
+        sink->noise(sink->ud, line, len, "neither a request, a notification nor a response of ours");
+    json_decref(msg);
+}
+
+const kproto_ops kproto_acp = {
+    .name = "acp",
+    .start = acp_start,
+    .encode = acp_encode,
+    .decode = acp_decode,
+    .abandon = acp_abandon,
+    .state_new = acp_new,
+    .state_free = acp_free,
+};
