@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "buf.h"
+
 #define KLOG_MAX_RULES 16
 #define KLOG_TARGET_MAX 64
 
@@ -120,7 +122,7 @@ int klog_set_file(const char *path, size_t max_bytes, char *err, size_t errlen)
     if (open_log(path, err, errlen) != 0)
         return -1;
     free(log_path);
-    log_path = strdup(path);
+    log_path = kstrdup(path);
     log_max = max_bytes;
     return 0;
 }
