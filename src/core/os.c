@@ -19,12 +19,22 @@
 
 #define CLOSE_RANGE_CLOEXEC_FLAG 4U /* <linux/close_range.h>, not always installed */
 
-void kos_cloexec_all(void)
+/* close_range(3, ~0, CLOSE_RANGE_CLOEXEC): returns 1 if the kernel marked
+ * every descriptor above 2, 0 if the caller must walk them. A bare syscall,
+ * so a child may call it between fork and exec. */
+static int cloexec_range(void)
 {
 #ifdef SYS_close_range
     if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC_FLAG) == 0)
-        return;
+        return 1;
 #endif
+    return 0;
+}
+
+void kos_cloexec_all(void)
+{
+    if (cloexec_range())
+        return;
     DIR *dir = opendir("/proc/self/fd");
     if (!dir)
         return;
@@ -44,10 +54,8 @@ void kos_cloexec_all(void)
 /* The same in a child between fork and exec: syscalls only. */
 static void cloexec_all_in_child(void)
 {
-#ifdef SYS_close_range
-    if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC_FLAG) == 0)
+    if (cloexec_range())
         return;
-#endif
     struct rlimit rl;
     int max = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536 ? (int)rl.rlim_cur : 65536;
     for (int fd = 3; fd < max; fd++)
