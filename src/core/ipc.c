@@ -311,8 +311,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     }
     l->buffered += pending;
     c->counted = pending;
-    if (pending == 0 && c->fr.partial.cap > IPC_KEEP_BUFFER)
-        kbuf_free(&c->fr.partial); /* a large line went through: give its memory back */
+    kjsonl_trim(&c->fr, IPC_KEEP_BUFFER); /* a large line went through: give its memory back */
 }
 
 static kipc_conn *conn_new(uv_loop_t *loop, size_t max_line, int tcp)

@@ -60,6 +60,12 @@ size_t kjsonl_pending(const kjsonl *f)
     return f->partial.len;
 }
 
+void kjsonl_trim(kjsonl *f, size_t keep)
+{
+    if (f->partial.len == 0 && f->partial.cap > keep)
+        kbuf_free(&f->partial);
+}
+
 void kjsonl_reset(kjsonl *f)
 {
     f->partial.len = 0;

@@ -21,6 +21,9 @@ void kjsonl_init(kjsonl *f, size_t max_line);
 int kjsonl_feed(kjsonl *f, const char *data, size_t n, kjsonl_line_cb cb, void *ud);
 /* Bytes of an unterminated line still held. */
 size_t kjsonl_pending(const kjsonl *f);
+/* With no line pending, a buffer grown past `keep` bytes (a long line went
+ * through) goes back to the system; the framer stays usable. */
+void kjsonl_trim(kjsonl *f, size_t keep);
 void kjsonl_reset(kjsonl *f);
 void kjsonl_free(kjsonl *f);
 
