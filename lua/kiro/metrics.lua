@@ -89,22 +89,6 @@ function metrics.record(s, v)
   s.sum, s.count = s.sum + v, s.count + 1
 end
 
---- Adds `by` (default 1) to the series of counter family f for these label values.
----@param f table a counter family
----@param values? string[] the label values, in the family's order
----@param by? number
-function metrics.inc(f, values, by)
-  metrics.add(metrics.at(f, table.unpack(values or {})), by)
-end
-
---- Records v in the series of histogram family f for these label values.
----@param f table a histogram family
----@param values? string[] the label values, in the family's order
----@param v number the observation
-function metrics.observe(f, values, v)
-  metrics.record(metrics.at(f, table.unpack(values or {})), v)
-end
-
 local function num(v)
   if v == math.huge then return "+Inf" end
   if math.type(v) == "integer" then return tostring(v) end
