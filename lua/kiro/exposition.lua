@@ -24,19 +24,9 @@ function exposition.requests()
     "Time from the call to the first chunk handed to the caller.", { "backend", "mode" })
   local fallbacks = metrics.counter("kiro_fallbacks_total",
     "Requests served another way after a failure, by the failure's code.", { "reason" })
-  local at, add, record = metrics.at, metrics.add, metrics.record
   -- Every request passes here: the series it names are found with plain
-  -- lookups, and made by metrics.at only the first time.
-  local function at2(f, a, b)
-    local n = f.index[a]
-    return n and n[b] or at(f, a, b)
-  end
-  local function at4(f, a, b, c, d)
-    local n = f.index[a]
-    n = n and n[b]
-    n = n and n[c]
-    return n and n[d] or at(f, a, b, c, d)
-  end
+  -- lookups (metrics.at2, at4), and made by metrics.at only the first time.
+  local at, at2, at4, add, record = metrics.at, metrics.at2, metrics.at4, metrics.add, metrics.record
   recorder = {
     first = function(backend, mode, s) record(at2(first, backend, mode), s) end,
     finished = function(backend, model, mode, outcome, s)

@@ -57,6 +57,31 @@ function metrics.at(f, ...)
   return s
 end
 
+--- metrics.at for two label values, with no vararg: plain lookups once
+--- the series exists (per-request paths use it).
+---@param f table a family with two labels
+---@param a string
+---@param b string
+---@return table series
+function metrics.at2(f, a, b)
+  local n = f.index[a]
+  return n and n[b] or metrics.at(f, a, b)
+end
+
+--- metrics.at for four label values, with no vararg (see metrics.at2).
+---@param f table a family with four labels
+---@param a string
+---@param b string
+---@param c string
+---@param d string
+---@return table series
+function metrics.at4(f, a, b, c, d)
+  local n = f.index[a]
+  n = n and n[b]
+  n = n and n[c]
+  return n and n[d] or metrics.at(f, a, b, c, d)
+end
+
 --- The counter family `name`, registered on its first call (later calls return it as registered).
 ---@param name string
 ---@param help string its # HELP text
