@@ -18,27 +18,13 @@
 local cjson = require "cjson"
 
 local here = arg[0]:match("^(.*)/[^/]*$") or "."
+local util = dofile(here .. "/util.lua")
+local q, sh, progress, read, write = util.q, util.sh, util.progress, util.read, util.write
 local build = os.getenv("KIRO_BUILD_DIR") or (here .. "/../build")
 local kiro_rt, sim, peer = build .. "/kiro-rt", build .. "/kiro-sim", build .. "/kiro-test-peer"
 local quick = os.getenv("BENCH_QUICK") == "1"
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-local function sh(cmd) assert(os.execute(cmd), "command failed: " .. cmd) end
-local function progress(msg) io.stderr:write("bench: ", msg, "\n") end
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local tmp = io.popen("mktemp -d /tmp/kiro-bench.XXXXXX"):read("l")
+local tmp = util.tmpdir()
 sh("mkdir -m 700 -p " .. q(tmp .. "/run") .. " " .. q(tmp .. "/state/kiro-rt"))
 local env = ("KIRO_CLI_PATH=%s XDG_RUNTIME_DIR=%s XDG_STATE_HOME=%s KIRO_LOG=error")
   :format(q(sim), q(tmp .. "/run"), q(tmp .. "/state"))

@@ -14,23 +14,17 @@ local kiro = require "kiro"
 local core = kiro.core
 
 local here = arg[0]:match("^(.*)/[^/]*$") or "."
+local util = dofile(here .. "/util.lua")
+local q, progress, median = util.q, util.progress, util.median
 local build = os.getenv("KIRO_BUILD_DIR") or (here .. "/../build")
 local sim = build .. "/kiro-sim"
 local quick = os.getenv("BENCH_QUICK") == "1"
-
-local function median(t)
-  table.sort(t)
-  local n = #t
-  return n % 2 == 1 and t[(n + 1) // 2] or (t[n // 2] + t[n // 2 + 1]) / 2
-end
 
 local function time_ms(fn)
   local t0 = core.hrtime()
   fn()
   return (core.hrtime() - t0) / 1e6
 end
-
-local function progress(msg) io.stderr:write("bench: ", msg, "\n") end
 
 local results = {}
 
@@ -69,7 +63,6 @@ local function succeeds(cmd)
   p:close()
   return rc == "0"
 end
-local function sh_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 local placements = { { "pinned", "taskset -c 0 " }, { "free", "" } }
 if not succeeds("taskset -c 0 true") then
   progress("(b) taskset is not usable here: only free figures")
@@ -96,14 +89,12 @@ for i = 1, batches do
   for _, pl in ipairs(placements) do
     local name, pin = pl[1], pl[2]
     local f = rt[name]
-    f.pipe[i] = figures(("%s%s %d"):format(pin, sh_quote(build .. "/pipe-pingpong"), per_batch))[1]
-    local k = figures(("%s%s run %s %s %d"):format(pin, sh_quote(kiro_rt), sh_quote(here .. "/roundtrip.lua"),
-      sh_quote(sim), per_batch))
+    f.pipe[i] = figures(("%s%s %d"):format(pin, q(build .. "/pipe-pingpong"), per_batch))[1]
+    local k = figures(("%s%s run %s %s %d"):format(pin, q(kiro_rt), q(here .. "/roundtrip.lua"), q(sim), per_batch))
     f.chat[i], f.stream[i] = k[1], k[2]
     f.ratio[i] = f.chat[i] / f.pipe[i]
     if have_luv then
-      f.luv[i] = figures(("%slua5.4 %s %s %d"):format(pin, sh_quote(here .. "/luv_peer.lua"), sh_quote(sim),
-        per_batch))[1]
+      f.luv[i] = figures(("%slua5.4 %s %s %d"):format(pin, q(here .. "/luv_peer.lua"), q(sim), per_batch))[1]
       f.luv_ratio[i] = f.chat[i] / f.luv[i]
     end
   end

@@ -13,24 +13,19 @@
 local cjson = require "cjson"
 
 local here = arg[0]:match("^(.*)/[^/]*$") or "."
+local util = dofile(here .. "/util.lua")
+local q, sh, progress = util.q, util.sh, util.progress
 local root = here .. "/.."
 local build = os.getenv("KIRO_BUILD_DIR") or (root .. "/build")
 local kiro_rt = build .. "/kiro-rt"
 local quick = os.getenv("BENCH_QUICK") == "1"
-
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-local function sh(cmd)
-  local ok = os.execute(cmd)
-  if not ok then error("command failed: " .. cmd) end
-end
-local function progress(msg) io.stderr:write("bench: ", msg, "\n") end
 
 if not os.execute("command -v hyperfine >/dev/null 2>&1") then
   io.stderr:write("bench: hyperfine is needed (sh scripts/deps.sh installs it)\n")
   os.exit(2)
 end
 
-local tmp = io.popen("mktemp -d /tmp/kiro-bench.XXXXXX"):read("l")
+local tmp = util.tmpdir()
 sh("mkdir -m 700 -p " .. q(tmp .. "/run") .. " " .. q(tmp .. "/state"))
 local base_env = {
   KIRO_CLI_PATH = build .. "/kiro-sim",
@@ -65,10 +60,7 @@ local function hyperfine(cmd, opts)
   if opts.prepare then args[#args + 1] = "--prepare " .. q(opts.prepare) end
   args[#args + 1] = q(cmd)
   sh(envs(opts.env) .. " " .. table.concat(args, " ") .. " >/dev/null")
-  local f = assert(io.open(out))
-  local res = cjson.decode(f:read("a")).results[1]
-  f:close()
-  return res.median
+  return cjson.decode(assert(util.read(out), "no hyperfine results in " .. out)).results[1].median
 end
 
 local function status()
@@ -117,8 +109,7 @@ do
     local warm = hyperfine(kiro_rt .. " agent -m Hello", { runs = 15, warmup = 2 })
     ratios[i] = warm / floor
   end
-  table.sort(ratios)
-  r.warm_ratio = ratios[(#ratios + 1) // 2]
+  r.warm_ratio = util.median(ratios)
 end
 
 progress("10 concurrent agents vs one, 100 ms backend latency, 10 warm daemons")
