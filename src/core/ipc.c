@@ -205,18 +205,24 @@ static void cork(kipc_conn *c, const char *data, size_t n)
         uv_prepare_start(&c->flusher, on_flush);
 }
 
+/* The connection's timer, made on first use: one more handle to close. */
+static void ensure_timer(kipc_conn *c)
+{
+    if (c->has_timer)
+        return;
+    uv_timer_init(c->pipe.loop, &c->timer);
+    c->timer.data = c;
+    c->has_timer = 1;
+    c->open_handles++;
+}
+
 /* Queued writes are flushed, then the connection closes; within
  * IPC_FLUSH_MS, since a peer that does not read would hold it forever. */
 static void flush_and_close(kipc_conn *c)
 {
     flush_corked(c);
     uv_read_stop((uv_stream_t *)&c->pipe);
-    if (!c->has_timer) {
-        uv_timer_init(c->pipe.loop, &c->timer);
-        c->timer.data = c;
-        c->has_timer = 1;
-        c->open_handles++;
-    }
+    ensure_timer(c);
     uv_timer_start(&c->timer, on_close_deadline, IPC_FLUSH_MS, 0);
     uv_shutdown_t *req = kmalloc(sizeof *req);
     req->data = c;
@@ -461,10 +467,7 @@ static void start_conn_timer(kipc_conn *c)
     const kipc_limits *lim = &c->l->lim;
     if (!lim->idle_ms && !lim->lifetime_ms)
         return;
-    uv_timer_init(c->pipe.loop, &c->timer);
-    c->timer.data = c;
-    c->has_timer = 1;
-    c->open_handles++;
+    ensure_timer(c);
     c->t_accept = c->t_read = uv_now(c->pipe.loop);
     uint64_t first = lim->idle_ms && (!lim->lifetime_ms || lim->idle_ms < lim->lifetime_ms)
                          ? lim->idle_ms
