@@ -256,8 +256,7 @@ static void on_stdout(void *ud, const char *data, size_t n)
     d->reading = 1;
     int rc = kjsonl_feed(&d->fr, data, n, on_line, d);
     d->reading = 0;
-    if (kjsonl_pending(&d->fr) == 0 && d->fr.partial.cap > DAEMON_KEEP_BUFFER)
-        kbuf_free(&d->fr.partial); /* a long line went through: its buffer goes */
+    kjsonl_trim(&d->fr, DAEMON_KEEP_BUFFER); /* a long line went through: its buffer goes */
     if (rc == KJSONL_OVERFLOW && d->state != KD_STOPPING) {
         char msg[160];
         snprintf(msg, sizeof msg, "reply line longer than max_line_bytes (%zu bytes) from daemon pid %d",
