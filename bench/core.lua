@@ -5,7 +5,8 @@
 -- (b) The runtime's own overhead per daemon round trip through the Lua API,
 --     with a zero-latency kiro-sim, against a bare C pipe ping-pong (two
 --     processes exchanging one line) and against the loop a user would write
---     by hand (luv + lua-cjson), pinned to one CPU and free.
+--     by hand (luv + lua-cjson), pinned to one CPU and free; and the same
+--     round trip with kiro-sim speaking ACP.
 --
 -- Figures are ratios from one run on one machine; absolute times vary.
 -- Environment: BENCH_QUICK=1 for fewer iterations.
@@ -83,7 +84,7 @@ local function figures(cmd)
 end
 local rt = {}
 for _, pl in ipairs(placements) do
-  rt[pl[1]] = { pipe = {}, chat = {}, stream = {}, luv = {}, ratio = {}, luv_ratio = {} }
+  rt[pl[1]] = { pipe = {}, chat = {}, stream = {}, luv = {}, ratio = {}, luv_ratio = {}, acp = {}, acp_ratio = {} }
 end
 for i = 1, batches do
   for _, pl in ipairs(placements) do
@@ -93,6 +94,9 @@ for i = 1, batches do
     local k = figures(("%s%s run %s %s %d"):format(pin, q(kiro_rt), q(here .. "/roundtrip.lua"), q(sim), per_batch))
     f.chat[i], f.stream[i] = k[1], k[2]
     f.ratio[i] = f.chat[i] / f.pipe[i]
+    f.acp[i] = figures(("%s%s run %s %s %d acp"):format(pin, q(kiro_rt), q(here .. "/roundtrip.lua"), q(sim),
+      per_batch))[1]
+    f.acp_ratio[i] = f.acp[i] / f.chat[i]
     if have_luv then
       f.luv[i] = figures(("%slua5.4 %s %s %d"):format(pin, q(here .. "/luv_peer.lua"), q(sim), per_batch))[1]
       f.luv_ratio[i] = f.chat[i] / f.luv[i]
@@ -104,6 +108,7 @@ for name, f in pairs(rt) do
   results.rt[name] = {
     pipe = median(f.pipe), chat = median(f.chat), stream = median(f.stream),
     ratio = median(f.ratio), luv = have_luv and median(f.luv), luv_ratio = have_luv and median(f.luv_ratio),
+    acp = median(f.acp), acp_ratio = median(f.acp_ratio),
   }
 end
 kiro.configure { env = false }
@@ -212,8 +217,11 @@ row("kiro.stream via daemon, 4 chunks (us)", "stream", "%.2f")
 row("luv + lua-cjson loop by hand (us)", "luv", "%.2f")
 row("kiro.chat / pipe ping-pong", "ratio", "%.2f x")
 row("kiro.chat / luv loop", "luv_ratio", "%.2f x")
+row("kiro.chat via an ACP agent (us)", "acp", "%.2f")
+row("ACP kiro.chat / JSON Lines kiro.chat", "acp_ratio", "%.2f x")
 for _, l in ipairs {
   "    (pinned: the runtime's own overhead, goal <= 2x the ping-pong and <= 1x the luv loop;",
+  "     ACP (session/new + session/prompt per call): goal <= 1.5x JSON Lines;",
   "     free: what placement adds, machine-dependent; medians of per-batch ratios)",
   "",
   "(c) throughput, zero-latency kiro-sim, 16 concurrent tasks (requests/s)",

@@ -57,10 +57,56 @@ describe("acp", function()
     assert.are.equal(1, H.count(H.sim_events(log), { event = "asked", answer = "error", code = -32601 }))
   end)
 
+  it("opts.on_update sees thoughts, plans and tool calls, in order with the chunks", function()
+    local kiro = H.setup({ KIRO_SIM_ACP_UPDATES = 1 }, { protocol = "acp" })
+    local seen = {}
+    local function on_update(u)
+      seen[#seen + 1] = u.sessionUpdate .. (u.status and ":" .. u.status or "")
+        .. (u.content and ":" .. u.content.text or "")
+    end
+    for c in kiro.stream("a b", { on_update = on_update }) do seen[#seen + 1] = "chunk:" .. c end
+    assert.are.same({
+      "agent_thought_chunk:Thinking it over", "plan", "tool_call:pending", "tool_call_update:completed",
+      "chunk:You", "agent_thought_chunk:Almost there", "chunk: said:", "chunk: a", "chunk: b",
+    }, seen)
+    -- kiro.chat: the updates as they come, the reply whole at the end.
+    seen = {}
+    assert.are.equal("You said: c", kiro.chat("c", { on_update = on_update }))
+    assert.are.equal(5, #seen)
+    -- Without a hook they are only activity.
+    assert.are.equal("You said: d", kiro.chat("d"))
+    assert.has_error(function() kiro.chat("e", { on_update = true }) end, "kiro.chat: on_update must be a function")
+  end)
+
   it("a permission request is rejected by default (the first reject option)", function()
     local kiro, log = H.setup({ KIRO_SIM_ACP_PERMISSION = 1 }, { protocol = "acp" })
     assert.are.equal("You said: edit it", kiro.chat("edit it"))
     assert.are.equal(1, H.count(H.sim_events(log), { event = "permission", outcome = "sim-reject" }))
+  end)
+
+  it("a permission hook decides: allow, reject or an option's id, per call or configured", function()
+    local kiro, log = H.setup({ KIRO_SIM_ACP_PERMISSION = 1 }, { protocol = "acp" })
+    local asked
+    local function allow(q) asked = q; return "allow" end
+    assert.are.equal("You said: a", kiro.chat("a", { permission = allow }))
+    assert.are.equal("sim-1", asked.toolCall.toolCallId)
+    assert.are.equal(2, #asked.options)
+    assert.are.equal("You said: b", kiro.chat("b", { permission = function() return "sim-reject" end }))
+    kiro.configure { permission = function() return "allow" end }
+    assert.are.equal("You said: c", kiro.chat("c"))
+    -- An answer that names no option cancels the request; a hook that raises too, and its error goes on.
+    assert.are.equal("You said: d", kiro.chat("d", { permission = function() return "maybe" end }))
+    local ok, err = pcall(kiro.chat, "e", { permission = function() error("no way") end })
+    assert.is_false(ok)
+    assert.matches("no way", err)
+    kiro.configure { permission = false }
+    local outcomes = {}
+    for _, e in ipairs(H.sim_events(log)) do
+      if e.event == "permission" then outcomes[#outcomes + 1] = e.outcome end
+    end
+    assert.are.same({ "sim-allow", "sim-reject", "sim-allow", "cancelled", "cancelled" }, outcomes)
+    assert.has_error(function() kiro.chat("f", { permission = "allow" }) end,
+      "kiro.chat: permission must be a function")
   end)
 
   it("leaving a stream early cancels the agent's turn; the same agent serves the next call", function()

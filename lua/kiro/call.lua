@@ -76,6 +76,8 @@ function call.check_opts(fname, prompt, opts)
       if type(v) ~= "table" then bad("env must be a table") end
     elseif k == "cache" then
       if type(v) ~= "boolean" then bad("cache must be a boolean") end
+    elseif k == "on_update" or k == "permission" then
+      if type(v) ~= "function" then bad(k .. " must be a function") end
     elseif k == "stream" and fname == "kiro.call" then
       if type(v) ~= "boolean" then bad("stream must be a boolean") end
     elseif k == "timeout_ms" or k == "first_chunk_timeout_ms" or k == "stall_timeout_ms" then
@@ -128,7 +130,7 @@ function call.open(prompt, opts, stream, backend, owned)
   local mode, mode_err = opts.mode, nil
   if not mode then mode, mode_err = config.mode() end
   -- One table per call, sized once: every field a call uses on its way
-  -- (16) is named here, and its reply's chunks queue up in its array part
+  -- (17) is named here, and its reply's chunks queue up in its array part
   -- (self[head..tail]). The call is also its own wait record (woken, task)
   -- and says how to make its request (mode, stream, limits: core.request).
   -- code: nil while an attempt is under way, false once it succeeded.
@@ -139,6 +141,8 @@ function call.open(prompt, opts, stream, backend, owned)
     backend = backend or false, owns = owned or false, req = false,
     attempt = 1, h0 = core.hrtime(), woken = false, task = nil,
     code = nil, msg = nil, head = 1, tail = 0, seen = nil,
+    -- An agent's permission requests come to Lua when a hook decides them.
+    asks = (opts.permission or cfg.permission) and true or nil,
   }, Call)
   if opts ~= NO_OPTS then -- the request's own limits; absent, the configured ones
     c.timeout_ms = opts.timeout_ms
@@ -192,6 +196,13 @@ function Call:on_event(ev, a, b)
   if ev == "chunk" then
     local t = self.tail + 1
     self.tail, self[t] = t, a
+  elseif ev == "update" then -- in line with the chunks, for opts.on_update
+    if not self.opts.on_update or type(a) ~= "table" then return end
+    local t = self.tail + 1
+    self.tail, self[t] = t, a
+  elseif ev == "ask" then -- a permission request, decided in line too
+    local t = self.tail + 1
+    self.tail, self[t] = t, { token = a, question = type(b) == "table" and b or {} }
   else
     self.code, self.msg = a or false, b
   end
@@ -267,15 +278,20 @@ function Call:next()
       local c = self[h]
       self[h] = nil
       if h == self.tail then self.head, self.tail = 1, 0 else self.head = h + 1 end
-      call.observe_first(self, self.mode, call.cli_of(self.opts))
-      return c
-    end
-    local code = self.code
-    if code == false then
+      if type(c) == "table" and c.token then -- a permission request
+        self:decide(c.token, c.question)
+      elseif type(c) == "table" then -- an update: the caller's hook sees it, in order
+        self.opts.on_update(c)
+      else
+        call.observe_first(self, self.mode, call.cli_of(self.opts))
+        return c
+      end
+    elseif self.code == false then
       call.observe_end(self, self.mode, nil, call.cli_of(self.opts), call.model_of(self.opts))
       self:release()
       return nil
-    elseif code then
+    elseif self.code then
+      local code = self.code
       if self.seen == 2 or not self:recover() then
         call.observe_end(self, self.mode, code, call.cli_of(self.opts), call.model_of(self.opts))
         self:release()
@@ -284,6 +300,41 @@ function Call:next()
     else
       tasks.block(self)
     end
+  end
+end
+
+--- The option a permission hook's answer names: "allow" (the first
+--- allow_* option), "reject" (the first reject_* option) or an optionId.
+---@param options table[] the options the agent offered
+---@param answer any what the hook returned
+---@return string? option_id nil: none fits (the request is cancelled)
+local function option_for(options, answer)
+  for _, o in ipairs(type(options) == "table" and options or {}) do
+    local kind = type(o) == "table" and type(o.kind) == "string" and o.kind or ""
+    if (answer == "allow" or answer == "reject") and kind:sub(1, #answer) == answer then return o.optionId end
+    if type(answer) == "string" and o.optionId == answer then return answer end
+  end
+  return nil
+end
+
+--- An agent asks permission (ACP session/request_permission): the call's
+--- `permission` hook, else the configured one, decides; the answer goes
+--- back at once. A hook that raises cancels the question and the call, and
+--- its error goes on to the caller.
+---@param token integer the question's token (request:answer)
+---@param question table { toolCall =, options =, sessionId = } as the agent sent them
+function Call:decide(token, question)
+  local hook = self.opts.permission or cfg.permission
+  local ok, answer = pcall(hook, question)
+  local option = ok and option_for(question.options, answer) or nil
+  if ok and not option then
+    core.log("warn", "kiro.provider", ("permission hook answered %q, which names no option: cancelled")
+      :format(tostring(answer)))
+  end
+  if self.req then self.req:answer(token, option) end
+  if not ok then
+    self:cancel()
+    error(answer, 0)
   end
 end
 

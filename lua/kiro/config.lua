@@ -27,6 +27,7 @@ local cfg = {
   cache_max_bytes = 64 * 1024 * 1024,
   cache_ttl_ms = 300000,
   max_request_bytes = 64 * 1024 * 1024, -- the largest prompt a request may carry
+  permission = nil,        -- decides an ACP agent's permission requests (default: reject)
 }
 config.cfg = cfg
 
@@ -41,7 +42,7 @@ local lua_options = {
   cli_path = "string", model = "string", mode = "string", protocol = "string",
   daemon_args = "table", oneshot_args = "table", env = "table", policy = "policy", log = "string",
   cache = "boolean", cache_max_bytes = "number", cache_ttl_ms = "number",
-  max_request_bytes = "number",
+  max_request_bytes = "number", permission = "function",
 }
 local ranges = {
   cache_ttl_ms = { 0, config.MAX_MS },
@@ -49,7 +50,9 @@ local ranges = {
 }
 local core_options = core.config()
 -- Options that `false` resets to their default (environment, PATH lookup).
-local resettable = { cli_path = true, model = true, env = true, protocol = true, daemon_args = true }
+local resettable = {
+  cli_path = true, model = true, env = true, protocol = true, daemon_args = true, permission = true,
+}
 
 --- A whole number within [lo, hi].
 ---@param what string the option, for the message

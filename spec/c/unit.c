@@ -108,7 +108,11 @@ static void test_log_filter(void)
 
 struct seen {
     char content[64];
-    int has, done, errors, noise, violations, alive, dones;
+    int has, done, errors, noise, violations, alive, dones, updates;
+    char update[128]; /* the last update's JSON */
+    int decides;      /* the request answers questions itself */
+    int token;        /* the last question asked */
+    char question[256];
     char error[128], code[16];
     kbuf wrote; /* what the protocol sent on its own */
 };
@@ -150,6 +154,26 @@ static void s_alive(void *ud)
     s->alive++;
 }
 
+static int s_asks(void *ud)
+{
+    struct seen *s = ud;
+    return s->decides;
+}
+
+static void s_ask(void *ud, int token, const char *json, size_t n)
+{
+    struct seen *s = ud;
+    s->token = token;
+    snprintf(s->question, sizeof s->question, "%.*s", (int)n, json);
+}
+
+static void s_update(void *ud, const char *json, size_t n)
+{
+    struct seen *s = ud;
+    s->updates++;
+    snprintf(s->update, sizeof s->update, "%.*s", (int)n, json);
+}
+
 static void s_noise(void *ud, const char *line, size_t n, const char *why)
 {
     struct seen *s = ud;
@@ -162,7 +186,9 @@ static struct seen decode(const char *line)
     struct seen s;
     memset(&s, 0, sizeof s);
     s.done = 99;
-    kproto_sink sink = { &s, s_reply, s_error, s_noise, s_violation, s_write, s_alive };
+    kproto_sink sink = {
+        &s, s_reply, s_error, s_noise, s_violation, s_write, s_alive, s_update, s_asks, s_ask
+    };
     kproto_jsonl.decode(NULL, line, strlen(line), &sink);
     return s;
 }
@@ -212,7 +238,9 @@ static const char *sent(struct seen *s, kbuf *direct)
 
 static void feed(void *st, struct seen *s, const char *line)
 {
-    kproto_sink sink = { s, s_reply, s_error, s_noise, s_violation, s_write, s_alive };
+    kproto_sink sink = {
+        s, s_reply, s_error, s_noise, s_violation, s_write, s_alive, s_update, s_asks, s_ask
+    };
     kproto_acp.decode(st, line, strlen(line), &sink);
 }
 
@@ -234,8 +262,11 @@ static void test_acp(void)
          "\"authMethods\":[{\"id\":\"key\"},{\"id\":\"oauth\"}]}}");
     CHECK(s.alive == 1 && strstr(sent(&s, NULL), "\"id\":1,\"method\":\"session/new\""));
     feed(st, &s, "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"sessionId\":\"S1\"}}");
-    CHECK(strstr(sent(&s, NULL), "\"id\":2,\"method\":\"session/prompt\",\"params\":{\"sessionId\":\"S1\","
-                                 "\"prompt\":[{\"type\":\"text\",\"text\":\"hi \\\"you\\\"\"}]}}\n"));
+    /* The prompt goes, and the next turn's session is asked for at once. */
+    const char *w = sent(&s, NULL);
+    CHECK(strstr(w, "\"id\":2,\"method\":\"session/prompt\",\"params\":{\"sessionId\":\"S1\","
+                    "\"prompt\":[{\"type\":\"text\",\"text\":\"hi \\\"you\\\"\"}]}}\n"));
+    CHECK(strstr(w, "\"id\":3,\"method\":\"session/new\""));
     /* The session's text is the reply; other updates and sessions are not. */
     feed(st, &s,
          "{\"jsonrpc\":\"2.0\",\"method\":\"session/update\",\"params\":{\"sessionId\":\"S1\","
@@ -251,7 +282,9 @@ static void test_acp(void)
          "{\"jsonrpc\":\"2.0\",\"method\":\"session/update\",\"params\":{\"sessionId\":\"S1\","
          "\"update\":{\"sessionUpdate\":\"tool_call\",\"toolCallId\":\"c\",\"title\":\"t\"}}}");
     feed(st, &s, "{\"jsonrpc\":\"2.0\",\"method\":\"_vendor/note\"}");
-    CHECK(!s.has && s.noise == 0 && s.alive == 5);
+    /* Other updates of the session go on as updates, whole. */
+    CHECK(!s.has && s.noise == 0 && s.alive == 4 && s.updates == 1);
+    CHECK(strcmp(s.update, "{\"sessionUpdate\":\"tool_call\",\"toolCallId\":\"c\",\"title\":\"t\"}") == 0);
     /* Requests from the agent are answered at once: permission rejected,
      * anything else -32601, each on its own id. */
     feed(st, &s,
@@ -261,13 +294,29 @@ static void test_acp(void)
     CHECK(strstr(sent(&s, NULL), "\"outcome\":{\"outcome\":\"selected\",\"optionId\":\"no\"}"));
     feed(st, &s, "{\"jsonrpc\":\"2.0\",\"id\":\"v\",\"method\":\"_x/y\"}");
     CHECK(strstr(sent(&s, NULL), "\"code\":-32601"));
+    /* A request that decides: the question goes up, the answer goes back
+     * on the agent's id; one left unanswered is cancelled when the turn ends. */
+    s.decides = 1;
+    feed(st, &s,
+         "{\"jsonrpc\":\"2.0\",\"id\":\"p1\",\"method\":\"session/request_permission\",\"params\":"
+         "{\"options\":[{\"kind\":\"allow_once\",\"optionId\":\"yes\"}]}}");
+    CHECK(s.token > 0 && strstr(s.question, "\"optionId\":\"yes\"") && s.wrote.len == 0);
+    kproto_acp.answer(st, s.token, "yes", &out);
+    CHECK(strstr(sent(&s, &out),
+                 "{\"id\":\"p1\",\"result\":{\"outcome\":{\"outcome\":\"selected\",\"optionId\":\"yes\"}}"));
+    kproto_acp.answer(st, s.token, "yes", &out); /* once only */
+    CHECK(out.len == 0);
+    feed(st, &s,
+         "{\"jsonrpc\":\"2.0\",\"id\":\"p2\",\"method\":\"session/request_permission\",\"params\":{}}");
+    s.decides = 0;
     CHECK(s.dones == 0);
     feed(st, &s, "{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"stopReason\":\"end_turn\"}}");
     CHECK(s.dones == 1);
+    CHECK(strstr(sent(&s, NULL), "{\"id\":\"p2\",\"result\":{\"outcome\":{\"outcome\":\"cancelled\"}}"));
 
-    /* Next turn: a fresh session; -32000 there is `auth`, with the methods. */
-    CHECK(kproto_acp.encode(st, "again", 5, 0, &out, &err) == 0);
-    CHECK(strstr(sent(&s, &out), "\"id\":3,\"method\":\"session/new\""));
+    /* Next turn: it waits for that session; -32000 there is `auth`, with
+     * the methods. */
+    CHECK(kproto_acp.encode(st, "again", 5, 0, &out, &err) == 0 && out.len == 0);
     feed(st, &s, "{\"jsonrpc\":\"2.0\",\"id\":3,\"error\":{\"code\":-32000,\"message\":\"Log in\"}}");
     CHECK(s.errors == 1 && strcmp(s.code, "auth") == 0 &&
           strcmp(s.error, "Log in (auth methods: key, oauth)") == 0);
@@ -285,6 +334,14 @@ static void test_acp(void)
     CHECK(strstr(sent(&s, &out), "\"method\":\"session/cancel\",\"params\":{\"sessionId\":\"S2\"}"));
     feed(st, &s, "{\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"stopReason\":\"cancelled\"}}");
     CHECK(s.dones == 3 && s.wrote.len == 0);
+    /* A spare that failed with no turn waiting is not trusted: the next
+     * turn asks afresh. */
+    feed(st, &s, "{\"jsonrpc\":\"2.0\",\"id\":6,\"error\":{\"code\":-32000,\"message\":\"Log in\"}}");
+    CHECK(s.errors == 1 && s.wrote.len == 0);
+    CHECK(kproto_acp.encode(st, "fresh", 5, 1, &out, &err) == 0);
+    CHECK(strstr(sent(&s, &out), "\"id\":7,\"method\":\"session/new\""));
+    feed(st, &s, "{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"sessionId\":\"S3\"}}");
+    CHECK(strstr(sent(&s, NULL), "\"id\":8,\"method\":\"session/prompt\",\"params\":{\"sessionId\":\"S3\""));
 
     /* A response to nothing of ours breaks the protocol; a line that is not JSON is noise. */
     feed(st, &s, "{\"jsonrpc\":\"2.0\",\"id\":77,\"result\":{}}");

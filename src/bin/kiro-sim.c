@@ -60,6 +60,8 @@ static const char usage[] =
     "                           and wait for its answer before going on\n"
     "  KIRO_SIM_ACP_PERMISSION=1  mid-turn, report a tool call and ask permission for\n"
     "                           it (logs event=permission outcome=OPTION|cancelled)\n"
+    "  KIRO_SIM_ACP_UPDATES=1   before the reply: a thought, a plan, a tool call and\n"
+    "                           its completion; after the first chunk, another thought\n"
     "  KIRO_SIM_ACP_IGNORE_CANCEL=1  keep streaming after session/cancel (as real\n"
     "                           agents sometimes do)\n"
     "  An ACP daemon logs mode=daemon proto=acp; its request event adds session=S\n"
@@ -509,12 +511,17 @@ struct session {
 static struct session *sessions;
 static size_t nsessions;
 
+/* Session ids are "sim-session-N", N from 1: found by their number. */
 static struct session *find_session(const char *id)
 {
-    for (size_t i = 0; i < nsessions; i++)
-        if (strcmp(sessions[i].id, id) == 0)
-            return &sessions[i];
-    return NULL;
+    static const char prefix[] = "sim-session-";
+    if (strncmp(id, prefix, sizeof prefix - 1) != 0)
+        return NULL;
+    char *end;
+    unsigned long n = strtoul(id + sizeof prefix - 1, &end, 10);
+    if (*end || n == 0 || n > nsessions || strcmp(sessions[n - 1].id, id) != 0)
+        return NULL;
+    return &sessions[n - 1];
 }
 
 /* Messages read while a turn waits for something else: seen again by the
@@ -637,6 +644,18 @@ static void serve_acp_prompt(json_t *id, const char *sid, const char *prompt, si
     }
     if (env_long("KIRO_SIM_ACP_PERMISSION", 0))
         acp_permission(sid, &cancelled);
+    int updates = (int)env_long("KIRO_SIM_ACP_UPDATES", 0);
+    if (updates) {
+        acp_update(sid, json_pack("{s:s, s:{s:s, s:s}}", "sessionUpdate", "agent_thought_chunk", "content",
+                                  "type", "text", "text", "Thinking it over"));
+        acp_update(sid, json_pack("{s:s, s:[{s:s, s:s, s:s}]}", "sessionUpdate", "plan", "entries", "content",
+                                  "Read the prompt", "priority", "high", "status", "in_progress"));
+        acp_update(sid,
+                   json_pack("{s:s, s:s, s:s, s:s, s:s}", "sessionUpdate", "tool_call", "toolCallId", "sim-2",
+                             "title", "Reading project files", "kind", "read", "status", "pending"));
+        acp_update(sid, json_pack("{s:s, s:s, s:s}", "sessionUpdate", "tool_call_update", "toolCallId",
+                                  "sim-2", "status", "completed"));
+    }
     if (fault_on("overlong", 1)) {
         long n = env_long("KIRO_SIM_OVERLONG_BYTES", 17L << 20);
         char *text = malloc((size_t)n + 1);
@@ -677,6 +696,9 @@ static void serve_acp_prompt(json_t *id, const char *sid, const char *prompt, si
                                   "type", "text", "text", reply + cuts[i], end - cuts[i]));
         if (i == 0 && fault_on("crash-mid-stream", 1))
             crash("in the middle of a stream");
+        if (i == 0 && updates)
+            acp_update(sid, json_pack("{s:s, s:{s:s, s:s}}", "sessionUpdate", "agent_thought_chunk",
+                                      "content", "type", "text", "text", "Almost there"));
     }
     free(reply);
     /* double-reply: the turn's response twice, in one write. */

@@ -18,9 +18,10 @@ const char *kdaemon_state_name(enum kdaemon_state s)
 
 static void daemon_abort(void *carrier, kreq *r, enum kreq_abort why);
 static void daemon_pause(void *carrier, kreq *r, int on);
+static void daemon_answer(void *carrier, kreq *r, int token, const char *option);
 static void on_timer(uv_timer_t *t);
 
-static const kreq_carrier_ops daemon_ops = { daemon_abort, daemon_pause };
+static const kreq_carrier_ops daemon_ops = { daemon_abort, daemon_pause, daemon_answer };
 
 /* The request that paused the daemon's output leaves it: reading resumes. */
 static void unpause(kdaemon *d, kreq *r)
@@ -165,6 +166,31 @@ static void on_alive(void *ud)
     touch_all(d);
 }
 
+static void on_update(void *ud, const char *json, size_t n)
+{
+    kdaemon *d = ud;
+    kdaemon_slot *s = head_slot(d);
+    on_alive(d);
+    if (s && s->r)
+        kreq_update(s->r, json, n);
+}
+
+static int on_asks(void *ud)
+{
+    kdaemon *d = ud;
+    kdaemon_slot *s = head_slot(d);
+    return s && s->r && s->r->asks;
+}
+
+static void on_ask(void *ud, int token, const char *json, size_t n)
+{
+    kdaemon *d = ud;
+    kdaemon_slot *s = head_slot(d);
+    on_alive(d);
+    if (s && s->r)
+        kreq_ask(s->r, token, json, n);
+}
+
 /* The daemon said something that cannot belong to any request on its wire:
  * the request at the head (if any) ends `protocol`, and the daemon, whose
  * next words can no longer be trusted to answer the right request, goes. */
@@ -241,7 +267,8 @@ static void on_noise(void *ud, const char *line, size_t n, const char *why)
 static int on_line(void *ud, const char *line, size_t n)
 {
     kdaemon *d = ud;
-    const kproto_sink sink = { d, on_reply, on_error, on_noise, on_violation, on_write, on_alive };
+    const kproto_sink sink = { d,        on_reply, on_error,  on_noise, on_violation,
+                               on_write, on_alive, on_update, on_asks,  on_ask };
     if (n == 0)
         return 0;
     d->proto->decode(d->pstate, line, n, &sink);
@@ -456,6 +483,20 @@ static void daemon_abort(void *carrier, kreq *r, enum kreq_abort why)
     }
 }
 
+static void daemon_answer(void *carrier, kreq *r, int token, const char *option)
+{
+    kdaemon *d = carrier;
+    (void)r;
+    if (!d->proto->answer || !d->proc || d->state == KD_STOPPING)
+        return;
+    kbuf out = { 0 };
+    d->proto->answer(d->pstate, token, option, &out);
+    if (out.len)
+        kproc_write_owned(d->proc, out.data, out.len);
+    else
+        kbuf_free(&out);
+}
+
 /* Flow control: the daemon's output waits while a request's reader is
  * behind. Replies come in order, so the whole pipe waits. */
 static void daemon_pause(void *carrier, kreq *r, int on)
@@ -496,7 +537,7 @@ static void probe_end(void *ud, const char *code, const char *msg)
 void kdaemon_probe(kdaemon *d)
 {
     kcore *core = d->core;
-    kreq_sink sink = { probe_chunk, probe_end, core };
+    kreq_sink sink = { probe_chunk, probe_end, core, NULL, NULL };
     kreq *r = kreq_new(core, core->cfg.probe_prompt, strlen(core->cfg.probe_prompt), 0, &sink);
     r->internal = 1;
     r->timeout_ms = core->cfg.probe_timeout_ms;

@@ -46,7 +46,7 @@ static void os_pause(void *carrier, kreq *r, int on)
     kproc_pause_output(o->proc, on);
 }
 
-static const kreq_carrier_ops os_ops = { os_abort, os_pause };
+static const kreq_carrier_ops os_ops = { os_abort, os_pause, NULL };
 
 static void os_stdout(void *ud, const char *data, size_t n)
 {

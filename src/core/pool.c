@@ -191,7 +191,7 @@ void kpool_submit(kpool *p, kreq *r)
     }
     kreq_ref(r);
     enqueue(p, r);
-    static const kreq_carrier_ops queue_ops = { queue_abort, NULL };
+    static const kreq_carrier_ops queue_ops = { queue_abort, NULL, NULL };
     kreq_set_carrier(r, p, &queue_ops);
 }
 

@@ -35,6 +35,14 @@ typedef struct kproto_sink {
     /* A line in the protocol that is no reply (a handshake's answer, an
      * update, a request from the backend): the backend is alive and busy. */
     void (*alive)(void *ud);
+    /* For the request being answered: something that is not reply text
+     * (kreq_update), as a JSON object's text. */
+    void (*update)(void *ud, const char *json, size_t n);
+    /* Does the request being answered answer the backend's questions
+     * itself? If so, ask(token, the question's JSON), and the answer comes
+     * back through kproto_ops.answer. */
+    int (*asks)(void *ud);
+    void (*ask)(void *ud, int token, const char *json, size_t n);
 } kproto_sink;
 
 typedef struct kproto_ops {
@@ -51,6 +59,10 @@ typedef struct kproto_ops {
      * Its reply still ends in order, read and dropped. May be NULL (the
      * backend cannot be told: its reply runs out unread). */
     void (*abandon)(void *state, int pos, kbuf *out);
+    /* The answer to question `token` (an option's id, or NULL: cancelled):
+     * appends what tells the backend. May be NULL (a protocol that never
+     * asks). */
+    void (*answer)(void *state, int token, const char *option, kbuf *out);
     /* Per-connection state, for protocols that keep sessions (may be NULL). */
     void *(*state_new)(void);
     void (*state_free)(void *state);

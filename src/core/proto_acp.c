@@ -3,15 +3,24 @@
  *
  * Per agent process: `initialize` once, when it starts (so a warm agent has
  * paid its start-up before the first request). Per request (a turn): a
- * fresh `session/new` (every call is independent), then `session/prompt`
+ * session of its own (every call is independent), then `session/prompt`
  * with one text block; the session's `agent_message_chunk` text is the
  * reply, and the `session/prompt` response ends it. Turns are served one at
  * a time, in the order they came: the daemon's reply order holds.
  *
- * Every request the agent sends is answered at once, since some agents
- * stall until they are: a permission request is rejected (the first
- * reject option), anything else (fs/..., terminal/..., vendor `_...` methods)
- * gets -32601. Unknown notifications and update kinds are ignored. */
+ * The session for the next turn is made ahead (a spare: after initialize,
+ * and as soon as a turn takes the last one), so a call costs the agent one
+ * round trip, not two. A spare that failed is not trusted later: the turn
+ * that would have used it asks for a session of its own, and gets the
+ * agent's current answer (an `auth` error stays quick, and goes once the
+ * user has logged in).
+ *
+ * Every request the agent sends is answered, since some agents stall until
+ * they are: a permission request by the caller when it decides (kiro's
+ * `permission` hook; answered `cancelled` if the turn ends or is cancelled
+ * first), else at once with the first reject option; anything else
+ * (fs/..., terminal/..., vendor `_...` methods) gets -32601 at once. Unknown
+ * notifications and update kinds are ignored. */
 #include "proto.h"
 
 #include <jansson.h>
@@ -31,6 +40,7 @@
 #define ACP_AUTH_REQUIRED -32000
 #define ACP_METHOD_NOT_FOUND -32601
 #define ACP_QUEUE (KIRO_MAX_PIPELINE_DEPTH + 1)
+#define ACP_QUESTIONS 8 /* permission requests awaiting the caller at once */
 
 typedef struct acp_turn {
     char *prompt; /* until session/prompt carries it */
@@ -42,10 +52,17 @@ typedef struct acp {
     json_int_t next_id;
     json_int_t init_id, new_id, prompt_id; /* requests in flight; -1: none */
     int initialized;
-    char *session;         /* the turn's session, once session/new answered */
+    int spare_failed;      /* the last session/new failed with no turn waiting */
+    char *spare;           /* a session made ahead, for the next turn */
+    char *session;         /* the running turn's session */
     char *auth_methods;    /* from initialize, for an auth error's message */
     acp_turn q[ACP_QUEUE]; /* the head is the turn being served */
     int head, count;
+    struct {
+        int token;  /* 0: free */
+        json_t *id; /* the agent's request id */
+    } asked[ACP_QUESTIONS];
+    int next_token;
 } acp;
 
 static void *acp_new(void)
@@ -61,7 +78,10 @@ static void acp_free(void *state)
     for (int i = 0; i < a->count; i++)
         free(a->q[(a->head + i) % ACP_QUEUE].prompt);
     free(a->session);
+    free(a->spare);
     free(a->auth_methods);
+    for (int i = 0; i < ACP_QUESTIONS; i++)
+        json_decref(a->asked[i].id);
     free(a);
 }
 
@@ -100,9 +120,44 @@ static acp_turn *head(acp *a)
     return a->count ? &a->q[a->head] : NULL;
 }
 
-/* The turn at the head starts: a session of its own. */
-static void begin(acp *a, kbuf *out)
+/* The answer to a permission request: the option chosen, or cancelled. */
+static void permission_answer(kbuf *out, json_t *id, const char *option)
 {
+    json_t *outcome = option ? json_pack("{s:s, s:s}", "outcome", "selected", "optionId", option)
+                             : json_pack("{s:s}", "outcome", "cancelled");
+    put(out, json_pack("{s:O, s:{s:o}}", "id", id, "result", "outcome", outcome));
+}
+
+/* Every question the caller has not answered: cancelled (the turn ended,
+ * or was cancelled: ACP wants them all answered then). */
+static void cancel_questions(acp *a, kbuf *out)
+{
+    for (int i = 0; i < ACP_QUESTIONS; i++)
+        if (a->asked[i].token) {
+            permission_answer(out, a->asked[i].id, NULL);
+            json_decref(a->asked[i].id);
+            a->asked[i].token = 0;
+            a->asked[i].id = NULL;
+        }
+}
+
+static void acp_answer(void *state, int token, const char *option, kbuf *out)
+{
+    acp *a = state;
+    for (int i = 0; i < ACP_QUESTIONS; i++)
+        if (token && a->asked[i].token == token) {
+            permission_answer(out, a->asked[i].id, option);
+            json_decref(a->asked[i].id);
+            a->asked[i].token = 0;
+            a->asked[i].id = NULL;
+        }
+}
+
+/* Asks for a session (for the next turn) unless one is there or coming. */
+static void want_session(acp *a, kbuf *out)
+{
+    if (!a->initialized || a->spare || a->new_id >= 0)
+        return;
     char cwd[4096];
     if (!getcwd(cwd, sizeof cwd))
         strcpy(cwd, "/");
@@ -138,24 +193,46 @@ static void send_prompt(acp *a, acp_turn *t, kbuf *out)
     t->prompt = NULL;
 }
 
-/* Starts the turns that can start: the head, once the agent is initialized.
- * An abandoned turn that never reached the agent ends here, unsent. */
-static void advance(acp *a, const kproto_sink *sink)
+/* Starts the head turn when it can start (the agent initialized, a session
+ * at hand), and asks for the session after it. An abandoned turn that never
+ * reached the agent ends here, unsent (sink: only NULL when the head is a
+ * new turn, which cannot be abandoned yet). */
+static void advance(acp *a, kbuf *out, const kproto_sink *sink)
 {
-    while (a->initialized && a->count && a->new_id < 0 && a->prompt_id < 0) {
+    while (a->initialized && a->count && a->prompt_id < 0) {
         acp_turn *t = head(a);
-        if (!t->abandoned) {
-            kbuf out = { 0 };
-            begin(a, &out);
-            sink->write(sink->ud, out.data, out.len);
-            kbuf_free(&out);
+        if (t->abandoned) {
+            free(t->prompt);
+            a->head = (a->head + 1) % ACP_QUEUE;
+            a->count--;
+            sink->reply(sink->ud, "", 0, KPROTO_DONE_TRUE);
+            continue;
+        }
+        if (a->spare_failed) { /* not trusted: this turn asks afresh */
+            a->spare_failed = 0;
+            want_session(a, out);
             return;
         }
-        free(t->prompt);
-        a->head = (a->head + 1) % ACP_QUEUE;
-        a->count--;
-        sink->reply(sink->ud, "", 0, KPROTO_DONE_TRUE);
+        if (!a->spare) {
+            want_session(a, out);
+            return;
+        }
+        a->session = a->spare;
+        a->spare = NULL;
+        send_prompt(a, t, out);
+        want_session(a, out);
+        return;
     }
+}
+
+/* advance(), its bytes sent through the sink. */
+static void advance_now(acp *a, const kproto_sink *sink)
+{
+    kbuf out = { 0 };
+    advance(a, &out, sink);
+    if (out.len)
+        sink->write(sink->ud, out.data, out.len);
+    kbuf_free(&out);
 }
 
 /* The head turn is over: its reply ends (code NULL: done), and the next
@@ -163,6 +240,11 @@ static void advance(acp *a, const kproto_sink *sink)
 static void end_turn(acp *a, const kproto_sink *sink, const char *code, const char *msg)
 {
     acp_turn *t = head(a);
+    kbuf out = { 0 };
+    cancel_questions(a, &out);
+    if (out.len)
+        sink->write(sink->ud, out.data, out.len);
+    kbuf_free(&out);
     free(t->prompt);
     free(a->session);
     a->session = NULL;
@@ -172,7 +254,7 @@ static void end_turn(acp *a, const kproto_sink *sink, const char *code, const ch
         sink->error(sink->ud, code, msg);
     else
         sink->reply(sink->ud, "", 0, KPROTO_DONE_TRUE);
-    advance(a, sink);
+    advance_now(a, sink);
 }
 
 static int acp_encode(void *state, const char *prompt, size_t len, int stream, kbuf *out, const char **err)
@@ -192,8 +274,8 @@ static int acp_encode(void *state, const char *prompt, size_t len, int stream, k
     *t = (acp_turn){ kmalloc(len ? len : 1), len, 0 };
     memcpy(t->prompt, prompt, len);
     a->count++;
-    if (a->count == 1 && a->initialized)
-        begin(a, out);
+    if (a->count == 1)
+        advance(a, out, NULL);
     return 0;
 }
 
@@ -203,9 +285,12 @@ static void acp_abandon(void *state, int pos, kbuf *out)
     if (pos < 0 || pos >= a->count)
         return;
     a->q[(a->head + pos) % ACP_QUEUE].abandoned = 1;
-    /* The turn on the agent is asked to stop; it answers `cancelled`. */
-    if (pos == 0 && a->prompt_id >= 0 && a->session)
+    /* The turn on the agent is asked to stop, and every question it asked
+     * is answered `cancelled`; it answers the turn `cancelled`. */
+    if (pos == 0 && a->prompt_id >= 0 && a->session) {
         put(out, json_pack("{s:s, s:{s:s}}", "method", "session/cancel", "params", "sessionId", a->session));
+        cancel_questions(a, out);
+    }
 }
 
 /* "message (auth methods: a, b)" for an agent that wants credentials. */
@@ -271,29 +356,38 @@ static void on_response(acp *a, json_int_t id, json_t *msg, const char *line, si
         a->initialized = 1;
         remember_auth_methods(a, result);
         sink->alive(sink->ud);
-        advance(a, sink);
+        advance_now(a, sink);
+        if (a->new_id < 0) { /* no turn yet: a session ready for the first */
+            kbuf out = { 0 };
+            want_session(a, &out);
+            sink->write(sink->ud, out.data, out.len);
+            kbuf_free(&out);
+        }
     } else if (id == a->new_id) {
         a->new_id = -1;
         const char *sid = json_string_value(json_object_get(result, "sessionId"));
-        if (head(a)->abandoned) {
-            end_turn(a, sink, NULL, NULL);
-        } else if (err) {
+        /* A turn waits for it when one is queued and none runs. */
+        int waited = a->count && a->prompt_id < 0 && !head(a)->abandoned;
+        if (err && waited) {
             json_t *code = json_object_get(err, "code");
             const char *text = error_text(err, buf, sizeof buf);
             if (json_is_integer(code) && json_integer_value(code) == ACP_AUTH_REQUIRED)
                 auth_error(a, sink, text);
             else
                 end_turn(a, sink, KERR_BACKEND, text);
+            return;
+        }
+        if (err) {
+            a->spare_failed = 1;
+            sink->alive(sink->ud);
         } else if (!sid) {
             sink->violation(sink->ud, "session/new answered without a sessionId", line, len);
+            return;
         } else {
-            a->session = kstrdup(sid);
+            a->spare = kstrdup(sid);
             sink->alive(sink->ud);
-            kbuf out = { 0 };
-            send_prompt(a, head(a), &out);
-            sink->write(sink->ud, out.data, out.len);
-            kbuf_free(&out);
         }
+        advance_now(a, sink);
     } else if (id == a->prompt_id) {
         a->prompt_id = -1;
         if (err) {
@@ -317,7 +411,22 @@ static void on_response(acp *a, json_int_t id, json_t *msg, const char *line, si
 static void on_agent_request(acp *a, json_t *id, const char *method, json_t *params, const kproto_sink *sink)
 {
     kbuf out = { 0 };
-    (void)a;
+    int slot = -1;
+    for (int i = 0; i < ACP_QUESTIONS && slot < 0; i++)
+        if (!a->asked[i].token)
+            slot = i;
+    if (strcmp(method, "session/request_permission") == 0 && slot >= 0 && sink->asks(sink->ud)) {
+        /* The caller decides: the question goes up, the answer comes back
+         * through acp_answer. */
+        if (++a->next_token <= 0)
+            a->next_token = 1;
+        a->asked[slot].token = a->next_token;
+        a->asked[slot].id = json_incref(id);
+        char *text = json_dumps(params, JSON_COMPACT);
+        sink->ask(sink->ud, a->next_token, text ? text : "{}", text ? strlen(text) : 2);
+        free(text);
+        return;
+    }
     if (strcmp(method, "session/request_permission") == 0) {
         /* No one to ask: the first option that rejects, else cancelled. */
         const char *choice = NULL;
@@ -331,9 +440,7 @@ static void on_agent_request(acp *a, json_t *id, const char *method, json_t *par
                 break;
             }
         }
-        json_t *outcome = choice ? json_pack("{s:s, s:s}", "outcome", "selected", "optionId", choice)
-                                 : json_pack("{s:s}", "outcome", "cancelled");
-        put(&out, json_pack("{s:O, s:{s:o}}", "id", id, "result", "outcome", outcome));
+        permission_answer(&out, id, choice);
     } else {
         put(&out, json_pack("{s:O, s:{s:i, s:s, s:{s:s}}}", "id", id, "error", "code", ACP_METHOD_NOT_FOUND,
                             "message", "Method not found", "data", "method", method));
@@ -349,15 +456,22 @@ static void on_notification(acp *a, const char *method, json_t *params, const ch
     json_t *update = json_object_get(params, "update");
     const char *kind = json_string_value(json_object_get(update, "sessionUpdate"));
     const char *sid = json_string_value(json_object_get(params, "sessionId"));
-    if (strcmp(method, "session/update") != 0 || !kind || strcmp(kind, "agent_message_chunk") != 0 ||
-        !a->session || !sid || strcmp(sid, a->session) != 0) {
-        sink->alive(sink->ud); /* other updates, other sessions: ignored */
+    if (strcmp(method, "session/update") != 0 || !kind || !a->session || !sid ||
+        strcmp(sid, a->session) != 0) {
+        sink->alive(sink->ud); /* other notifications, other sessions: ignored */
         return;
     }
     json_t *content = json_object_get(update, "content");
     const char *type = json_string_value(json_object_get(content, "type"));
-    if (!type || strcmp(type, "text") != 0) {
-        sink->alive(sink->ud); /* an image, a resource: no text to relay */
+    if (strcmp(kind, "agent_message_chunk") != 0 || !type || strcmp(type, "text") != 0) {
+        /* Not reply text (a tool call, a thought, a plan, an image): for
+         * whoever wants to show it. */
+        char *text = json_dumps(update, JSON_COMPACT);
+        if (text)
+            sink->update(sink->ud, text, strlen(text));
+        else
+            sink->alive(sink->ud);
+        free(text);
         return;
     }
     json_t *text = json_object_get(content, "text");
@@ -396,6 +510,7 @@ const kproto_ops kproto_acp = {
     .encode = acp_encode,
     .decode = acp_decode,
     .abandon = acp_abandon,
+    .answer = acp_answer,
     .state_new = acp_new,
     .state_free = acp_free,
 };

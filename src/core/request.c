@@ -149,6 +149,30 @@ void kreq_activity(kreq *r)
     r->t_activity = uv_now(r->core->loop);
 }
 
+void kreq_update(kreq *r, const char *json, size_t n)
+{
+    if (r->ended)
+        return;
+    kreq_activity(r);
+    if (r->sink.update)
+        r->sink.update(r->sink.ud, json, n);
+}
+
+void kreq_ask(kreq *r, int token, const char *json, size_t n)
+{
+    if (r->ended)
+        return;
+    kreq_activity(r);
+    if (r->sink.ask)
+        r->sink.ask(r->sink.ud, token, json, n);
+}
+
+void kreq_answer(kreq *r, int token, const char *option)
+{
+    if (!r->ended && r->carrier && r->ops->answer)
+        r->ops->answer(r->carrier, r, token, option);
+}
+
 void kreq_progress(kreq *r)
 {
     r->t_activity = uv_now(r->core->loop);

@@ -41,6 +41,9 @@ enum kreq_abort { KABORT_TIMEOUT, KABORT_CANCEL, KABORT_SHUTDOWN };
 typedef struct kreq_carrier_ops {
     void (*abort)(void *carrier, kreq *r, enum kreq_abort why);
     void (*pause)(void *carrier, kreq *r, int on);
+    /* The answer to the backend's question `token` (kreq_sink.ask): an
+     * option's id, or NULL (cancelled). Optional. */
+    void (*answer)(void *carrier, kreq *r, int token, const char *option);
 } kreq_carrier_ops;
 
 typedef struct kreq_sink {
@@ -48,6 +51,14 @@ typedef struct kreq_sink {
     /* code NULL: success. The request may be freed once this returns. */
     void (*end)(void *ud, const char *code, const char *msg);
     void *ud;
+    /* Something the backend reported that is not reply text (an ACP tool
+     * call, thought, plan): a JSON object's text, in order with the chunks.
+     * May be NULL (nobody wants them). */
+    void (*update)(void *ud, const char *json, size_t n);
+    /* The backend asks (an ACP permission request: a JSON object's text)
+     * and waits for kreq_answer(token). Only for a request with `asks` set;
+     * may be NULL then. */
+    void (*ask)(void *ud, int token, const char *json, size_t n);
 } kreq_sink;
 
 struct kreq {
@@ -71,6 +82,7 @@ struct kreq {
     unsigned ended : 1, internal : 1; /* internal: a probe, not counted */
     unsigned progressed : 1;          /* the backend sent reply content */
     unsigned paused : 1;              /* its reader asked the carrier to wait */
+    unsigned asks : 1;                /* its owner answers the backend's questions */
 };
 
 /* The prompt is borrowed, not copied: the creator keeps it valid until the
@@ -86,6 +98,12 @@ void kreq_chunk(kreq *r, const char *data, size_t n);
  * the first-chunk deadline is met and the request is not stalled. */
 void kreq_progress(kreq *r);
 void kreq_activity(kreq *r);
+/* The backend reported something that is not reply text (kreq_sink.update):
+ * activity, and handed on to whoever wants it. */
+void kreq_update(kreq *r, const char *json, size_t n);
+/* The backend asks the owner (kreq_sink.ask); the owner answers. */
+void kreq_ask(kreq *r, int token, const char *json, size_t n);
+void kreq_answer(kreq *r, int token, const char *option);
 void kreq_end(kreq *r, const char *code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* From the owner: stop waiting for this request. */
 void kreq_cancel(kreq *r, enum kreq_abort why, const char *code, const char *msg);

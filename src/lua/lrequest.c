@@ -10,8 +10,11 @@ typedef struct lreq {
     int prompt; /* the prompt the request borrows, anchored until it ends */
 } lreq;
 
-/* Events: ctx:on_event("chunk", data), and last ctx:on_event("end", code,
- * message) (code nil on success). */
+/* Events: ctx:on_event("chunk", data), ctx:on_event("update", table) (what
+ * the backend reported that is not reply text, decoded),
+ * ctx:on_event("ask", token, table) (a question for ctx, when ctx.asks:
+ * answered with request:answer(token, option)), and last
+ * ctx:on_event("end", code, message) (code nil on success). */
 
 static void sink_chunk(void *ud, const char *data, size_t n)
 {
@@ -22,6 +25,31 @@ static void sink_chunk(void *ud, const char *data, size_t n)
     push_event(x, q->ctx, "chunk");
     lua_pushlstring(x->L, data, n);
     call_cb(x, 3);
+}
+
+static void sink_update(void *ud, const char *json, size_t n)
+{
+    lreq *q = ud;
+    lrt *x = q->lrt;
+    if (q->ctx == LUA_NOREF || !x->L)
+        return;
+    push_event(x, q->ctx, "update");
+    ljson_push_decoded(x->L, json, n);
+    lua_pop(x->L, 1); /* the decoder's second value */
+    call_cb(x, 3);
+}
+
+static void sink_ask(void *ud, int token, const char *json, size_t n)
+{
+    lreq *q = ud;
+    lrt *x = q->lrt;
+    if (q->ctx == LUA_NOREF || !x->L)
+        return;
+    push_event(x, q->ctx, "ask");
+    lua_pushinteger(x->L, token);
+    ljson_push_decoded(x->L, json, n);
+    lua_pop(x->L, 1); /* the decoder's second value */
+    call_cb(x, 4);
 }
 
 static void sink_end(void *ud, const char *code, const char *msg)
@@ -93,7 +121,7 @@ static int l_request(lua_State *L)
     q->ctx = luaL_ref(L, LUA_REGISTRYINDEX);
     q->r = NULL;
     luaL_setmetatable(L, REQ_MT);
-    kreq_sink sink = { sink_chunk, sink_end, q };
+    kreq_sink sink = { sink_chunk, sink_end, q, sink_update, sink_ask };
     kreq *r = kreq_new(&x->rt->core, prompt, plen, stream, &sink);
     x->rt->core.stats.requests++;
     q->r = r;
@@ -101,6 +129,9 @@ static int l_request(lua_State *L)
     r->timeout_ms = field_ms(L, 3, "timeout_ms", cfg->timeout_ms);
     r->first_chunk_ms = field_ms(L, 3, "first_chunk_timeout_ms", cfg->first_chunk_timeout_ms);
     r->stall_ms = field_ms(L, 3, "stall_timeout_ms", cfg->stall_timeout_ms);
+    lua_getfield(L, 3, "asks");
+    r->asks = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     kreq_start(r);
     krt_submit(x->rt, b->b, oneshot, r);
     raise_pending(L, x);
@@ -114,6 +145,20 @@ static int req_cancel_m(lua_State *L)
         q->lrt->L = L;
         kreq_cancel(q->r, KABORT_CANCEL, KERR_CANCELLED, luaL_optstring(L, 2, "cancelled by caller"));
         q->lrt->rt->core.stats.cancelled++;
+    }
+    return 0;
+}
+
+/* request:answer(token, option): the answer to the backend's question
+ * token, an option's id, or nil (cancelled). */
+static int req_answer_m(lua_State *L)
+{
+    lreq *q = luaL_checkudata(L, 1, REQ_MT);
+    int token = (int)luaL_checkinteger(L, 2);
+    const char *option = luaL_optstring(L, 3, NULL);
+    if (q->r) {
+        q->lrt->L = L;
+        kreq_answer(q->r, token, option);
     }
     return 0;
 }
@@ -145,5 +190,6 @@ static int req_gc(lua_State *L)
 static const luaL_Reg request_methods[] = {
     { "cancel", req_cancel_m },
     { "pause", req_pause_m },
+    { "answer", req_answer_m },
     { NULL, NULL },
 };
