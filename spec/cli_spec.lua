@@ -61,7 +61,7 @@ describe("kiro-rt agent", function()
 
   it("answers every request by oneshot when the CLI has no daemon mode, with the warn line", function()
     local warn = "^%[WARN kiro.provider%] Failed to start daemon, falling back to oneshot: .*unrecognized subcommand"
-    local env, log = H.sim_env { KIRO_SIM_FAULT = "no-daemon" }
+    local env, log = H.sim_env { KIRO_SIM_FAULT = "no-daemon,no-acp" } -- neither long-lived protocol
     local r = H.agent({ "-m", "old cli", "--no-server" }, env)
     assert.are.equal(0, r.code)
     assert.are.equal("You said: old cli\n", r.out)

@@ -154,8 +154,8 @@ describe("faults", function()
     assert.are.equal("You said: louder still", table.concat(parts))
   end)
 
-  it("a CLI without the daemon subcommand: every request answered by oneshot", function()
-    local kiro, log = H.setup({ KIRO_SIM_FAULT = "no-daemon" }, { log = "error" })
+  it("a CLI without a daemon mode (no `daemon`, no `acp`): every request answered by oneshot", function()
+    local kiro, log = H.setup({ KIRO_SIM_FAULT = "no-daemon,no-acp" }, { log = "error" })
     local before = kiro.stats().fallbacks_by_reason.spawn or 0
     for i = 1, 3 do assert.are.equal("You said: q" .. i, kiro.chat("q" .. i)) end
     assert.are.equal(before + 3, kiro.stats().fallbacks_by_reason.spawn)

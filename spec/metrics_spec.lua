@@ -47,7 +47,7 @@ describe("metrics", function()
   end)
 
   it("counts fallbacks by reason and failures by outcome", function()
-    local kiro = H.setup({ KIRO_SIM_FAULT = "no-daemon" }, { log = "error" })
+    local kiro = H.setup({ KIRO_SIM_FAULT = "no-daemon,no-acp" }, { log = "error" })
     kiro.chat("x")
     local text = kiro.metrics()
     assert.is_true(sample(text, "kiro_fallbacks_total", { reason = "spawn" }) >= 1)

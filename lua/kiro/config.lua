@@ -38,6 +38,12 @@ config.PROTOCOLS = env.PROTOCOLS
 --- How a long-lived backend starts, by protocol (before --model M): the
 --- seed's `daemon` subcommand, or an ACP agent (`kiro-cli acp`).
 config.DAEMON_ARGS = { jsonl = { "daemon" }, acp = { "acp" } }
+
+--- CLIs known to be ACP agents, by the name of their executable, and how
+--- each starts one: protocol auto picks ACP for them at once.
+config.KNOWN_AGENTS = {
+  gemini = { "--acp" }, copilot = { "--acp" }, ["claude-code-acp"] = {}, ["codex-acp"] = {},
+}
 local lua_options = {
   cli_path = "string", model = "string", mode = "string", protocol = "string",
   daemon_args = "table", oneshot_args = "table", env = "table", policy = "policy", log = "string",
@@ -188,13 +194,17 @@ local function backend_spec(cli, model, extra, protocol)
     for k, v in pairs(cfg.env) do merged[k] = v end
     for k, v in pairs(extra) do merged[k] = v end
   end
-  -- auto: the seed's daemon protocol (with oneshot behind it). Trying an
-  -- ACP agent where the CLI has no `daemon` is not built yet.
-  local wire = protocol == "acp" and "acp" or "jsonl"
+  -- auto: a known agent speaks ACP; any other CLI gets the seed's `daemon`
+  -- protocol, and ACP where it has no such subcommand (the core finds out
+  -- once per backend), with oneshot behind both.
+  local known = config.KNOWN_AGENTS[cli:match("[^/]*$")]
+  local acp_args = known or config.DAEMON_ARGS.acp
+  if protocol == "auto" and known then protocol = "acp" end
+  local args = protocol == "acp" and acp_args or config.DAEMON_ARGS.jsonl
   return {
-    cli = cli, model = model, protocol = wire,
-    daemon_args = cfg.daemon_args or config.DAEMON_ARGS[wire], oneshot_args = cfg.oneshot_args,
-    env = merged or cfg.env,
+    cli = cli, model = model, protocol = protocol,
+    daemon_args = cfg.daemon_args or args, acp_args = protocol == "auto" and acp_args or nil,
+    oneshot_args = cfg.oneshot_args, env = merged or cfg.env,
   }
 end
 

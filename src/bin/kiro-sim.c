@@ -19,7 +19,7 @@
 
 static const char usage[] =
     "Usage: kiro-sim daemon [--model M]\n"
-    "       kiro-sim acp [--model M]\n"
+    "       kiro-sim acp [--model M]     (also: kiro-sim --acp, as gemini and copilot)\n"
     "       kiro-sim chat [--no-interactive] [--model M]\n"
     "       kiro-sim --help | --version\n"
     "\n"
@@ -79,6 +79,7 @@ static const char usage[] =
     "                      Python sample does this)\n"
     "  ansi                (chat) colour the reply with ANSI escape sequences\n"
     "  no-daemon           no daemon subcommand: exit 2 like a CLI too old for it\n"
+    "  no-acp              no acp subcommand: exit 2 the same way\n"
     "  die-at-start        daemon exits 1 right after start-up\n"
     "  auth                (acp) session/new fails with -32000, as an agent without\n"
     "                      credentials does; initialize lists an auth method\n"
@@ -778,7 +779,7 @@ static void acp_message(json_t *m, const char *model)
 
 static int run_acp(const char *model)
 {
-    if (fault_on("no-daemon", 0)) {
+    if (fault_on("no-acp", 0)) {
         fprintf(stderr, "error: unrecognized subcommand 'acp'\n\nUsage: kiro-cli <COMMAND>\n");
         return 2;
     }
@@ -873,6 +874,8 @@ int main(int argc, char **argv)
         printf("kiro-sim %s\n", KIRO_VERSION);
         return 0;
     }
+    if (strcmp(cmd, "--acp") == 0)
+        cmd = "acp";
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--model") == 0 && i + 1 < argc)
             model = argv[++i];

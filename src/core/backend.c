@@ -21,6 +21,8 @@ struct kbackend {
     const char *cli, *model;
     char **daemon_argv, **oneshot_argv, **env;
     const kproto_ops *proto;
+    char **alt_argv; /* protocol auto, until it is settled: the ACP agent's argv */
+    const kproto_ops *alt_proto;
     kpool *pool;       /* its daemons; NULL until the first daemon request */
     uv_timer_t linger; /* unused: how long its pool stays warm */
     uint64_t t_unused; /* when the last reference went */
@@ -156,6 +158,9 @@ static char *make_key(const kbackend_spec *s, size_t *len)
     for (const char *const *a = s->daemon_args; a && *a; a++)
         kbuf_append(&k, *a, strlen(*a) + 1);
     kbuf_append(&k, "\x01", 1);
+    for (const char *const *a = s->acp_args; a && *a; a++)
+        kbuf_append(&k, *a, strlen(*a) + 1);
+    kbuf_append(&k, "\x01", 1);
     for (const char *const *a = s->oneshot_args; a && *a; a++)
         kbuf_append(&k, *a, strlen(*a) + 1);
     kbuf_append(&k, "\x01", 1);
@@ -179,6 +184,7 @@ static kbackend *lay_out(layout *l, const kbackend_spec *s, const char *key, siz
     const char *cli = put_str(l, s->cli, strlen(s->cli));
     const char *model = s->model ? put_str(l, s->model, strlen(s->model)) : NULL;
     char **dargv = put_argv(l, s->cli, s->daemon_args, s->model);
+    char **aargv = strcmp(s->protocol, "auto") == 0 ? put_argv(l, s->cli, s->acp_args, s->model) : NULL;
     char **oargv = put_argv(l, s->cli, s->oneshot_args, s->model);
     char **env = put_env(l, s->env);
     if (b) {
@@ -189,6 +195,7 @@ static kbackend *lay_out(layout *l, const kbackend_spec *s, const char *key, siz
         b->cli = cli;
         b->model = model;
         b->daemon_argv = dargv;
+        b->alt_argv = aargv;
         b->oneshot_argv = oargv;
         b->env = env;
     }
@@ -250,7 +257,8 @@ static int make_room(kbackends *set)
 
 kbackend *kbackend_get(kbackends *set, const kbackend_spec *spec, char *err, size_t errlen)
 {
-    const kproto_ops *proto = kproto_find(spec->protocol);
+    int detect = strcmp(spec->protocol, "auto") == 0;
+    const kproto_ops *proto = detect ? &kproto_jsonl : kproto_find(spec->protocol);
     if (!proto) {
         snprintf(err, errlen, "unknown protocol '%s'", spec->protocol);
         return NULL;
@@ -279,6 +287,7 @@ kbackend *kbackend_get(kbackends *set, const kbackend_spec *spec, char *err, siz
     b->set = set;
     b->refs = 1;
     b->proto = proto;
+    b->alt_proto = detect ? &kproto_acp : NULL;
     uv_timer_init(set->core->loop, &b->linger);
     b->linger.data = b;
     klist_insert_tail(&set->all, &b->link);
@@ -308,11 +317,23 @@ const char *kbackend_key(const kbackend *b, size_t *len)
     return b->key;
 }
 
+/* Its pool found which protocol the CLI speaks (protocol auto): the
+ * backend's next pools start that way at once. */
+static void protocol_settled(void *ud, char *const *argv, const kproto_ops *proto)
+{
+    kbackend *b = ud;
+    b->daemon_argv = (char **)argv;
+    b->proto = proto;
+    b->alt_argv = NULL;
+    b->alt_proto = NULL;
+}
+
 void kbackend_submit_daemon(kbackend *b, kreq *r)
 {
     kcore *core = b->set->core;
     if (!b->pool) {
-        kpool_spec spec = { b->cli, b->model, b->daemon_argv, b->env, b->proto };
+        kpool_spec spec = { b->cli,      b->model,     b->daemon_argv,   b->env, b->proto,
+                            b->alt_argv, b->alt_proto, protocol_settled, b };
         b->pool = kpool_new(core, &spec);
     }
     core->stats.daemon_requests++;

@@ -15,10 +15,11 @@
 #include "request.h"
 
 typedef struct kbackend_spec {
-    const char *cli, *model, *protocol;
-    const char *const *daemon_args;  /* NULL-terminated */
-    const char *const *oneshot_args; /* NULL-terminated */
-    const char *const *env;          /* extra KEY=VALUE, NULL-terminated */
+    const char *cli, *model, *protocol; /* protocol: jsonl, acp, or auto */
+    const char *const *daemon_args;     /* NULL-terminated */
+    const char *const *acp_args;        /* auto: an ACP agent's, for a CLI with no `daemon` */
+    const char *const *oneshot_args;    /* NULL-terminated */
+    const char *const *env;             /* extra KEY=VALUE, NULL-terminated */
 } kbackend_spec;
 
 typedef struct kbackend kbackend;
@@ -33,7 +34,10 @@ typedef struct kbackends {
 
 void kbackends_init(kbackends *set, kcore *core);
 /* Found or created, and held (one reference for the caller). NULL with a
- * message when max_backends are in use, or the protocol is unknown. */
+ * message when max_backends are in use, or the protocol is unknown.
+ * Protocol auto: daemon_args with JSON Lines, and where the CLI has no such
+ * subcommand (its daemon exits with status 2 before answering), acp_args
+ * with ACP; what worked is remembered while the backend lives. */
 kbackend *kbackend_get(kbackends *set, const kbackend_spec *spec, char *err, size_t errlen);
 void kbackend_ref(kbackend *b);
 void kbackend_unref(kbackend *b);

@@ -97,6 +97,30 @@ static void fail_all(kdaemon *d, const char *reason)
     shrink(d);
 }
 
+/* Every request on the wire goes back to the owner, unanswered (a daemon
+ * that never answered: they start anew elsewhere). */
+static void take_back(kdaemon *d)
+{
+    while (d->count) {
+        kdaemon_slot s = d->slots[d->head];
+        d->head = (d->head + 1) % DAEMON_MAX_DEPTH;
+        d->count--;
+        if (!s.r)
+            continue;
+        unpause(d, s.r);
+        if (s.r->internal)
+            d->probes--;
+        kreq_clear_carrier(s.r);
+        if (s.r->internal) /* a probe of a daemon that is gone has nothing to probe */
+            kreq_end(s.r, KERR_CRASHED, "the daemon went before it answered");
+        else
+            d->cbs->requeue(d->owner, s.r);
+        kreq_unref(s.r);
+    }
+    d->drains = 0;
+    shrink(d);
+}
+
 /* The reply at the head of the line is complete. */
 static void finish(kdaemon *d, const char *code, const char *msg)
 {
@@ -338,8 +362,12 @@ static void on_end(void *ud, int64_t status, int sig)
         d->cbs->stopping(d->owner, d);
     }
     d->proc = NULL;
-    d->cbs->exited(d->owner, d, !planned, d->started, reason);
-    fail_all(d, reason);
+    d->exit_status = (long long)status;
+    d->exit_signal = sig;
+    if (d->cbs->exited(d->owner, d, !planned, d->started, reason))
+        take_back(d);
+    else
+        fail_all(d, reason);
     kjsonl_free(&d->fr);
     kbuf_free(&d->acc);
     if (d->proto->state_free)

@@ -27,8 +27,11 @@ typedef struct kdaemon_cbs {
     void (*answered)(void *owner, kdaemon *d);     /* a reply came: its backend works */
     void (*stopping)(void *owner, kdaemon *d);     /* it takes no more requests */
     /* It exited: `fault` when it was not asked to, `started` when it had
-     * answered in its protocol at least once. */
-    void (*exited)(void *owner, kdaemon *d, int fault, int started, const char *reason);
+     * answered in its protocol at least once (d->exit_status, d->exit_signal
+     * say how). Returns 1 to take back the requests on its wire (requeue,
+     * once each) instead of failing them: the owner will start them anew. */
+    int (*exited)(void *owner, kdaemon *d, int fault, int started, const char *reason);
+    void (*requeue)(void *owner, kreq *r);
     void (*freed)(void *owner); /* the last callback: the daemon's memory is gone */
 } kdaemon_cbs;
 
@@ -70,6 +73,8 @@ struct kdaemon {
     kbuf acc;                             /* the head's reply, when not streamed, until it ends */
     kreq *pauser;                         /* the request whose reader asked the output to wait */
     uint64_t served, t_spawn, t_sent, t_idle;
+    long long exit_status; /* once exited: its status, or the signal that ended it */
+    int exit_signal;
     uv_timer_t timer; /* idle shrink, or the drain bound */
     klist link;       /* in its owner's list */
     char why[256];    /* why we stopped it */

@@ -314,17 +314,37 @@ static void on_daemon_stopping(void *owner, kdaemon *d)
     unstrand(p);
 }
 
-static void on_daemon_exited(void *owner, kdaemon *d, int fault, int started, const char *reason)
+static int on_daemon_exited(void *owner, kdaemon *d, int fault, int started, const char *reason)
 {
     kpool *p = owner;
     klist_remove(&d->link);
     if (p->closing || !fault)
-        return;
+        return 0;
+    if (!started && p->spec.alt_proto && !d->exit_signal && d->exit_status == 2) {
+        /* protocol auto: no such subcommand. The other protocol, at once,
+         * for the requests it held too; remembered by the backend. */
+        klog(KLOG_INFO, "kiro.provider", "`%s %s`: no such subcommand (%s); speaking %s instead: %s %s",
+             p->cli, p->spec.argv[1] ? p->spec.argv[1] : "", reason, p->spec.alt_proto->name,
+             p->spec.alt_argv[0], p->spec.alt_argv[1] ? p->spec.alt_argv[1] : "");
+        p->spec.argv = p->spec.alt_argv;
+        p->spec.proto = p->spec.alt_proto;
+        p->spec.alt_argv = NULL;
+        p->spec.alt_proto = NULL;
+        if (p->spec.switched)
+            p->spec.switched(p->spec.ud, p->spec.argv, p->spec.proto);
+        return 1;
+    }
     if (started)
         p->core->stats.daemon_restarts++;
     else
         p->core->stats.daemon_start_failures++;
     record_failure(p, reason);
+    return 0;
+}
+
+static void on_daemon_requeue(void *owner, kreq *r)
+{
+    kpool_submit(owner, r);
 }
 
 static void on_daemon_freed(void *owner)
@@ -333,8 +353,8 @@ static void on_daemon_freed(void *owner)
 }
 
 static const kdaemon_cbs daemon_cbs = {
-    on_daemon_idle,     on_daemon_idle_expired, on_daemon_answered,
-    on_daemon_stopping, on_daemon_exited,       on_daemon_freed,
+    on_daemon_idle,   on_daemon_idle_expired, on_daemon_answered, on_daemon_stopping,
+    on_daemon_exited, on_daemon_requeue,      on_daemon_freed,
 };
 
 int kpool_busy(const kpool *p)

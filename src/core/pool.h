@@ -24,6 +24,13 @@ typedef struct kpool_spec {
     char *const *argv;
     char *const *env;
     const kproto_ops *proto;
+    /* protocol auto: where a daemon exits with status 2 (a usage error: the
+     * CLI has no such subcommand) before it answered, daemons start this
+     * way instead, and switched(ud) tells the owner (once). */
+    char *const *alt_argv;
+    const kproto_ops *alt_proto;
+    void (*switched)(void *ud, char *const *argv, const kproto_ops *proto);
+    void *ud;
 } kpool_spec;
 
 kpool *kpool_new(kcore *core, const kpool_spec *spec);

@@ -102,7 +102,8 @@ static const luaL_Reg backend_methods[] = {
     { NULL, NULL },
 };
 
-/* core.backend{ cli=, model=, protocol=, daemon_args=, oneshot_args=, env= }
+/* core.backend{ cli=, model=, protocol= (jsonl, acp or auto), daemon_args=,
+ *               acp_args= (auto: an ACP agent's), oneshot_args=, env= }
  *   -> handle, or nil, message, "overloaded" (max_backends in use) */
 static int l_backend(lua_State *L)
 {
@@ -116,9 +117,10 @@ static int l_backend(lua_State *L)
     spec.protocol = opt_str(L, 1, "protocol", "jsonl");
     if (!spec.cli || !*spec.cli)
         return luaL_error(L, "backend: cli is required");
-    if (!kproto_find(spec.protocol))
+    if (!kproto_find(spec.protocol) && strcmp(spec.protocol, "auto") != 0)
         return luaL_error(L, "backend: unknown protocol '%s'", spec.protocol);
     spec.daemon_args = scratch_strings(L, 1, 2, "daemon_args", 0);
+    spec.acp_args = scratch_strings(L, 1, 2, "acp_args", 0);
     spec.oneshot_args = scratch_strings(L, 1, 2, "oneshot_args", 0);
     spec.env = scratch_strings(L, 1, 2, "env", 1);
     lbackend *h = lua_newuserdatauv(L, sizeof *h, 0);
