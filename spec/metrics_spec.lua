@@ -46,6 +46,34 @@ describe("metrics", function()
     assert.is_not_nil(sample(text, "kiro_queue_depth"))
   end)
 
+  it("counts requests by protocol, ACP permission decisions and auth failures", function()
+    local kiro = H.setup({ KIRO_SIM_ACP_PERMISSION = 1 }, { protocol = "acp" })
+    local function counts()
+      local text = kiro.metrics()
+      return {
+        jsonl = sample(text, "kiro_daemon_requests_total", { protocol = "jsonl" }),
+        acp = sample(text, "kiro_daemon_requests_total", { protocol = "acp" }),
+        asked = sample(text, "kiro_permission_requests_total"),
+        defaults = sample(text, "kiro_permission_defaults_total"),
+        allow = sample(text, "kiro_permission_decisions_total", { outcome = "allow" }) or 0,
+        option = sample(text, "kiro_permission_decisions_total", { outcome = "option" }) or 0,
+        auth = sample(text, "kiro_auth_failures_total"),
+      }, text
+    end
+    local c0 = counts()
+    kiro.chat("a")                                              -- the default answers
+    kiro.chat("b", { permission = function() return "allow" end })
+    kiro.chat("c", { permission = function() return "sim-reject" end })
+    kiro.chat("d", { protocol = "jsonl" })
+    local c, text = counts()
+    assert.are.same({ jsonl = c0.jsonl + 1, acp = c0.acp + 3, asked = c0.asked + 3, defaults = c0.defaults + 1,
+                      allow = c0.allow + 1, option = c0.option + 1, auth = c0.auth }, c)
+    kiro = H.setup({ KIRO_SIM_FAULT = "auth" }, { protocol = "acp" })
+    kiro.chat("e")
+    assert.are.equal(c0.auth + 1, counts().auth)
+    assert(promtool_check(text))
+  end)
+
   it("counts fallbacks by reason and failures by outcome", function()
     local kiro = H.setup({ KIRO_SIM_FAULT = "no-daemon,no-acp" }, { log = "error" })
     kiro.chat("x")

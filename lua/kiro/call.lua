@@ -327,6 +327,8 @@ function Call:decide(token, question)
   local hook = self.opts.permission or cfg.permission
   local ok, answer = pcall(hook, question)
   local option = ok and option_for(question.options, answer) or nil
+  M().permission(not ok and "error" or not option and "cancelled"
+    or (answer == "allow" or answer == "reject") and answer or "option")
   if ok and not option then
     core.log("warn", "kiro.provider", ("permission hook answered %q, which names no option: cancelled")
       :format(tostring(answer)))

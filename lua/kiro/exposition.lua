@@ -12,7 +12,7 @@ local recorder
 
 --- The per-request families, registered on first use.
 ---@return table recorder with first(backend, mode, seconds),
----  finished(backend, model, mode, outcome, seconds), fallback(code)
+---  finished(backend, model, mode, outcome, seconds), fallback(code), permission(outcome)
 function exposition.requests()
   if recorder then return recorder end
   local requests = metrics.counter("kiro_requests_total",
@@ -24,6 +24,9 @@ function exposition.requests()
     "Time from the call to the first chunk handed to the caller.", { "backend", "mode" })
   local fallbacks = metrics.counter("kiro_fallbacks_total",
     "Requests served another way after a failure, by the failure's code.", { "reason" })
+  local permissions = metrics.counter("kiro_permission_decisions_total",
+    "ACP permission requests decided by a permission hook, by outcome (allow, reject, option, cancelled, error).",
+    { "outcome" })
   -- Every request passes here: the series it names are found with plain
   -- lookups (metrics.at2, at4), and made by metrics.at only the first time.
   local at, at2, at4, add, record = metrics.at, metrics.at2, metrics.at4, metrics.add, metrics.record
@@ -34,6 +37,7 @@ function exposition.requests()
       record(at2(duration, backend, mode), s)
     end,
     fallback = function(code) add(at(fallbacks, code)) end,
+    permission = function(outcome) add(at(permissions, outcome)) end,
   }
   return recorder
 end
@@ -97,6 +101,14 @@ function exposition.render(s, version)
     counter("kiro_probes_total", "Active health probes sent.", s.probes),
     counter("kiro_probe_failures_total", "Active health probes that failed.", s.probe_failures),
     counter("kiro_retries_total", "Requests the policy sent to the daemon pool again.", s.retries),
+    { name = "kiro_daemon_requests_total", kind = "counter",
+      help = "Requests sent to daemons, by the protocol they spoke (jsonl, acp).", labels = { "protocol" },
+      samples = { { { "jsonl" }, s.daemon_requests - s.acp_requests }, { { "acp" }, s.acp_requests } } },
+    counter("kiro_auth_failures_total", "Requests an ACP agent refused for want of credentials.", s.auth_failures),
+    counter("kiro_permission_requests_total", "Permission requests from ACP agents.", s.permission_requests),
+    counter("kiro_permission_defaults_total",
+      "Permission requests answered by the default (the first reject option): no hook was set.",
+      s.permission_defaults),
     counter("kiro_cache_hits_total", "Response cache hits.", c.hits),
     counter("kiro_cache_misses_total", "Response cache misses.", c.misses),
     counter("kiro_cache_evictions_total", "Response cache entries evicted (bytes bound or TTL).", c.evictions),

@@ -42,6 +42,10 @@ typedef struct kstats {
     uint64_t daemon_requests, oneshot_requests;
     uint64_t daemon_starts, daemon_restarts, daemon_start_failures;
     uint64_t health_failures, probes, probe_failures;
+    uint64_t acp_requests;        /* daemon requests that were ACP turns */
+    uint64_t auth_failures;       /* requests an agent refused for want of credentials */
+    uint64_t permission_requests; /* permission requests from agents */
+    uint64_t permission_defaults; /* ...answered by the default (reject), no hook asked */
 } kstats;
 
 typedef struct kcore {

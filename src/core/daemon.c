@@ -145,6 +145,8 @@ static void finish(kdaemon *d, const char *code, const char *msg)
         klog(KLOG_DEBUG, "kiro.provider", "Received response in %llums",
              (unsigned long long)(uv_now(d->core->loop) - s.r->t_start));
         d->cbs->answered(d->owner, d);
+        if (code && strcmp(code, KERR_AUTH) == 0)
+            d->core->stats.auth_failures++;
         if (code)
             kreq_end(s.r, code, "%s", msg);
         else
@@ -199,11 +201,15 @@ static void on_update(void *ud, const char *json, size_t n)
         kreq_update(s->r, json, n);
 }
 
+/* A question from the backend (once per question): does the caller decide? */
 static int on_asks(void *ud)
 {
     kdaemon *d = ud;
     kdaemon_slot *s = head_slot(d);
-    return s && s->r && s->r->asks;
+    int asks = s && s->r && s->r->asks;
+    d->core->stats.permission_requests++;
+    d->core->stats.permission_defaults += !asks;
+    return asks;
 }
 
 static void on_ask(void *ud, int token, const char *json, size_t n)
@@ -433,6 +439,7 @@ void kdaemon_assign(kdaemon *d, kreq *r)
     d->slots[(d->head + d->count) % DAEMON_MAX_DEPTH] = (kdaemon_slot){ r, r->stream };
     d->count++;
     d->probes += r->internal;
+    d->core->stats.acp_requests += d->proto == &kproto_acp && !r->internal;
     update_state(d);
     d->t_sent = uv_now(d->core->loop);
     kreq_ref(r);

@@ -415,7 +415,8 @@ static void on_agent_request(acp *a, json_t *id, const char *method, json_t *par
     for (int i = 0; i < ACP_QUESTIONS && slot < 0; i++)
         if (!a->asked[i].token)
             slot = i;
-    if (strcmp(method, "session/request_permission") == 0 && slot >= 0 && sink->asks(sink->ud)) {
+    int permission = strcmp(method, "session/request_permission") == 0;
+    if (permission && slot >= 0 && sink->asks(sink->ud)) {
         /* The caller decides: the question goes up, the answer comes back
          * through acp_answer. */
         if (++a->next_token <= 0)
@@ -427,7 +428,7 @@ static void on_agent_request(acp *a, json_t *id, const char *method, json_t *par
         free(text);
         return;
     }
-    if (strcmp(method, "session/request_permission") == 0) {
+    if (permission) {
         /* No one to ask: the first option that rejects, else cancelled. */
         const char *choice = NULL;
         size_t i;

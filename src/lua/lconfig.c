@@ -194,7 +194,7 @@ static int l_stats(lua_State *L)
 {
     lrt *x = get_lrt(L);
     kstats *s = &x->rt->core.stats;
-    lua_createtable(L, 0, 16);
+    lua_createtable(L, 0, 26);
     SET("requests", s->requests);
     SET("ok", s->ok);
     SET("errors", s->errors);
@@ -209,6 +209,10 @@ static int l_stats(lua_State *L)
     SET("health_failures", s->health_failures);
     SET("probes", s->probes);
     SET("probe_failures", s->probe_failures);
+    SET("acp_requests", s->acp_requests);
+    SET("auth_failures", s->auth_failures);
+    SET("permission_requests", s->permission_requests);
+    SET("permission_defaults", s->permission_defaults);
     SET("in_flight", x->rt->core.nrequests);
     SET("children", kproc_live_count());
     lua_newtable(L);
