@@ -8,16 +8,21 @@ missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
+# node and npm run the ACP SDK's example agent (the specs' third-party ACP
+# peer): Debian's, unless the machine has them already.
+command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
 if [ -z "$missing" ]; then
-  echo "scripts/deps.sh: all dependencies present"
-  exit 0
-fi
-if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/deps.sh: all packages present"
+elif [ "$(id -u)" -ne 0 ]; then
   echo "scripts/deps.sh: missing:$missing; run this as root (it uses apt-get)" >&2
   exit 2
+else
+  echo "scripts/deps.sh: installing:$missing"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # shellcheck disable=SC2086
+  apt-get install -y -qq --no-install-recommends $missing
 fi
-echo "scripts/deps.sh: installing:$missing"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-# shellcheck disable=SC2086
-apt-get install -y -qq --no-install-recommends $missing
+# The example agent, from the npm registry (idempotent; offline once built).
+sh "$(dirname "$0")/acp-example-agent.sh"
