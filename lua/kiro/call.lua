@@ -78,6 +78,8 @@ function call.check_opts(fname, prompt, opts)
       if type(v) ~= "boolean" then bad("cache must be a boolean") end
     elseif k == "on_update" or k == "permission" then
       if type(v) ~= "function" then bad(k .. " must be a function") end
+    elseif k == "session" then
+      if type(v) ~= "string" or #v == 0 or #v > 256 then bad("session must be a string of 1 to 256 bytes") end
     elseif k == "stream" and fname == "kiro.call" then
       if type(v) ~= "boolean" then bad("stream must be a boolean") end
     elseif k == "timeout_ms" or k == "first_chunk_timeout_ms" or k == "stall_timeout_ms" then
@@ -130,7 +132,7 @@ function call.open(prompt, opts, stream, backend, owned)
   local mode, mode_err = opts.mode, nil
   if not mode then mode, mode_err = config.mode() end
   -- One table per call, sized once: every field a call uses on its way
-  -- (17) is named here, and its reply's chunks queue up in its array part
+  -- (18) is named here, and its reply's chunks queue up in its array part
   -- (self[head..tail]). The call is also its own wait record (woken, task)
   -- and says how to make its request (mode, stream, limits: core.request).
   -- code: nil while an attempt is under way, false once it succeeded.
@@ -143,6 +145,7 @@ function call.open(prompt, opts, stream, backend, owned)
     code = nil, msg = nil, head = 1, tail = 0, seen = nil,
     -- An agent's permission requests come to Lua when a hook decides them.
     asks = (opts.permission or cfg.permission) and true or nil,
+    session = opts.session, -- an ACP conversation's key (core.request reads it)
   }, Call)
   if opts ~= NO_OPTS then -- the request's own limits; absent, the configured ones
     c.timeout_ms = opts.timeout_ms

@@ -9,7 +9,7 @@
 --   the caller's level, as Lua's own functions do.
 --
 -- Codes: timeout, spawn, crashed, protocol, backend, cancelled, overloaded,
--- closed, auth, config.
+-- closed, auth, session_lost, config.
 
 local M = {}
 

@@ -142,6 +142,9 @@ end
 function Reader.pause() end
 
 local function cacheable(prompt, opts)
+  -- A conversation's turn, or a call that watches its agent's updates or
+  -- answers its questions, is its own: never shared, never from the cache.
+  if opts.session or opts.on_update or opts.permission then return false end
   if opts.cache ~= nil then return opts.cache end
   local p = cfg.policy
   if type(p) == "table" and type(p.cacheable) == "function" then
@@ -162,7 +165,7 @@ function flight.open(prompt, opts, stream)
   if not cacheable(prompt, opts) then return call.open(prompt, opts, stream) end
   local cli, model = call.cli_of(opts), call.model_of(opts)
   local backend, owned
-  if cli then backend, owned = config.backend(cli, model, opts.env) end
+  if cli then backend, owned = config.backend(cli, model, opts.env, opts.protocol) end
   if not backend then return call.open(prompt, opts, stream) end -- it fails the same way
   local key = backend:key() .. "\0" .. prompt
   local f = flights[key]

@@ -41,6 +41,8 @@ function policy.decide(failure)
   if failure.delivered then
     return "fail"
   end
+  -- A conversation's turn cannot go to a one-off CLI run: it has no past.
+  if failure.opts and failure.opts.session then return "fail" end
   if failure.mode == "daemon" and failure.requested_mode == "auto"
      and policy.fallback_codes[failure.code] then
     return "oneshot"

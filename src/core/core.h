@@ -35,6 +35,8 @@ typedef struct kconfig {
     /* A request's limits unless it sets its own (0: none): the whole reply,
      * the first chunk, and the longest silence while output is awaited. */
     uint64_t timeout_ms, first_chunk_timeout_ms, stall_timeout_ms;
+    int session_max;          /* conversations (opts.session) a pool keeps */
+    uint64_t session_idle_ms; /* a conversation unused this long is over */
 } kconfig;
 
 typedef struct kstats {

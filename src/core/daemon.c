@@ -427,7 +427,7 @@ void kdaemon_assign(kdaemon *d, kreq *r)
 {
     kbuf out = { 0 };
     const char *err = NULL;
-    if (d->proto->encode(d->pstate, r->prompt, r->prompt_len, r->stream, &out, &err) != 0) {
+    if (d->proto->encode(d->pstate, r->prompt, r->prompt_len, r->stream, r->session, &out, &err) != 0) {
         kbuf_free(&out);
         kreq_end(r, KERR_PROTOCOL, "%s", err);
         return;
@@ -543,6 +543,12 @@ static void daemon_pause(void *carrier, kreq *r, int on)
         d->pauser = r;
         kproc_pause_output(d->proc, 1);
     }
+}
+
+void kdaemon_forget(kdaemon *d, const char *session)
+{
+    if (d->proto->forget)
+        d->proto->forget(d->pstate, session);
 }
 
 void kdaemon_fail(kdaemon *d, const char *why)

@@ -92,6 +92,8 @@ int kdaemon_idle(const kdaemon *d);
 /* Orderly stop (stdin closed, then signals). `fault`: why, when it misbehaved. */
 void kdaemon_stop(kdaemon *d, const char *fault);
 void kdaemon_arm_idle(kdaemon *d, uint64_t ms);
+/* The conversation `session` is over: its protocol forgets it. */
+void kdaemon_forget(kdaemon *d, const char *session);
 /* The daemon is unhealthy: its request fails, it is killed and replaced. */
 void kdaemon_fail(kdaemon *d, const char *why);
 /* Sends the configured probe prompt; a probe that times out replaces it. */

@@ -1,6 +1,7 @@
 #include "pool.h"
 
 #include <assert.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,16 @@
 #include "log.h"
 
 #define RESTART_RING 64
+
+/* A conversation (opts.session): the agent that holds it, or why it is
+ * over. Every turn of it goes to that agent. */
+typedef struct kconv {
+    klist link;
+    char *key;
+    kdaemon *d; /* NULL once lost */
+    uint64_t t_used;
+    char lost[256]; /* why it is over; "" while it goes on */
+} kconv;
 
 struct kpool {
     kcore *core;
@@ -28,13 +39,30 @@ struct kpool {
     int refs;         /* its backend's until closed, and one per daemon */
     int closing;
     char last_error[512];
+    klist convs; /* kconv.link, the most recently used first */
+    int nconvs;  /* of them, not lost */
+    int nlost;
 };
 
 static const char *const state_names[] = { "ok", "backoff", "cooldown" };
 
+static void conv_free(kpool *p, kconv *c)
+{
+    klist_remove(&c->link);
+    if (c->lost[0])
+        p->nlost--;
+    else
+        p->nconvs--;
+    free(c->key);
+    free(c);
+}
+
 static void timer_closed(uv_handle_t *h)
 {
     kpool *p = h->data;
+    kconv *c;
+    while ((c = klist_first(&p->convs, kconv, link)))
+        conv_free(p, c);
     free(p->cli);
     free(p->model);
     free(p);
@@ -56,6 +84,7 @@ kpool *kpool_new(kcore *core, const kpool_spec *spec)
     p->model = spec->model ? kstrdup(spec->model) : NULL;
     klist_init(&p->daemons);
     klist_init(&p->queue);
+    klist_init(&p->convs);
     p->refs = 1;
     uv_timer_init(core->loop, &p->timer);
     p->timer.data = p;
@@ -84,6 +113,123 @@ static void queue_abort(void *carrier, kreq *r, enum kreq_abort why)
 
 static kdaemon *spawn_daemon(kpool *p);
 static const char *unavailable_reason(kpool *p, char *buf, size_t n);
+
+/* ---- conversations ---------------------------------------------------- */
+
+static kconv *conv_find(kpool *p, const char *key)
+{
+    klist_foreach (n, &p->convs) {
+        kconv *c = klist_entry(n, kconv, link);
+        if (strcmp(c->key, key) == 0)
+            return c;
+    }
+    return NULL;
+}
+
+/* It is over: its agent forgets it, and the next turn of it hears why (for
+ * session_idle_ms; at most session_max lost ones are remembered). */
+static void conv_lose(kpool *p, kconv *c, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void conv_lose(kpool *p, kconv *c, const char *fmt, ...)
+{
+    if (c->lost[0])
+        return;
+    if (c->d)
+        kdaemon_forget(c->d, c->key);
+    c->d = NULL;
+    c->t_used = uv_now(p->core->loop); /* remembered as lost for session_idle_ms more */
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->lost, sizeof c->lost, fmt, ap);
+    va_end(ap);
+    klog(KLOG_INFO, "kiro.provider", "conversation '%s' on %s is over: %s", c->key, p->cli, c->lost);
+    p->nconvs--;
+    p->nlost++;
+    while (p->nlost > p->core->cfg.session_max) { /* the oldest lost goes */
+        kconv *old = NULL;
+        klist_foreach (n, &p->convs) {
+            kconv *x = klist_entry(n, kconv, link);
+            if (x->lost[0])
+                old = x;
+        }
+        conv_free(p, old);
+    }
+}
+
+/* Turn r of conversation c starts on d. */
+static void conv_assign(kpool *p, kconv *c, kdaemon *d, kreq *r)
+{
+    c->t_used = uv_now(p->core->loop);
+    klist_remove(&c->link);
+    klist_insert_head(&p->convs, &c->link);
+    kdaemon_assign(d, r);
+}
+
+/* A new conversation, held by d; past session_max the least recently used
+ * one is over. */
+static kconv *conv_new(kpool *p, const char *key, kdaemon *d)
+{
+    if (p->nconvs >= p->core->cfg.session_max) {
+        kconv *lru = NULL;
+        klist_foreach (n, &p->convs) {
+            kconv *x = klist_entry(n, kconv, link);
+            if (!x->lost[0])
+                lru = x;
+        }
+        conv_lose(p, lru, "session_max (%d) reached: the least recently used conversation was dropped",
+                  p->core->cfg.session_max);
+    }
+    kconv *c = kcalloc(1, sizeof *c);
+    c->key = kstrdup(key);
+    c->d = d;
+    klist_insert_head(&p->convs, &c->link);
+    p->nconvs++;
+    return c;
+}
+
+/* Where a conversation's turn goes now: 1 (assigned, or ended: lost), 0
+ * (its agent is busy: it waits). */
+static int conv_route(kpool *p, kconv *c, kreq *r)
+{
+    if (c->lost[0]) {
+        kreq_end(r, KERR_SESSION_LOST, "conversation '%s' is over: %s", c->key, c->lost);
+        conv_free(p, c);
+        return 1;
+    }
+    if (kdaemon_room(c->d) == 0)
+        return 0;
+    conv_assign(p, c, c->d, r);
+    return 1;
+}
+
+/* Its conversations end with the daemon (those it never started simply go). */
+static void convs_of_gone_daemon(kpool *p, kdaemon *d)
+{
+    klist_foreach (n, &p->convs) {
+        kconv *c = klist_entry(n, kconv, link);
+        if (c->d != d)
+            continue;
+        if (!d->started) {
+            conv_free(p, c);
+            continue;
+        }
+        c->d = NULL; /* its protocol state goes with it: nothing to forget */
+        conv_lose(p, c, "the agent that held it (pid %d) went away", d->pid);
+    }
+}
+
+static void convs_expire(kpool *p)
+{
+    uint64_t now = uv_now(p->core->loop), idle = p->core->cfg.session_idle_ms;
+    klist_foreach (n, &p->convs) {
+        kconv *c = klist_entry(n, kconv, link);
+        if (now - c->t_used < idle)
+            continue;
+        if (c->lost[0])
+            conv_free(p, c);
+        else
+            conv_lose(p, c, "unused for %llu ms (session_idle_ms)", (unsigned long long)idle);
+    }
+}
 
 /* Requests that would only wait for a daemon that cannot come soon fail fast
  * with `spawn`, so the policy can serve them another way. */
@@ -146,16 +292,35 @@ static void top_up(kpool *p)
             break;
 }
 
+/* Serves the queue in order: a request goes to a daemon with room, and a
+ * conversation's turn to the daemon that holds it (while that one is busy,
+ * the turn waits and those behind it go on). */
 static void dispatch(kpool *p)
 {
-    kreq *r;
-    while ((r = klist_first(&p->queue, kreq, queue))) {
-        kdaemon *d = pick(p);
-        if (!d)
-            break;
+    int spawnable = 1;
+    klist_foreach (n, &p->queue) {
+        kreq *r = klist_entry(n, kreq, queue);
+        kconv *c = r->session ? conv_find(p, r->session) : NULL;
+        if (c) {
+            if (!c->lost[0] && kdaemon_room(c->d) == 0)
+                continue;
+            dequeue(p, r);
+            kreq_clear_carrier(r);
+            conv_route(p, c, r); /* assigned, or ended (lost) */
+            kreq_unref(r);
+            continue;
+        }
+        kdaemon *d = spawnable ? pick(p) : NULL;
+        if (!d) {
+            spawnable = 0; /* no daemon for the rest: only conversations may go on */
+            continue;
+        }
         dequeue(p, r);
         kreq_clear_carrier(r);
-        kdaemon_assign(d, r);
+        if (r->session)
+            conv_assign(p, conv_new(p, r->session, d), d, r);
+        else
+            kdaemon_assign(d, r);
         kreq_unref(r);
     }
 }
@@ -175,9 +340,15 @@ static const char *unavailable_reason(kpool *p, char *buf, size_t n)
 void kpool_submit(kpool *p, kreq *r)
 {
     char why[768];
-    kdaemon *d = pick(p);
-    if (d) {
-        kdaemon_assign(d, r);
+    kconv *c = r->session ? conv_find(p, r->session) : NULL;
+    kdaemon *d = NULL;
+    if (c && conv_route(p, c, r))
+        return;
+    if (!c && (d = pick(p))) {
+        if (r->session)
+            conv_assign(p, conv_new(p, r->session, d), d, r);
+        else
+            kdaemon_assign(d, r);
         top_up(p);
         return;
     }
@@ -308,7 +479,7 @@ static void on_daemon_answered(void *owner, kdaemon *d)
 static void on_daemon_stopping(void *owner, kdaemon *d)
 {
     kpool *p = owner;
-    (void)d;
+    convs_of_gone_daemon(p, d);
     p->live--;
     assert(p->live >= 0);
     unstrand(p);
@@ -373,6 +544,7 @@ void kpool_health_check(kpool *p)
 {
     kconfig *c = &p->core->cfg;
     uint64_t now = uv_now(p->core->loop);
+    convs_expire(p);
     klist_foreach (n, &p->daemons) {
         kdaemon *d = klist_entry(n, kdaemon, link);
         if (d->state == KD_STOPPING || !d->proc)

@@ -50,9 +50,11 @@ typedef struct kproto_ops {
     /* The bytes to send when the backend starts (a handshake). May be NULL. */
     void (*start)(void *state, kbuf *out);
     /* Appends the bytes of one request to `out` (none, when the protocol
-     * sends it later). Returns 0, or -1 with *err set to a static message
-     * when the prompt cannot be carried. */
-    int (*encode)(void *state, const char *prompt, size_t len, int stream, kbuf *out, const char **err);
+     * sends it later). `session`: a conversation's key (NULL: an independent
+     * request). Returns 0, or -1 with *err set to a static message when the
+     * request cannot be carried. */
+    int (*encode)(void *state, const char *prompt, size_t len, int stream, const char *session, kbuf *out,
+                  const char **err);
     void (*decode)(void *state, const char *line, size_t len, const kproto_sink *sink);
     /* The request `pos` places behind the oldest on the wire is abandoned
      * (cancelled, timed out): appends what tells the backend, if anything.
@@ -63,6 +65,9 @@ typedef struct kproto_ops {
      * appends what tells the backend. May be NULL (a protocol that never
      * asks). */
     void (*answer)(void *state, int token, const char *option, kbuf *out);
+    /* The conversation `session` is over: the protocol forgets it. May be
+     * NULL (a protocol without sessions). */
+    void (*forget)(void *state, const char *session);
     /* Per-connection state, for protocols that keep sessions (may be NULL). */
     void *(*state_new)(void);
     void (*state_free)(void *state);

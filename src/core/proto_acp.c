@@ -8,6 +8,11 @@
  * reply, and the `session/prompt` response ends it. Turns are served one at
  * a time, in the order they came: the daemon's reply order holds.
  *
+ * A request that names a conversation (opts.session) goes on in that
+ * conversation's session, made by its first turn; the pool sends every turn
+ * of a conversation to the agent that holds it, and tells the protocol to
+ * forget one that is over.
+ *
  * The session for the next turn is made ahead (a spare: after initialize,
  * and as soon as a turn takes the last one), so a call costs the agent one
  * round trip, not two. A spare that failed is not trusted later: the turn
@@ -46,15 +51,21 @@ typedef struct acp_turn {
     char *prompt; /* until session/prompt carries it */
     size_t len;
     int abandoned;
+    char *key; /* its conversation, or NULL */
 } acp_turn;
 
 typedef struct acp {
     json_int_t next_id;
     json_int_t init_id, new_id, prompt_id; /* requests in flight; -1: none */
     int initialized;
-    int spare_failed;      /* the last session/new failed with no turn waiting */
-    char *spare;           /* a session made ahead, for the next turn */
-    char *session;         /* the running turn's session */
+    int spare_failed; /* the last session/new failed with no turn waiting */
+    char *spare;      /* a session made ahead, for the next turn */
+    char *session;    /* the running turn's session */
+    int borrowed;     /* ...which a conversation owns (conv) */
+    struct {
+        char *key, *sid;
+    } * conv; /* conversations: their keys and sessions */
+    int nconv;
     char *auth_methods;    /* from initialize, for an auth error's message */
     acp_turn q[ACP_QUEUE]; /* the head is the turn being served */
     int head, count;
@@ -75,9 +86,17 @@ static void *acp_new(void)
 static void acp_free(void *state)
 {
     acp *a = state;
-    for (int i = 0; i < a->count; i++)
+    for (int i = 0; i < a->count; i++) {
         free(a->q[(a->head + i) % ACP_QUEUE].prompt);
-    free(a->session);
+        free(a->q[(a->head + i) % ACP_QUEUE].key);
+    }
+    if (!a->borrowed)
+        free(a->session);
+    for (int i = 0; i < a->nconv; i++) {
+        free(a->conv[i].key);
+        free(a->conv[i].sid);
+    }
+    free(a->conv);
     free(a->spare);
     free(a->auth_methods);
     for (int i = 0; i < ACP_QUESTIONS; i++)
@@ -193,6 +212,40 @@ static void send_prompt(acp *a, acp_turn *t, kbuf *out)
     t->prompt = NULL;
 }
 
+/* The session of conversation `key`, or NULL. */
+static char *conv_find(acp *a, const char *key)
+{
+    for (int i = 0; i < a->nconv; i++)
+        if (strcmp(a->conv[i].key, key) == 0)
+            return a->conv[i].sid;
+    return NULL;
+}
+
+/* The conversation `key` holds session sid (taken over) from now on. */
+static void conv_add(acp *a, const char *key, char *sid)
+{
+    a->conv = krealloc(a->conv, (size_t)(a->nconv + 1) * sizeof *a->conv);
+    a->conv[a->nconv].key = kstrdup(key);
+    a->conv[a->nconv].sid = sid;
+    a->nconv++;
+}
+
+static void acp_forget(void *state, const char *key)
+{
+    acp *a = state;
+    for (int i = 0; i < a->nconv; i++) {
+        if (strcmp(a->conv[i].key, key) != 0)
+            continue;
+        if (a->borrowed && a->session == a->conv[i].sid)
+            a->borrowed = 0; /* the running turn keeps it until it ends */
+        else
+            free(a->conv[i].sid);
+        free(a->conv[i].key);
+        a->conv[i] = a->conv[--a->nconv];
+        return;
+    }
+}
+
 /* Starts the head turn when it can start (the agent initialized, a session
  * at hand), and asks for the session after it. An abandoned turn that never
  * reached the agent ends here, unsent (sink: only NULL when the head is a
@@ -203,10 +256,18 @@ static void advance(acp *a, kbuf *out, const kproto_sink *sink)
         acp_turn *t = head(a);
         if (t->abandoned) {
             free(t->prompt);
+            free(t->key);
             a->head = (a->head + 1) % ACP_QUEUE;
             a->count--;
             sink->reply(sink->ud, "", 0, KPROTO_DONE_TRUE);
             continue;
+        }
+        char *sid = t->key ? conv_find(a, t->key) : NULL;
+        if (sid) { /* a conversation goes on */
+            a->session = sid;
+            a->borrowed = 1;
+            send_prompt(a, t, out);
+            return;
         }
         if (a->spare_failed) { /* not trusted: this turn asks afresh */
             a->spare_failed = 0;
@@ -219,6 +280,10 @@ static void advance(acp *a, kbuf *out, const kproto_sink *sink)
         }
         a->session = a->spare;
         a->spare = NULL;
+        if (t->key) { /* a conversation starts: it keeps the session */
+            conv_add(a, t->key, a->session);
+            a->borrowed = 1;
+        }
         send_prompt(a, t, out);
         want_session(a, out);
         return;
@@ -246,8 +311,11 @@ static void end_turn(acp *a, const kproto_sink *sink, const char *code, const ch
         sink->write(sink->ud, out.data, out.len);
     kbuf_free(&out);
     free(t->prompt);
-    free(a->session);
+    free(t->key);
+    if (!a->borrowed)
+        free(a->session);
     a->session = NULL;
+    a->borrowed = 0;
     a->head = (a->head + 1) % ACP_QUEUE;
     a->count--;
     if (code)
@@ -257,7 +325,8 @@ static void end_turn(acp *a, const kproto_sink *sink, const char *code, const ch
     advance_now(a, sink);
 }
 
-static int acp_encode(void *state, const char *prompt, size_t len, int stream, kbuf *out, const char **err)
+static int acp_encode(void *state, const char *prompt, size_t len, int stream, const char *session, kbuf *out,
+                      const char **err)
 {
     acp *a = state;
     size_t esc;
@@ -271,7 +340,7 @@ static int acp_encode(void *state, const char *prompt, size_t len, int stream, k
         return -1;
     }
     acp_turn *t = &a->q[(a->head + a->count) % ACP_QUEUE];
-    *t = (acp_turn){ kmalloc(len ? len : 1), len, 0 };
+    *t = (acp_turn){ kmalloc(len ? len : 1), len, 0, session ? kstrdup(session) : NULL };
     memcpy(t->prompt, prompt, len);
     a->count++;
     if (a->count == 1)
@@ -512,6 +581,7 @@ const kproto_ops kproto_acp = {
     .decode = acp_decode,
     .abandon = acp_abandon,
     .answer = acp_answer,
+    .forget = acp_forget,
     .state_new = acp_new,
     .state_free = acp_free,
 };

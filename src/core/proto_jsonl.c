@@ -6,8 +6,13 @@
 
 #include "jsonstr.h"
 
-static int jsonl_encode(void *state, const char *prompt, size_t len, int stream, kbuf *out, const char **err)
+static int jsonl_encode(void *state, const char *prompt, size_t len, int stream, const char *session,
+                        kbuf *out, const char **err)
 {
+    if (session) {
+        *err = "opts.session needs an ACP agent; this backend speaks JSON Lines";
+        return -1;
+    }
     static const char head[] = "{\"prompt\":\"";
     const char *tail = stream ? "\",\"stream\":true}\n" : "\",\"stream\":false}\n";
     size_t esc, tl = strlen(tail);

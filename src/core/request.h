@@ -30,7 +30,8 @@ typedef struct kreq kreq;
 #define KERR_CANCELLED "cancelled"
 #define KERR_OVERLOADED "overloaded"
 #define KERR_CLOSED "closed"
-#define KERR_AUTH "auth" /* the backend needs credentials (ACP -32000) */
+#define KERR_AUTH "auth"                 /* the backend needs credentials (ACP -32000) */
+#define KERR_SESSION_LOST "session_lost" /* the agent holding the request's session is gone */
 
 /* Why a carrier loses its request. */
 enum kreq_abort { KABORT_TIMEOUT, KABORT_CANCEL, KABORT_SHUTDOWN };
@@ -65,6 +66,7 @@ struct kreq {
     kcore *core;
     const char *prompt; /* borrowed from the creator: valid until the request ends */
     size_t prompt_len;
+    const char *session; /* a conversation's key (ACP), or NULL; borrowed like the prompt */
     int stream;
     uint64_t timeout_ms, first_chunk_ms, stall_ms; /* 0: none */
     uint64_t t_start, t_activity, t_first_chunk;

@@ -29,6 +29,8 @@ static const kconfig config_defaults = {
     .timeout_ms = 600000,
     .first_chunk_timeout_ms = 120000,
     .stall_timeout_ms = 120000,
+    .session_max = 64,
+    .session_idle_ms = 1800000,
 };
 
 const kconfig *krt_defaults(void)
@@ -78,7 +80,10 @@ static void on_health(uv_timer_t *t)
 
 void krt_health_start(krt *rt)
 {
-    if (rt->core.cfg.health_interval_ms && !uv_is_active((uv_handle_t *)&rt->health))
+    /* Re-armed with the interval as configured now: a shorter one takes
+     * effect at once, 0 stops the checks. */
+    uv_timer_stop(&rt->health);
+    if (rt->core.cfg.health_interval_ms && !rt->shutting_down)
         uv_timer_start(&rt->health, on_health, rt->core.cfg.health_interval_ms, 0);
 }
 

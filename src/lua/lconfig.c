@@ -35,6 +35,8 @@ static const struct cfg_field {
     F(timeout_ms, CFG_U64, 0, MAX_MS),
     F(first_chunk_timeout_ms, CFG_U64, 0, MAX_MS),
     F(stall_timeout_ms, CFG_U64, 0, MAX_MS),
+    F(session_max, CFG_INT, 1, 100000),
+    F(session_idle_ms, CFG_U64, 1, MAX_MS),
 #undef F
 };
 #define NCFG (sizeof cfg_fields / sizeof cfg_fields[0])

@@ -132,6 +132,11 @@ static int l_request(lua_State *L)
     lua_getfield(L, 3, "asks");
     r->asks = lua_toboolean(L, -1);
     lua_pop(L, 1);
+    /* A conversation's key: borrowed from ctx, which is anchored (with the
+     * string) until the request ends. */
+    lua_getfield(L, 3, "session");
+    r->session = lua_tostring(L, -1);
+    lua_pop(L, 1);
     kreq_start(r);
     krt_submit(x->rt, b->b, oneshot, r);
     raise_pending(L, x);
