@@ -112,6 +112,15 @@ do
   r.warm_ratio = util.median(ratios)
 end
 
+-- An ACP agent that takes as long to start as gemini --acp (1250 ms to
+-- answer initialize): the first call starts the server and the agent, the
+-- warm ones find it initialized, with a session made ahead.
+progress("ACP agent at 1250 ms start-up: first call, then warm calls")
+local acp = { KIRO_SIM_STARTUP_MS = "1250", KIRO_PROTOCOL = "acp" }
+r.acp_cold = hyperfine(kiro_rt .. " agent -m Hello", { env = acp, warmup = 0, runs = quick and 2 or 3,
+  prepare = envs(acp) .. " " .. kiro_rt .. " stop" })
+r.acp_warm = hyperfine(kiro_rt .. " agent -m Hello", { env = acp, runs = runs })
+
 progress("10 concurrent agents vs one, 100 ms backend latency, 10 warm daemons")
 serve("--pool-min 10 --pool-max 10", { KIRO_SIM_LATENCY_MS = "100" })
 local lat = { KIRO_SIM_LATENCY_MS = "100", KIRO_RT = kiro_rt }
@@ -151,6 +160,8 @@ local lines = {
   ("warm call / --version exec     %6.2f x   (goal <= 1.3x; median of alternating batches)"):format(r.warm_ratio),
   ("warm call / oneshot            %6.2f %%   (goal <= 5%%)"):format(100 * r.warm / r.oneshot),
   ("10 concurrent / single call    %6.2f x   (goal <= 1.5x)"):format(r.ten / r.single),
+  ("ACP agent, 1250 ms start-up: first call %.1f ms, warm %.2f ms"):format(ms(r.acp_cold), ms(r.acp_warm)),
+  ("warm ACP call / first ACP call %6.2f %%   (goal <= 1%%)"):format(100 * r.acp_warm / r.acp_cold),
   ("server RSS                     %6.2f MiB (goal < 8 MiB)"):format(r.rss / 1048576),
 }
 print(table.concat(lines, "\n"))

@@ -173,6 +173,13 @@ describe("acp", function()
     assert.has_error(function() kiro.chat("e", { on_update = true }) end, "kiro.chat: on_update must be a function")
   end)
 
+  it("a turn that ends other than end_turn says why: a stop_reason update", function()
+    local kiro = H.setup({ KIRO_SIM_ACP_STOP = "max_tokens" }, { protocol = "acp" })
+    local seen = {}
+    assert.are.equal("You said: long", kiro.chat("long", { on_update = function(u) seen[#seen + 1] = u end }))
+    assert.are.same({ { sessionUpdate = "stop_reason", stopReason = "max_tokens" } }, seen)
+  end)
+
   it("a permission request is rejected by default (the first reject option)", function()
     local kiro, log = H.setup({ KIRO_SIM_ACP_PERMISSION = 1 }, { protocol = "acp" })
     assert.are.equal("You said: edit it", kiro.chat("edit it"))

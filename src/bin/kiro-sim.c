@@ -62,6 +62,8 @@ static const char usage[] =
     "                           it (logs event=permission outcome=OPTION|cancelled)\n"
     "  KIRO_SIM_ACP_UPDATES=1   before the reply: a thought, a plan, a tool call and\n"
     "                           its completion; after the first chunk, another thought\n"
+    "  KIRO_SIM_ACP_STOP=REASON the turn's stopReason (default end_turn): refusal,\n"
+    "                           max_tokens, max_turn_requests\n"
     "  KIRO_SIM_ACP_IGNORE_CANCEL=1  keep streaming after session/cancel (as real\n"
     "                           agents sometimes do)\n"
     "  An ACP daemon logs mode=daemon proto=acp; its request event adds session=S\n"
@@ -705,8 +707,11 @@ static void serve_acp_prompt(json_t *id, const char *sid, const char *prompt, si
     /* double-reply: the turn's response twice, in one write. */
     if (fault_on("double-reply", 1))
         trailer = "{\"jsonrpc\":\"2.0\",\"id\":-7,\"result\":{\"stopReason\":\"end_turn\"}}\n";
-    rpc_send(
-        json_pack("{s:O, s:{s:s}}", "id", id, "result", "stopReason", cancelled ? "cancelled" : "end_turn"));
+    const char *stop = getenv("KIRO_SIM_ACP_STOP");
+    rpc_send(json_pack("{s:O, s:{s:s}}", "id", id, "result", "stopReason",
+                       cancelled       ? "cancelled"
+                       : stop && *stop ? stop
+                                       : "end_turn"));
 }
 
 /* The prompt's text blocks, joined (a malloc'd string), or NULL. */

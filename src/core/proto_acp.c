@@ -468,8 +468,17 @@ static void on_response(acp *a, json_int_t id, json_t *msg, const char *line, si
             sink->violation(sink->ud, "session/prompt answered without a stopReason", line, len);
             return;
         }
-        if (strcmp(stop, "end_turn") != 0 && strcmp(stop, "cancelled") != 0)
+        if (strcmp(stop, "end_turn") != 0 && strcmp(stop, "cancelled") != 0) {
+            /* refusal, max_tokens, ...: the reply is whole but not finished;
+             * the caller sees why as an update of kiro's own kind. */
             klog(KLOG_INFO, "kiro.provider", "the agent ended its turn: %s", stop);
+            char *why = NULL;
+            json_t *u = json_pack("{s:s, s:s}", "sessionUpdate", "stop_reason", "stopReason", stop);
+            if (u && (why = json_dumps(u, JSON_COMPACT)))
+                sink->update(sink->ud, why, strlen(why));
+            free(why);
+            json_decref(u);
+        }
         end_turn(a, sink, NULL, NULL);
     } else { /* an answer to nothing asked: what else it says cannot be trusted */
         sink->violation(sink->ud, "a response to no request of ours", line, len);
