@@ -60,7 +60,7 @@ local function hyperfine(cmd, opts)
   if opts.prepare then args[#args + 1] = "--prepare " .. q(opts.prepare) end
   args[#args + 1] = q(cmd)
   sh(envs(opts.env) .. " " .. table.concat(args, " ") .. " >/dev/null")
-  return cjson.decode(assert(util.read(out), "no hyperfine results in " .. out)).results[1].median
+  return cjson.decode((assert(util.read(out), "no hyperfine results in " .. out))).results[1].median
 end
 
 local function status()
