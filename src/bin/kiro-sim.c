@@ -452,10 +452,13 @@ static int read_buffered(void)
     return line_pos < line_have;
 }
 
-static int run_daemon(const char *model)
+/* A long-lived mode starts: as a CLI without the subcommand would refuse it
+ * (fault `absent`), after its start-up delay, or dying at start. Returns -1
+ * to go on, else the exit status. */
+static int start_up(const char *subcommand, const char *absent)
 {
-    if (fault_on("no-daemon", 0)) {
-        fprintf(stderr, "error: unrecognized subcommand 'daemon'\n\nUsage: kiro-cli <COMMAND>\n");
+    if (fault_on(absent, 0)) {
+        fprintf(stderr, "error: unrecognized subcommand '%s'\n\nUsage: kiro-cli <COMMAND>\n", subcommand);
         return 2;
     }
     sleep_ms(env_long("KIRO_SIM_STARTUP_MS", 0));
@@ -465,6 +468,14 @@ static int run_daemon(const char *model)
         sim_log("event=exit status=1");
         return 1;
     }
+    return -1;
+}
+
+static int run_daemon(const char *model)
+{
+    int rc = start_up("daemon", "no-daemon");
+    if (rc >= 0)
+        return rc;
     size_t len;
     char *line;
     while ((line = read_line(&len))) {
@@ -784,17 +795,9 @@ static void acp_message(json_t *m, const char *model)
 
 static int run_acp(const char *model)
 {
-    if (fault_on("no-acp", 0)) {
-        fprintf(stderr, "error: unrecognized subcommand 'acp'\n\nUsage: kiro-cli <COMMAND>\n");
-        return 2;
-    }
-    sleep_ms(env_long("KIRO_SIM_STARTUP_MS", 0));
-    log_start_and_fork();
-    if (fault_on("die-at-start", 0)) {
-        fprintf(stderr, "fatal: simulated start-up failure\n");
-        sim_log("event=exit status=1");
-        return 1;
-    }
+    int rc = start_up("acp", "no-acp");
+    if (rc >= 0)
+        return rc;
     backlog = json_array();
     for (;;) {
         json_t *m;

@@ -75,8 +75,11 @@ static void shrink(kdaemon *d)
         kbuf_free(&d->acc);
 }
 
-/* Every request still on the wire ends: the daemon is gone or going. */
-static void fail_all(kdaemon *d, const char *reason)
+/* Every request still on the wire leaves it: the daemon is gone or going.
+ * With a reason, each ends (`crashed`, or `spawn` if the daemon never
+ * answered); without one, each goes back to the owner unanswered (a daemon
+ * that never answered: they start anew elsewhere; a probe just ends). */
+static void empty_wire(kdaemon *d, const char *reason)
 {
     while (d->count) {
         kdaemon_slot s = d->slots[d->head];
@@ -87,34 +90,16 @@ static void fail_all(kdaemon *d, const char *reason)
         unpause(d, s.r);
         if (s.r->internal)
             d->probes--;
-        if (d->started || s.r->chunks)
-            kreq_end(s.r, KERR_CRASHED, "%s", reason);
-        else
-            kreq_end(s.r, KERR_SPAWN, "daemon failed before answering: %s", reason);
-        kreq_unref(s.r);
-    }
-    d->drains = 0;
-    shrink(d);
-}
-
-/* Every request on the wire goes back to the owner, unanswered (a daemon
- * that never answered: they start anew elsewhere). */
-static void take_back(kdaemon *d)
-{
-    while (d->count) {
-        kdaemon_slot s = d->slots[d->head];
-        d->head = (d->head + 1) % DAEMON_MAX_DEPTH;
-        d->count--;
-        if (!s.r)
-            continue;
-        unpause(d, s.r);
-        if (s.r->internal)
-            d->probes--;
-        kreq_clear_carrier(s.r);
-        if (s.r->internal) /* a probe of a daemon that is gone has nothing to probe */
-            kreq_end(s.r, KERR_CRASHED, "the daemon went before it answered");
-        else
+        if (!reason && !s.r->internal) {
+            kreq_clear_carrier(s.r);
             d->cbs->requeue(d->owner, s.r);
+        } else if (!reason) {
+            kreq_end(s.r, KERR_CRASHED, "the daemon went before it answered");
+        } else if (d->started || s.r->chunks) {
+            kreq_end(s.r, KERR_CRASHED, "%s", reason);
+        } else {
+            kreq_end(s.r, KERR_SPAWN, "daemon failed before answering: %s", reason);
+        }
         kreq_unref(s.r);
     }
     d->drains = 0;
@@ -370,10 +355,7 @@ static void on_end(void *ud, int64_t status, int sig)
     d->proc = NULL;
     d->exit_status = (long long)status;
     d->exit_signal = sig;
-    if (d->cbs->exited(d->owner, d, !planned, d->started, reason))
-        take_back(d);
-    else
-        fail_all(d, reason);
+    empty_wire(d, d->cbs->exited(d->owner, d, !planned, d->started, reason) ? NULL : reason);
     kjsonl_free(&d->fr);
     kbuf_free(&d->acc);
     if (d->proto->state_free)
