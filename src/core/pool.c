@@ -126,8 +126,8 @@ static kconv *conv_find(kpool *p, const char *key)
     return NULL;
 }
 
-/* It is over: its agent forgets it, and the next turn of it hears why (for
- * session_idle_ms; at most session_max lost ones are remembered). */
+/* It is over: its agent forgets it, and the next turn of it hears why (the
+ * session_max most recently lost are remembered until then). */
 static void conv_lose(kpool *p, kconv *c, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void conv_lose(kpool *p, kconv *c, const char *fmt, ...)
 {
@@ -136,7 +136,6 @@ static void conv_lose(kpool *p, kconv *c, const char *fmt, ...)
     if (c->d)
         kdaemon_forget(c->d, c->key);
     c->d = NULL;
-    c->t_used = uv_now(p->core->loop); /* remembered as lost for session_idle_ms more */
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(c->lost, sizeof c->lost, fmt, ap);
@@ -222,11 +221,7 @@ static void convs_expire(kpool *p)
     uint64_t now = uv_now(p->core->loop), idle = p->core->cfg.session_idle_ms;
     klist_foreach (n, &p->convs) {
         kconv *c = klist_entry(n, kconv, link);
-        if (now - c->t_used < idle)
-            continue;
-        if (c->lost[0])
-            conv_free(p, c);
-        else
+        if (!c->lost[0] && now - c->t_used >= idle)
             conv_lose(p, c, "unused for %llu ms (session_idle_ms)", (unsigned long long)idle);
     }
 }
