@@ -138,6 +138,75 @@ describe("acp", function()
     assert.matches("unused for 200 ms %(session_idle_ms%)", msg)
   end)
 
+  it("losing conversations while others are lost already (past session_max) is safe", function()
+    local kiro, log = H.setup({}, { protocol = "acp", session_max = 1, restart_backoff_ms = 10 })
+    assert(kiro.chat("a", { session = "a" }))
+    assert(kiro.chat("b", { session = "b" })) -- a is dropped: [b, a (lost)]
+    local pid = H.daemon_pids(log)[1]
+    os.execute("kill -KILL " .. pid) -- b is lost too, and a goes
+    H.wait_kiro(kiro, function() return #H.daemon_pids(log) == 2 end, "the agent to be replaced")
+    local _, _, code = kiro.chat("b2", { session = "b" })
+    assert.are.equal("session_lost", code)
+    assert(kiro.chat("a2", { session = "a" })) -- forgotten past session_max: a new one
+  end)
+
+  it("an idle agent that holds a conversation is kept past pool_idle_ms", function()
+    local kiro, log = H.setup({}, { protocol = "acp", pool_min = 0, pool_idle_ms = 50 })
+    assert(kiro.chat("one", { session = "s" }))
+    kiro.sleep(200)
+    assert.are.equal("You said: two", kiro.chat("two", { session = "s" }))
+    local ev = H.sim_events(log)
+    assert.are.equal(2, ev[#ev].turn)
+  end)
+
+  it("a turn cancelled before it reached the agent does not cost the agent its life", function()
+    local gate = H.tmpdir() .. "/gate"
+    local kiro, log = H.setup({ KIRO_SIM_GATE = gate }, { protocol = "acp", pipeline_depth = 2, pool_max = 1,
+                                                        drain_ms = 100 })
+    local restarts = kiro.stats().daemon_restarts
+    local first
+    kiro.spawn(function()
+      local parts = {}
+      for c in kiro.stream("long one") do parts[#parts + 1] = c end
+      first = table.concat(parts)
+    end)
+    kiro.spawn(function()
+      local _, _, code = kiro.chat("queued", { timeout_ms = 150 }) -- behind the first, on the same agent
+      assert.are.equal("timeout", code)
+      kiro.sleep(300) -- past drain_ms: the agent must still be there
+      H.write_file(gate, "")
+    end)
+    kiro.run()
+    assert.are.equal("You said: long one", first)
+    assert.are.equal(1, #H.daemon_pids(log))
+    assert.are.equal(restarts, kiro.stats().daemon_restarts)
+  end)
+
+  it("auto: conversations and concurrent first calls wait for the protocol to be known", function()
+    local kiro, log = H.setup({ KIRO_SIM_FAULT = "no-daemon" }, { protocol = "auto", pool_max = 4 })
+    local s0 = kiro.stats()
+    local got = {}
+    for i = 1, 3 do
+      kiro.spawn(function()
+        local r, msg = kiro.chat("c" .. i, i == 1 and { session = "s" } or nil)
+        got[#got + 1] = r or msg
+      end)
+    end
+    kiro.run()
+    table.sort(got)
+    assert.are.same({ "You said: c1", "You said: c2", "You said: c3" }, got)
+    local s = kiro.stats()
+    assert.are.equal(s0.fallbacks, s.fallbacks)
+    assert.are.equal(s0.daemon_start_failures, s.daemon_start_failures)
+    assert.are.equal(0, H.count(H.sim_events(log), { mode = "chat" }))
+    -- A CLI that has `daemon`: a conversation gets the clear error, once that is known.
+    kiro = H.setup({}, { protocol = "auto" })
+    local r, msg, code = kiro.chat("x", { session = "t" })
+    assert.is_nil(r)
+    assert.are.equal("protocol", code)
+    assert.matches("needs an ACP agent", msg)
+  end)
+
   it("a JSON Lines daemon has no conversations: opts.session is a clear error", function()
     local kiro = H.setup({}, { protocol = "jsonl" })
     local r, msg, code = kiro.chat("x", { session = "s" })

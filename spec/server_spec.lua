@@ -107,6 +107,7 @@ describe("kiro-rt server", function()
       { { "-m", "hi", "--bogus" }, "agent: unknown argument '--bogus'" },
       { { "-m", "hi", "--raw=1" }, "agent: unknown argument '1'" },
       { { "-m", "hi" }, "KIRO_USE_DAEMON must be one of", { KIRO_USE_DAEMON = "maybe" } },
+      { { "-m", "hi", "--protocol", "acp" }, "KIRO_PROTOCOL must be auto, jsonl or acp", { KIRO_PROTOCOL = "smtp" } },
     }
     for _, c in ipairs(cases) do
       local e = env

@@ -299,7 +299,7 @@ static void test_acp(void)
     s.decides = 1;
     feed(st, &s,
          "{\"jsonrpc\":\"2.0\",\"id\":\"p1\",\"method\":\"session/request_permission\",\"params\":"
-         "{\"options\":[{\"kind\":\"allow_once\",\"optionId\":\"yes\"}]}}");
+         "{\"sessionId\":\"S1\",\"options\":[{\"kind\":\"allow_once\",\"optionId\":\"yes\"}]}}");
     CHECK(s.token > 0 && strstr(s.question, "\"optionId\":\"yes\"") && s.wrote.len == 0);
     kproto_acp.answer(st, s.token, "yes", &out);
     CHECK(strstr(sent(&s, &out),
@@ -307,7 +307,8 @@ static void test_acp(void)
     kproto_acp.answer(st, s.token, "yes", &out); /* once only */
     CHECK(out.len == 0);
     feed(st, &s,
-         "{\"jsonrpc\":\"2.0\",\"id\":\"p2\",\"method\":\"session/request_permission\",\"params\":{}}");
+         "{\"jsonrpc\":\"2.0\",\"id\":\"p2\",\"method\":\"session/"
+         "request_permission\",\"params\":{\"sessionId\":\"S1\"}}");
     s.decides = 0;
     CHECK(s.dones == 0);
     feed(st, &s, "{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"stopReason\":\"end_turn\"}}");

@@ -47,6 +47,11 @@ static const char *nonempty_env(const char *name)
     return v && *v ? v : NULL;
 }
 
+static int known_protocol(const char *p)
+{
+    return !strcmp(p, "auto") || !strcmp(p, "jsonl") || !strcmp(p, "acp");
+}
+
 /* A whole number in decimal, digits only, from 1 to MAX_MS; 0 otherwise. */
 static long long parse_ms(const char *v)
 {
@@ -109,11 +114,16 @@ static int parse(int argc, char **argv, struct opts *o)
         return -1;
     if (o->model && !*o->model)
         return -1;
-    if (!o->protocol)
-        o->protocol = nonempty_env("KIRO_PROTOCOL");
-    if (o->protocol && strcmp(o->protocol, "auto") && strcmp(o->protocol, "jsonl") &&
-        strcmp(o->protocol, "acp"))
+    /* KIRO_PROTOCOL must be usable even when --protocol overrides it (as
+     * cli.lua checks it); the request always names one (else the server
+     * would use its own). */
+    const char *env_protocol = nonempty_env("KIRO_PROTOCOL");
+    if (env_protocol && !known_protocol(env_protocol))
         return -1; /* a usage error */
+    if (!o->protocol)
+        o->protocol = env_protocol ? env_protocol : "auto";
+    if (!known_protocol(o->protocol))
+        return -1;
     return 0;
 }
 
@@ -172,7 +182,7 @@ static char *request_line(const struct opts *o, const char *cli, size_t *len)
     }
     const char *model = o->model ? o->model : nonempty_env("KIRO_MODEL");
     json_t *backend = json_pack("{s:s, s:s, s:o}", "cli", cli, "mode", o->mode, "env", env);
-    if (backend && o->protocol)
+    if (backend)
         json_object_set_new(backend, "protocol", json_string(o->protocol));
     json_t *prompt = json_string(o->message);
     if (!backend || !prompt || (model && json_object_set_new(backend, "model", json_string(model)) != 0)) {

@@ -94,7 +94,7 @@ static void empty_wire(kdaemon *d, const char *reason)
             kreq_clear_carrier(s.r);
             d->cbs->requeue(d->owner, s.r);
         } else if (!reason) {
-            kreq_end(s.r, KERR_CRASHED, "the daemon went before it answered");
+            kreq_end(s.r, KERR_CANCELLED, "the daemon went before it answered");
         } else if (d->started || s.r->chunks) {
             kreq_end(s.r, KERR_CRASHED, "%s", reason);
         } else {
@@ -469,10 +469,11 @@ static void daemon_abort(void *carrier, kreq *r, enum kreq_abort why)
     kdaemon_slot *s = slot_of(d, r);
     if (!s)
         return;
+    int must_drain = 1; /* its end has to come from the backend */
     if (why != KABORT_SHUTDOWN && d->proto->abandon && d->proc) {
         kbuf out = { 0 };
         int pos = (int)((s - d->slots) - d->head + DAEMON_MAX_DEPTH) % DAEMON_MAX_DEPTH;
-        d->proto->abandon(d->pstate, pos, &out);
+        must_drain = d->proto->abandon(d->pstate, pos, &out);
         if (out.len)
             kproc_write_owned(d->proc, out.data, out.len);
         else
@@ -491,7 +492,7 @@ static void daemon_abort(void *carrier, kreq *r, enum kreq_abort why)
          * (JSON Lines): the reply runs out, unread, within drain_ms; a hung
          * daemon is replaced when that runs out. */
         update_state(d);
-        if (!uv_is_active((uv_handle_t *)&d->timer) || d->count == d->drains)
+        if (must_drain && (!uv_is_active((uv_handle_t *)&d->timer) || d->count == d->drains))
             uv_timer_start(&d->timer, on_timer, d->core->cfg.drain_ms, 0);
         break;
     case KABORT_SHUTDOWN:
@@ -550,8 +551,9 @@ static void probe_chunk(void *ud, const char *data, size_t n)
 static void probe_end(void *ud, const char *code, const char *msg)
 {
     kcore *core = ud;
-    /* An {"error": ...} answer is still an answer: the daemon is alive. */
-    if (code && strcmp(code, KERR_BACKEND) != 0) {
+    /* An {"error": ...} answer is still an answer: the daemon is alive; a
+     * probe of a daemon that went (taken back, shut down) has no verdict. */
+    if (code && strcmp(code, KERR_BACKEND) != 0 && strcmp(code, KERR_CANCELLED) != 0) {
         core->stats.probe_failures++;
         klog(KLOG_WARN, "kiro.health", "probe failed (%s): %s", code, msg);
     }

@@ -143,7 +143,13 @@ static void conv_lose(kpool *p, kconv *c, const char *fmt, ...)
     klog(KLOG_INFO, "kiro.provider", "conversation '%s' on %s is over: %s", c->key, p->cli, c->lost);
     p->nconvs--;
     p->nlost++;
-    while (p->nlost > p->core->cfg.session_max) { /* the oldest lost goes */
+}
+
+/* Past session_max lost conversations, the oldest go (never called while
+ * the list is being walked). */
+static void convs_trim(kpool *p)
+{
+    while (p->nlost > p->core->cfg.session_max) {
         kconv *old = NULL;
         klist_foreach (n, &p->convs) {
             kconv *x = klist_entry(n, kconv, link);
@@ -154,12 +160,18 @@ static void conv_lose(kpool *p, kconv *c, const char *fmt, ...)
     }
 }
 
-/* Turn r of conversation c starts on d. */
-static void conv_assign(kpool *p, kconv *c, kdaemon *d, kreq *r)
+/* Conversation c was used now: the most recently used. */
+static void conv_assign_touch(kpool *p, kconv *c)
 {
     c->t_used = uv_now(p->core->loop);
     klist_remove(&c->link);
     klist_insert_head(&p->convs, &c->link);
+}
+
+/* Turn r of conversation c starts on d. */
+static void conv_assign(kpool *p, kconv *c, kdaemon *d, kreq *r)
+{
+    conv_assign_touch(p, c);
     kdaemon_assign(d, r);
 }
 
@@ -176,6 +188,7 @@ static kconv *conv_new(kpool *p, const char *key, kdaemon *d)
         }
         conv_lose(p, lru, "session_max (%d) reached: the least recently used conversation was dropped",
                   p->core->cfg.session_max);
+        convs_trim(p);
     }
     kconv *c = kcalloc(1, sizeof *c);
     c->key = kstrdup(key);
@@ -183,6 +196,15 @@ static kconv *conv_new(kpool *p, const char *key, kdaemon *d)
     klist_insert_head(&p->convs, &c->link);
     p->nconvs++;
     return c;
+}
+
+/* r goes to d; a conversation it starts is d's once d has taken it (a
+ * protocol without conversations refuses it at once). */
+static void assign_new(kpool *p, kdaemon *d, kreq *r)
+{
+    kdaemon_assign(d, r);
+    if (r->session && !r->ended && !conv_find(p, r->session))
+        conv_assign_touch(p, conv_new(p, r->session, d));
 }
 
 /* Where a conversation's turn goes now: 1 (assigned, or ended: lost), 0
@@ -200,6 +222,15 @@ static int conv_route(kpool *p, kconv *c, kreq *r)
     return 1;
 }
 
+/* Does d hold a conversation that goes on? (It is then kept, idle or not.) */
+static int holds_convs(kpool *p, const kdaemon *d)
+{
+    klist_foreach (n, &p->convs)
+        if (klist_entry(n, kconv, link)->d == d)
+            return 1;
+    return 0;
+}
+
 /* Its conversations end with the daemon (those it never started simply go). */
 static void convs_of_gone_daemon(kpool *p, kdaemon *d)
 {
@@ -213,7 +244,23 @@ static void convs_of_gone_daemon(kpool *p, kdaemon *d)
         }
         c->d = NULL; /* its protocol state goes with it: nothing to forget */
         conv_lose(p, c, "the agent that held it (pid %d) went away", d->pid);
+        /* Its turns that wait hear so now, not when some daemon is free;
+         * once one has heard, the key is free for a new conversation. */
+        int told = 0;
+        klist_foreach (q, &p->queue) {
+            kreq *r = klist_entry(q, kreq, queue);
+            if (r->session && strcmp(r->session, c->key) == 0) {
+                dequeue(p, r);
+                kreq_clear_carrier(r);
+                kreq_end(r, KERR_SESSION_LOST, "conversation '%s' is over: %s", c->key, c->lost);
+                kreq_unref(r);
+                told = 1;
+            }
+        }
+        if (told)
+            conv_free(p, c);
     }
+    convs_trim(p);
 }
 
 static void convs_expire(kpool *p)
@@ -224,6 +271,7 @@ static void convs_expire(kpool *p)
         if (!c->lost[0] && now - c->t_used >= idle)
             conv_lose(p, c, "unused for %llu ms (session_idle_ms)", (unsigned long long)idle);
     }
+    convs_trim(p);
 }
 
 /* Requests that would only wait for a daemon that cannot come soon fail fast
@@ -295,6 +343,8 @@ static void dispatch(kpool *p)
     int spawnable = 1;
     klist_foreach (n, &p->queue) {
         kreq *r = klist_entry(n, kreq, queue);
+        if (r->session && p->spec.alt_proto)
+            continue; /* waits until the protocol is known */
         kconv *c = r->session ? conv_find(p, r->session) : NULL;
         if (c) {
             if (!c->lost[0] && kdaemon_room(c->d) == 0)
@@ -312,10 +362,7 @@ static void dispatch(kpool *p)
         }
         dequeue(p, r);
         kreq_clear_carrier(r);
-        if (r->session)
-            conv_assign(p, conv_new(p, r->session, d), d, r);
-        else
-            kdaemon_assign(d, r);
+        assign_new(p, d, r);
         kreq_unref(r);
     }
 }
@@ -332,18 +379,39 @@ static const char *unavailable_reason(kpool *p, char *buf, size_t n)
     return buf;
 }
 
+/* protocol auto, not settled yet: a conversation's turn waits to know
+ * (JSON Lines has none; ACP does), and a daemon is asked something so that
+ * the pool learns (a probe; or it exits, having no such subcommand). */
+static int wait_for_protocol(kpool *p, kreq *r)
+{
+    if (!r->session || !p->spec.alt_proto)
+        return 0;
+    if (p->live == 0 && p->state == KPOOL_OK)
+        spawn_daemon(p);
+    klist_foreach (n, &p->daemons) {
+        kdaemon *d = klist_entry(n, kdaemon, link);
+        if (!d->started && kdaemon_idle(d) && d->probes == 0)
+            kdaemon_probe(d);
+    }
+    return 1;
+}
+
 void kpool_submit(kpool *p, kreq *r)
 {
     char why[768];
     kconv *c = r->session ? conv_find(p, r->session) : NULL;
     kdaemon *d = NULL;
+    if (wait_for_protocol(p, r)) {
+        kreq_ref(r);
+        enqueue(p, r);
+        static const kreq_carrier_ops held_ops = { queue_abort, NULL, NULL };
+        kreq_set_carrier(r, p, &held_ops);
+        return;
+    }
     if (c && conv_route(p, c, r))
         return;
     if (!c && (d = pick(p))) {
-        if (r->session)
-            conv_assign(p, conv_new(p, r->session, d), d, r);
-        else
-            kdaemon_assign(d, r);
+        assign_new(p, d, r);
         top_up(p);
         return;
     }
@@ -451,14 +519,14 @@ static void on_daemon_idle(void *owner, kdaemon *d)
         return;
     }
     dispatch(p);
-    if (d->state == KD_READY && p->live > p->core->cfg.pool_min)
+    if (d->state == KD_READY && p->live > p->core->cfg.pool_min && !holds_convs(p, d))
         kdaemon_arm_idle(d, p->core->cfg.pool_idle_ms);
 }
 
 static void on_daemon_idle_expired(void *owner, kdaemon *d)
 {
     kpool *p = owner;
-    if (p->live > p->core->cfg.pool_min) {
+    if (p->live > p->core->cfg.pool_min && !holds_convs(p, d)) {
         klog(KLOG_DEBUG, "kiro.provider", "stopping idle daemon pid %d", d->pid);
         kdaemon_stop(d, NULL);
     }
@@ -467,8 +535,16 @@ static void on_daemon_idle_expired(void *owner, kdaemon *d)
 static void on_daemon_answered(void *owner, kdaemon *d)
 {
     kpool *p = owner;
-    (void)d;
     p->failures = 0;
+    if (p->spec.alt_proto && d->proto == p->spec.proto) {
+        /* protocol auto: the first protocol works; settled. */
+        p->spec.alt_argv = NULL;
+        p->spec.alt_proto = NULL;
+        if (p->spec.switched)
+            p->spec.switched(p->spec.ud, p->spec.argv, p->spec.proto);
+        if (!p->closing)
+            dispatch(p); /* conversations that waited to know */
+    }
 }
 
 static void on_daemon_stopping(void *owner, kdaemon *d)
@@ -486,7 +562,10 @@ static int on_daemon_exited(void *owner, kdaemon *d, int fault, int started, con
     klist_remove(&d->link);
     if (p->closing || !fault)
         return 0;
-    if (!started && p->spec.alt_proto && !d->exit_signal && d->exit_status == 2) {
+    int no_subcommand = !started && !d->exit_signal && d->exit_status == 2;
+    if (no_subcommand && d->proto != p->spec.proto)
+        return 1; /* started before the switch below: its requests go the new way */
+    if (no_subcommand && p->spec.alt_proto) {
         /* protocol auto: no such subcommand. The other protocol, at once,
          * for the requests it held too; remembered by the backend. */
         klog(KLOG_INFO, "kiro.provider", "`%s %s`: no such subcommand (%s); speaking %s instead: %s %s",
@@ -498,6 +577,8 @@ static int on_daemon_exited(void *owner, kdaemon *d, int fault, int started, con
         p->spec.alt_proto = NULL;
         if (p->spec.switched)
             p->spec.switched(p->spec.ud, p->spec.argv, p->spec.proto);
+        dispatch(p); /* what waits goes the new way too */
+        top_up(p);
         return 1;
     }
     if (started)

@@ -58,9 +58,11 @@ typedef struct kproto_ops {
     void (*decode)(void *state, const char *line, size_t len, const kproto_sink *sink);
     /* The request `pos` places behind the oldest on the wire is abandoned
      * (cancelled, timed out): appends what tells the backend, if anything.
-     * Its reply still ends in order, read and dropped. May be NULL (the
-     * backend cannot be told: its reply runs out unread). */
-    void (*abandon)(void *state, int pos, kbuf *out);
+     * Its reply still ends in order, read and dropped. Returns 1 when that
+     * end must come from the backend (which drain_ms then bounds), 0 when
+     * the protocol ends it itself. May be NULL (the backend cannot be told:
+     * its reply runs out unread, within drain_ms). */
+    int (*abandon)(void *state, int pos, kbuf *out);
     /* The answer to question `token` (an option's id, or NULL: cancelled):
      * appends what tells the backend. May be NULL (a protocol that never
      * asks). */

@@ -233,6 +233,15 @@ static void conv_add(acp *a, const char *key, char *sid)
 static void acp_forget(void *state, const char *key)
 {
     acp *a = state;
+    /* Its turns still queued here go on as independent ones: they must not
+     * bring the conversation back. */
+    for (int i = 0; i < a->count; i++) {
+        acp_turn *t = &a->q[(a->head + i) % ACP_QUEUE];
+        if (t->key && strcmp(t->key, key) == 0 && !(i == 0 && a->prompt_id >= 0)) {
+            free(t->key);
+            t->key = NULL;
+        }
+    }
     for (int i = 0; i < a->nconv; i++) {
         if (strcmp(a->conv[i].key, key) != 0)
             continue;
@@ -348,11 +357,11 @@ static int acp_encode(void *state, const char *prompt, size_t len, int stream, c
     return 0;
 }
 
-static void acp_abandon(void *state, int pos, kbuf *out)
+static int acp_abandon(void *state, int pos, kbuf *out)
 {
     acp *a = state;
     if (pos < 0 || pos >= a->count)
-        return;
+        return 0;
     a->q[(a->head + pos) % ACP_QUEUE].abandoned = 1;
     /* The turn on the agent is asked to stop, and every question it asked
      * is answered `cancelled`; it answers the turn `cancelled`. */
@@ -360,6 +369,9 @@ static void acp_abandon(void *state, int pos, kbuf *out)
         put(out, json_pack("{s:s, s:{s:s}}", "method", "session/cancel", "params", "sessionId", a->session));
         cancel_questions(a, out);
     }
+    /* The head's end still has to come from the agent; a turn behind it
+     * never reached it, and ends here, unsent, when its turn comes. */
+    return pos == 0;
 }
 
 /* "message (auth methods: a, b)" for an agent that wants credentials. */
@@ -417,8 +429,9 @@ static void on_response(acp *a, json_int_t id, json_t *msg, const char *line, si
     } else if (id == a->init_id) {
         a->init_id = -1;
         if (!json_is_object(result)) {
+            char why[256];
             snprintf(buf, sizeof buf, "initialize failed: %s",
-                     err ? error_text(err, buf + 256, 256) : "no result");
+                     err ? error_text(err, why, sizeof why) : "no result");
             sink->violation(sink->ud, buf, line, len);
             return;
         }
@@ -494,7 +507,10 @@ static void on_agent_request(acp *a, json_t *id, const char *method, json_t *par
         if (!a->asked[i].token)
             slot = i;
     int permission = strcmp(method, "session/request_permission") == 0;
-    if (permission && slot >= 0 && sink->asks(sink->ud)) {
+    /* Only a question about the running turn's session goes to its caller. */
+    const char *sid = json_string_value(json_object_get(params, "sessionId"));
+    int ours = a->session && sid && strcmp(sid, a->session) == 0;
+    if (permission && ours && slot >= 0 && sink->asks(sink->ud)) {
         /* The caller decides: the question goes up, the answer comes back
          * through acp_answer. */
         if (++a->next_token <= 0)

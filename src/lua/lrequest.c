@@ -135,6 +135,7 @@ static int l_request(lua_State *L)
     /* A conversation's key: borrowed from ctx, which is anchored (with the
      * string) until the request ends. */
     lua_getfield(L, 3, "session");
+    luaL_argcheck(L, lua_isnil(L, -1) || lua_type(L, -1) == LUA_TSTRING, 3, "session must be a string");
     r->session = lua_tostring(L, -1);
     lua_pop(L, 1);
     kreq_start(r);
