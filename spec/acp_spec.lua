@@ -207,6 +207,32 @@ describe("acp", function()
     assert.matches("needs an ACP agent", msg)
   end)
 
+  it("a model the ACP way: session/set_model in every session, a clear `config` error where it cannot", function()
+    local kiro, log = H.setup({}, { protocol = "acp", acp_model = "session", model = "sim-smart" })
+    assert.are.equal("[sim-smart] You said: a", kiro.chat("a"))
+    assert.are.equal("[sim-smart] You said: b", kiro.chat("b", { session = "s" }))
+    assert.are.equal("[sim-smart] You said: c", kiro.chat("c", { session = "s" }))
+    local ev = H.sim_events(log)
+    assert.is_true(H.count(ev, { event = "set_model", model = "sim-smart" }) >= 2)
+    -- A model the agent does not list: refused before it is asked.
+    local r, msg, code = kiro.chat("x", { model = "gpt-9" })
+    assert.is_nil(r)
+    assert.are.equal("config", code)
+    assert.are.equal("the agent cannot use model gpt-9: it offers sim-fast, sim-smart", msg)
+    -- An agent without session/set_model: its answer, quoted.
+    kiro = H.setup({ KIRO_SIM_ACP_NO_SET_MODEL = 1 }, { protocol = "acp", acp_model = "session", model = "sim-fast" })
+    r, msg, code = kiro.chat("y")
+    assert.is_nil(r)
+    assert.are.equal("config", code)
+    assert.are.equal("the agent cannot use model sim-fast: Method not found", msg)
+    assert.are.equal(0, kiro.stats().fallbacks) -- no oneshot: the model is the problem
+    -- The default (argv): --model M at start, as for JSON Lines.
+    kiro = H.setup({}, { protocol = "acp", model = "m1" })
+    assert.are.equal("[m1] You said: z", kiro.chat("z"))
+    assert.has_error(function() kiro.configure { acp_model = "ask" } end,
+      'kiro.configure: acp_model must be argv or session (got "ask")')
+  end)
+
   it("a JSON Lines daemon has no conversations: opts.session is a clear error", function()
     local kiro = H.setup({}, { protocol = "jsonl" })
     local r, msg, code = kiro.chat("x", { session = "s" })

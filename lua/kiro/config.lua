@@ -19,6 +19,7 @@ local cfg = {
   model = nil,             -- KIRO_MODEL
   mode = nil,              -- KIRO_USE_DAEMON: auto (daemon with fallback) or oneshot
   protocol = nil,          -- KIRO_PROTOCOL: auto, jsonl or acp
+  acp_model = nil,         -- how an ACP agent takes the model: argv or session (default: the agent's)
   daemon_args = nil,       -- the protocol's own (DAEMON_ARGS)
   oneshot_args = { "chat", "--no-interactive" },
   env = nil,               -- extra environment for backends: { NAME = "value" }
@@ -39,13 +40,17 @@ config.PROTOCOLS = env.PROTOCOLS
 --- seed's `daemon` subcommand, or an ACP agent (`kiro-cli acp`).
 config.DAEMON_ARGS = { jsonl = { "daemon" }, acp = { "acp" } }
 
---- CLIs known to be ACP agents, by the name of their executable, and how
---- each starts one: protocol auto picks ACP for them at once.
+--- CLIs known to be ACP agents, by the name of their executable: how each
+--- starts one, and how it takes a model (argv: --model M at start; session:
+--- session/set_model in each session). Protocol auto picks ACP for them.
 config.KNOWN_AGENTS = {
-  gemini = { "--acp" }, copilot = { "--acp" }, ["claude-code-acp"] = {}, ["codex-acp"] = {},
+  gemini = { args = { "--acp" }, model = "argv" },
+  copilot = { args = { "--acp" }, model = "argv" },
+  ["claude-code-acp"] = { args = {}, model = "session" },
+  ["codex-acp"] = { args = {}, model = "session" },
 }
 local lua_options = {
-  cli_path = "string", model = "string", mode = "string", protocol = "string",
+  cli_path = "string", model = "string", mode = "string", protocol = "string", acp_model = "string",
   daemon_args = "table", oneshot_args = "table", env = "table", policy = "policy", log = "string",
   cache = "boolean", cache_max_bytes = "number", cache_ttl_ms = "number",
   max_request_bytes = "number", permission = "function",
@@ -58,6 +63,7 @@ local core_options = core.config()
 -- Options that `false` resets to their default (environment, PATH lookup).
 local resettable = {
   cli_path = true, model = true, env = true, protocol = true, daemon_args = true, permission = true,
+  acp_model = true,
 }
 
 --- A whole number within [lo, hi].
@@ -117,6 +123,9 @@ function config.configure(tbl)
   end
   if tbl.mode and not MODES[tbl.mode] then
     errors.misuse("kiro.configure", ("mode must be auto, daemon or oneshot (got %q)"):format(tbl.mode))
+  end
+  if tbl.acp_model and tbl.acp_model ~= "argv" and tbl.acp_model ~= "session" then
+    errors.misuse("kiro.configure", ("acp_model must be argv or session (got %q)"):format(tbl.acp_model))
   end
   if tbl.protocol and not env.PROTOCOLS[tbl.protocol] then
     errors.misuse("kiro.configure", ("protocol must be auto, jsonl or acp (got %q)"):format(tbl.protocol))
@@ -198,12 +207,13 @@ local function backend_spec(cli, model, extra, protocol)
   -- protocol, and ACP where it has no such subcommand (the core finds out
   -- once per backend), with oneshot behind both.
   local known = config.KNOWN_AGENTS[cli:match("[^/]*$")]
-  local acp_args = known or config.DAEMON_ARGS.acp
+  local acp_args = known and known.args or config.DAEMON_ARGS.acp
   if protocol == "auto" and known then protocol = "acp" end
   local args = protocol == "acp" and acp_args or config.DAEMON_ARGS.jsonl
   return {
     cli = cli, model = model, protocol = protocol,
     daemon_args = cfg.daemon_args or args, acp_args = protocol == "auto" and acp_args or nil,
+    session_model = (cfg.acp_model or known and known.model) == "session",
     oneshot_args = cfg.oneshot_args, env = merged or cfg.env,
   }
 end

@@ -250,7 +250,7 @@ static void test_acp(void)
     memset(&s, 0, sizeof s);
     kbuf out = { 0 };
     const char *err = NULL;
-    void *st = kproto_acp.state_new();
+    void *st = kproto_acp.state_new(NULL);
 
     /* initialize at start; a prompt waits for its answer. */
     kproto_acp.start(st, &out);

@@ -62,6 +62,9 @@ static const char usage[] =
     "                           it (logs event=permission outcome=OPTION|cancelled)\n"
     "  KIRO_SIM_ACP_UPDATES=1   before the reply: a thought, a plan, a tool call and\n"
     "                           its completion; after the first chunk, another thought\n"
+    "  KIRO_SIM_ACP_NO_SET_MODEL=1  session/set_model is unknown (-32601); otherwise\n"
+    "                           session/new offers models sim-fast and sim-smart, and\n"
+    "                           a session set to one replies \"[M] You said: X\"\n"
     "  KIRO_SIM_ACP_STOP=REASON the turn's stopReason (default end_turn): refusal,\n"
     "                           max_tokens, max_turn_requests\n"
     "  KIRO_SIM_ACP_IGNORE_CANCEL=1  keep streaming after session/cancel (as real\n"
@@ -521,6 +524,7 @@ static void acp_update(const char *sid, json_t *update)
 struct session {
     char id[32];
     long turns;
+    char model[64]; /* session/set_model's; "" for the process's */
 };
 static struct session *sessions;
 static size_t nsessions;
@@ -687,7 +691,7 @@ static void serve_acp_prompt(json_t *id, const char *sid, const char *prompt, si
         return;
     }
     size_t rl;
-    char *reply = reply_for(prompt, len, model, &rl);
+    char *reply = reply_for(prompt, len, ses->model[0] ? ses->model : model, &rl);
     size_t cuts[64];
     size_t k = split(reply, rl, cuts, 64);
     for (size_t i = 0; i < k && !(cancelled && !env_long("KIRO_SIM_ACP_IGNORE_CANCEL", 0)); i++) {
@@ -775,7 +779,11 @@ static void acp_message(json_t *m, const char *model)
             struct session *s = &sessions[nsessions];
             snprintf(s->id, sizeof s->id, "sim-session-%zu", ++nsessions);
             s->turns = 0;
-            rpc_send(json_pack("{s:O, s:{s:s}}", "id", id, "result", "sessionId", s->id));
+            s->model[0] = '\0';
+            rpc_send(json_pack("{s:O, s:{s:s, s:{s:[{s:s, s:s}, {s:s, s:s}], s:s}}}", "id", id, "result",
+                               "sessionId", s->id, "models", "availableModels", "modelId", "sim-fast", "name",
+                               "Fast", "modelId", "sim-smart", "name", "Smart", "currentModelId",
+                               "sim-fast"));
         }
     } else if (strcmp(method, "session/prompt") == 0) {
         const char *sid = json_string_value(json_object_get(params, "sessionId"));
@@ -788,6 +796,17 @@ static void acp_message(json_t *m, const char *model)
         else
             serve_acp_prompt(id, sid, text, len, model);
         free(text);
+    } else if (strcmp(method, "session/set_model") == 0 && !env_long("KIRO_SIM_ACP_NO_SET_MODEL", 0)) {
+        const char *sid = json_string_value(json_object_get(params, "sessionId"));
+        struct session *s = sid ? find_session(sid) : NULL;
+        const char *want = json_string_value(json_object_get(params, "modelId"));
+        if (!s || !want || (strcmp(want, "sim-fast") != 0 && strcmp(want, "sim-smart") != 0)) {
+            rpc_error(id, -32602, "Invalid params: unknown session or model");
+        } else {
+            snprintf(s->model, sizeof s->model, "%s", want);
+            sim_log("event=set_model session=%s model=%s", s->id, want);
+            rpc_send(json_pack("{s:O, s:{}}", "id", id, "result"));
+        }
     } else {
         rpc_error(id, -32601, "Method not found");
     }

@@ -21,7 +21,8 @@ struct kbackend {
     const char *cli, *model;
     char **daemon_argv, **oneshot_argv, **env;
     const kproto_ops *proto;
-    char **alt_argv; /* protocol auto, until it is settled: the ACP agent's argv */
+    const char *session_model; /* ACP: set per session, not on the command line */
+    char **alt_argv;           /* protocol auto, until it is settled: the ACP agent's argv */
     const kproto_ops *alt_proto;
     kpool *pool;       /* its daemons; NULL until the first daemon request */
     uv_timer_t linger; /* unused: how long its pool stays warm */
@@ -152,8 +153,9 @@ static int cmp_str(const void *a, const void *b)
 static char *make_key(const kbackend_spec *s, size_t *len)
 {
     kbuf k = { 0 };
-    const char *parts[] = { s->protocol, s->cli, s->model ? s->model : "" };
-    for (size_t i = 0; i < 3; i++)
+    const char *parts[] = { s->protocol, s->cli, s->model ? s->model : "",
+                            s->session_model ? "session" : "argv" };
+    for (size_t i = 0; i < 4; i++)
         kbuf_append(&k, parts[i], strlen(parts[i]) + 1);
     for (const char *const *a = s->daemon_args; a && *a; a++)
         kbuf_append(&k, *a, strlen(*a) + 1);
@@ -183,8 +185,11 @@ static kbackend *lay_out(layout *l, const kbackend_spec *s, const char *key, siz
     const char *k = take(l, klen, 1);
     const char *cli = put_str(l, s->cli, strlen(s->cli));
     const char *model = s->model ? put_str(l, s->model, strlen(s->model)) : NULL;
-    char **dargv = put_argv(l, s->cli, s->daemon_args, s->model);
-    char **aargv = strcmp(s->protocol, "auto") == 0 ? put_argv(l, s->cli, s->acp_args, s->model) : NULL;
+    /* An ACP agent that takes its model per session gets no --model. */
+    int acp = strcmp(s->protocol, "acp") == 0;
+    const char *argv_model = s->session_model ? NULL : s->model;
+    char **dargv = put_argv(l, s->cli, s->daemon_args, acp ? argv_model : s->model);
+    char **aargv = strcmp(s->protocol, "auto") == 0 ? put_argv(l, s->cli, s->acp_args, argv_model) : NULL;
     char **oargv = put_argv(l, s->cli, s->oneshot_args, s->model);
     char **env = put_env(l, s->env);
     if (b) {
@@ -194,6 +199,7 @@ static kbackend *lay_out(layout *l, const kbackend_spec *s, const char *key, siz
         b->keylen = klen;
         b->cli = cli;
         b->model = model;
+        b->session_model = s->session_model ? model : NULL;
         b->daemon_argv = dargv;
         b->alt_argv = aargv;
         b->oneshot_argv = oargv;
@@ -333,7 +339,7 @@ void kbackend_submit_daemon(kbackend *b, kreq *r)
     kcore *core = b->set->core;
     if (!b->pool) {
         kpool_spec spec = { b->cli,      b->model,     b->daemon_argv,   b->env, b->proto,
-                            b->alt_argv, b->alt_proto, protocol_settled, b };
+                            b->alt_argv, b->alt_proto, protocol_settled, b,      b->session_model };
         b->pool = kpool_new(core, &spec);
     }
     core->stats.daemon_requests++;

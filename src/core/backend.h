@@ -18,8 +18,9 @@ typedef struct kbackend_spec {
     const char *cli, *model, *protocol; /* protocol: jsonl, acp, or auto */
     const char *const *daemon_args;     /* NULL-terminated */
     const char *const *acp_args;        /* auto: an ACP agent's, for a CLI with no `daemon` */
-    const char *const *oneshot_args;    /* NULL-terminated */
-    const char *const *env;             /* extra KEY=VALUE, NULL-terminated */
+    int session_model; /* ACP agents get the model per session (session/set_model), not --model */
+    const char *const *oneshot_args; /* NULL-terminated */
+    const char *const *env;          /* extra KEY=VALUE, NULL-terminated */
 } kbackend_spec;
 
 typedef struct kbackend kbackend;

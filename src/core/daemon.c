@@ -389,7 +389,7 @@ kdaemon *kdaemon_new(kcore *core, const kdaemon_opts *o, const kdaemon_cbs *cbs,
     d->pid = kproc_pid(d->proc);
     d->t_spawn = d->t_idle = uv_now(core->loop);
     kjsonl_init(&d->fr, core->cfg.max_line_bytes);
-    d->pstate = o->proto->state_new ? o->proto->state_new() : NULL;
+    d->pstate = o->proto->state_new ? o->proto->state_new(o->session_model) : NULL;
     if (o->proto->start) { /* a handshake, paid before the first request */
         kbuf hello = { 0 };
         o->proto->start(d->pstate, &hello);

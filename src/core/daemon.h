@@ -40,6 +40,7 @@ typedef struct kdaemon_opts {
     char *const *argv;
     char *const *env;
     const kproto_ops *proto;
+    const char *session_model; /* chosen in each session (ACP), or NULL */
 } kdaemon_opts;
 
 enum kdaemon_state { KD_READY, KD_BUSY, KD_DRAINING, KD_STOPPING };

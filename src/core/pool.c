@@ -491,7 +491,8 @@ static const kdaemon_cbs daemon_cbs;
 static kdaemon *spawn_daemon(kpool *p)
 {
     char err[512];
-    kdaemon_opts o = { p->spec.argv, p->spec.env, p->spec.proto };
+    kdaemon_opts o = { p->spec.argv, p->spec.env, p->spec.proto,
+                       p->spec.proto == &kproto_acp ? p->spec.session_model : NULL };
     assert(!p->closing);
     kdaemon *d = kdaemon_new(p->core, &o, &daemon_cbs, p, err, sizeof err);
     if (!d) {

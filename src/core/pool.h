@@ -31,6 +31,7 @@ typedef struct kpool_spec {
     const kproto_ops *alt_proto;
     void (*switched)(void *ud, char *const *argv, const kproto_ops *proto);
     void *ud;
+    const char *session_model; /* ACP: the model each session is set to, or NULL */
 } kpool_spec;
 
 kpool *kpool_new(kcore *core, const kpool_spec *spec);

@@ -70,8 +70,10 @@ typedef struct kproto_ops {
     /* The conversation `session` is over: the protocol forgets it. May be
      * NULL (a protocol without sessions). */
     void (*forget)(void *state, const char *session);
-    /* Per-connection state, for protocols that keep sessions (may be NULL). */
-    void *(*state_new)(void);
+    /* Per-connection state, for protocols that keep sessions (may be NULL).
+     * model: one the protocol itself chooses in each session (ACP's
+     * session/set_model), or NULL (the backend's argv says, or its default). */
+    void *(*state_new)(const char *model);
     void (*state_free)(void *state);
 } kproto_ops;
 

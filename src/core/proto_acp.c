@@ -57,6 +57,9 @@ typedef struct acp_turn {
 typedef struct acp {
     json_int_t next_id;
     json_int_t init_id, new_id, prompt_id; /* requests in flight; -1: none */
+    json_int_t model_id;                   /* session/set_model in flight for `pending` */
+    char *model;                           /* set in every session, or NULL */
+    char *pending;                         /* a new session, until its model is set */
     int initialized;
     int spare_failed; /* the last session/new failed with no turn waiting */
     char *spare;      /* a session made ahead, for the next turn */
@@ -76,10 +79,11 @@ typedef struct acp {
     int next_token;
 } acp;
 
-static void *acp_new(void)
+static void *acp_new(const char *model)
 {
     acp *a = kcalloc(1, sizeof *a);
-    a->init_id = a->new_id = a->prompt_id = -1;
+    a->init_id = a->new_id = a->prompt_id = a->model_id = -1;
+    a->model = model ? kstrdup(model) : NULL;
     return a;
 }
 
@@ -99,6 +103,8 @@ static void acp_free(void *state)
     free(a->conv);
     free(a->spare);
     free(a->auth_methods);
+    free(a->model);
+    free(a->pending);
     for (int i = 0; i < ACP_QUESTIONS; i++)
         json_decref(a->asked[i].id);
     free(a);
@@ -175,7 +181,7 @@ static void acp_answer(void *state, int token, const char *option, kbuf *out)
 /* Asks for a session (for the next turn) unless one is there or coming. */
 static void want_session(acp *a, kbuf *out)
 {
-    if (!a->initialized || a->spare || a->new_id >= 0)
+    if (!a->initialized || a->spare || a->new_id >= 0 || a->model_id >= 0)
         return;
     char cwd[4096];
     if (!getcwd(cwd, sizeof cwd))
@@ -407,6 +413,31 @@ static void remember_auth_methods(acp *a, json_t *result)
     }
 }
 
+/* Whether session/new's result lets a session take model m: yes when it
+ * lists no models (the agent is asked anyway), or lists m. Else 0, the
+ * models it lists written to buf. */
+static int model_offered(const char *m, json_t *result, char *buf, size_t n)
+{
+    json_t *list = json_object_get(json_object_get(result, "models"), "availableModels");
+    size_t i, used = 0;
+    json_t *x;
+    if (!json_is_array(list) || json_array_size(list) == 0)
+        return 1;
+    buf[0] = '\0';
+    json_array_foreach(list, i, x)
+    {
+        const char *id = json_string_value(json_object_get(x, "modelId"));
+        if (!id)
+            continue;
+        if (strcmp(id, m) == 0)
+            return 1;
+        int w = snprintf(buf + used, n - used, "%s%s", used ? ", " : "", id);
+        if (w > 0 && (size_t)w < n - used)
+            used += (size_t)w;
+    }
+    return 0;
+}
+
 /* An error response's "message" (or its JSON). */
 static const char *error_text(json_t *err, char *buf, size_t n)
 {
@@ -459,16 +490,54 @@ static void on_response(acp *a, json_int_t id, json_t *msg, const char *line, si
                 end_turn(a, sink, KERR_BACKEND, text);
             return;
         }
-        if (err) {
+        if (!err && sid && a->model && !model_offered(a->model, result, buf, sizeof buf)) {
+            /* The agent lists its models, and not this one. */
+            char what[768];
+            snprintf(what, sizeof what, "the agent cannot use model %s: it offers %s", a->model, buf);
+            if (waited) {
+                end_turn(a, sink, KERR_CONFIG, what);
+                return;
+            }
+            a->spare_failed = 1;
+        } else if (err) {
             a->spare_failed = 1;
             sink->alive(sink->ud);
         } else if (!sid) {
             sink->violation(sink->ud, "session/new answered without a sessionId", line, len);
             return;
+        } else if (a->model) { /* the model first, then it is ready */
+            a->pending = kstrdup(sid);
+            kbuf out = { 0 };
+            a->model_id = request(a, &out, "session/set_model",
+                                  json_pack("{s:s, s:s}", "sessionId", sid, "modelId", a->model));
+            sink->write(sink->ud, out.data, out.len);
+            kbuf_free(&out);
+            sink->alive(sink->ud);
+            return;
         } else {
             a->spare = kstrdup(sid);
             sink->alive(sink->ud);
         }
+        advance_now(a, sink);
+    } else if (id == a->model_id) {
+        a->model_id = -1;
+        int waited = a->count && a->prompt_id < 0 && !head(a)->abandoned;
+        if (err) {
+            free(a->pending);
+            a->pending = NULL;
+            char what[768], why[512];
+            snprintf(what, sizeof what, "the agent cannot use model %s: %s", a->model,
+                     error_text(err, why, sizeof why));
+            if (waited) {
+                end_turn(a, sink, KERR_CONFIG, what);
+                return;
+            }
+            a->spare_failed = 1;
+        } else {
+            a->spare = a->pending;
+            a->pending = NULL;
+        }
+        sink->alive(sink->ud);
         advance_now(a, sink);
     } else if (id == a->prompt_id) {
         a->prompt_id = -1;

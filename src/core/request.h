@@ -32,6 +32,7 @@ typedef struct kreq kreq;
 #define KERR_CLOSED "closed"
 #define KERR_AUTH "auth"                 /* the backend needs credentials (ACP -32000) */
 #define KERR_SESSION_LOST "session_lost" /* the agent holding the request's session is gone */
+#define KERR_CONFIG "config"             /* the backend cannot do what it is configured to (a model) */
 
 /* Why a carrier loses its request. */
 enum kreq_abort { KABORT_TIMEOUT, KABORT_CANCEL, KABORT_SHUTDOWN };

@@ -121,6 +121,9 @@ static int l_backend(lua_State *L)
         return luaL_error(L, "backend: unknown protocol '%s'", spec.protocol);
     spec.daemon_args = scratch_strings(L, 1, 2, "daemon_args", 0);
     spec.acp_args = scratch_strings(L, 1, 2, "acp_args", 0);
+    lua_getfield(L, 1, "session_model");
+    spec.session_model = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     spec.oneshot_args = scratch_strings(L, 1, 2, "oneshot_args", 0);
     spec.env = scratch_strings(L, 1, 2, "env", 1);
     lbackend *h = lua_newuserdatauv(L, sizeof *h, 0);
