@@ -341,6 +341,32 @@ describe("acp", function()
     assert.are.equal(0, kiro.stats().fallbacks)
   end)
 
+  it("kiro-rt agent --session: the server keeps the conversation between calls; an ACP agent gets no seed template",
+    function()
+    local env, log = H.sim_env()
+    for i = 1, 3 do -- the first starts the server (the Lua client), the rest are warm (kiro-rt's C path)
+      local r = H.agent({ "--protocol", "acp", "--session", "chat-1", "-m", "turn " .. i }, env)
+      assert.are.equal(0, r.code, r.err)
+      assert.are.equal("You said: turn " .. i .. "\n", r.out)
+    end
+    local r = H.agent({ "--protocol", "acp", "--session", "chat-1" }, env, "from stdin\n")
+    assert.are.equal("You said: from stdin\n", r.out)
+    local turns, sessions, bytes = {}, {}, {}
+    for _, e in ipairs(H.sim_events(log)) do
+      if e.event == "request" then
+        turns[#turns + 1] = e.turn
+        sessions[e.session] = true
+        bytes[#bytes + 1] = e.bytes
+      end
+    end
+    assert.are.same({ 1, 2, 3, 4 }, turns)
+    assert.are.equal(1, #(function() local k = {} for s in pairs(sessions) do k[#k + 1] = s end return k end)())
+    assert.are.same({ #"turn 1", #"turn 2", #"turn 3", #"from stdin" }, bytes) -- the text as it is
+    r = H.agent({ "--session", "", "-m", "x" }, env)
+    assert.are.equal(2, r.code)
+    assert.matches("--session needs a key of 1 to 256 bytes", r.err)
+  end)
+
   it("kiro-rt agent --protocol acp, through the server and in-process; status shows the protocol", function()
     local env, log = H.sim_env()
     for _ = 1, 2 do -- the first starts the server, the second is warm

@@ -79,7 +79,7 @@ describe("kiro-rt server", function()
   -- A plain -m call to a running server is served before Lua starts
   -- (src/bin/agent.c); everything else by lua/kiro/cli.lua. The two must
   -- not differ in anything a user sees.
-  it("renders the template on the server for -m prompts, cold and warm; --raw sends the text", function()
+  it("renders the template on the server for -m prompts, cold and warm; --raw sends the text #jsonl", function()
     local env, log = H.sim_env()
     agent_ok(env, "hi") -- starts the server
     agent_ok(env, "hi") -- a warm call

@@ -10,7 +10,7 @@ local EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 124
 local USAGE = [[
 Usage:
   kiro-rt agent -m TEXT [--model M] [--no-stream] [--mode auto|daemon|oneshot] [--timeout-ms N]
-                 [--protocol auto|jsonl|acp]
+                 [--protocol auto|jsonl|acp] [--session KEY]
   kiro-rt agent                  (no -m: the prompt is read from stdin)
   kiro-rt run FILE.lua [ARGS...] (run a Lua script with `kiro` loaded, as a kiro task)
   kiro-rt serve | status | stop  (the background server that keeps backends warm)
@@ -45,6 +45,8 @@ Options:
       --mode MODE      auto (daemon, oneshot on failure; the default),
                        daemon (daemon only) or oneshot (spawn per call)
       --timeout-ms N   give up after N ms (exit status 124)
+      --session KEY    a conversation: the server keeps it (on an ACP agent)
+                       between calls, and each call sends only its new text
       --protocol P     how to speak to a warm backend: jsonl (the `daemon`
                        subcommand), acp (the Agent Client Protocol: `acp`)
                        or auto (default: KIRO_PROTOCOL, else jsonl)
@@ -164,6 +166,11 @@ local function parse_agent(args)
       o.model, err = value(a)
     elseif a == "--no-stream" then
       o.stream = false
+    elseif a == "--session" then
+      o.session, err = value(a)
+      if o.session and (#o.session == 0 or #o.session > 256) then
+        err = "--session needs a key of 1 to 256 bytes"
+      end
     elseif a == "--raw" then
       o.raw = true
     elseif a == "--no-server" then
@@ -222,9 +229,12 @@ local function agent(args)
   if o.message == "" then return usage_error(EMPTY) end
   -- The template around the user's text: the server renders it for a
   -- prompt given with -m (the request names it); a prompt from stdin, or
-  -- one served in-process, gets it here.
+  -- one served in-process, gets it here. An ACP agent takes the text as it is.
+  local cli_path = absolute_cli(env, core)
   local prefix, suffix = "", ""
-  if not o.raw then prefix, suffix = template_parts() end
+  if not o.raw and not (cli_path and require("kiro.config").speaks_acp(cli_path, protocol)) then
+    prefix, suffix = template_parts()
+  end
   if o.message and not utf8.len(prefix .. o.message .. suffix) then
     return usage_error("agent: the prompt is not valid UTF-8")
   end
@@ -242,12 +252,11 @@ local function agent(args)
   -- Through the server (started in the background if need be), unless told
   -- otherwise or oneshot anyway; in-process if the server cannot be had.
   local conn, opts
-  local cli_path = absolute_cli(env, core)
   if cli_path and not o.no_server and mode ~= "oneshot" then
     local client = require "kiro.client"
     opts = {
       stream = o.stream, cli = cli_path, model = o.model or env.model(), mode = mode, protocol = protocol,
-      env = client.backend_env(), timeout_ms = o.timeout_ms,
+      env = client.backend_env(), timeout_ms = o.timeout_ms, session = o.session,
     }
     local cerr
     conn, cerr = client.open { autostart = true }
@@ -283,12 +292,12 @@ local function agent(args)
     elseif o.stream then
       local kiro = require "kiro"
       for chunk in kiro.stream(prompt, { model = o.model, mode = o.mode, protocol = protocol,
-                                         timeout_ms = o.timeout_ms }) do
+                                         timeout_ms = o.timeout_ms, session = o.session }) do
         out(chunk)
       end
     else
       local reply, msg, code = require("kiro").chat(prompt,
-        { model = o.model, mode = o.mode, protocol = protocol, timeout_ms = o.timeout_ms })
+        { model = o.model, mode = o.mode, protocol = protocol, timeout_ms = o.timeout_ms, session = o.session })
       if not reply then errors.raise(code, msg) end
       out(reply)
     end

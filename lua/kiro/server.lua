@@ -21,6 +21,7 @@
 -- clients, gets {"op":"error","code":"overloaded"} and the connection closes.
 
 local kiro = require "kiro"
+local config = require "kiro.config"
 local paths = require "kiro.paths"
 local wire = require "kiro.wire"
 local core = kiro.core
@@ -279,12 +280,16 @@ end
 function Conn:relay(id, req)
   local opts = {
     cli_path = req.cli, model = req.model, mode = req.mode, protocol = req.protocol, env = req.env,
-    stream = req.stream,
+    stream = req.stream, session = req.session,
     timeout_ms = req.timeout_ms, first_chunk_timeout_ms = req.first_chunk_timeout_ms,
     stall_timeout_ms = req.stall_timeout_ms,
   }
   local prompt = req.prompt
-  if req.template then prompt = kiro.template.render { { role = "user", content = prompt } } end
+  -- The seed's template is for its `daemon` protocol and oneshot chat; an
+  -- ACP agent takes the user's text as it is.
+  if req.template and not config.speaks_acp(req.cli, req.protocol) then
+    prompt = kiro.template.render { { role = "user", content = prompt } }
+  end
   local call = kiro.call(prompt, opts)
   self.calls[id] = call
   while true do

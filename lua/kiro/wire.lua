@@ -5,7 +5,7 @@
 --   {"op":"request","id":N,"prompt":S,"stream":B,
 --    "backend":{"cli":P,"model":M,"mode":"auto|daemon|oneshot","protocol":"auto|jsonl|acp",
 --               "env":{NAME:S,...}},
---    "template":"default","timeout_ms":T,"first_chunk_timeout_ms":T,"stall_timeout_ms":T,
+--    "template":"default","session":K,"timeout_ms":T,"first_chunk_timeout_ms":T,"stall_timeout_ms":T,
 --    "expect":{"version":V,"proto":P}}
 --
 -- "expect" lets a client skip the hello round trip: a server that is not
@@ -13,7 +13,8 @@
 -- serving any of it. "template" has the server render the prompt as one
 -- user turn of the named template before the backend sees it ("default":
 -- kiro.template.render's `User: ...\n\nAssistant: ` form); without it the
--- prompt goes as it is.
+-- prompt goes as it is. "session" names a conversation (an ACP agent's,
+-- kept by the server between calls: kiro.call's opts.session).
 --
 -- Unknown fields are ignored (a newer client may send more).
 
@@ -69,7 +70,7 @@ end
 --- request(msg, max_prompt) -> a checked request, or nil, message (a
 --- malformed request), or nil, message, "overloaded" (a prompt past
 --- max_prompt).
---- The result: { id, prompt, stream, template, cli, model, mode, protocol, env, timeout_ms, ... }.
+--- The result: { id, prompt, stream, template, session, cli, model, mode, protocol, env, timeout_ms, ... }.
 ---@param msg table a decoded request line
 ---@param max_prompt integer the largest prompt taken, in bytes (max_request_bytes)
 ---@return table|nil req
@@ -113,8 +114,14 @@ function wire.request(msg, max_prompt)
   elseif not TEMPLATES[template] then
     return nil, "template must be the name of a template the server has (default)"
   end
+  local session = msg.session
+  if absent(session) then
+    session = nil
+  elseif type(session) ~= "string" or #session == 0 or #session > 256 then
+    return nil, "session must be a string of 1 to 256 bytes"
+  end
   local req = {
-    id = id, prompt = msg.prompt, stream = msg.stream ~= false, template = template,
+    id = id, prompt = msg.prompt, stream = msg.stream ~= false, template = template, session = session,
     cli = b.cli, model = not absent(b.model) and b.model or nil,
     mode = not absent(b.mode) and b.mode or "auto", env = env, expect = expect,
     protocol = not absent(b.protocol) and b.protocol or nil,

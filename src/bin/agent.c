@@ -36,7 +36,7 @@
 extern char **environ;
 
 struct opts {
-    const char *message, *model, *mode, *protocol;
+    const char *message, *model, *mode, *protocol, *session;
     long long timeout_ms; /* 0: the runtime's default */
     int stream, raw;
 };
@@ -82,7 +82,8 @@ static int parse(int argc, char **argv, struct opts *o)
             v = eq + 1;
         }
         int takes = !strcmp(a, "-m") || !strcmp(a, "--message") || !strcmp(a, "--model") ||
-                    !strcmp(a, "--mode") || !strcmp(a, "--timeout-ms") || !strcmp(a, "--protocol");
+                    !strcmp(a, "--mode") || !strcmp(a, "--timeout-ms") || !strcmp(a, "--protocol") ||
+                    !strcmp(a, "--session");
         if (takes && !v) {
             if (i + 1 >= argc)
                 return -1;
@@ -98,6 +99,8 @@ static int parse(int argc, char **argv, struct opts *o)
             o->mode = v;
         else if (!strcmp(a, "--protocol"))
             o->protocol = v;
+        else if (!strcmp(a, "--session"))
+            o->session = v;
         else if (!strcmp(a, "--timeout-ms")) {
             if (!(o->timeout_ms = parse_ms(v)))
                 return -1;
@@ -113,6 +116,8 @@ static int parse(int argc, char **argv, struct opts *o)
     if (!o->message || !*o->message || strlen(o->message) > MAX_FAST_PROMPT)
         return -1;
     if (o->model && !*o->model)
+        return -1;
+    if (o->session && (!*o->session || strlen(o->session) > 256))
         return -1;
     /* KIRO_PROTOCOL must be usable even when --protocol overrides it (as
      * cli.lua checks it); the request always names one (else the server
@@ -195,6 +200,8 @@ static char *request_line(const struct opts *o, const char *cli, size_t *len)
                             KIRO_VERSION, "proto", KIPC_PROTO);
     if (req && !o->raw)
         json_object_set_new(req, "template", json_string("default"));
+    if (req && o->session)
+        json_object_set_new(req, "session", json_string(o->session));
     if (req && o->timeout_ms)
         json_object_set_new(req, "timeout_ms", json_integer(o->timeout_ms));
     char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
