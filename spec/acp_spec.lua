@@ -188,13 +188,18 @@ describe("acp", function()
     local got = {}
     for i = 1, 3 do
       kiro.spawn(function()
-        local r, msg = kiro.chat("c" .. i, i == 1 and { session = "s" } or nil)
+        local opts = { template = "default", session = i == 1 and "s" or nil }
+        local r, msg = kiro.chat("c" .. i, opts)
         got[#got + 1] = r or msg
       end)
     end
     kiro.run()
     table.sort(got)
     assert.are.same({ "You said: c1", "You said: c2", "You said: c3" }, got)
+    -- Found to be an ACP agent, it got the user's text as it is (no seed template).
+    for _, e in ipairs(H.sim_events(log)) do
+      if e.event == "request" and e.proto == "acp" then assert.are.equal(2, e.bytes) end
+    end
     local s = kiro.stats()
     assert.are.equal(s0.fallbacks, s.fallbacks)
     assert.are.equal(s0.daemon_start_failures, s.daemon_start_failures)
@@ -203,7 +208,7 @@ describe("acp", function()
     kiro = H.setup({}, { protocol = "auto" })
     local r, msg, code = kiro.chat("x", { session = "t" })
     assert.is_nil(r)
-    assert.are.equal("protocol", code)
+    assert.are.equal("config", code)
     assert.matches("needs an ACP agent", msg)
   end)
 
@@ -233,12 +238,24 @@ describe("acp", function()
       'kiro.configure: acp_model must be argv or session (got "ask")')
   end)
 
+  it("a conversation is never served oneshot: a clear `config` error, in Lua and from the CLI", function()
+    local kiro = H.setup({}, { protocol = "acp" })
+    local r, msg, code = kiro.chat("x", { session = "s", mode = "oneshot" })
+    assert.is_nil(r)
+    assert.are.equal("config", code)
+    assert.matches("needs a long%-lived ACP agent", msg)
+    local env = H.sim_env()
+    local res = H.agent({ "--protocol", "acp", "--mode", "oneshot", "--session", "s", "-m", "x" }, env)
+    assert.are.equal(2, res.code)
+    assert.matches("%-%-session needs a long%-lived agent", res.err)
+  end)
+
   it("a JSON Lines daemon has no conversations: opts.session is a clear error", function()
     local kiro = H.setup({}, { protocol = "jsonl" })
     local r, msg, code = kiro.chat("x", { session = "s" })
     assert.is_nil(r)
-    assert.are.equal("protocol", code)
-    assert.are.equal("opts.session needs an ACP agent; this backend speaks JSON Lines", msg)
+    assert.are.equal("config", code)
+    assert.are.equal("a conversation (opts.session, --session) needs an ACP agent; this backend speaks JSON Lines", msg)
   end)
 
   it("a request from the agent mid-turn is answered at once (-32601), and the turn goes on", function()
@@ -365,6 +382,21 @@ describe("acp", function()
     r = H.agent({ "--session", "", "-m", "x" }, env)
     assert.are.equal(2, r.code)
     assert.matches("--session needs a key of 1 to 256 bytes", r.err)
+  end)
+
+  it("a server holding conversations does not exit for being idle", function()
+    local env, log = H.sim_env { KIRO_SERVER_IDLE_MS = "200" }
+    local r = H.agent({ "--protocol", "acp", "--session", "k", "-m", "a" }, env)
+    assert.are.equal(0, r.code, r.err)
+    local pid = assert(H.status(env)).pid
+    H.wait_for(function() return false end, 600) -- three idle periods
+    local s = assert(H.status(env), "the server exited, taking the conversation with it")
+    assert.are.equal(pid, s.pid)
+    assert.are.equal(1, s.pools[1].conversations)
+    r = H.agent({ "--protocol", "acp", "--session", "k", "-m", "b" }, env)
+    assert.are.equal("You said: b\n", r.out)
+    local ev = H.sim_events(log)
+    assert.are.equal(2, ev[#ev].turn)
   end)
 
   it("kiro-rt agent --protocol acp, through the server and in-process; status shows the protocol", function()

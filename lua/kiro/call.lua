@@ -4,6 +4,7 @@
 
 local core = require "kiro.core"
 local config = require "kiro.config"
+local template = require "kiro.template"
 local errors = require "kiro.error"
 local tasks = require "kiro.tasks"
 
@@ -78,6 +79,8 @@ function call.check_opts(fname, prompt, opts)
       if type(v) ~= "boolean" then bad("cache must be a boolean") end
     elseif k == "on_update" or k == "permission" then
       if type(v) ~= "function" then bad(k .. " must be a function") end
+    elseif k == "template" then
+      if v ~= "default" then bad('template must be "default" (the seed\'s prompt form)') end
     elseif k == "session" then
       if type(v) ~= "string" or #v == 0 or #v > 256 then bad("session must be a string of 1 to 256 bytes") end
     elseif k == "stream" and fname == "kiro.call" then
@@ -132,7 +135,7 @@ function call.open(prompt, opts, stream, backend, owned)
   local mode, mode_err = opts.mode, nil
   if not mode then mode, mode_err = config.mode() end
   -- One table per call, sized once: every field a call uses on its way
-  -- (18) is named here, and its reply's chunks queue up in its array part
+  -- (20) is named here, and its reply's chunks queue up in its array part
   -- (self[head..tail]). The call is also its own wait record (woken, task)
   -- and says how to make its request (mode, stream, limits: core.request).
   -- code: nil while an attempt is under way, false once it succeeded.
@@ -146,13 +149,19 @@ function call.open(prompt, opts, stream, backend, owned)
     -- An agent's permission requests come to Lua when a hook decides them.
     asks = (opts.permission or cfg.permission) and true or nil,
     session = opts.session, -- an ACP conversation's key (core.request reads it)
+    pre = nil, post = nil,  -- opts.template's form around the prompt (core.request reads them)
   }, Call)
+  if opts.template then c.pre, c.post = template.parts(opts.template) end
   if opts ~= NO_OPTS then -- the request's own limits; absent, the configured ones
     c.timeout_ms = opts.timeout_ms
     c.first_chunk_timeout_ms = opts.first_chunk_timeout_ms
     c.stall_timeout_ms = opts.stall_timeout_ms
   end
   if not mode then return c:release() or ended(c, "config", mode_err) end
+  if opts.session and mode == "oneshot" then
+    c:release()
+    return ended(c, "config", "a conversation (opts.session) needs a long-lived ACP agent; oneshot has none")
+  end
   local cli = call.cli_of(opts)
   if not cli then
     c:release()

@@ -26,6 +26,7 @@ Commands:
 Environment:
   KIRO_CLI_PATH    backend executable (default: kiro-cli on PATH)
   KIRO_USE_DAEMON  true/false (1/0, yes/no, on/off); false: oneshot for every call (default true)
+  KIRO_PROTOCOL    auto, jsonl or acp: how to speak to a warm backend (default auto)
   KIRO_MODEL       default model (default: the backend's own)
   KIRO_LOG         log filter: a level (error warn info debug trace) or target=level,... (default warn)
 
@@ -49,7 +50,9 @@ Options:
                        between calls, and each call sends only its new text
       --protocol P     how to speak to a warm backend: jsonl (the `daemon`
                        subcommand), acp (the Agent Client Protocol: `acp`)
-                       or auto (default: KIRO_PROTOCOL, else jsonl)
+                       or auto (the default, else KIRO_PROTOCOL: ACP for the
+                       agents it knows by name, else `daemon` and, where
+                       the CLI has no such subcommand, `acp`)
       --raw            send TEXT as the whole prompt, without the
                        "User: ...\n\nAssistant: " template
       --no-server      serve the request in this process (no background server)
@@ -200,15 +203,6 @@ local function parse_agent(args)
   return o
 end
 
--- The template around the user's text: render() of one user turn, split
--- where the text goes.
-local function template_parts()
-  local MARK = "\1kiro-rt-prompt\1"
-  local whole = require("kiro.template").render { { role = "user", content = MARK } }
-  local i, j = whole:find(MARK, 1, true)
-  return whole:sub(1, i - 1), whole:sub(j + 1)
-end
-
 local EMPTY = "agent: empty prompt (give -m TEXT or text on stdin)"
 
 local function agent(args)
@@ -227,17 +221,12 @@ local function agent(args)
   if not protocol then return usage_error(protocol_err) end
   protocol = o.protocol or protocol
   if o.message == "" then return usage_error(EMPTY) end
-  -- The template around the user's text: the server renders it for a
-  -- prompt given with -m (the request names it); a prompt from stdin, or
-  -- one served in-process, gets it here. An ACP agent takes the text as it is.
+  if o.message and not utf8.len(o.message) then return usage_error("agent: the prompt is not valid UTF-8") end
+  -- The text is the user's turn: the seed's template goes around it where
+  -- the backend takes a prompt text (JSON Lines, oneshot), and an ACP agent
+  -- takes it as it is; the core decides once it knows the protocol.
+  local template = not o.raw and "default" or nil
   local cli_path = absolute_cli(env, core)
-  local prefix, suffix = "", ""
-  if not o.raw and not (cli_path and require("kiro.config").speaks_acp(cli_path, protocol)) then
-    prefix, suffix = template_parts()
-  end
-  if o.message and not utf8.len(prefix .. o.message .. suffix) then
-    return usage_error("agent: the prompt is not valid UTF-8")
-  end
 
   -- Signals: every request ends `cancelled`, every backend is stopped.
   local signalled = catch_signals()
@@ -252,11 +241,14 @@ local function agent(args)
   -- Through the server (started in the background if need be), unless told
   -- otherwise or oneshot anyway; in-process if the server cannot be had.
   local conn, opts
+  if o.session and mode == "oneshot" then
+    return usage_error("agent: --session needs a long-lived agent; oneshot has none (--mode, KIRO_USE_DAEMON)")
+  end
   if cli_path and not o.no_server and mode ~= "oneshot" then
     local client = require "kiro.client"
     opts = {
       stream = o.stream, cli = cli_path, model = o.model or env.model(), mode = mode, protocol = protocol,
-      env = client.backend_env(), timeout_ms = o.timeout_ms, session = o.session,
+      env = client.backend_env(), timeout_ms = o.timeout_ms, session = o.session, template = template,
     }
     local cerr
     conn, cerr = client.open { autostart = true }
@@ -264,12 +256,12 @@ local function agent(args)
       core.log("warn", "kiro.client", "cannot use the kiro-rt server (" .. cerr .. "); serving in-process")
     end
   end
-  local prompt = o.message and prefix .. o.message .. suffix
+  local prompt = o.message
   if not prompt and not conn then -- in-process: the prompt as a Lua string
     local text = io.stdin:read("a") or ""
     if not o.raw then text = text:gsub("\n$", "") end
     if text == "" then return usage_error(EMPTY) end
-    prompt = prefix .. text .. suffix
+    prompt = text
     if not utf8.len(prompt) then return usage_error("agent: the prompt is not valid UTF-8") end
   end
 
@@ -278,10 +270,9 @@ local function agent(args)
     if conn then
       local iter, ierr, kind
       if o.message then
-        if not o.raw then opts.template = "default" end
         iter = conn:request(o.message, opts)
       else -- stdin straight into the request line
-        iter, ierr, kind = conn:request_stdin(prefix, suffix, not o.raw, opts)
+        iter, ierr, kind = conn:request_stdin("", "", not o.raw, opts)
         if not iter then
           if kind == "empty" or kind == "utf8" then usage = "agent: " .. ierr; return end
           local codes = { size = "overloaded", closed = "closed" }
@@ -292,12 +283,13 @@ local function agent(args)
     elseif o.stream then
       local kiro = require "kiro"
       for chunk in kiro.stream(prompt, { model = o.model, mode = o.mode, protocol = protocol,
-                                         timeout_ms = o.timeout_ms, session = o.session }) do
+                                         timeout_ms = o.timeout_ms, session = o.session, template = template }) do
         out(chunk)
       end
     else
       local reply, msg, code = require("kiro").chat(prompt,
-        { model = o.model, mode = o.mode, protocol = protocol, timeout_ms = o.timeout_ms, session = o.session })
+        { model = o.model, mode = o.mode, protocol = protocol, timeout_ms = o.timeout_ms, session = o.session,
+          template = template })
       if not reply then errors.raise(code, msg) end
       out(reply)
     end
@@ -473,8 +465,9 @@ local function status(args)
       mib(s.cache.bytes), s.cache.hits, s.cache.misses, s.cache.evictions, s.cache.coalesced)
   end
   for _, p in ipairs(s.pools or {}) do
-    w("pool     %s%s (%s): %s, %d daemon(s), %d queued, %d restarts", p.cli,
-      p.model and (" --model " .. p.model) or "", p.protocol, p.state, p.live, p.queued, p.restarts)
+    w("pool     %s%s (%s): %s, %d daemon(s), %d queued, %d restarts%s", p.cli,
+      p.model and (" --model " .. p.model) or "", p.protocol, p.state, p.live, p.queued, p.restarts,
+      (p.conversations or 0) > 0 and (", %d conversation(s)"):format(p.conversations) or "")
     if p.last_error then w("         last error: %s", p.last_error) end
     for _, d in ipairs(p.daemons or {}) do
       w("  daemon pid %d, %s, served %d, rss %s", d.pid, d.state, d.served, mib(d.rss_bytes))

@@ -161,18 +161,6 @@ function config.mode()
   return env.mode()
 end
 
---- Whether a call to cli with this protocol (nil: the configured one) goes
---- to an ACP agent for sure: one named acp, or a known agent under auto.
---- (Such an agent takes the user's text as it is: no seed template.)
----@param cli string
----@param protocol? string
----@return boolean
-function config.speaks_acp(cli, protocol)
-  protocol = protocol or config.protocol()
-  if protocol == "acp" then return true end
-  return protocol == "auto" and config.KNOWN_AGENTS[cli:match("[^/]*$")] ~= nil
-end
-
 --- The protocol calls use unless they name one; nil and a message when
 --- KIRO_PROTOCOL is unusable.
 ---@return string? protocol, string? message

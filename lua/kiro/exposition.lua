@@ -116,6 +116,7 @@ function exposition.render(s, version)
     gauge("kiro_cache_bytes", "Bytes held by the response cache.", c.bytes),
     gauge("kiro_cache_entries", "Entries in the response cache.", c.entries),
     gauge("kiro_in_flight", "Requests in flight.", s.in_flight),
+    gauge("kiro_conversations", "ACP conversations (opts.session) going on.", s.conversations),
     gauge("process_resident_memory_bytes", "Resident memory size in bytes.",
       core.process_rss(core.getpid()) or 0),
     { name = "kiro_build_info", kind = "gauge", help = "kiro-rt's version.", labels = { "version" },

@@ -167,7 +167,7 @@ function flight.open(prompt, opts, stream)
   local backend, owned
   if cli then backend, owned = config.backend(cli, model, opts.env, opts.protocol) end
   if not backend then return call.open(prompt, opts, stream) end -- it fails the same way
-  local key = backend:key() .. "\0" .. prompt
+  local key = backend:key() .. "\0" .. (opts.template or "") .. "\0" .. prompt
   local f = flights[key]
   local follower = f ~= nil
   if f then

@@ -21,7 +21,6 @@
 -- clients, gets {"op":"error","code":"overloaded"} and the connection closes.
 
 local kiro = require "kiro"
-local config = require "kiro.config"
 local paths = require "kiro.paths"
 local wire = require "kiro.wire"
 local core = kiro.core
@@ -280,17 +279,11 @@ end
 function Conn:relay(id, req)
   local opts = {
     cli_path = req.cli, model = req.model, mode = req.mode, protocol = req.protocol, env = req.env,
-    stream = req.stream, session = req.session,
+    stream = req.stream, session = req.session, template = req.template,
     timeout_ms = req.timeout_ms, first_chunk_timeout_ms = req.first_chunk_timeout_ms,
     stall_timeout_ms = req.stall_timeout_ms,
   }
-  local prompt = req.prompt
-  -- The seed's template is for its `daemon` protocol and oneshot chat; an
-  -- ACP agent takes the user's text as it is.
-  if req.template and not config.speaks_acp(req.cli, req.protocol) then
-    prompt = kiro.template.render { { role = "user", content = prompt } }
-  end
-  local call = kiro.call(prompt, opts)
+  local call = kiro.call(req.prompt, opts)
   self.calls[id] = call
   while true do
     local chunk, msg, code = call:next()
@@ -315,6 +308,7 @@ function Server:status()
     end
     pools[#pools + 1] = {
       cli = p.cli, model = p.model, protocol = p.protocol, state = p.state, live = p.live, queued = p.queued,
+      conversations = p.conversations,
       restarts = p.restarts, last_error = p.last_error ~= "" and p.last_error or nil,
       daemons = daemons,
     }
@@ -388,7 +382,9 @@ function Server:arm_idle()
   self.idle_timer = core.timer(math.max(10, wait), function()
     if self.stopping then return end
     local now_idle = core.now() - self.last_activity
-    if self.inflight == 0 and now_idle >= self.idle_ms then
+    -- Conversations the server keeps hold it: they end on their own
+    -- (session_idle_ms), and the server goes after that.
+    if self.inflight == 0 and now_idle >= self.idle_ms and kiro.stats().conversations == 0 then
       self:stop(("idle for %d ms"):format(now_idle))
     else
       self:arm_idle()

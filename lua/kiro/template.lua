@@ -46,4 +46,24 @@ function template.render(messages, opts)
   return table.concat(parts, sep)
 end
 
+local parts = {}
+
+--- The prompt form of one user turn, split where the user's text goes:
+--- what goes before it and after it (template "default": render's seed
+--- form, "User: " and "\n\nAssistant: "). kiro.call's opts.template puts it
+--- around the prompt for backends that take a prompt text (JSON Lines,
+--- oneshot); an ACP agent takes the text as it is.
+---@param name string "default" (the only template so far)
+---@return string? before, string? after nil for an unknown name
+function template.parts(name)
+  if name ~= "default" then return nil end
+  if not parts[name] then
+    local MARK = "\1kiro-rt-prompt\1"
+    local whole = template.render { { role = "user", content = MARK } }
+    local i, j = whole:find(MARK, 1, true)
+    parts[name] = { whole:sub(1, i - 1), whole:sub(j + 1) }
+  end
+  return parts[name][1], parts[name][2]
+end
+
 return template

@@ -193,16 +193,25 @@ static struct seen decode(const char *line)
     return s;
 }
 
+/* A request of prompt p (n bytes) for encode: no prompt form, no session. */
+#define REQ(p, n, stream) (&(kproto_req){ (p), (n), "", "", 0, 0, (stream), NULL })
+
 static void test_codec(void)
 {
     kbuf out = { 0 };
     const char *err = NULL;
     const char prompt[] = "a\"b\\c\nd\0e\xc3\xa9";
-    CHECK(kproto_jsonl.encode(NULL, prompt, sizeof prompt - 1, 1, NULL, &out, &err) == 0);
+    CHECK(kproto_jsonl.encode(NULL, REQ(prompt, sizeof prompt - 1, 1), &out, &err) == 0);
     kbuf_append(&out, "", 1);
     CHECK(strcmp(out.data, "{\"prompt\":\"a\\\"b\\\\c\\nd\\u0000e\xc3\xa9\",\"stream\":true}\n") == 0);
     out.len = 0;
-    CHECK(kproto_jsonl.encode(NULL, "\xff", 1, 0, NULL, &out, &err) == -1 && strstr(err, "UTF-8"));
+    CHECK(kproto_jsonl.encode(NULL, REQ("\xff", 1, 0), &out, &err) == -1 && strstr(err, "UTF-8"));
+    /* The prompt form goes around the prompt, escaped like it. */
+    out.len = 0;
+    kproto_req framed = { "hi", 2, "User: ", "\n\nAssistant: ", 6, 13, 0, NULL };
+    CHECK(kproto_jsonl.encode(NULL, &framed, &out, &err) == 0);
+    kbuf_append(&out, "", 1);
+    CHECK(strcmp(out.data, "{\"prompt\":\"User: hi\\n\\nAssistant: \",\"stream\":false}\n") == 0);
     kbuf_free(&out);
 
     struct seen s = decode("{\"content\":\"hi\"}");
@@ -255,8 +264,8 @@ static void test_acp(void)
     /* initialize at start; a prompt waits for its answer. */
     kproto_acp.start(st, &out);
     CHECK(strstr(sent(&s, &out), "\"method\":\"initialize\""));
-    CHECK(kproto_acp.encode(st, "hi \"you\"", 8, 1, NULL, &out, &err) == 0 && out.len == 0);
-    CHECK(kproto_acp.encode(st, "\xff", 1, 1, NULL, &out, &err) == -1 && strstr(err, "UTF-8"));
+    CHECK(kproto_acp.encode(st, REQ("hi \"you\"", 8, 1), &out, &err) == 0 && out.len == 0);
+    CHECK(kproto_acp.encode(st, REQ("\xff", 1, 1), &out, &err) == -1 && strstr(err, "UTF-8"));
     feed(st, &s,
          "{\"jsonrpc\":\"2.0\",\"id\":0,\"result\":{\"protocolVersion\":1,"
          "\"authMethods\":[{\"id\":\"key\"},{\"id\":\"oauth\"}]}}");
@@ -317,15 +326,15 @@ static void test_acp(void)
 
     /* Next turn: it waits for that session; -32000 there is `auth`, with
      * the methods. */
-    CHECK(kproto_acp.encode(st, "again", 5, 0, NULL, &out, &err) == 0 && out.len == 0);
+    CHECK(kproto_acp.encode(st, REQ("again", 5, 0), &out, &err) == 0 && out.len == 0);
     feed(st, &s, "{\"jsonrpc\":\"2.0\",\"id\":3,\"error\":{\"code\":-32000,\"message\":\"Log in\"}}");
     CHECK(s.errors == 1 && strcmp(s.code, "auth") == 0 &&
           strcmp(s.error, "Log in (auth methods: key, oauth)") == 0);
 
     /* Abandoned: the turn on the agent is cancelled; one still queued never
      * reaches it, and both end in order. */
-    CHECK(kproto_acp.encode(st, "one", 3, 1, NULL, &out, &err) == 0);
-    CHECK(kproto_acp.encode(st, "two", 3, 1, NULL, &out, &err) == 0);
+    CHECK(kproto_acp.encode(st, REQ("one", 3, 1), &out, &err) == 0);
+    CHECK(kproto_acp.encode(st, REQ("two", 3, 1), &out, &err) == 0);
     sent(&s, &out);
     feed(st, &s, "{\"jsonrpc\":\"2.0\",\"id\":4,\"result\":{\"sessionId\":\"S2\"}}");
     sent(&s, NULL);
@@ -339,7 +348,7 @@ static void test_acp(void)
      * turn asks afresh. */
     feed(st, &s, "{\"jsonrpc\":\"2.0\",\"id\":6,\"error\":{\"code\":-32000,\"message\":\"Log in\"}}");
     CHECK(s.errors == 1 && s.wrote.len == 0);
-    CHECK(kproto_acp.encode(st, "fresh", 5, 1, NULL, &out, &err) == 0);
+    CHECK(kproto_acp.encode(st, REQ("fresh", 5, 1), &out, &err) == 0);
     CHECK(strstr(sent(&s, &out), "\"id\":7,\"method\":\"session/new\""));
     feed(st, &s, "{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"sessionId\":\"S3\"}}");
     CHECK(strstr(sent(&s, NULL), "\"id\":8,\"method\":\"session/prompt\",\"params\":{\"sessionId\":\"S3\""));

@@ -409,7 +409,17 @@ void kdaemon_assign(kdaemon *d, kreq *r)
 {
     kbuf out = { 0 };
     const char *err = NULL;
-    if (d->proto->encode(d->pstate, r->prompt, r->prompt_len, r->stream, r->session, &out, &err) != 0) {
+    if (r->session && !d->proto->conversations) {
+        kreq_end(r, KERR_CONFIG,
+                 "a conversation (opts.session, --session) needs an ACP agent; this backend speaks %s",
+                 d->proto == &kproto_jsonl ? "JSON Lines" : d->proto->name);
+        return;
+    }
+    const kproto_req q = {
+        r->prompt, r->prompt_len, r->pre ? r->pre : "", r->post ? r->post : "", r->pre_len, r->post_len,
+        r->stream, r->session
+    };
+    if (d->proto->encode(d->pstate, &q, &out, &err) != 0) {
         kbuf_free(&out);
         kreq_end(r, KERR_PROTOCOL, "%s", err);
         return;

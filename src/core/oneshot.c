@@ -138,8 +138,14 @@ void koneshot_start(kcore *core, const koneshot_spec *spec, kreq *r)
     }
     klist_insert_tail(&core->oneshots, &o->link);
     kreq_set_carrier(r, o, &os_ops);
-    char *copy = kmalloc(r->prompt_len ? r->prompt_len : 1);
-    memcpy(copy, r->prompt, r->prompt_len);
-    kproc_write_owned(o->proc, copy, r->prompt_len);
+    /* The prompt in its form (kreq.pre, .post), as the CLI reads it. */
+    size_t n = r->pre_len + r->prompt_len + r->post_len;
+    char *copy = kmalloc(n ? n : 1);
+    if (r->pre_len)
+        memcpy(copy, r->pre, r->pre_len);
+    memcpy(copy + r->pre_len, r->prompt, r->prompt_len);
+    if (r->post_len)
+        memcpy(copy + r->pre_len + r->prompt_len, r->post, r->post_len);
+    kproc_write_owned(o->proc, copy, n);
     kproc_close_stdin(o->proc);
 }

@@ -660,6 +660,7 @@ void kpool_describe(const kpool *p, kpool_info *out)
     out->live = p->live;
     out->queued = p->queued;
     out->failures = p->failures;
+    out->conversations = p->nconvs;
     out->restarts = p->restarts;
 }
 

@@ -50,7 +50,7 @@ void kpool_close(kpool *p, const char *msg);
 /* For stats. */
 typedef struct kpool_info {
     const char *cli, *model, *protocol, *state, *last_error;
-    int live, queued, failures;
+    int live, queued, failures, conversations;
     uint64_t restarts;
 } kpool_info;
 typedef struct kdaemon_info {

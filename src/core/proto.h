@@ -45,16 +45,29 @@ typedef struct kproto_sink {
     void (*ask)(void *ud, int token, const char *json, size_t n);
 } kproto_sink;
 
+/* One request, as a protocol encodes it. */
+typedef struct kproto_req {
+    const char *prompt;
+    size_t len;
+    /* The prompt form around it (kiro's template, e.g. "User: " and
+     * "\n\nAssistant: "), for protocols that take a prompt text (JSON Lines);
+     * an ACP agent takes the user's text as it is. Empty when none. */
+    const char *pre, *post;
+    size_t pre_len, post_len;
+    int stream;
+    const char *session; /* a conversation's key, or NULL */
+} kproto_req;
+
 typedef struct kproto_ops {
     const char *name;
     /* The bytes to send when the backend starts (a handshake). May be NULL. */
     void (*start)(void *state, kbuf *out);
     /* Appends the bytes of one request to `out` (none, when the protocol
-     * sends it later). `session`: a conversation's key (NULL: an independent
-     * request). Returns 0, or -1 with *err set to a static message when the
-     * request cannot be carried. */
-    int (*encode)(void *state, const char *prompt, size_t len, int stream, const char *session, kbuf *out,
-                  const char **err);
+     * sends it later). Returns 0, or -1 with *err set to a static message
+     * when the request cannot be carried. */
+    int (*encode)(void *state, const kproto_req *q, kbuf *out, const char **err);
+    /* Whether it keeps conversations (kproto_req.session). */
+    int conversations;
     void (*decode)(void *state, const char *line, size_t len, const kproto_sink *sink);
     /* The request `pos` places behind the oldest on the wire is abandoned
      * (cancelled, timed out): appends what tells the backend, if anything.

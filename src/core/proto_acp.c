@@ -340,12 +340,13 @@ static void end_turn(acp *a, const kproto_sink *sink, const char *code, const ch
     advance_now(a, sink);
 }
 
-static int acp_encode(void *state, const char *prompt, size_t len, int stream, const char *session, kbuf *out,
-                      const char **err)
+static int acp_encode(void *state, const kproto_req *q, kbuf *out, const char **err)
 {
     acp *a = state;
-    size_t esc;
-    (void)stream; /* an agent always streams; the daemon gathers a plain reply */
+    size_t esc, len = q->len;
+    const char *prompt = q->prompt, *session = q->session;
+    /* An agent always streams (the daemon gathers a plain reply), and takes
+     * the user's text as it is: no prompt form around it. */
     if (kjstr_measure(prompt, len, &esc, NULL) != 0) {
         *err = "prompt is not valid UTF-8";
         return -1;
@@ -670,6 +671,7 @@ static void acp_decode(void *state, const char *line, size_t len, const kproto_s
 
 const kproto_ops kproto_acp = {
     .name = "acp",
+    .conversations = 1,
     .start = acp_start,
     .encode = acp_encode,
     .decode = acp_decode,

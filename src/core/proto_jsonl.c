@@ -6,25 +6,24 @@
 
 #include "jsonstr.h"
 
-static int jsonl_encode(void *state, const char *prompt, size_t len, int stream, const char *session,
-                        kbuf *out, const char **err)
+static int jsonl_encode(void *state, const kproto_req *q, kbuf *out, const char **err)
 {
-    if (session) {
-        *err = "opts.session needs an ACP agent; this backend speaks JSON Lines";
-        return -1;
-    }
     static const char head[] = "{\"prompt\":\"";
-    const char *tail = stream ? "\",\"stream\":true}\n" : "\",\"stream\":false}\n";
-    size_t esc, tl = strlen(tail);
+    const char *tail = q->stream ? "\",\"stream\":true}\n" : "\",\"stream\":false}\n";
+    size_t pe, esc, se, tl = strlen(tail);
     (void)state;
-    if (kjstr_measure(prompt, len, &esc, NULL) != 0) {
+    if (kjstr_measure(q->pre, q->pre_len, &pe, NULL) != 0 ||
+        kjstr_measure(q->prompt, q->len, &esc, NULL) != 0 ||
+        kjstr_measure(q->post, q->post_len, &se, NULL) != 0) {
         *err = "prompt is not valid UTF-8";
         return -1;
     }
-    kbuf_reserve(out, sizeof head - 1 + esc + tl);
+    kbuf_reserve(out, sizeof head - 1 + pe + esc + se + tl);
     char *w = out->data + out->len;
     memcpy(w, head, sizeof head - 1);
-    w = kjstr_write(w + sizeof head - 1, prompt, len);
+    w = kjstr_write(w + sizeof head - 1, q->pre, q->pre_len);
+    w = kjstr_write(w, q->prompt, q->len);
+    w = kjstr_write(w, q->post, q->post_len);
     memcpy(w, tail, tl);
     out->len = (size_t)(w + tl - out->data);
     return 0;

@@ -68,6 +68,10 @@ struct kreq {
     const char *prompt; /* borrowed from the creator: valid until the request ends */
     size_t prompt_len;
     const char *session; /* a conversation's key (ACP), or NULL; borrowed like the prompt */
+    /* The prompt form around the prompt for backends that take a prompt
+     * text (JSON Lines, oneshot), or NULL; borrowed like the prompt. */
+    const char *pre, *post;
+    size_t pre_len, post_len;
     int stream;
     uint64_t timeout_ms, first_chunk_ms, stall_ms; /* 0: none */
     uint64_t t_start, t_activity, t_first_chunk;

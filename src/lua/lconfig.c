@@ -158,7 +158,7 @@ static void push_daemon(void *ud, const kdaemon_info *di)
 
 struct pools_acc {
     lua_State *L;
-    int daemons;
+    int daemons, conversations;
 };
 
 /* One pool's table, appended to the array on top. */
@@ -184,6 +184,8 @@ static void push_pool(void *ud, const kpool *p)
     SET("live", pi.live);
     SET("queued", pi.queued);
     SET("failures", pi.failures);
+    SET("conversations", pi.conversations);
+    acc->conversations += pi.conversations;
     SET("restarts", pi.restarts);
     acc->daemons += pi.live;
     lua_newtable(L);
@@ -218,12 +220,13 @@ static int l_stats(lua_State *L)
     SET("in_flight", x->rt->core.nrequests);
     SET("children", kproc_live_count());
     lua_newtable(L);
-    struct pools_acc acc = { L, 0 };
+    struct pools_acc acc = { L, 0, 0 };
     kbackends_each_pool(&x->rt->backends, push_pool, &acc);
     lua_setfield(L, -2, "pools");
     SET("backends", x->rt->backends.count);
     SET("backends_peak", x->rt->backends.peak);
     SET("daemons", acc.daemons);
+    SET("conversations", acc.conversations);
     return 1;
 }
 

@@ -134,6 +134,15 @@ static int l_request(lua_State *L)
     lua_pop(L, 1);
     /* A conversation's key: borrowed from ctx, which is anchored (with the
      * string) until the request ends. */
+    /* The prompt form around it (opts.template): borrowed likewise. */
+    size_t fl;
+    lua_getfield(L, 3, "pre");
+    r->pre = lua_tolstring(L, -1, &fl);
+    r->pre_len = r->pre ? fl : 0;
+    lua_getfield(L, 3, "post");
+    r->post = lua_tolstring(L, -1, &fl);
+    r->post_len = r->post ? fl : 0;
+    lua_pop(L, 2);
     lua_getfield(L, 3, "session");
     luaL_argcheck(L, lua_isnil(L, -1) || lua_type(L, -1) == LUA_TSTRING, 3, "session must be a string");
     r->session = lua_tostring(L, -1);
