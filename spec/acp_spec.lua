@@ -411,7 +411,14 @@ describe("acp", function()
     local s = assert(H.status(env))
     assert.are.equal("acp", s.pools[1].protocol)
     local text = H.run({ H.kiro_rt, "status" }, env).out
-    assert.matches("pool     " .. H.sim:gsub("%p", "%%%0") .. " %(acp%): ok", text)
+    assert.matches("pool     " .. H.sim:gsub("%p", "%%%0") .. " %(acp, backend %x+%): ok", text)
+    -- Pools of one CLI that differ in what they were asked (env, protocol) are told apart.
+    assert.are.equal(0, H.agent({ "--protocol", "auto", "-m", "hi" }, env).code)
+    local tags = {}
+    for _, p in ipairs(assert(H.status(env)).pools) do tags[p.backend] = true end
+    local n = 0
+    for tag in pairs(tags) do n = n + 1; assert.matches("^%x%x%x%x%x%x%x%x$", tag) end
+    assert.are.equal(#assert(H.status(env)).pools, n)
     assert.are.equal(2, H.count(H.sim_events(log), { event = "start", proto = "acp" }))
     env.KIRO_SIM_FAULT = "auth"
     r = H.agent({ "--protocol", "acp", "-m", "hi" }, env)

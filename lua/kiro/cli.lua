@@ -465,8 +465,9 @@ local function status(args)
       mib(s.cache.bytes), s.cache.hits, s.cache.misses, s.cache.evictions, s.cache.coalesced)
   end
   for _, p in ipairs(s.pools or {}) do
-    w("pool     %s%s (%s): %s, %d daemon(s), %d queued, %d restarts%s", p.cli,
-      p.model and (" --model " .. p.model) or "", p.protocol, p.state, p.live, p.queued, p.restarts,
+    w("pool     %s%s (%s, backend %s): %s, %d daemon(s), %d queued, %d restarts%s", p.cli,
+      p.model and (" --model " .. p.model) or "", p.protocol, p.backend or "?", p.state, p.live, p.queued,
+      p.restarts,
       (p.conversations or 0) > 0 and (", %d conversation(s)"):format(p.conversations) or "")
     if p.last_error then w("         last error: %s", p.last_error) end
     for _, d in ipairs(p.daemons or {}) do

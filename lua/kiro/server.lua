@@ -308,7 +308,7 @@ function Server:status()
     end
     pools[#pools + 1] = {
       cli = p.cli, model = p.model, protocol = p.protocol, state = p.state, live = p.live, queued = p.queued,
-      conversations = p.conversations,
+      conversations = p.conversations, backend = p.backend,
       restarts = p.restarts, last_error = p.last_error ~= "" and p.last_error or nil,
       daemons = daemons,
     }

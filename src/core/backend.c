@@ -22,6 +22,7 @@ struct kbackend {
     char **daemon_argv, **oneshot_argv, **env;
     const kproto_ops *proto;
     const char *session_model; /* ACP: set per session, not on the command line */
+    char tag[12];              /* its key, hashed short: tells backends of one CLI apart */
     char **alt_argv;           /* protocol auto, until it is settled: the ACP agent's argv */
     const kproto_ops *alt_proto;
     kpool *pool;       /* its daemons; NULL until the first daemon request */
@@ -294,6 +295,10 @@ kbackend *kbackend_get(kbackends *set, const kbackend_spec *spec, char *err, siz
     b->refs = 1;
     b->proto = proto;
     b->alt_proto = detect ? &kproto_acp : NULL;
+    uint32_t h = 2166136261u; /* FNV-1a of the key */
+    for (size_t i = 0; i < b->keylen; i++)
+        h = (h ^ (unsigned char)b->key[i]) * 16777619u;
+    snprintf(b->tag, sizeof b->tag, "%08x", (unsigned)h);
     uv_timer_init(set->core->loop, &b->linger);
     b->linger.data = b;
     klist_insert_tail(&set->all, &b->link);
@@ -338,8 +343,9 @@ void kbackend_submit_daemon(kbackend *b, kreq *r)
 {
     kcore *core = b->set->core;
     if (!b->pool) {
-        kpool_spec spec = { b->cli,      b->model,     b->daemon_argv,   b->env, b->proto,
-                            b->alt_argv, b->alt_proto, protocol_settled, b,      b->session_model };
+        kpool_spec spec = { b->cli,   b->model,         b->daemon_argv, b->env,
+                            b->proto, b->alt_argv,      b->alt_proto,   protocol_settled,
+                            b,        b->session_model, b->tag };
         b->pool = kpool_new(core, &spec);
     }
     core->stats.daemon_requests++;

@@ -25,10 +25,11 @@ typedef struct kconv {
 struct kpool {
     kcore *core;
     char *cli, *model; /* copies, for messages and stats */
-    kpool_spec spec;   /* borrowed from the backend while open */
-    klist daemons;     /* kdaemon.link */
-    int live;          /* daemons not stopping */
-    klist queue;       /* kreq.queue: requests waiting for a daemon */
+    char tag[12];
+    kpool_spec spec; /* borrowed from the backend while open */
+    klist daemons;   /* kdaemon.link */
+    int live;        /* daemons not stopping */
+    klist queue;     /* kreq.queue: requests waiting for a daemon */
     int queued;
     enum kpool_state state;
     int failures; /* consecutive, reset by an answer */
@@ -82,6 +83,7 @@ kpool *kpool_new(kcore *core, const kpool_spec *spec)
     p->spec = *spec;
     p->cli = kstrdup(spec->cli);
     p->model = spec->model ? kstrdup(spec->model) : NULL;
+    snprintf(p->tag, sizeof p->tag, "%s", spec->tag ? spec->tag : "");
     klist_init(&p->daemons);
     klist_init(&p->queue);
     klist_init(&p->convs);
@@ -655,6 +657,7 @@ void kpool_describe(const kpool *p, kpool_info *out)
     out->cli = p->cli;
     out->model = p->model;
     out->protocol = p->spec.proto->name;
+    out->tag = p->tag;
     out->state = state_names[p->state];
     out->last_error = p->last_error;
     out->live = p->live;

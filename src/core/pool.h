@@ -32,6 +32,7 @@ typedef struct kpool_spec {
     void (*switched)(void *ud, char *const *argv, const kproto_ops *proto);
     void *ud;
     const char *session_model; /* ACP: the model each session is set to, or NULL */
+    const char *tag;           /* a short name for its backend among others of the same CLI (copied) */
 } kpool_spec;
 
 kpool *kpool_new(kcore *core, const kpool_spec *spec);
@@ -49,7 +50,7 @@ void kpool_close(kpool *p, const char *msg);
 
 /* For stats. */
 typedef struct kpool_info {
-    const char *cli, *model, *protocol, *state, *last_error;
+    const char *cli, *model, *protocol, *tag, *state, *last_error;
     int live, queued, failures, conversations;
     uint64_t restarts;
 } kpool_info;

@@ -168,7 +168,7 @@ static void push_pool(void *ud, const kpool *p)
     lua_State *L = acc->L;
     kpool_info pi;
     kpool_describe(p, &pi);
-    lua_createtable(L, 0, 10);
+    lua_createtable(L, 0, 12);
     lua_pushstring(L, pi.cli);
     lua_setfield(L, -2, "cli");
     if (pi.model) {
@@ -177,6 +177,8 @@ static void push_pool(void *ud, const kpool *p)
     }
     lua_pushstring(L, pi.protocol);
     lua_setfield(L, -2, "protocol");
+    lua_pushstring(L, pi.tag);
+    lua_setfield(L, -2, "backend");
     lua_pushstring(L, pi.state);
     lua_setfield(L, -2, "state");
     lua_pushstring(L, pi.last_error);
