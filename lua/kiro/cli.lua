@@ -50,11 +50,12 @@ Options:
                        between calls, and each call sends only its new text
       --protocol P     how to speak to a warm backend: jsonl (the `daemon`
                        subcommand), acp (the Agent Client Protocol: `acp`)
-                       or auto (the default, else KIRO_PROTOCOL: ACP for the
-                       agents it knows by name, else `daemon` and, where
-                       the CLI has no such subcommand, `acp`)
+                       or auto: ACP for the agents it knows by name, else
+                       `daemon` and, where the CLI has no such subcommand,
+                       `acp` (default: KIRO_PROTOCOL, else auto)
       --raw            send TEXT as the whole prompt, without the
-                       "User: ...\n\nAssistant: " template
+                       "User: ...\n\nAssistant: " template (an ACP agent
+                       always gets the text as it is)
       --no-server      serve the request in this process (no background server)
   -h, --help           this text
 
