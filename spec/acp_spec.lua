@@ -138,6 +138,28 @@ describe("acp", function()
     assert.matches("unused for 200 ms %(session_idle_ms%)", msg)
   end)
 
+  it("a policy may replay opts.history into a new conversation after session_lost", function()
+    local kiro, log = H.setup({}, { protocol = "acp", restart_backoff_ms = 10, policy = function(f)
+      if f.code == "session_lost" and f.opts.history then return "replay" end
+      return require("kiro.policy").decide(f)
+    end })
+    local history = { { role = "user", content = "one" } }
+    local reply = kiro.chat("one", { session = "s", history = {} })
+    history[2] = { role = "assistant", content = reply }
+    local pid = H.daemon_pids(log)[1]
+    os.execute("kill -KILL " .. pid)
+    H.wait_kiro(kiro, function() return #H.daemon_pids(log) == 2 end, "the agent to be replaced")
+    assert.are.equal("You said: two", kiro.chat("two", { session = "s", history = history }))
+    local ev = H.sim_events(log)
+    local last = ev[#ev]
+    assert.are.equal(1, last.turn) -- a new conversation...
+    local transcript = "User: one\n\nAssistant: You said: one\n\nUser: two\n\nAssistant: "
+    assert.are.equal(#transcript, last.bytes) -- ...whose first turn carried the past
+    assert.are.equal("You said: three", kiro.chat("three", { session = "s" })) -- and it goes on
+    assert.are.equal(2, H.sim_events(log)[#H.sim_events(log)].turn)
+    assert.has_error(function() kiro.chat("x", { history = { { role = "robot", content = "" } } }) end)
+  end)
+
   it("losing conversations while others are lost already (past session_max) is safe", function()
     local kiro, log = H.setup({}, { protocol = "acp", session_max = 1, restart_backoff_ms = 10 })
     assert(kiro.chat("a", { session = "a" }))

@@ -81,6 +81,12 @@ function call.check_opts(fname, prompt, opts)
       if type(v) ~= "function" then bad(k .. " must be a function") end
     elseif k == "template" then
       if v ~= "default" then bad('template must be "default" (the seed\'s prompt form)') end
+    elseif k == "history" then
+      local okh = type(v) == "table"
+      for _, m in ipairs(okh and v or {}) do
+        if type(m) ~= "table" or not template.labels[m.role] or type(m.content) ~= "string" then okh = false end
+      end
+      if not okh then bad("history must be an array of { role = user|assistant|system, content = string }") end
     elseif k == "session" then
       if type(v) ~= "string" or #v == 0 or #v > 256 then bad("session must be a string of 1 to 256 bytes") end
     elseif k == "stream" and fname == "kiro.call" then
@@ -262,10 +268,26 @@ function Call:recover()
   elseif action == "retry" then
     log("info", "kiro.provider", ("retrying after %s: %s"):format(self.code, self.msg))
     stats.retries = stats.retries + 1
+  elseif action == "replay" then
+    -- A conversation that is over starts again under its key: the new
+    -- one's first turn carries its past (opts.history) and this turn.
+    local history = self.opts.history
+    if self.code ~= "session_lost" or not history then
+      log("error", "kiro.policy", "policy returned replay, which needs a session_lost failure and opts.history")
+      return false
+    end
+    local turns = {}
+    for i, m in ipairs(history) do turns[i] = m end
+    turns[#turns + 1] = { role = "user", content = self.prompt }
+    log("info", "kiro.provider", ("%s; replaying %d turns in a new conversation"):format(self.msg, #history))
+    self.prompt = template.render(turns)
+    self.pre, self.post = nil, nil
+    stats.retries = stats.retries + 1
   elseif action == "fail" or action == nil then
     return false
   else
-    log("error", "kiro.policy", ("policy returned %q; expected oneshot, retry or fail"):format(tostring(action)))
+    log("error", "kiro.policy",
+      ("policy returned %q; expected oneshot, retry, replay or fail"):format(tostring(action)))
     return false
   end
   self.attempt = self.attempt + 1

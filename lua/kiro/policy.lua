@@ -5,6 +5,9 @@
 --
 --   "oneshot"  serve this request by spawning the CLI once (SPEC 2.2)
 --   "retry"    send it to the daemon pool again (another or a restarted daemon)
+--   "replay"   (code session_lost, with opts.history) start the conversation
+--              again under its key: the new one's first turn carries
+--              opts.history and this turn, rendered with kiro.template
 --   "fail"     give the error to the caller
 --
 -- failure fields:
