@@ -273,7 +273,7 @@ local function agent(args)
       if o.message then
         iter = conn:request(o.message, opts)
       else -- stdin straight into the request line
-        iter, ierr, kind = conn:request_stdin("", "", not o.raw, opts)
+        iter, ierr, kind = conn:request_stdin(not o.raw, opts)
         if not iter then
           if kind == "empty" or kind == "utf8" then usage = "agent: " .. ierr; return end
           local codes = { size = "overloaded", closed = "closed" }

@@ -337,22 +337,21 @@ function Conn:request(prompt, opts)
   return self:iterate(id, opts)
 end
 
---- c:request_stdin(prefix, suffix, strip_newline, opts) -> iterator, as
---- request, for the prompt prefix .. <stdin> .. suffix; or nil, message,
---- kind ("empty", "utf8": the input is not a prompt; "size", "read", "closed"). Stdin
---- goes from the kernel into the request line without a Lua string or a
---- second copy, so a prompt of any size costs about its own size once.
----@param prefix string
----@param suffix string
+--- c:request_stdin(strip_newline, opts) -> iterator, as request, for the
+--- prompt on stdin (opts.template puts the prompt form around it on the
+--- server); or nil, message, kind ("empty", "utf8": the input is not a
+--- prompt; "size", "read", "closed"). Stdin goes from the kernel into the
+--- request line without a Lua string or a second copy, so a prompt of any
+--- size costs about its own size once.
 ---@param strip boolean strip_newline: drop stdin's final newline
 ---@param opts table as request's
 ---@return fun(): string|nil iterator
 ---@return string? message
 ---@return string? kind
-function Conn:request_stdin(prefix, suffix, strip, opts)
+function Conn:request_stdin(strip, opts)
   local id = self:new_id()
   local head = core.json_encode(request_fields(id, opts)):sub(1, -2) -- without its "}"
-  local sent, err, kind = self.sock:send_stdin_prompt(head, prefix, suffix, strip, self.max_request_bytes)
+  local sent, err, kind = self.sock:send_stdin_prompt(head, strip, self.max_request_bytes)
   if not sent then return nil, err, kind end
   return self:iterate(id, opts)
 end

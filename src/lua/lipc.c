@@ -210,34 +210,30 @@ static char *slurp_stdin(size_t room, size_t *len)
     return buf;
 }
 
-/* conn:send_stdin_prompt(head, prefix, suffix, strip_newline, max_prompt)
+/* conn:send_stdin_prompt(head, strip_newline, max_prompt)
  *   -> bytes sent, or nil, message, kind ("empty", "utf8", "size", "read",
  *      "closed")
- * Sends one request line whose prompt is prefix .. <all of stdin> .. suffix:
- * head is the request's JSON object without its closing brace, and the
- * prompt is appended as its last field. Stdin is read into the buffer that
- * is sent and escaped there in place: a prompt of any size costs about its
- * own size once, never a Lua string or a second copy. */
+ * Sends one request line whose prompt is all of stdin: head is the
+ * request's JSON object without its closing brace, and the prompt is
+ * appended as its last field. Stdin is read into the buffer that is sent
+ * and escaped there in place: a prompt of any size costs about its own size
+ * once, never a Lua string or a second copy. */
 static int conn_send_stdin_prompt(lua_State *L)
 {
     lconn *k = luaL_checkudata(L, 1, CONN_MT);
-    size_t hl, pl, sl;
+    size_t hl;
     const char *head = luaL_checklstring(L, 2, &hl);
-    const char *prefix = luaL_checklstring(L, 3, &pl);
-    const char *suffix = luaL_checklstring(L, 4, &sl);
-    int strip = lua_toboolean(L, 5);
-    lua_Integer max_prompt = luaL_optinteger(L, 6, 0);
-    size_t pe, se, body, esc, bad = 0;
+    int strip = lua_toboolean(L, 3);
+    lua_Integer max_prompt = luaL_optinteger(L, 4, 0);
+    size_t body, esc, bad = 0;
     if (!k->c) {
         lua_pushnil(L);
         lua_pushliteral(L, "the connection to the server is closed");
         lua_pushliteral(L, "closed");
         return 3;
     }
-    if (kjstr_measure(prefix, pl, &pe, NULL) != 0 || kjstr_measure(suffix, sl, &se, NULL) != 0)
-        return luaL_error(L, "send_stdin_prompt: prefix and suffix must be UTF-8");
     static const char field[] = ",\"prompt\":\"", tail[] = "\"}\n";
-    size_t room = hl + (sizeof field - 1) + pe;
+    size_t room = hl + (sizeof field - 1);
     char *buf = slurp_stdin(room, &body);
     if (!buf) {
         lua_pushnil(L);
@@ -253,8 +249,8 @@ static int conn_send_stdin_prompt(lua_State *L)
         kind = "empty";
     else if (kjstr_measure(text, body, &esc, &bad) != 0)
         kind = "utf8";
-    size_t total = kind ? 0 : room + esc + se + sizeof tail - 1;
-    if (!kind && max_prompt > 0 && pl + body + sl > (size_t)max_prompt)
+    size_t total = kind ? 0 : room + esc + sizeof tail - 1;
+    if (!kind && max_prompt > 0 && body > (size_t)max_prompt)
         kind = "size";
     if (kind) {
         free(buf);
@@ -265,7 +261,7 @@ static int conn_send_stdin_prompt(lua_State *L)
             lua_pushfstring(L, "the prompt is not valid UTF-8 (byte %I of stdin)", (lua_Integer)bad);
         else
             lua_pushfstring(L, "the prompt is %I bytes; the server takes at most %I (max_request_bytes)",
-                            (lua_Integer)(pl + body + sl), max_prompt);
+                            (lua_Integer)body, max_prompt);
         lua_pushstring(L, kind);
         return 3;
     }
@@ -274,9 +270,7 @@ static int conn_send_stdin_prompt(lua_State *L)
     kjstr_write_in_place(text, body, 0, esc); /* escaped where it lies */
     memcpy(buf, head, hl);
     memcpy(buf + hl, field, sizeof field - 1);
-    kjstr_write(buf + hl + sizeof field - 1, prefix, pl); /* ends at text */
-    char *w = kjstr_write(text + esc, suffix, sl);
-    memcpy(w, tail, sizeof tail - 1);
+    memcpy(text + esc, tail, sizeof tail - 1);
     if (kipc_send_owned(k->c, buf, total) != 0)
         return unread_refused(L);
     lua_pushinteger(L, (lua_Integer)total);
