@@ -179,17 +179,14 @@ end
 ---@param name string
 ---@return any value nil for an unknown option
 function config.option(name)
-  if name == "mode" then
-    local mode, err = config.mode()
-    if not mode then error(err, 2) end
-    return mode
+  -- A default from the environment: its value, or its error at the caller.
+  local function settled(v, err)
+    if v == nil then error(err, 3) end
+    return v
   end
+  if name == "mode" then return settled(config.mode()) end
   if name == "model" then return config.model() end
-  if name == "protocol" then
-    local p, err = config.protocol()
-    if not p then error(err, 2) end
-    return p
-  end
+  if name == "protocol" then return settled(config.protocol()) end
   if name == "cli_path" then return config.cli() end
   if lua_options[name] then return cfg[name] end
   if core_options[name] ~= nil then return core.config(name) end

@@ -16,40 +16,47 @@ typedef struct lreq {
  * answered with request:answer(token, option)), and last
  * ctx:on_event("end", code, message) (code nil on success). */
 
+/* Starts event ev for the request's ctx: the state to push its arguments
+ * on, or NULL when nobody listens any more. */
+static lua_State *begin_event(lreq *q, const char *ev)
+{
+    if (q->ctx == LUA_NOREF || !q->lrt->L)
+        return NULL;
+    push_event(q->lrt, q->ctx, ev);
+    return q->lrt->L;
+}
+
 static void sink_chunk(void *ud, const char *data, size_t n)
 {
     lreq *q = ud;
-    lrt *x = q->lrt;
-    if (q->ctx == LUA_NOREF || !x->L)
+    lua_State *L = begin_event(q, "chunk");
+    if (!L)
         return;
-    push_event(x, q->ctx, "chunk");
-    lua_pushlstring(x->L, data, n);
-    call_cb(x, 3);
+    lua_pushlstring(L, data, n);
+    call_cb(q->lrt, 3);
 }
 
 static void sink_update(void *ud, const char *json, size_t n)
 {
     lreq *q = ud;
-    lrt *x = q->lrt;
-    if (q->ctx == LUA_NOREF || !x->L)
+    lua_State *L = begin_event(q, "update");
+    if (!L)
         return;
-    push_event(x, q->ctx, "update");
-    ljson_push_decoded(x->L, json, n);
-    lua_pop(x->L, 1); /* the decoder's second value */
-    call_cb(x, 3);
+    ljson_push_decoded(L, json, n);
+    lua_pop(L, 1); /* the decoder's second value */
+    call_cb(q->lrt, 3);
 }
 
 static void sink_ask(void *ud, int token, const char *json, size_t n)
 {
     lreq *q = ud;
-    lrt *x = q->lrt;
-    if (q->ctx == LUA_NOREF || !x->L)
+    lua_State *L = begin_event(q, "ask");
+    if (!L)
         return;
-    push_event(x, q->ctx, "ask");
-    lua_pushinteger(x->L, token);
-    ljson_push_decoded(x->L, json, n);
-    lua_pop(x->L, 1); /* the decoder's second value */
-    call_cb(x, 4);
+    lua_pushinteger(L, token);
+    ljson_push_decoded(L, json, n);
+    lua_pop(L, 1); /* the decoder's second value */
+    call_cb(q->lrt, 4);
 }
 
 static void sink_end(void *ud, const char *code, const char *msg)
