@@ -359,7 +359,9 @@ static void dispatch(kpool *p)
         }
         kdaemon *d = spawnable ? pick(p) : NULL;
         if (!d) {
-            spawnable = 0; /* no daemon for the rest: only conversations may go on */
+            if (p->nconvs == 0)
+                break;     /* no daemon for the rest, and no conversation to go on */
+            spawnable = 0; /* only turns of conversations may go on */
             continue;
         }
         dequeue(p, r);
