@@ -28,7 +28,6 @@ client.backend_env = core.backend_env
 ---@field closed? string why the connection closed; nil while it is open
 ---@field error? table the server's error about the connection: { code, message }
 ---@field server_pid? integer from the handshake
----@field server_version? string from the handshake
 ---@field max_request_bytes? integer the server's limit, from the handshake
 local Conn = {}
 Conn.__index = Conn
@@ -222,7 +221,7 @@ function client.open(opts)
       return nil, "handshake failed: " .. err
     end
     if h.version == core.version and h.proto == paths.PROTO then
-      c.server_pid, c.server_version, c.max_request_bytes = h.pid, h.version, h.max_request_bytes
+      c.server_pid, c.max_request_bytes = h.pid, h.max_request_bytes
       return c
     end
     core.log("warn", "kiro.client", ("the running server is version %s (pid %s), this is %s: replacing it")

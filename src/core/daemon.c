@@ -387,7 +387,7 @@ kdaemon *kdaemon_new(kcore *core, const kdaemon_opts *o, const kdaemon_cbs *cbs,
         return NULL;
     }
     d->pid = kproc_pid(d->proc);
-    d->t_spawn = d->t_idle = uv_now(core->loop);
+    d->t_idle = uv_now(core->loop);
     kjsonl_init(&d->fr, core->cfg.max_line_bytes);
     d->pstate = o->proto->state_new ? o->proto->state_new(o->session_model) : NULL;
     if (o->proto->start) { /* a handshake, paid before the first request */
@@ -433,7 +433,6 @@ void kdaemon_assign(kdaemon *d, kreq *r)
     d->probes += r->internal;
     d->core->stats.acp_requests += d->proto == &kproto_acp && !r->internal;
     update_state(d);
-    d->t_sent = uv_now(d->core->loop);
     kreq_ref(r);
     kreq_set_carrier(r, d, &daemon_ops);
     size_t n = out.len;

@@ -73,7 +73,7 @@ struct kdaemon {
     unsigned idle_pending : 1;            /* a reply ended while reading: tell the pool afterwards */
     kbuf acc;                             /* the head's reply, when not streamed, until it ends */
     kreq *pauser;                         /* the request whose reader asked the output to wait */
-    uint64_t served, t_spawn, t_sent, t_idle;
+    uint64_t served, t_idle;
     long long exit_status; /* once exited: its status, or the signal that ended it */
     int exit_signal;
     uv_timer_t timer; /* idle shrink, or the drain bound */

@@ -432,11 +432,6 @@ void kipc_abort(kipc_conn *c)
     close_handles(c); /* queued writes are dropped */
 }
 
-uid_t kipc_peer_uid(const kipc_conn *c)
-{
-    return c->uid;
-}
-
 /* ---- bounds on an accepted connection's time ---------------------------- */
 
 static void on_conn_timer(uv_timer_t *t)

@@ -80,7 +80,6 @@ void kipc_notify_drain(kipc_conn *c, size_t below);
 void kipc_close(kipc_conn *c);
 /* The same, at once: pending writes are dropped (a peer that does not read). */
 void kipc_abort(kipc_conn *c);
-uid_t kipc_peer_uid(const kipc_conn *c);
 
 /* Creates `dir` 0700 if missing; refuses one that another user owns or that
  * others can write. Returns 0, or -1 with a message. */

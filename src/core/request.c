@@ -178,7 +178,6 @@ void kreq_progress(kreq *r)
     r->t_activity = uv_now(r->core->loop);
     if (!r->progressed) {
         r->progressed = 1;
-        r->t_first_chunk = r->t_activity;
         rearm(r); /* the first-chunk deadline is met */
     }
 }
@@ -189,7 +188,6 @@ void kreq_chunk(kreq *r, const char *data, size_t n)
         return;
     kreq_progress(r);
     r->chunks++;
-    r->bytes += n;
     if (!r->internal)
         r->core->stats.chunks++;
     if (r->sink.chunk)

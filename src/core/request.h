@@ -74,8 +74,8 @@ struct kreq {
     size_t pre_len, post_len;
     int stream;
     uint64_t timeout_ms, first_chunk_ms, stall_ms; /* 0: none */
-    uint64_t t_start, t_activity, t_first_chunk;
-    uint64_t chunks, bytes;
+    uint64_t t_start, t_activity;
+    uint64_t chunks;
     kreq_sink sink;
 
     /* The carrier that holds the request, told when it must let go. */

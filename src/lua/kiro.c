@@ -38,7 +38,7 @@
 #include "version.h"
 
 #include "lutil.c"    /* the runtime handle, events, result shapes */
-#include "ljson.c"    /* json_encode, json_decode, null */
+#include "ljson.c"    /* json_encode, null */
 #include "lbackend.c" /* backend */
 #include "lrequest.c" /* request; request:cancel, :pause */
 #include "lloop.c"    /* step, timer, now, hrtime, signals, shutdown */
@@ -70,7 +70,6 @@ static const luaL_Reg core_fns[] = {
     { "which", l_which },
     /* ljson.c */
     { "json_encode", l_json_encode },
-    { "json_decode", l_json_decode },
     /* lipc.c */
     { "connect", l_connect },
     { "server_paths", l_server_paths },

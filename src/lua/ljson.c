@@ -159,15 +159,6 @@ static void ljson_push_decoded(lua_State *L, const char *s, size_t n)
     lua_pushnil(L);
 }
 
-/* core.json_decode(text) -> value, or nil, message */
-static int l_json_decode(lua_State *L)
-{
-    size_t n;
-    const char *s = luaL_checklstring(L, 1, &n);
-    ljson_push_decoded(L, s, n);
-    return lua_isnil(L, -2) ? 2 : 1;
-}
-
 /* The value at idx as one line of JSON (with its "\n"), malloc'd: no Lua
  * string in between. Raises for what JSON cannot carry. */
 static char *ljson_encode_line(lua_State *L, int idx, size_t *len)
