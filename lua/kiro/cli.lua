@@ -112,7 +112,7 @@ Limits (a client past one gets an `overloaded` error naming it):
 ]]
 
 -- The longest duration a flag takes (2^31 - 1 ms, 24.8 days), as kiro.configure.
-local MAX_MS = 2147483647
+local MAX_MS = 2147483647 -- kiro.env.MAX_MS, without loading kiro.env for every command
 
 --- A whole number in decimal (digits only: no sign, hex, blanks or
 -- exponent) from lo to hi; nil, message otherwise.

@@ -8,7 +8,7 @@ local errors = require "kiro.error"
 local config = {}
 
 --- The longest duration any option takes: 2^31 - 1 ms (24.8 days).
-config.MAX_MS = 2147483647
+config.MAX_MS = env.MAX_MS
 
 --- Parses a KIRO_USE_DAEMON-style boolean (kiro.env's).
 config.parse_bool = env.parse_bool
@@ -32,7 +32,7 @@ local cfg = {
 }
 config.cfg = cfg
 
-local MODES = { auto = true, daemon = true, oneshot = true }
+local MODES = env.MODES
 config.MODES = MODES
 config.PROTOCOLS = env.PROTOCOLS
 

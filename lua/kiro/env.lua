@@ -34,6 +34,12 @@ do
     if on == nil then mode, mode_error = nil, err else mode = on and "auto" or "oneshot" end
   end
 end
+--- The longest duration any option or flag takes: 2^31 - 1 ms (24.8 days).
+env.MAX_MS = 2147483647
+
+--- The modes a call may name: auto (daemon, oneshot behind it), daemon, oneshot.
+env.MODES = { auto = true, daemon = true, oneshot = true }
+
 --- The backend protocols a call may name: auto (the seed's `daemon`
 --- protocol, else oneshot), jsonl (that protocol) or acp (the Agent Client
 --- Protocol).

@@ -20,15 +20,17 @@
 
 local wire = {}
 
-local MAX_MS = 2147483647 -- as kiro.configure: 24.8 days
+local defaults = require "kiro.env"
+
+local MAX_MS = defaults.MAX_MS -- as kiro.configure: 24.8 days
 wire.MAX_ENV = 256        -- variables a request may pass to its backend
 wire.MAX_NAME = 4096      -- bytes of a path, a model, a variable's name or value
 -- JSON null decodes to a light userdata (core.null).
 local function absent(v) return v == nil or type(v) == "userdata" end
 
-local MODES = { auto = true, daemon = true, oneshot = true }
+local MODES = defaults.MODES
 local TEMPLATES = { default = true }
-local PROTOCOLS = { auto = true, jsonl = true, acp = true }
+local PROTOCOLS = defaults.PROTOCOLS
 local TIMEOUTS = { "timeout_ms", "first_chunk_timeout_ms", "stall_timeout_ms" }
 
 --- The id as the client sent it, when it can be echoed back (a number, a
