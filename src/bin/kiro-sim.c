@@ -520,6 +520,13 @@ static void acp_update(const char *sid, json_t *update)
                        "update", update));
 }
 
+/* The ACP knobs, read once at start-up like the others. */
+static struct {
+    long ask, permission, ignore_cancel, no_set_model;
+    int updates;
+    const char *stop;
+} acp_knobs;
+
 /* A session and its turns so far (session memory: the log shows reuse). */
 struct session {
     char id[32];
@@ -611,7 +618,7 @@ static int cancel_arrived(const char *sid)
     }
     if (cancelled)
         sim_log("event=cancel session=%s", sid);
-    return cancelled && !env_long("KIRO_SIM_ACP_IGNORE_CANCEL", 0);
+    return cancelled && !acp_knobs.ignore_cancel;
 }
 
 static void acp_permission(const char *sid, int *cancelled)
@@ -650,7 +657,7 @@ static void serve_acp_prompt(json_t *id, const char *sid, const char *prompt, si
         return;
     }
     int cancelled = 0;
-    if (env_long("KIRO_SIM_ACP_ASK", 0)) {
+    if (acp_knobs.ask) {
         json_t *r = ask("_kiro-sim/ask", json_object(), sid, &cancelled);
         json_t *e = json_object_get(r, "error");
         sim_log("event=asked answer=%s code=%lld",
@@ -660,9 +667,9 @@ static void serve_acp_prompt(json_t *id, const char *sid, const char *prompt, si
                 (long long)json_integer_value(json_object_get(e, "code")));
         json_decref(r);
     }
-    if (env_long("KIRO_SIM_ACP_PERMISSION", 0))
+    if (acp_knobs.permission)
         acp_permission(sid, &cancelled);
-    int updates = (int)env_long("KIRO_SIM_ACP_UPDATES", 0);
+    int updates = acp_knobs.updates;
     if (updates) {
         acp_update(sid, json_pack("{s:s, s:{s:s, s:s}}", "sessionUpdate", "agent_thought_chunk", "content",
                                   "type", "text", "text", "Thinking it over"));
@@ -694,7 +701,7 @@ static void serve_acp_prompt(json_t *id, const char *sid, const char *prompt, si
     char *reply = reply_for(prompt, len, ses->model[0] ? ses->model : model, &rl);
     size_t cuts[64];
     size_t k = split(reply, rl, cuts, 64);
-    for (size_t i = 0; i < k && !(cancelled && !env_long("KIRO_SIM_ACP_IGNORE_CANCEL", 0)); i++) {
+    for (size_t i = 0; i < k && !(cancelled && !acp_knobs.ignore_cancel); i++) {
         size_t end = i + 1 < k ? cuts[i + 1] : rl;
         if (i > 0) {
             sleep_ms(chunk_delay_ms);
@@ -722,7 +729,7 @@ static void serve_acp_prompt(json_t *id, const char *sid, const char *prompt, si
     /* double-reply: the turn's response twice, in one write. */
     if (fault_on("double-reply", 1))
         trailer = "{\"jsonrpc\":\"2.0\",\"id\":-7,\"result\":{\"stopReason\":\"end_turn\"}}\n";
-    const char *stop = getenv("KIRO_SIM_ACP_STOP");
+    const char *stop = acp_knobs.stop;
     rpc_send(json_pack("{s:O, s:{s:s}}", "id", id, "result", "stopReason",
                        cancelled       ? "cancelled"
                        : stop && *stop ? stop
@@ -796,7 +803,7 @@ static void acp_message(json_t *m, const char *model)
         else
             serve_acp_prompt(id, sid, text, len, model);
         free(text);
-    } else if (strcmp(method, "session/set_model") == 0 && !env_long("KIRO_SIM_ACP_NO_SET_MODEL", 0)) {
+    } else if (strcmp(method, "session/set_model") == 0 && !acp_knobs.no_set_model) {
         const char *sid = json_string_value(json_object_get(params, "sessionId"));
         struct session *s = sid ? find_session(sid) : NULL;
         const char *want = json_string_value(json_object_get(params, "modelId"));
@@ -814,6 +821,12 @@ static void acp_message(json_t *m, const char *model)
 
 static int run_acp(const char *model)
 {
+    acp_knobs.ask = env_long("KIRO_SIM_ACP_ASK", 0);
+    acp_knobs.permission = env_long("KIRO_SIM_ACP_PERMISSION", 0);
+    acp_knobs.ignore_cancel = env_long("KIRO_SIM_ACP_IGNORE_CANCEL", 0);
+    acp_knobs.no_set_model = env_long("KIRO_SIM_ACP_NO_SET_MODEL", 0);
+    acp_knobs.updates = (int)env_long("KIRO_SIM_ACP_UPDATES", 0);
+    acp_knobs.stop = getenv("KIRO_SIM_ACP_STOP");
     int rc = start_up("acp", "no-acp");
     if (rc >= 0)
         return rc;
