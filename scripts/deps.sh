@@ -2,7 +2,7 @@
 # Install what kiro-rt needs to build, test and benchmark on Debian (run as root).
 set -eu
 pkgs="build-essential cmake pkg-config lua5.4 liblua5.4-dev lua-cjson libuv1-dev \
-libjansson-dev lua-busted lua-check clang-format hyperfine procps util-linux prometheus curl \
+libjansson-dev libyajl-dev lua-busted lua-check clang-format hyperfine procps util-linux prometheus curl \
 binutils lua-luv"
 missing=""
 for p in $pkgs; do

@@ -1,11 +1,12 @@
 /* C unit tests for the pieces below the Lua face: the JSON Lines framer,
- * the ANSI stripper, the log filter and the jsonl codec. */
+ * the ANSI stripper, the log filter, the codecs and the JSON field picker. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ansi.h"
 #include "jsonl.h"
+#include "jpick.h"
 #include "jsonstr.h"
 #include "log.h"
 #include "proto.h"
@@ -389,6 +390,79 @@ static void test_jstr(void)
     CHECK(kjstr_measure("\xef\xbf\xbf\xf4\x8f\xbf\xbf", 7, &n, NULL) == 0 && n == 7);
 }
 
+/* The field picker: paths found at their depth only, raw text of every
+ * kind of value, escapes decoded, the last of two keys, and everything that
+ * is not one JSON object refused. */
+static void test_jpick(void)
+{
+    static const char *const names[] = { "id",
+                                         "method",
+                                         "params.update.content.text",
+                                         "params.update",
+                                         "list",
+                                         "params.missing",
+                                         "flag",
+                                         "nothing",
+                                         "big",
+                                         NULL };
+    kjpick_paths p;
+    kjp_field f[9];
+    kbuf scratch = { 0 };
+    CHECK(kjpick_compile(&p, names) == 0 && p.n == 9);
+    const char *line =
+        "{\"jsonrpc\":\"2.0\", \"method\" : \"session/update\",\"params\":{\"update\":"
+        "{\"content\":{\"text\":\"a\\u00e9\\n\\\"b\\u0000c\",\"type\":\"text\"}, \"x\":[1,{\"text\":1}]}},"
+        "\"id\":-12, \"list\": [ {\"id\":3} ,2], \"flag\":true,\"nothing\":null,\"big\":1.5e3,"
+        "\"text\":\"not this\",\"method\":\"last\"}";
+    CHECK(kjpick(line, strlen(line), &p, f, &scratch) == 0);
+    CHECK(f[0].type == KJP_INTEGER && f[0].integer == -12 && f[0].raw_len == 3 &&
+          memcmp(f[0].raw, "-12", 3) == 0);
+    CHECK(kjp_is(&f[1], "last") && f[1].raw_len == 6 && memcmp(f[1].raw, "\"last\"", 6) == 0);
+    CHECK(f[2].type == KJP_STRING && f[2].len == 8 && memcmp(f[2].str, "a\xc3\xa9\n\"b\0c", 8) == 0);
+    CHECK(f[3].type == KJP_OBJECT && f[3].raw[0] == '{' && f[3].raw[f[3].raw_len - 1] == '}' &&
+          memcmp(f[3].raw + f[3].raw_len - 19, "\"x\":[1,{\"text\":1}]}", 19) == 0);
+    CHECK(f[4].type == KJP_ARRAY && f[4].raw_len == 14 && memcmp(f[4].raw, "[ {\"id\":3} ,2]", 14) == 0);
+    CHECK(f[5].type == KJP_ABSENT && f[7].type == KJP_NULL && f[6].type == KJP_BOOLEAN && f[6].integer == 1);
+    CHECK(f[8].type == KJP_NUMBER && f[8].raw_len == 5);
+    CHECK(!kjp_is(&f[0], "-12") && !kjp_is(&f[1], "las"));
+    const char *bad[] = { "",
+                          "[1,2]",
+                          "\"s\"",
+                          "3",
+                          "{\"a\":1} {}",
+                          "{\"a\":1,}",
+                          "{\"a\":\"\xff\"}",
+                          "{\"a\"}",
+                          "{\"a\":1}x",
+                          "{\"big\":1e999999999999999999999}",
+                          "{\"id\":99999999999999999999}" };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        CHECK(kjpick(bad[i], strlen(bad[i]), &p, f, &scratch) == -1);
+    /* Nesting deeper than a path can name is parsed and passed over. */
+    char deep[4096];
+    size_t n = 0;
+    n += (size_t)snprintf(deep, sizeof deep, "{\"id\":1,\"a\":");
+    for (int i = 0; i < 1000; i++)
+        deep[n++] = '[';
+    for (int i = 0; i < 1000; i++)
+        deep[n++] = ']';
+    n += (size_t)snprintf(deep + n, sizeof deep - n, ",\"method\":\"m\"}");
+    CHECK(kjpick(deep, n, &p, f, &scratch) == 0 && f[0].integer == 1 && kjp_is(&f[1], "m"));
+    /* Array elements by index, and a path as long as can be, ending at a
+     * container. */
+    static const char *const indexed[] = { "p.0.text", "p.1", "p.2", "p.10", "a.b.c.d.e.f", "p.01", NULL };
+    CHECK(kjpick_compile(&p, indexed) == 0);
+    const char *arr = "{\"p\":[{\"text\":\"one\"},[2],\"x\",3,4,5,6,7,8,9,10],\"a\":{\"b\":{\"c\":{\"d\":{"
+                      "\"e\":{\"f\":[[]]}}}}}}";
+    CHECK(kjpick(arr, strlen(arr), &p, f, &scratch) == 0);
+    CHECK(kjp_is(&f[0], "one") && f[1].type == KJP_ARRAY && f[1].raw_len == 3 && kjp_is(&f[2], "x"));
+    CHECK(f[3].type == KJP_INTEGER && f[3].integer == 10 && f[5].type == KJP_ABSENT);
+    CHECK(f[4].type == KJP_ARRAY && f[4].raw_len == 4 && memcmp(f[4].raw, "[[]]", 4) == 0);
+    static const char *const too_deep[] = { "a.b.c.d.e.f.g", NULL };
+    CHECK(kjpick_compile(&p, too_deep) == -1);
+    kbuf_free(&scratch);
+}
+
 int main(void)
 {
     test_framer();
@@ -397,6 +471,7 @@ int main(void)
     test_codec();
     test_acp();
     test_jstr();
+    test_jpick();
     printf("%d checks, %d failed\n", checks, failures);
     printf("%d passed, %d failed\n", checks - failures, failures);
     return failures != 0;

@@ -40,6 +40,14 @@ char *kstrdup(const char *s)
     return memcpy(kmalloc(n), s, n);
 }
 
+char *kstrndup(const char *s, size_t n)
+{
+    char *d = kmalloc(n + 1);
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
 void kbuf_reserve(kbuf *b, size_t extra)
 {
     if (b->cap - b->len >= extra)

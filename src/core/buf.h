@@ -17,5 +17,6 @@ void *kmalloc(size_t n);
 void *kcalloc(size_t n, size_t sz);
 void *krealloc(void *p, size_t n);
 char *kstrdup(const char *s);
+char *kstrndup(const char *s, size_t n); /* n bytes, then a NUL */
 
 #endif

@@ -36,6 +36,7 @@
 
 #include "buf.h"
 #include "core.h"
+#include "jpick.h"
 #include "jsonstr.h"
 #include "log.h"
 #include "request.h"
@@ -46,6 +47,42 @@
 #define ACP_METHOD_NOT_FOUND -32601
 #define ACP_QUEUE (KIRO_MAX_PIPELINE_DEPTH + 1)
 #define ACP_QUESTIONS 8 /* permission requests awaiting the caller at once */
+
+/* What a line from the agent is read for: every line is one pass of the
+ * field picker (an update or a turn's end builds no tree); the rare ones
+ * (an agent's request, initialize's result, a model list) are parsed again
+ * by jansson, whole or from one field's text. */
+enum {
+    F_ID,
+    F_METHOD,
+    F_SESSION,
+    F_KIND,
+    F_TYPE,
+    F_TEXT,
+    F_UPDATE,
+    F_RESULT,
+    F_STOP,
+    F_NEW_SESSION,
+    F_ERROR,
+    F_CODE,
+    F_MESSAGE,
+    F_COUNT
+};
+static const char *const acp_fields[F_COUNT + 1] = {
+    [F_ID] = "id",
+    [F_METHOD] = "method",
+    [F_SESSION] = "params.sessionId",
+    [F_KIND] = "params.update.sessionUpdate",
+    [F_TYPE] = "params.update.content.type",
+    [F_TEXT] = "params.update.content.text",
+    [F_UPDATE] = "params.update",
+    [F_RESULT] = "result",
+    [F_STOP] = "result.stopReason",
+    [F_NEW_SESSION] = "result.sessionId",
+    [F_ERROR] = "error",
+    [F_CODE] = "error.code",
+    [F_MESSAGE] = "error.message",
+};
 
 typedef struct acp_turn {
     char *prompt; /* until session/prompt carries it */
@@ -77,6 +114,8 @@ typedef struct acp {
         json_t *id; /* the agent's request id */
     } asked[ACP_QUESTIONS];
     int next_token;
+    kjpick_paths fields; /* acp_fields, compiled */
+    kbuf scratch;        /* the picker's decoded strings */
 } acp;
 
 static void *acp_new(const char *model)
@@ -84,6 +123,8 @@ static void *acp_new(const char *model)
     acp *a = kcalloc(1, sizeof *a);
     a->init_id = a->new_id = a->prompt_id = a->model_id = -1;
     a->model = model ? kstrdup(model) : NULL;
+    if (kjpick_compile(&a->fields, acp_fields) != 0)
+        abort(); /* a list that does not fit is a mistake in this file */
     return a;
 }
 
@@ -107,6 +148,7 @@ static void acp_free(void *state)
     free(a->pending);
     for (int i = 0; i < ACP_QUESTIONS; i++)
         json_decref(a->asked[i].id);
+    kbuf_free(&a->scratch);
     free(a);
 }
 
@@ -178,7 +220,33 @@ static void acp_answer(void *state, int token, const char *option, kbuf *out)
         }
 }
 
-/* Asks for a session (for the next turn) unless one is there or coming. */
+/* s as a JSON string, quotes and all, appended to out; -1 (nothing
+ * written) if it is not UTF-8. */
+static int put_string(kbuf *out, const char *s, size_t n)
+{
+    size_t esc;
+    if (kjstr_measure(s, n, &esc, NULL) != 0)
+        return -1;
+    kbuf_reserve(out, esc + 2);
+    out->data[out->len++] = '"';
+    out->len = (size_t)(kjstr_write(out->data + out->len, s, n) - out->data);
+    out->data[out->len++] = '"';
+    return 0;
+}
+
+/* The head of a request of ours, up to its params' value; its id returned. */
+static json_int_t put_request(acp *a, kbuf *out, const char *method)
+{
+    char head[128];
+    json_int_t id = a->next_id++;
+    int n = snprintf(head, sizeof head,
+                     "{\"jsonrpc\":\"2.0\",\"id\":%lld,\"method\":\"%s\",\"params\":", (long long)id, method);
+    kbuf_append(out, head, (size_t)n);
+    return id;
+}
+
+/* Asks for a session (for the next turn) unless one is there or coming.
+ * Written by hand, like session/prompt: both are sent for every call. */
 static void want_session(acp *a, kbuf *out)
 {
     if (!a->initialized || a->spare || a->new_id >= 0 || a->model_id >= 0)
@@ -186,34 +254,28 @@ static void want_session(acp *a, kbuf *out)
     char cwd[4096];
     if (!getcwd(cwd, sizeof cwd))
         strcpy(cwd, "/");
-    a->new_id = request(a, out, "session/new", json_pack("{s:s, s:[]}", "cwd", cwd, "mcpServers"));
+    a->new_id = put_request(a, out, "session/new");
+    kbuf_append(out, "{\"cwd\":", 7);
+    if (put_string(out, cwd, strlen(cwd)) != 0) {
+        klog(KLOG_WARN, "kiro.provider", "the working directory is not UTF-8: the agent is given /");
+        put_string(out, "/", 1);
+    }
+    kbuf_append(out, ",\"mcpServers\":[]}}\n", 19);
 }
 
 /* session/prompt, its text written straight from the turn's prompt (which
  * goes, once carried). */
 static void send_prompt(acp *a, acp_turn *t, kbuf *out)
 {
-    json_t *sid = json_string(a->session);
-    char *sjs = sid ? json_dumps(sid, JSON_ENCODE_ANY) : NULL;
-    json_decref(sid);
-    size_t esc;
-    if (!sjs || kjstr_measure(t->prompt, t->len, &esc, NULL) != 0)
-        abort(); /* both were checked when they came in */
-    a->prompt_id = a->next_id++;
-    char headtxt[128];
-    int hl =
-        snprintf(headtxt, sizeof headtxt,
-                 "{\"jsonrpc\":\"2.0\",\"id\":%lld,\"method\":\"session/prompt\",\"params\":{\"sessionId\":",
-                 (long long)a->prompt_id);
-    static const char mid[] = ",\"prompt\":[{\"type\":\"text\",\"text\":\"", tail[] = "\"}]}}\n";
-    kbuf_reserve(out, (size_t)hl + strlen(sjs) + sizeof mid + esc + sizeof tail);
-    kbuf_append(out, headtxt, (size_t)hl);
-    kbuf_append(out, sjs, strlen(sjs));
+    static const char mid[] = ",\"prompt\":[{\"type\":\"text\",\"text\":", tail[] = "}]}}\n";
+    a->prompt_id = put_request(a, out, "session/prompt");
+    kbuf_append(out, "{\"sessionId\":", 13);
+    if (put_string(out, a->session, strlen(a->session)) != 0)
+        abort(); /* the agent's session id, checked when it came */
     kbuf_append(out, mid, sizeof mid - 1);
-    char *w = kjstr_write(out->data + out->len, t->prompt, t->len);
-    out->len = (size_t)(w - out->data);
+    if (put_string(out, t->prompt, t->len) != 0)
+        abort(); /* checked by acp_encode */
     kbuf_append(out, tail, sizeof tail - 1);
-    free(sjs);
     free(t->prompt);
     t->prompt = NULL;
 }
@@ -439,36 +501,59 @@ static int model_offered(const char *m, json_t *result, char *buf, size_t n)
     return 0;
 }
 
-/* An error response's "message" (or its JSON). */
-static const char *error_text(json_t *err, char *buf, size_t n)
+/* A field's raw JSON text, parsed by jansson (for the rare cases that need
+ * more than the picker took), or NULL. */
+static json_t *tree(const kjp_field *f)
 {
-    const char *m = json_string_value(json_object_get(err, "message"));
-    if (m)
-        return m;
-    char *txt = json_dumps(err, JSON_COMPACT | JSON_ENCODE_ANY);
-    snprintf(buf, n, "%s", txt ? txt : "error");
-    free(txt);
+    return f->type == KJP_ABSENT ? NULL
+                                 : json_loadb(f->raw, f->raw_len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+}
+
+/* A length for "%.*s": a field's text, as much as a message can hold. */
+static int clip(size_t n)
+{
+    return n > 4096 ? 4096 : (int)n;
+}
+
+/* An error response's "message" (or its JSON). */
+static const char *error_text(const kjp_field *f, char *buf, size_t n)
+{
+    if (f[F_MESSAGE].type == KJP_STRING)
+        snprintf(buf, n, "%.*s", clip(f[F_MESSAGE].len), f[F_MESSAGE].str);
+    else
+        snprintf(buf, n, "%.*s", clip(f[F_ERROR].raw_len), f[F_ERROR].raw);
     return buf;
 }
 
-static void on_response(acp *a, json_int_t id, json_t *msg, const char *line, size_t len,
+/* A string field as a C string (malloc'd), or NULL when it is not one or
+ * holds a NUL. */
+static char *c_string(const kjp_field *f)
+{
+    if (f->type != KJP_STRING || memchr(f->str, '\0', f->len))
+        return NULL;
+    return kstrndup(f->str, f->len);
+}
+
+static void on_response(acp *a, json_int_t id, const kjp_field *f, const char *line, size_t len,
                         const kproto_sink *sink)
 {
-    json_t *result = json_object_get(msg, "result"), *err = json_object_get(msg, "error");
+    int err = f[F_ERROR].type != KJP_ABSENT && f[F_ERROR].type != KJP_NULL;
     char buf[512];
     if (id < 0) {
         sink->violation(sink->ud, "a response to no request of ours", line, len);
     } else if (id == a->init_id) {
         a->init_id = -1;
-        if (!json_is_object(result)) {
+        if (f[F_RESULT].type != KJP_OBJECT) {
             char why[256];
             snprintf(buf, sizeof buf, "initialize failed: %s",
-                     err ? error_text(err, why, sizeof why) : "no result");
+                     err ? error_text(f, why, sizeof why) : "no result");
             sink->violation(sink->ud, buf, line, len);
             return;
         }
         a->initialized = 1;
+        json_t *result = tree(&f[F_RESULT]);
         remember_auth_methods(a, result);
+        json_decref(result);
         sink->alive(sink->ud);
         advance_now(a, sink);
         if (a->new_id < 0) { /* no turn yet: a session ready for the first */
@@ -479,20 +564,26 @@ static void on_response(acp *a, json_int_t id, json_t *msg, const char *line, si
         }
     } else if (id == a->new_id) {
         a->new_id = -1;
-        const char *sid = json_string_value(json_object_get(result, "sessionId"));
+        char *sid = err ? NULL : c_string(&f[F_NEW_SESSION]);
         /* A turn waits for it when one is queued and none runs. */
         int waited = a->count && a->prompt_id < 0 && !head(a)->abandoned;
         if (err && waited) {
-            json_t *code = json_object_get(err, "code");
-            const char *text = error_text(err, buf, sizeof buf);
-            if (json_is_integer(code) && json_integer_value(code) == ACP_AUTH_REQUIRED)
+            const char *text = error_text(f, buf, sizeof buf);
+            if (f[F_CODE].type == KJP_INTEGER && f[F_CODE].integer == ACP_AUTH_REQUIRED)
                 auth_error(a, sink, text);
             else
                 end_turn(a, sink, KERR_BACKEND, text);
             return;
         }
-        if (!err && sid && a->model && !model_offered(a->model, result, buf, sizeof buf)) {
+        int offered = 1;
+        if (sid && a->model) {
+            json_t *result = tree(&f[F_RESULT]);
+            offered = model_offered(a->model, result, buf, sizeof buf);
+            json_decref(result);
+        }
+        if (!offered) {
             /* The agent lists its models, and not this one. */
+            free(sid);
             char what[768];
             snprintf(what, sizeof what, "the agent cannot use model %s: it offers %s", a->model, buf);
             if (waited) {
@@ -507,7 +598,7 @@ static void on_response(acp *a, json_int_t id, json_t *msg, const char *line, si
             sink->violation(sink->ud, "session/new answered without a sessionId", line, len);
             return;
         } else if (a->model) { /* the model first, then it is ready */
-            a->pending = kstrdup(sid);
+            a->pending = sid;
             kbuf out = { 0 };
             a->model_id = request(a, &out, "session/set_model",
                                   json_pack("{s:s, s:s}", "sessionId", sid, "modelId", a->model));
@@ -516,7 +607,7 @@ static void on_response(acp *a, json_int_t id, json_t *msg, const char *line, si
             sink->alive(sink->ud);
             return;
         } else {
-            a->spare = kstrdup(sid);
+            a->spare = sid;
             sink->alive(sink->ud);
         }
         advance_now(a, sink);
@@ -528,7 +619,7 @@ static void on_response(acp *a, json_int_t id, json_t *msg, const char *line, si
             a->pending = NULL;
             char what[768], why[512];
             snprintf(what, sizeof what, "the agent cannot use model %s: %s", a->model,
-                     error_text(err, why, sizeof why));
+                     error_text(f, why, sizeof why));
             if (waited) {
                 end_turn(a, sink, KERR_CONFIG, what);
                 return;
@@ -543,24 +634,25 @@ static void on_response(acp *a, json_int_t id, json_t *msg, const char *line, si
     } else if (id == a->prompt_id) {
         a->prompt_id = -1;
         if (err) {
-            end_turn(a, sink, KERR_BACKEND, error_text(err, buf, sizeof buf));
+            end_turn(a, sink, KERR_BACKEND, error_text(f, buf, sizeof buf));
             return;
         }
-        const char *stop = json_string_value(json_object_get(result, "stopReason"));
-        if (!stop) {
+        const kjp_field *stop = &f[F_STOP];
+        if (stop->type != KJP_STRING) {
             sink->violation(sink->ud, "session/prompt answered without a stopReason", line, len);
             return;
         }
-        if (strcmp(stop, "end_turn") != 0 && strcmp(stop, "cancelled") != 0) {
+        if (!kjp_is(stop, "end_turn") && !kjp_is(stop, "cancelled")) {
             /* refusal, max_tokens, ...: the reply is whole but not finished;
              * the caller sees why as an update of kiro's own kind. */
-            klog(KLOG_INFO, "kiro.provider", "the agent ended its turn: %s", stop);
-            char *why = NULL;
-            json_t *u = json_pack("{s:s, s:s}", "sessionUpdate", "stop_reason", "stopReason", stop);
-            if (u && (why = json_dumps(u, JSON_COMPACT)))
-                sink->update(sink->ud, why, strlen(why));
-            free(why);
-            json_decref(u);
+            klog(KLOG_INFO, "kiro.provider", "the agent ended its turn: %.*s", clip(stop->len), stop->str);
+            kbuf why = { 0 };
+            static const char head[] = "{\"sessionUpdate\":\"stop_reason\",\"stopReason\":";
+            kbuf_append(&why, head, sizeof head - 1);
+            kbuf_append(&why, stop->raw, stop->raw_len);
+            kbuf_append(&why, "}", 1);
+            sink->update(sink->ud, why.data, why.len);
+            kbuf_free(&why);
         }
         end_turn(a, sink, NULL, NULL);
     } else { /* an answer to nothing asked: what else it says cannot be trusted */
@@ -615,58 +707,53 @@ static void on_agent_request(acp *a, json_t *id, const char *method, json_t *par
     sink->alive(sink->ud);
 }
 
-static void on_notification(acp *a, const char *method, json_t *params, const char *line, size_t len,
-                            const kproto_sink *sink)
+/* A notification: a session/update of the running turn's session is news
+ * for its caller (reply text, or anything else as its JSON); the rest is
+ * ignored. */
+static void on_notification(acp *a, const kjp_field *f, const char *line, size_t len, const kproto_sink *sink)
 {
-    json_t *update = json_object_get(params, "update");
-    const char *kind = json_string_value(json_object_get(update, "sessionUpdate"));
-    const char *sid = json_string_value(json_object_get(params, "sessionId"));
-    if (strcmp(method, "session/update") != 0 || !kind || !a->session || !sid ||
-        strcmp(sid, a->session) != 0) {
+    const kjp_field *sid = &f[F_SESSION];
+    size_t slen = a->session ? strlen(a->session) : 0;
+    if (!kjp_is(&f[F_METHOD], "session/update") || f[F_KIND].type != KJP_STRING || !a->session ||
+        sid->type != KJP_STRING || sid->len != slen || memcmp(sid->str, a->session, slen) != 0) {
         sink->alive(sink->ud); /* other notifications, other sessions: ignored */
         return;
     }
-    json_t *content = json_object_get(update, "content");
-    const char *type = json_string_value(json_object_get(content, "type"));
-    if (strcmp(kind, "agent_message_chunk") != 0 || !type || strcmp(type, "text") != 0) {
+    if (!kjp_is(&f[F_KIND], "agent_message_chunk") || !kjp_is(&f[F_TYPE], "text")) {
         /* Not reply text (a tool call, a thought, a plan, an image): for
          * whoever wants to show it. */
-        char *text = json_dumps(update, JSON_COMPACT);
-        if (text)
-            sink->update(sink->ud, text, strlen(text));
-        else
-            sink->alive(sink->ud);
-        free(text);
+        sink->update(sink->ud, f[F_UPDATE].raw, f[F_UPDATE].raw_len);
         return;
     }
-    json_t *text = json_object_get(content, "text");
-    if (!json_is_string(text)) {
+    if (f[F_TEXT].type != KJP_STRING) {
         sink->violation(sink->ud, "an agent_message_chunk's \"text\" is not a string", line, len);
         return;
     }
-    sink->reply(sink->ud, json_string_value(text), json_string_length(text), KPROTO_DONE_FALSE);
+    sink->reply(sink->ud, f[F_TEXT].str, f[F_TEXT].len, KPROTO_DONE_FALSE);
 }
 
 static void acp_decode(void *state, const char *line, size_t len, const kproto_sink *sink)
 {
     acp *a = state;
-    json_t *msg = json_loadb(line, len, JSON_ALLOW_NUL | JSON_DECODE_ANY, NULL);
-    if (!json_is_object(msg)) {
-        sink->noise(sink->ud, line, len, msg ? "not a JSON object" : "not JSON");
-        json_decref(msg);
+    kjp_field f[F_COUNT];
+    if (kjpick(line, len, &a->fields, f, &a->scratch) != 0) {
+        sink->noise(sink->ud, line, len, "not a JSON object");
         return;
     }
-    json_t *id = json_object_get(msg, "id");
-    const char *method = json_string_value(json_object_get(msg, "method"));
-    if (method && id && !json_is_null(id))
-        on_agent_request(a, id, method, json_object_get(msg, "params"), sink);
-    else if (method)
-        on_notification(a, method, json_object_get(msg, "params"), line, len, sink);
-    else if (json_is_integer(id))
-        on_response(a, json_integer_value(id), msg, line, len, sink);
-    else
+    int method = f[F_METHOD].type == KJP_STRING;
+    if (method && f[F_ID].type != KJP_ABSENT && f[F_ID].type != KJP_NULL) {
+        /* A request: rare, and answered from jansson's tree. */
+        json_t *msg = json_loadb(line, len, JSON_ALLOW_NUL, NULL);
+        on_agent_request(a, json_object_get(msg, "id"), json_string_value(json_object_get(msg, "method")),
+                         json_object_get(msg, "params"), sink);
+        json_decref(msg);
+    } else if (method) {
+        on_notification(a, f, line, len, sink);
+    } else if (f[F_ID].type == KJP_INTEGER) {
+        on_response(a, f[F_ID].integer, f, line, len, sink);
+    } else {
         sink->noise(sink->ud, line, len, "neither a request, a notification nor a response of ours");
-    json_decref(msg);
+    }
 }
 
 const kproto_ops kproto_acp = {
