@@ -15,6 +15,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "buf.h"
+#include "jpick.h"
+#include "jsonstr.h"
 #include "version.h"
 
 static const char usage[] =
@@ -125,10 +128,13 @@ static long env_long(const char *name, long def)
     return n;
 }
 
+static void out_flush(void);
+
 static void sleep_ms(long ms)
 {
     if (ms <= 0)
         return;
+    out_flush();
     struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
@@ -168,6 +174,58 @@ static void write_all(int fd, const char *p, size_t n)
     }
 }
 
+/* Standard output, gathered: what the sim says goes out in one write just
+ * before it would wait (to read, to sleep, at a gate) or end, as a real
+ * agent's buffered stdout does. A zero-latency exchange then costs one
+ * write a side, whatever the protocol's number of messages. */
+static struct {
+    char *data;
+    size_t len, cap;
+} pending_out;
+
+static void out_flush(void)
+{
+    write_all(1, pending_out.data, pending_out.len);
+    pending_out.len = 0;
+}
+
+static void out_reserve(size_t n)
+{
+    if (pending_out.len + n > pending_out.cap) {
+        pending_out.cap = (pending_out.len + n) * 2;
+        pending_out.data = realloc(pending_out.data, pending_out.cap);
+        if (!pending_out.data)
+            abort();
+    }
+}
+
+static void out_put(const char *p, size_t n)
+{
+    out_reserve(n);
+    memcpy(pending_out.data + pending_out.len, p, n);
+    pending_out.len += n;
+}
+
+static void out_text(const char *s)
+{
+    out_put(s, strlen(s));
+}
+
+/* A JSON string, quotes and all: text the sim was given (checked UTF-8 by
+ * the parse), or made from it. */
+static void out_string(const char *s, size_t n)
+{
+    size_t esc;
+    if (kjstr_measure(s, n, &esc, NULL) != 0)
+        abort();
+    out_reserve(esc + 2);
+    char *w = pending_out.data + pending_out.len;
+    *w++ = '"';
+    w = kjstr_write(w, s, n);
+    *w++ = '"';
+    pending_out.len = (size_t)(w - pending_out.data);
+}
+
 static int exists(const char *path)
 {
     struct stat st;
@@ -198,6 +256,7 @@ static void crash(const char *what)
 {
     fprintf(stderr, "kiro-sim: panic: simulated crash %s\n", what);
     sim_log("event=crash what=%s", what);
+    out_flush();
     _exit(3);
 }
 
@@ -231,6 +290,7 @@ static void log_start_and_fork(void)
 static void hang(void)
 {
     sim_log("event=hang");
+    out_flush();
     for (;;)
         pause();
 }
@@ -285,22 +345,33 @@ static size_t split(const char *s, size_t n, size_t *cuts, size_t maxcuts)
  * the first (so the runtime sees both at once, as a pipe often delivers). */
 static const char *trailer;
 
+/* The end of a line of output, and the double-reply trailer if one waits. */
+static void end_line(void)
+{
+    out_put("\n", 1);
+    if (trailer)
+        out_text(trailer);
+    trailer = NULL;
+}
+
 static void emit_json(json_t *obj)
 {
     char *txt = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(obj);
     if (!txt)
         abort();
-    size_t n = strlen(txt), tn = trailer ? strlen(trailer) : 0;
-    txt = realloc(txt, n + 2 + tn);
-    if (!txt)
-        abort();
-    txt[n++] = '\n';
-    if (tn)
-        memcpy(txt + n, trailer, tn);
-    trailer = NULL;
-    write_all(1, txt, n + tn);
+    out_text(txt);
+    end_line();
     free(txt);
+}
+
+/* A JSON Lines reply: {"content": TEXT} with "done" when done >= 0. */
+static void emit_content(const char *text, size_t n, int done)
+{
+    out_text("{\"content\":");
+    out_string(text, n);
+    out_text(done < 0 ? "}" : done ? ",\"done\":true}" : ",\"done\":false}");
+    end_line();
 }
 
 static void wait_gate(void)
@@ -315,7 +386,7 @@ static void before_reply(long latency)
 {
     if (fault_on("noise", 1)) {
         const char noise[] = "kiro-sim banner: this line is not JSON\n[1,2,3]\n\n";
-        write_all(1, noise, sizeof noise - 1);
+        out_put(noise, sizeof noise - 1);
     }
     if (fault_on("stderr-flood", 1)) {
         long total = env_long("KIRO_SIM_STDERR_BYTES", 10L << 20);
@@ -345,14 +416,13 @@ static void serve_daemon_request(const char *prompt, size_t len, int stream, con
     }
     before_reply(latency);
     if (fault_on("error", 1)) {
-        json_t *o = json_object();
-        json_object_set_new(o, "error", json_string("simulated backend failure"));
-        emit_json(o);
+        out_text("{\"error\":\"simulated backend failure\"}");
+        end_line();
         served++;
         return;
     }
     if (fault_on("wrong-type", 1)) {
-        write_all(1, "{\"content\": 123}\n", 17);
+        out_put("{\"content\": 123}\n", 17);
         served++;
         return;
     }
@@ -362,7 +432,7 @@ static void serve_daemon_request(const char *prompt, size_t len, int stream, con
         int h = sprintf(line, "{\"content\": \"");
         memset(line + h, 'x', (size_t)n);
         memcpy(line + h + n, "\"}\n", 3);
-        write_all(1, line, (size_t)h + (size_t)n + 3);
+        out_put(line, (size_t)h + (size_t)n + 3);
         free(line);
         served++;
         return;
@@ -375,13 +445,11 @@ static void serve_daemon_request(const char *prompt, size_t len, int stream, con
     const char *extra = fault_on("double-reply", 1) ? "{\"content\": \"[extra]\"}\n" : NULL;
     if (!stream) {
         if (fault_on("crash-mid-stream", 1)) {
-            write_all(1, "{\"content\": \"You sa", 19);
+            out_put("{\"content\": \"You sa", 19);
             crash("in the middle of a reply");
         }
-        json_t *o = json_object();
-        json_object_set_new(o, "content", json_stringn(reply, rl));
         trailer = extra;
-        emit_json(o);
+        emit_content(reply, rl, -1);
     } else {
         size_t cuts[64];
         size_t k = split(reply, rl, cuts, 64);
@@ -392,20 +460,16 @@ static void serve_daemon_request(const char *prompt, size_t len, int stream, con
                 sleep_ms(gap);
             if (last)
                 wait_gate();
-            json_t *o = json_object();
-            json_object_set_new(o, "content", json_stringn(reply + cuts[i], end - cuts[i]));
-            json_object_set_new(o, "done", json_boolean(last && !separate));
             if (last && !separate)
                 trailer = extra;
-            emit_json(o);
+            emit_content(reply + cuts[i], end - cuts[i], last && !separate);
             if (i == 0 && fault_on("crash-mid-stream", 1))
                 crash("in the middle of a stream");
         }
         if (separate) {
-            json_t *o = json_object();
-            json_object_set_new(o, "done", json_true());
             trailer = extra;
-            emit_json(o);
+            out_text("{\"done\":true}");
+            end_line();
         }
     }
     free(reply);
@@ -422,6 +486,7 @@ static char *read_line(size_t *len)
     size_t n = 0;
     for (;;) {
         if (line_pos == line_have) {
+            out_flush();
             ssize_t r = read(0, buf, sizeof buf);
             if (r < 0 && errno == EINTR)
                 continue;
@@ -479,29 +544,124 @@ static int run_daemon(const char *model)
     int rc = start_up("daemon", "no-daemon");
     if (rc >= 0)
         return rc;
+    static const char *const fields[] = { "prompt", "stream", NULL };
+    kjpick_paths paths;
+    kjp_field f[2];
+    kbuf scratch = { 0 };
+    if (kjpick_compile(&paths, fields) != 0)
+        abort();
     size_t len;
     char *line;
     while ((line = read_line(&len))) {
-        json_error_t err;
-        json_t *req = json_loadb(line, len, JSON_ALLOW_NUL, &err);
-        free(line);
-        json_t *p = req ? json_object_get(req, "prompt") : NULL;
-        json_t *s = req ? json_object_get(req, "stream") : NULL;
-        if (!json_is_string(p) || !json_is_boolean(s)) {
-            json_t *o = json_object();
-            json_object_set_new(o, "error",
-                                json_string("invalid request: need prompt (string) and stream (bool)"));
-            emit_json(o);
+        if (kjpick(line, len, &paths, f, &scratch) != 0 || f[0].type != KJP_STRING ||
+            f[1].type != KJP_BOOLEAN) {
+            out_text("{\"error\":\"invalid request: need prompt (string) and stream (bool)\"}");
+            end_line();
         } else {
-            serve_daemon_request(json_string_value(p), json_string_length(p), json_is_true(s), model);
+            serve_daemon_request(f[0].str, f[0].len, (int)f[1].integer, model);
         }
-        json_decref(req);
+        free(line);
     }
+    kbuf_free(&scratch);
     sim_log("event=exit status=0");
     return 0;
 }
 
 /* ---- acp: the Agent Client Protocol ------------------------------------ */
+
+/* What a message is read for (one pass of the field picker). The prompt's
+ * text is that of its one text block; a prompt of several blocks is joined
+ * from jansson's tree of them. */
+enum {
+    M_ID,
+    M_METHOD,
+    M_SESSION,
+    M_CWD,
+    M_MCP,
+    M_MODEL,
+    M_PROMPT,
+    M_TYPE0,
+    M_TEXT0,
+    M_BLOCK1,
+    M_OPTION,
+    M_ERROR,
+    M_CODE,
+    M_COUNT
+};
+static const char *const message_fields[M_COUNT + 1] = {
+    [M_ID] = "id",
+    [M_METHOD] = "method",
+    [M_SESSION] = "params.sessionId",
+    [M_CWD] = "params.cwd",
+    [M_MCP] = "params.mcpServers",
+    [M_MODEL] = "params.modelId",
+    [M_PROMPT] = "params.prompt",
+    [M_TYPE0] = "params.prompt.0.type",
+    [M_TEXT0] = "params.prompt.0.text",
+    [M_BLOCK1] = "params.prompt.1",
+    [M_OPTION] = "result.outcome.optionId",
+    [M_ERROR] = "error",
+    [M_CODE] = "error.code",
+};
+static kjpick_paths message_paths;
+
+/* One message from the client, with what was picked from it (not JSON, or
+ * not an object: nothing, and it is ignored). */
+typedef struct message {
+    char *line;
+    kbuf scratch;
+    kjp_field f[M_COUNT];
+} message;
+
+static message *read_message(void)
+{
+    size_t len;
+    char *line = read_line(&len);
+    if (!line)
+        return NULL;
+    message *m = calloc(1, sizeof *m);
+    if (!m)
+        abort();
+    m->line = line;
+    if (kjpick(line, len, &message_paths, m->f, &m->scratch) != 0)
+        memset(m->f, 0, sizeof m->f);
+    return m;
+}
+
+static void message_free(message *m)
+{
+    if (!m)
+        return;
+    free(m->line);
+    kbuf_free(&m->scratch);
+    free(m);
+}
+
+/* Messages read while a turn waits for something else: seen again by the
+ * main loop once the turn is over. */
+static message **backlog;
+static size_t nbacklog;
+
+static void backlog_push(message *m)
+{
+    backlog = realloc(backlog, (nbacklog + 1) * sizeof *backlog);
+    if (!backlog)
+        abort();
+    backlog[nbacklog++] = m;
+}
+
+/* A field as a C string in buf ("" when it is not a string). */
+static const char *field_text(const kjp_field *f, char *buf, size_t n)
+{
+    if (f->type == KJP_STRING)
+        snprintf(buf, n, "%.*s", (int)(f->len < n ? f->len : n), f->str);
+    else
+        buf[0] = '\0';
+    return buf;
+}
+
+/* ---- writing: the messages sent on every turn are written by hand; the
+ * rare ones are jansson's ---- */
 
 static void rpc_send(json_t *msg)
 {
@@ -509,15 +669,59 @@ static void rpc_send(json_t *msg)
     emit_json(msg);
 }
 
-static void rpc_error(json_t *id, int code, const char *message)
+/* The start of a response to m, up to the value of "result" or "error". */
+static void respond(const message *m, const char *member)
 {
-    rpc_send(json_pack("{s:O, s:{s:i, s:s}}", "id", id, "error", "code", code, "message", message));
+    out_text("{\"jsonrpc\":\"2.0\",\"id\":");
+    out_put(m->f[M_ID].raw, m->f[M_ID].raw_len);
+    out_text(member);
+}
+
+static void rpc_result(const message *m, const char *result)
+{
+    respond(m, ",\"result\":");
+    out_text(result);
+    out_text("}");
+    end_line();
+}
+
+static void rpc_error(const message *m, int code, const char *text)
+{
+    char head[64];
+    snprintf(head, sizeof head, ",\"error\":{\"code\":%d,\"message\":", code);
+    respond(m, head);
+    out_string(text, strlen(text));
+    out_text("}}");
+    end_line();
+}
+
+static void update_head(const char *sid)
+{
+    out_text("{\"jsonrpc\":\"2.0\",\"method\":\"session/update\",\"params\":{\"sessionId\":");
+    out_string(sid, strlen(sid));
+    out_text(",\"update\":");
 }
 
 static void acp_update(const char *sid, json_t *update)
 {
-    rpc_send(json_pack("{s:s, s:{s:s, s:o}}", "method", "session/update", "params", "sessionId", sid,
-                       "update", update));
+    char *txt = json_dumps(update, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(update);
+    if (!txt)
+        abort();
+    update_head(sid);
+    out_text(txt);
+    out_text("}}");
+    end_line();
+    free(txt);
+}
+
+static void acp_chunk(const char *sid, const char *text, size_t n)
+{
+    update_head(sid);
+    out_text("{\"sessionUpdate\":\"agent_message_chunk\",\"content\":{\"type\":\"text\",\"text\":");
+    out_string(text, n);
+    out_text("}}}}");
+    end_line();
 }
 
 /* The ACP knobs, read once at start-up like the others. */
@@ -537,9 +741,13 @@ static struct session *sessions;
 static size_t nsessions;
 
 /* Session ids are "sim-session-N", N from 1: found by their number. */
-static struct session *find_session(const char *id)
+static struct session *find_session(const kjp_field *f)
 {
     static const char prefix[] = "sim-session-";
+    char id[32];
+    if (f->type != KJP_STRING || f->len >= sizeof id)
+        return NULL;
+    field_text(f, id, sizeof id);
     if (strncmp(id, prefix, sizeof prefix - 1) != 0)
         return NULL;
     char *end;
@@ -549,21 +757,6 @@ static struct session *find_session(const char *id)
     return &sessions[n - 1];
 }
 
-/* Messages read while a turn waits for something else: seen again by the
- * main loop once the turn is over. */
-static json_t *backlog;
-
-static json_t *read_message(void)
-{
-    size_t len;
-    char *line = read_line(&len);
-    if (!line)
-        return NULL;
-    json_t *m = json_loadb(line, len, JSON_ALLOW_NUL, NULL);
-    free(line);
-    return m ? m : json_object(); /* not JSON: an empty object, ignored */
-}
-
 /* Is there a line to read now (without blocking)? */
 static int readable(void)
 {
@@ -571,32 +764,30 @@ static int readable(void)
     return read_buffered() || poll(&p, 1, 0) > 0;
 }
 
-static int is_cancel(json_t *m, const char *sid)
+static int is_cancel(const message *m, const char *sid)
 {
-    const char *method = json_string_value(json_object_get(m, "method"));
-    const char *s = json_string_value(json_object_get(json_object_get(m, "params"), "sessionId"));
-    return method && strcmp(method, "session/cancel") == 0 && s && strcmp(s, sid) == 0;
+    return kjp_is(&m->f[M_METHOD], "session/cancel") && kjp_is(&m->f[M_SESSION], sid);
 }
 
 /* Sends a request to the client and waits for its answer: the response
  * (result or error), or NULL at EOF. A session/cancel meanwhile sets
  * *cancelled. */
-static json_t *ask(const char *method, json_t *params, const char *sid, int *cancelled)
+static message *ask(const char *method, json_t *params, const char *sid, int *cancelled)
 {
     static long next;
     char id[32];
     snprintf(id, sizeof id, "sim-%ld", next++);
     rpc_send(json_pack("{s:s, s:s, s:o}", "id", id, "method", method, "params", params));
-    json_t *m;
+    message *m;
     while ((m = read_message())) {
-        const char *rid = json_string_value(json_object_get(m, "id"));
-        if (rid && strcmp(rid, id) == 0 && !json_object_get(m, "method"))
+        if (kjp_is(&m->f[M_ID], id) && m->f[M_METHOD].type == KJP_ABSENT)
             return m;
-        if (is_cancel(m, sid))
+        if (is_cancel(m, sid)) {
             *cancelled = 1;
-        else
-            json_array_append(backlog, m);
-        json_decref(m);
+            message_free(m);
+        } else {
+            backlog_push(m);
+        }
     }
     return NULL;
 }
@@ -607,14 +798,15 @@ static int cancel_arrived(const char *sid)
 {
     int cancelled = 0;
     while (readable()) {
-        json_t *m = read_message();
+        message *m = read_message();
         if (!m)
             break;
-        if (is_cancel(m, sid))
+        if (is_cancel(m, sid)) {
             cancelled = 1;
-        else
-            json_array_append(backlog, m);
-        json_decref(m);
+            message_free(m);
+        } else {
+            backlog_push(m);
+        }
     }
     if (cancelled)
         sim_log("event=cancel session=%s", sid);
@@ -626,21 +818,23 @@ static void acp_permission(const char *sid, int *cancelled)
     acp_update(sid,
                json_pack("{s:s, s:s, s:s, s:s, s:s}", "sessionUpdate", "tool_call", "toolCallId", "sim-1",
                          "title", "Editing kiro-sim.conf", "kind", "edit", "status", "pending"));
-    json_t *r = ask("session/request_permission",
-                    json_pack("{s:s, s:{s:s, s:s}, s:[{s:s, s:s, s:s}, {s:s, s:s, s:s}]}", "sessionId", sid,
-                              "toolCall", "toolCallId", "sim-1", "title", "Editing kiro-sim.conf", "options",
-                              "kind", "allow_once", "name", "Allow", "optionId", "sim-allow", "kind",
-                              "reject_once", "name", "Skip", "optionId", "sim-reject"),
-                    sid, cancelled);
-    json_t *o = json_object_get(json_object_get(r, "result"), "outcome");
-    const char *id = json_string_value(json_object_get(o, "optionId"));
-    sim_log("event=permission outcome=%s", id ? id : "cancelled");
-    json_decref(r);
+    message *r = ask("session/request_permission",
+                     json_pack("{s:s, s:{s:s, s:s}, s:[{s:s, s:s, s:s}, {s:s, s:s, s:s}]}", "sessionId", sid,
+                               "toolCall", "toolCallId", "sim-1", "title", "Editing kiro-sim.conf", "options",
+                               "kind", "allow_once", "name", "Allow", "optionId", "sim-allow", "kind",
+                               "reject_once", "name", "Skip", "optionId", "sim-reject"),
+                     sid, cancelled);
+    char option[64];
+    sim_log("event=permission outcome=%s", r && r->f[M_OPTION].type == KJP_STRING
+                                               ? field_text(&r->f[M_OPTION], option, sizeof option)
+                                               : "cancelled");
+    message_free(r);
 }
 
-static void serve_acp_prompt(json_t *id, const char *sid, const char *prompt, size_t len, const char *model)
+static void serve_acp_prompt(const message *m, struct session *ses, const char *prompt, size_t len,
+                             const char *model)
 {
-    struct session *ses = find_session(sid);
+    const char *sid = ses->id;
     sim_log("event=request n=%ld bytes=%zu stream=1 session=%s turn=%ld", served + 1, len, sid, ++ses->turns);
     if (fault_on("crash-before-chunk", 1))
         crash("before the first chunk");
@@ -653,19 +847,18 @@ static void serve_acp_prompt(json_t *id, const char *sid, const char *prompt, si
     }
     before_reply(latency_ms);
     if (fault_on("error", 1)) {
-        rpc_error(id, -32603, "simulated backend failure");
+        rpc_error(m, -32603, "simulated backend failure");
         return;
     }
     int cancelled = 0;
     if (acp_knobs.ask) {
-        json_t *r = ask("_kiro-sim/ask", json_object(), sid, &cancelled);
-        json_t *e = json_object_get(r, "error");
+        message *r = ask("_kiro-sim/ask", json_object(), sid, &cancelled);
         sim_log("event=asked answer=%s code=%lld",
-                !r  ? "none"
-                : e ? "error"
-                    : "result",
-                (long long)json_integer_value(json_object_get(e, "code")));
-        json_decref(r);
+                !r                                 ? "none"
+                : r->f[M_ERROR].type != KJP_ABSENT ? "error"
+                                                   : "result",
+                r ? r->f[M_CODE].integer : 0LL);
+        message_free(r);
     }
     if (acp_knobs.permission)
         acp_permission(sid, &cancelled);
@@ -682,19 +875,20 @@ static void serve_acp_prompt(json_t *id, const char *sid, const char *prompt, si
                                   "sim-2", "status", "completed"));
     }
     if (fault_on("overlong", 1)) {
-        long n = env_long("KIRO_SIM_OVERLONG_BYTES", 17L << 20);
-        char *text = malloc((size_t)n + 1);
-        memset(text, 'x', (size_t)n);
-        acp_update(sid, json_pack("{s:s, s:{s:s, s:s%}}", "sessionUpdate", "agent_message_chunk", "content",
-                                  "type", "text", "text", text, (size_t)n));
+        size_t n = (size_t)env_long("KIRO_SIM_OVERLONG_BYTES", 17L << 20);
+        char *text = malloc(n + 1);
+        memset(text, 'x', n);
+        acp_chunk(sid, text, n);
         free(text);
-        rpc_send(json_pack("{s:O, s:{s:s}}", "id", id, "result", "stopReason", "end_turn"));
+        rpc_result(m, "{\"stopReason\":\"end_turn\"}");
         return;
     }
     if (fault_on("wrong-type", 1)) {
-        acp_update(sid, json_pack("{s:s, s:{s:s, s:i}}", "sessionUpdate", "agent_message_chunk", "content",
-                                  "type", "text", "text", 123));
-        rpc_send(json_pack("{s:O, s:{s:s}}", "id", id, "result", "stopReason", "end_turn"));
+        update_head(sid);
+        out_text(
+            "{\"sessionUpdate\":\"agent_message_chunk\",\"content\":{\"type\":\"text\",\"text\":123}}}}");
+        end_line();
+        rpc_result(m, "{\"stopReason\":\"end_turn\"}");
         return;
     }
     size_t rl;
@@ -717,8 +911,7 @@ static void serve_acp_prompt(json_t *id, const char *sid, const char *prompt, si
         }
         if (cancelled)
             break;
-        acp_update(sid, json_pack("{s:s, s:{s:s, s:s%}}", "sessionUpdate", "agent_message_chunk", "content",
-                                  "type", "text", "text", reply + cuts[i], end - cuts[i]));
+        acp_chunk(sid, reply + cuts[i], end - cuts[i]);
         if (i == 0 && fault_on("crash-mid-stream", 1))
             crash("in the middle of a stream");
         if (i == 0 && updates)
@@ -730,15 +923,26 @@ static void serve_acp_prompt(json_t *id, const char *sid, const char *prompt, si
     if (fault_on("double-reply", 1))
         trailer = "{\"jsonrpc\":\"2.0\",\"id\":-7,\"result\":{\"stopReason\":\"end_turn\"}}\n";
     const char *stop = acp_knobs.stop;
-    rpc_send(json_pack("{s:O, s:{s:s}}", "id", id, "result", "stopReason",
-                       cancelled       ? "cancelled"
-                       : stop && *stop ? stop
-                                       : "end_turn"));
+    respond(m, ",\"result\":{\"stopReason\":");
+    stop = cancelled ? "cancelled" : stop && *stop ? stop : "end_turn";
+    out_string(stop, strlen(stop));
+    out_text("}}");
+    end_line();
 }
 
-/* The prompt's text blocks, joined (a malloc'd string), or NULL. */
-static char *prompt_text(json_t *blocks, size_t *len)
+/* The prompt's text: its one text block's, or its text blocks' joined (a
+ * malloc'd string, *allocated set), or NULL when it is not an array. */
+static const char *prompt_text(const message *m, size_t *len, char **allocated)
 {
+    const kjp_field *f = m->f;
+    *allocated = NULL;
+    if (f[M_PROMPT].type != KJP_ARRAY)
+        return NULL;
+    if (f[M_BLOCK1].type == KJP_ABSENT && f[M_TEXT0].type == KJP_STRING && kjp_is(&f[M_TYPE0], "text")) {
+        *len = f[M_TEXT0].len;
+        return f[M_TEXT0].str;
+    }
+    json_t *blocks = json_loadb(f[M_PROMPT].raw, f[M_PROMPT].raw_len, JSON_ALLOW_NUL, NULL);
     size_t i;
     json_t *b;
     char *out = malloc(1);
@@ -753,69 +957,67 @@ static char *prompt_text(json_t *blocks, size_t *len)
         memcpy(out + *len, json_string_value(t), n);
         *len += n;
     }
-    if (!json_is_array(blocks)) {
-        free(out);
-        return NULL;
-    }
+    json_decref(blocks);
     out[*len] = '\0';
-    return out;
+    return *allocated = out;
 }
 
-static void acp_message(json_t *m, const char *model)
+static void acp_message(const message *m, const char *model)
 {
-    json_t *id = json_object_get(m, "id");
-    const char *method = json_string_value(json_object_get(m, "method"));
-    json_t *params = json_object_get(m, "params");
-    if (!method || !id)
+    const kjp_field *f = m->f;
+    if (f[M_METHOD].type != KJP_STRING || f[M_ID].type == KJP_ABSENT || f[M_ID].type == KJP_NULL)
         return; /* a notification (a stray cancel), a response, or not JSON-RPC */
-    if (strcmp(method, "initialize") == 0) {
+    if (kjp_is(&f[M_METHOD], "initialize")) {
         json_t *res = json_pack("{s:i, s:{s:b}, s:{s:s, s:s}}", "protocolVersion", 1, "agentCapabilities",
                                 "loadSession", 0, "agentInfo", "name", "kiro-sim", "version", KIRO_VERSION);
         if (fault_on("auth", 0))
             json_object_set_new(res, "authMethods",
                                 json_pack("[{s:s, s:s}]", "id", "sim-key", "name", "A key in KIRO_SIM_KEY"));
-        rpc_send(json_pack("{s:O, s:o}", "id", id, "result", res));
-    } else if (strcmp(method, "session/new") == 0) {
-        const char *cwd = json_string_value(json_object_get(params, "cwd"));
-        if (!cwd || cwd[0] != '/' || !json_is_array(json_object_get(params, "mcpServers"))) {
-            rpc_error(id, -32602, "Invalid params: cwd (absolute) and mcpServers are required");
+        char *txt = json_dumps(res, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        json_decref(res);
+        rpc_result(m, txt);
+        free(txt);
+    } else if (kjp_is(&f[M_METHOD], "session/new")) {
+        if (f[M_CWD].type != KJP_STRING || f[M_CWD].len == 0 || f[M_CWD].str[0] != '/' ||
+            f[M_MCP].type != KJP_ARRAY) {
+            rpc_error(m, -32602, "Invalid params: cwd (absolute) and mcpServers are required");
         } else if (fault_on("auth", 0)) {
-            rpc_error(id, -32000, "Simulated agent needs credentials");
+            rpc_error(m, -32000, "Simulated agent needs credentials");
         } else {
             sessions = realloc(sessions, (nsessions + 1) * sizeof *sessions);
             struct session *s = &sessions[nsessions];
             snprintf(s->id, sizeof s->id, "sim-session-%zu", ++nsessions);
             s->turns = 0;
             s->model[0] = '\0';
-            rpc_send(json_pack("{s:O, s:{s:s, s:{s:[{s:s, s:s}, {s:s, s:s}], s:s}}}", "id", id, "result",
-                               "sessionId", s->id, "models", "availableModels", "modelId", "sim-fast", "name",
-                               "Fast", "modelId", "sim-smart", "name", "Smart", "currentModelId",
-                               "sim-fast"));
+            respond(m, ",\"result\":{\"sessionId\":");
+            out_string(s->id, strlen(s->id));
+            out_text(",\"models\":{\"availableModels\":[{\"modelId\":\"sim-fast\",\"name\":\"Fast\"},"
+                     "{\"modelId\":\"sim-smart\",\"name\":\"Smart\"}],\"currentModelId\":\"sim-fast\"}}}");
+            end_line();
         }
-    } else if (strcmp(method, "session/prompt") == 0) {
-        const char *sid = json_string_value(json_object_get(params, "sessionId"));
+    } else if (kjp_is(&f[M_METHOD], "session/prompt")) {
+        struct session *s = find_session(&f[M_SESSION]);
         size_t len;
-        char *text = prompt_text(json_object_get(params, "prompt"), &len);
-        if (!sid || !find_session(sid))
-            rpc_error(id, -32603, "Internal error: session not found");
+        char *allocated;
+        const char *text = prompt_text(m, &len, &allocated);
+        if (!s)
+            rpc_error(m, -32603, "Internal error: session not found");
         else if (!text)
-            rpc_error(id, -32602, "Invalid params: prompt must be an array of content blocks");
+            rpc_error(m, -32602, "Invalid params: prompt must be an array of content blocks");
         else
-            serve_acp_prompt(id, sid, text, len, model);
-        free(text);
-    } else if (strcmp(method, "session/set_model") == 0 && !acp_knobs.no_set_model) {
-        const char *sid = json_string_value(json_object_get(params, "sessionId"));
-        struct session *s = sid ? find_session(sid) : NULL;
-        const char *want = json_string_value(json_object_get(params, "modelId"));
-        if (!s || !want || (strcmp(want, "sim-fast") != 0 && strcmp(want, "sim-smart") != 0)) {
-            rpc_error(id, -32602, "Invalid params: unknown session or model");
+            serve_acp_prompt(m, s, text, len, model);
+        free(allocated);
+    } else if (kjp_is(&f[M_METHOD], "session/set_model") && !acp_knobs.no_set_model) {
+        struct session *s = find_session(&f[M_SESSION]);
+        if (!s || !(kjp_is(&f[M_MODEL], "sim-fast") || kjp_is(&f[M_MODEL], "sim-smart"))) {
+            rpc_error(m, -32602, "Invalid params: unknown session or model");
         } else {
-            snprintf(s->model, sizeof s->model, "%s", want);
-            sim_log("event=set_model session=%s model=%s", s->id, want);
-            rpc_send(json_pack("{s:O, s:{}}", "id", id, "result"));
+            field_text(&f[M_MODEL], s->model, sizeof s->model);
+            sim_log("event=set_model session=%s model=%s", s->id, s->model);
+            rpc_result(m, "{}");
         }
     } else {
-        rpc_error(id, -32601, "Method not found");
+        rpc_error(m, -32601, "Method not found");
     }
 }
 
@@ -830,19 +1032,20 @@ static int run_acp(const char *model)
     int rc = start_up("acp", "no-acp");
     if (rc >= 0)
         return rc;
-    backlog = json_array();
+    if (kjpick_compile(&message_paths, message_fields) != 0)
+        abort();
     for (;;) {
-        json_t *m;
-        if (json_array_size(backlog)) {
-            m = json_incref(json_array_get(backlog, 0));
-            json_array_remove(backlog, 0);
+        message *m;
+        if (nbacklog) {
+            m = backlog[0];
+            memmove(backlog, backlog + 1, --nbacklog * sizeof *backlog);
         } else if (!(m = read_message())) {
             break;
         }
         acp_message(m, model);
-        json_decref(m);
+        message_free(m);
     }
-    json_decref(backlog);
+    free(backlog);
     free(sessions);
     sim_log("event=exit status=0");
     return 0;
