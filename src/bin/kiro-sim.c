@@ -897,7 +897,9 @@ static void serve_acp_prompt(const message *m, struct session *ses, const char *
     size_t k = split(reply, rl, cuts, 64);
     for (size_t i = 0; i < k && !(cancelled && !acp_knobs.ignore_cancel); i++) {
         size_t end = i + 1 < k ? cuts[i + 1] : rl;
-        if (i > 0) {
+        /* Between chunks a while apart, a cancel is looked for (a stream
+         * with no delay is over before one could matter). */
+        if (i > 0 && chunk_delay_ms > 0) {
             sleep_ms(chunk_delay_ms);
             if (cancel_arrived(sid)) {
                 cancelled = 1;

@@ -76,6 +76,18 @@ int kjpick_compile(kjpick_paths *p, const char *const *paths)
         }
         p->depth[p->n] = d;
     }
+    /* Paths that share their first d + 1 keys: a key is compared once for
+     * them all. */
+    for (int i = 0; i < p->n; i++)
+        for (int d = 0; d < p->depth[i]; d++)
+            for (int j = 0; j < p->n; j++) {
+                int same = p->depth[j] > d;
+                for (int e = 0; same && e <= d; e++)
+                    same = p->keys[i][e].len == p->keys[j][e].len &&
+                           memcmp(p->keys[i][e].key, p->keys[j][e].key, p->keys[i][e].len) == 0;
+                if (same)
+                    p->keys[i][d].same |= 1u << j;
+            }
     return 0;
 }
 
@@ -256,6 +268,14 @@ static int on_end(void *ud)
     return close_container(ud);
 }
 
+/* memcmp(a, b, n) == 0, for keys: a few bytes, not worth a call. */
+static int same_bytes(const char *a, const char *b, size_t n)
+{
+    while (n && *a == *b)
+        a++, b++, n--;
+    return n == 0;
+}
+
 static int on_key(void *ud, const unsigned char *s, size_t n)
 {
     pick *k = ud;
@@ -266,8 +286,10 @@ static int on_key(void *ud, const unsigned char *s, size_t n)
     l->key = 0;
     for (mask_t m = l->paths; m;) {
         int i = next_path(&m);
-        if (k->p->keys[i][k->depth - 1].len == n && memcmp(k->p->keys[i][k->depth - 1].key, s, n) == 0)
-            l->key |= 1u << i;
+        const struct kjpick_key *key = &k->p->keys[i][k->depth - 1];
+        m &= ~key->same;
+        if (key->len == n && same_bytes(key->key, (const char *)s, n))
+            l->key = key->same & l->paths;
     }
     return 1;
 }

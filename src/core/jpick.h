@@ -43,10 +43,11 @@ typedef struct kjp_field {
 typedef struct kjpick_paths {
     int n;
     int depth[KJPICK_MAX];
-    struct {
+    struct kjpick_key {
         const char *key;
         size_t len;
-        long index; /* the element it names in an array, or -1 */
+        long index;    /* the element it names in an array, or -1 */
+        unsigned same; /* the paths with the same keys up to this one */
     } keys[KJPICK_MAX][KJPICK_DEPTH];
 } kjpick_paths;
 

@@ -114,6 +114,7 @@ typedef struct acp {
         json_t *id; /* the agent's request id */
     } asked[ACP_QUESTIONS];
     int next_token;
+    char *cwd;           /* every session's: the agent's own, where it started */
     kjpick_paths fields; /* acp_fields, compiled */
     kbuf scratch;        /* the picker's decoded strings */
 } acp;
@@ -123,6 +124,16 @@ static void *acp_new(const char *model)
     acp *a = kcalloc(1, sizeof *a);
     a->init_id = a->new_id = a->prompt_id = a->model_id = -1;
     a->model = model ? kstrdup(model) : NULL;
+    char cwd[4096];
+    size_t esc;
+    if (!getcwd(cwd, sizeof cwd)) {
+        strcpy(cwd, "/");
+    } else if (kjstr_measure(cwd, strlen(cwd), &esc, NULL) != 0) {
+        klog(KLOG_WARN, "kiro.provider",
+             "the working directory is not UTF-8: the agent's sessions are given /");
+        strcpy(cwd, "/");
+    }
+    a->cwd = kstrdup(cwd);
     if (kjpick_compile(&a->fields, acp_fields) != 0)
         abort(); /* a list that does not fit is a mistake in this file */
     return a;
@@ -149,6 +160,7 @@ static void acp_free(void *state)
     for (int i = 0; i < ACP_QUESTIONS; i++)
         json_decref(a->asked[i].id);
     kbuf_free(&a->scratch);
+    free(a->cwd);
     free(a);
 }
 
@@ -234,32 +246,36 @@ static int put_string(kbuf *out, const char *s, size_t n)
     return 0;
 }
 
-/* The head of a request of ours, up to its params' value; its id returned. */
+/* The head of a request of ours, up to its params' value; its id returned.
+ * (Sent for every call: no printf.) */
 static json_int_t put_request(acp *a, kbuf *out, const char *method)
 {
-    char head[128];
     json_int_t id = a->next_id++;
-    int n = snprintf(head, sizeof head,
-                     "{\"jsonrpc\":\"2.0\",\"id\":%lld,\"method\":\"%s\",\"params\":", (long long)id, method);
-    kbuf_append(out, head, (size_t)n);
+    char digits[24];
+    int n = 0;
+    unsigned long long v = (unsigned long long)id; /* ids count up from 0 */
+    do
+        digits[sizeof digits - 1 - n++] = (char)('0' + v % 10);
+    while ((v /= 10) && n < (int)sizeof digits);
+    kbuf_append(out, "{\"jsonrpc\":\"2.0\",\"id\":", 22);
+    kbuf_append(out, digits + sizeof digits - n, (size_t)n);
+    kbuf_append(out, ",\"method\":\"", 11);
+    kbuf_append(out, method, strlen(method));
+    kbuf_append(out, "\",\"params\":", 11);
     return id;
 }
 
 /* Asks for a session (for the next turn) unless one is there or coming.
- * Written by hand, like session/prompt: both are sent for every call. */
+ * Written by hand, like session/prompt: both are sent for every call. Its
+ * cwd is the one the agent process was started in. */
 static void want_session(acp *a, kbuf *out)
 {
     if (!a->initialized || a->spare || a->new_id >= 0 || a->model_id >= 0)
         return;
-    char cwd[4096];
-    if (!getcwd(cwd, sizeof cwd))
-        strcpy(cwd, "/");
     a->new_id = put_request(a, out, "session/new");
     kbuf_append(out, "{\"cwd\":", 7);
-    if (put_string(out, cwd, strlen(cwd)) != 0) {
-        klog(KLOG_WARN, "kiro.provider", "the working directory is not UTF-8: the agent is given /");
-        put_string(out, "/", 1);
-    }
+    if (put_string(out, a->cwd, strlen(a->cwd)) != 0)
+        abort(); /* checked by acp_new */
     kbuf_append(out, ",\"mcpServers\":[]}}\n", 19);
 }
 
