@@ -55,6 +55,10 @@ static long index_of(const char *s, size_t n)
 
 int kjpick_compile(kjpick_paths *p, const char *const *paths)
 {
+    struct {
+        const char *key;
+        size_t len;
+    } keys[KJPICK_MAX][KJPICK_DEPTH];
     memset(p, 0, sizeof *p);
     for (; paths[p->n]; p->n++) {
         if (p->n == KJPICK_MAX)
@@ -66,9 +70,8 @@ int kjpick_compile(kjpick_paths *p, const char *const *paths)
             size_t n = dot ? (size_t)(dot - s) : strlen(s);
             if (d == KJPICK_DEPTH)
                 return -1;
-            p->keys[p->n][d].key = s;
-            p->keys[p->n][d].len = n;
-            p->keys[p->n][d].index = index_of(s, n);
+            keys[p->n][d].key = s;
+            keys[p->n][d].len = n;
             d++;
             if (!dot)
                 break;
@@ -76,18 +79,25 @@ int kjpick_compile(kjpick_paths *p, const char *const *paths)
         }
         p->depth[p->n] = d;
     }
-    /* Paths that share their first d + 1 keys: a key is compared once for
-     * them all. */
+    /* Path i's step at depth d is that of the first path j with the same
+     * first d + 1 keys. */
     for (int i = 0; i < p->n; i++)
-        for (int d = 0; d < p->depth[i]; d++)
-            for (int j = 0; j < p->n; j++) {
-                int same = p->depth[j] > d;
+        for (int d = 0; d < p->depth[i]; d++) {
+            int s = 0;
+            for (; s < p->nsteps[d]; s++) {
+                int j = __builtin_ctz(p->steps[d][s].paths), same = 1;
                 for (int e = 0; same && e <= d; e++)
-                    same = p->keys[i][e].len == p->keys[j][e].len &&
-                           memcmp(p->keys[i][e].key, p->keys[j][e].key, p->keys[i][e].len) == 0;
+                    same = keys[i][e].len == keys[j][e].len &&
+                           memcmp(keys[i][e].key, keys[j][e].key, keys[i][e].len) == 0;
                 if (same)
-                    p->keys[i][d].same |= 1u << j;
+                    break;
             }
+            if (s == p->nsteps[d])
+                p->steps[d][p->nsteps[d]++] =
+                    (struct kjpick_step){ keys[i][d].key, (unsigned)keys[i][d].len, 0,
+                                          index_of(keys[i][d].key, keys[i][d].len) };
+            p->steps[d][s].paths |= 1u << i;
+        }
     return 0;
 }
 
@@ -127,10 +137,11 @@ static mask_t value(pick *k, kjp_type type, mask_t *ending)
     l->key = 0;     /* a map's next value needs its key */
     if (l->array) { /* an element: paths that go on with its index */
         here = 0;
-        for (mask_t m = l->paths; m;) {
-            int i = next_path(&m);
-            if (k->p->keys[i][k->depth - 1].index == l->index)
-                here |= 1u << i;
+        const kjpick_paths *p = k->p;
+        for (int i = 0; i < p->nsteps[k->depth - 1]; i++) {
+            const struct kjpick_step *step = &p->steps[k->depth - 1][i];
+            if ((step->paths & l->paths) && step->index == l->index)
+                here = step->paths & l->paths;
         }
         l->index++;
     }
@@ -284,12 +295,13 @@ static int on_key(void *ud, const unsigned char *s, size_t n)
         return 1;
     level *l = &k->stack[k->depth];
     l->key = 0;
-    for (mask_t m = l->paths; m;) {
-        int i = next_path(&m);
-        const struct kjpick_key *key = &k->p->keys[i][k->depth - 1];
-        m &= ~key->same;
-        if (key->len == n && same_bytes(key->key, (const char *)s, n))
-            l->key = key->same & l->paths;
+    const kjpick_paths *p = k->p;
+    for (int i = 0; l->paths && i < p->nsteps[k->depth - 1]; i++) {
+        const struct kjpick_step *step = &p->steps[k->depth - 1][i];
+        if ((step->paths & l->paths) && step->len == n && same_bytes(step->key, (const char *)s, n)) {
+            l->key = step->paths & l->paths;
+            break;
+        }
     }
     return 1;
 }

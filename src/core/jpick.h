@@ -43,12 +43,16 @@ typedef struct kjp_field {
 typedef struct kjpick_paths {
     int n;
     int depth[KJPICK_MAX];
-    struct kjpick_key {
+    /* The distinct steps at each depth: a key (or index) after the same
+     * keys before it, and the paths that take it (so a key is compared once
+     * for all of them). */
+    struct kjpick_step {
         const char *key;
-        size_t len;
-        long index;    /* the element it names in an array, or -1 */
-        unsigned same; /* the paths with the same keys up to this one */
-    } keys[KJPICK_MAX][KJPICK_DEPTH];
+        unsigned len;
+        unsigned paths;
+        long index; /* the element it names in an array, or -1 */
+    } steps[KJPICK_DEPTH][KJPICK_MAX];
+    int nsteps[KJPICK_DEPTH];
 } kjpick_paths;
 
 /* Compiles a NULL-terminated list of paths (static strings: they are
