@@ -32,6 +32,7 @@ typedef struct pick {
     kjp_field *out;
     kbuf *scratch;
     int depth, not_object;
+    size_t end;                    /* where the top object ended; 0 until it has */
     mask_t in_scratch;             /* strings decoded into scratch... */
     size_t offset[KJPICK_MAX];     /* ...at these offsets */
     level stack[KJPICK_DEPTH + 2]; /* [d]: the open container at depth d
@@ -260,7 +261,8 @@ static int close_container(pick *k)
         for (mask_t m = l->closing; m;)
             k->out[next_path(&m)].raw_len = end - l->start;
     }
-    k->depth--;
+    if (--k->depth == 0)
+        k->end = end;
     return 1;
 }
 
@@ -328,8 +330,12 @@ int kjpick(const char *json, size_t len, const kjpick_paths *p, kjp_field *out, 
     if (!k.h)
         return -1;
     int ok = yajl_parse(k.h, (const unsigned char *)json, len) == yajl_status_ok &&
-             yajl_complete_parse(k.h) == yajl_status_ok && !k.not_object;
+             yajl_complete_parse(k.h) == yajl_status_ok && !k.not_object && k.end;
     yajl_free(k.h);
+    /* Only blanks after the object: yajl lets an unfinished token there go
+     * (`{}"`), taking it for one that more input would end. */
+    for (size_t i = k.end; ok && i < len; i++)
+        ok = json[i] == ' ' || json[i] == '\t' || json[i] == '\r' || json[i] == '\n';
     if (!ok)
         return -1;
     for (int i = 0; i < p->n; i++)
