@@ -32,12 +32,16 @@ end
 describe("the ACP SDK's example agent", function()
   after_each(H.check_leaks)
 
-  it("streams, asks permission (rejected by default, allowed by a hook), shows its tool calls, can be cancelled",
+  it("streams, asks permission (rejected by default, allowed by a hook or a trust list), shows its tool calls, "
+    .. "can be cancelled",
     function()
     local cli = agent_cli()
     -- Through the command line too, at the same time: a server, an agent of its own.
     local env = H.sim_env { KIRO_CLI_PATH = cli }
     local _, wait_cli = H.spawn_bg({ H.kiro_rt, "agent", "--protocol", "acp", "-m", "hello" }, env)
+    -- ...and one that trusts edits: its "edit" tool call is allowed.
+    local _, wait_trusting = H.spawn_bg({ H.kiro_rt, "agent", "--protocol", "acp", "--trust-tools", "edit",
+                                          "-m", "hello" }, env)
 
     local kiro = H.setup({}, { cli_path = cli, protocol = "acp", pool_max = 3,
                               first_chunk_timeout_ms = 20000, stall_timeout_ms = 20000 })
@@ -95,6 +99,9 @@ describe("the ACP SDK's example agent", function()
     local code, out, err = wait_cli()
     assert.are.equal(0, code, err)
     assert.are.equal(FIRST .. SECOND .. REJECTED .. "\n", out)
+    code, out, err = wait_trusting()
+    assert.are.equal(0, code, err)
+    assert.are.equal(FIRST .. SECOND .. ALLOWED .. "\n", out)
     local st = assert(H.status(env))
     assert.are.equal("acp", st.pools[1].protocol)
   end)

@@ -349,6 +349,99 @@ describe("acp", function()
       "kiro.chat: permission must be a function")
   end)
 
+  it("a trust list allows the tool calls it names (by kind or title pattern), rejects the rest, after any hook",
+    function()
+    local kiro, log = H.setup({ KIRO_SIM_ACP_PERMISSION = 1 }, { protocol = "acp" })
+    local s0 = kiro.stats()
+    -- kiro-sim asks about its edit by id alone: its kind and title come
+    -- from the tool_call update it sent before.
+    assert.are.equal("You said: a", kiro.chat("a", { trust = { kinds = { "edit" } } }))
+    assert.are.equal("You said: b", kiro.chat("b", { trust = { kinds = { "read", "search" } } }))
+    assert.are.equal("You said: c", kiro.chat("c", { trust = { titles = { "^Editing kiro%-sim" } } }))
+    assert.are.equal("You said: d", kiro.chat("d", { trust = { titles = { "^Reading" }, kinds = {} } }))
+    kiro.configure { trust = "all" }
+    assert.are.equal("You said: e", kiro.chat("e"))
+    assert.are.equal("You said: f", kiro.chat("f", { permission = function() return "reject" end }))
+    kiro.configure { trust = false }
+    assert.are.equal("You said: g", kiro.chat("g"))
+    local outcomes = {}
+    for _, e in ipairs(H.sim_events(log)) do
+      if e.event == "permission" then outcomes[#outcomes + 1] = e.outcome end
+    end
+    assert.are.same({ "sim-allow", "sim-reject", "sim-allow", "sim-reject", "sim-allow", "sim-reject", "sim-reject" },
+      outcomes)
+    local s = kiro.stats()
+    assert.are.equal(7, s.permission_requests - s0.permission_requests)
+    assert.are.equal(1, s.permission_defaults - s0.permission_defaults) -- g: no list, no hook
+    assert.has_error(function() kiro.chat("x", { trust = { kinds = { "bogus" } } }) end,
+      'kiro.chat: trust.kinds: "bogus" is not an ACP tool kind (read, edit, delete, move, search, execute, think, '
+      .. "fetch, switch_mode, other)")
+    assert.has_error(function() kiro.chat("x", { trust = { titles = { "%" } } }) end,
+      'kiro.chat: trust.titles: "%" is not a valid Lua pattern')
+    assert.has_error(function() kiro.configure { trust = { kinds = "edit" } } end,
+      "kiro.configure: trust.kinds must be an array of strings")
+    assert.has_error(function() kiro.configure { trust = { tools = {} } } end,
+      "kiro.configure: trust: unknown key 'tools' (it takes kinds and titles)")
+    assert.has_error(function() kiro.configure { trust = true } end,
+      'kiro.configure: trust must be "all" or { kinds = { KIND, ... }, titles = { PATTERN, ... } }')
+  end)
+
+  it("kiro-rt agent --trust-tools / --trust-all-tools: through the server and in-process; decisions logged at info",
+    function()
+    local env, log = H.sim_env { KIRO_PROTOCOL = "acp", KIRO_SIM_ACP_PERMISSION = "1", KIRO_LOG = "info" }
+    local function outcomes()
+      local t = {}
+      for _, e in ipairs(H.sim_events(log)) do
+        if e.event == "permission" then t[#t + 1] = e.outcome end
+      end
+      return t
+    end
+    local runs = {
+      { "-m", "one", "--trust-tools", "read,edit" },
+      { "-m", "two", "--trust-tools=read" },
+      { "-m", "three", "--trust-all-tools", "--no-server" },
+      { "-m", "four", "--no-server" },
+    }
+    local errs = {}
+    for i, args in ipairs(runs) do
+      local r = H.agent(args, env)
+      assert.are.equal(0, r.code, r.err)
+      assert.are.equal("You said: " .. args[2] .. "\n", r.out)
+      errs[i] = r.err
+    end
+    assert.are.same({ "sim-allow", "sim-reject", "sim-allow", "sim-reject" }, outcomes())
+    -- In-process, the decision and the tool's title are on stderr (through
+    -- the server, in its log).
+    assert.matches('permission allow: "Editing kiro-sim.conf" (kind edit, trusted)', errs[3], 1, true)
+    assert.matches('permission reject: "Editing kiro-sim.conf" (no permission hook nor trust list)', errs[4], 1, true)
+    local slog = H.server_log(env)
+    assert.matches('permission allow: "Editing kiro-sim.conf" (kind edit, trusted)', slog, 1, true)
+    assert.matches('permission reject: "Editing kiro-sim.conf" (kind edit, not in the trust list)', slog, 1, true)
+    for _, bad in ipairs { { "--trust-tools", "bogus" }, { "--trust-tools=" }, { "--trust-tools" } } do
+      local r = H.agent({ "-m", "x", table.unpack(bad) }, env)
+      assert.are.equal(2, r.code, table.concat(bad, " "))
+      assert.matches("trust%-tools", r.err)
+    end
+    assert.are.equal(4, #outcomes())
+    -- On the wire, a trust list is checked at the door like every field.
+    local kiro = H.setup()
+    local c = H.raw_conn(kiro, H.socket(env))
+    local cjson = require "cjson"
+    for id, t in ipairs { { kinds = { "nope" } }, "some", { kinds = { "read" }, extra = true } } do
+      c:send(cjson.encode { op = "request", id = id, prompt = "x", backend = { cli = H.sim }, trust = t } .. "\n")
+    end
+    H.wait_kiro(kiro, function() return #c.msgs == 3 end, "three answers")
+    c:close()
+    local said = {}
+    for _, m in ipairs(c.msgs) do said[m.id] = m.error and m.error.message end
+    assert.are.same({
+      'bad request: trust.kinds: "nope" is not an ACP tool kind (read, edit, delete, move, search, execute, think, '
+        .. "fetch, switch_mode, other)",
+      'bad request: trust must be "all" or { kinds = { KIND, ... }, titles = { PATTERN, ... } }',
+      "bad request: trust: unknown key 'extra' (it takes kinds and titles)",
+    }, said)
+  end)
+
   it("leaving a stream early cancels the agent's turn; the same agent serves the next call", function()
     local gate = H.tmpdir() .. "/gate"
     local kiro, log = H.setup({ KIRO_SIM_GATE = gate }, { protocol = "acp", drain_ms = 10000 })

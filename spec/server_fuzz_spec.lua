@@ -41,7 +41,7 @@ end
 local MUTATIONS = {
   { "id" }, { "prompt" }, { "stream" }, { "timeout_ms" }, { "first_chunk_timeout_ms" }, { "stall_timeout_ms" },
   { "backend" }, { "backend", "cli" }, { "backend", "model" }, { "backend", "mode" },
-  { "backend", "env" }, { "backend", "env", "KIRO_FUZZ" },
+  { "backend", "env" }, { "backend", "env", "KIRO_FUZZ" }, { "trust" }, { "trust", "kinds" }, { "trust", "titles" },
 }
 -- Whole environments: none, valid, and wrong in each way.
 local ENVS = { cjson.null, cjson.empty_array, { "a" }, { A = 1 }, { ["1X"] = "v" }, { ["A=B"] = "v" },
@@ -52,6 +52,9 @@ local FITTING = {
   timeout_ms = function() return math.random(1000, 20000) end,
   model = function() return ({ "m1", "m2" })[math.random(2)] end,
   mode = function() return ({ "auto", "daemon", "oneshot", "auto", "daemon" })[math.random(5)] end,
+  trust = function() return ({ "all", { kinds = { "read" } }, { titles = { "^R" } } })[math.random(3)] end,
+  kinds = function() return { "edit", "read" } end,
+  titles = function() return { "%w+", "[" } end,
 }
 
 local function base_request(id, sim)

@@ -7,10 +7,12 @@ local config = require "kiro.config"
 local template = require "kiro.template"
 local errors = require "kiro.error"
 local tasks = require "kiro.tasks"
+local trust = require "kiro.trust"
 
 local call = {}
 
 local MAX_ATTEMPTS = 4
+local remember_tool, tool_of -- an agent's tool calls, for its permission requests (below)
 local cfg = config.cfg
 
 --- Counters the policy loop keeps (kiro.stats adds them to the core's).
@@ -79,6 +81,9 @@ function call.check_opts(fname, prompt, opts)
       if type(v) ~= "boolean" then bad("cache must be a boolean") end
     elseif k == "on_update" or k == "permission" then
       if type(v) ~= "function" then bad(k .. " must be a function") end
+    elseif k == "trust" then
+      local ok, err = trust.check(v)
+      if not ok then bad(err) end
     elseif k == "template" then
       if v ~= "default" then bad('template must be "default" (the seed\'s prompt form)') end
     elseif k == "history" then
@@ -152,8 +157,9 @@ function call.open(prompt, opts, stream, backend, owned)
     backend = backend or false, owns = owned or false, req = false,
     attempt = 1, h0 = core.hrtime(), woken = false, task = nil,
     code = nil, msg = nil, head = 1, tail = 0, seen = nil,
-    -- An agent's permission requests come to Lua when a hook decides them.
-    asks = (opts.permission or cfg.permission) and true or nil,
+    -- An agent's permission requests come to Lua when a hook or a trust
+    -- list decides them (and its tool calls, by id, to know what is asked).
+    asks = (opts.permission or cfg.permission or opts.trust or cfg.trust) and true or nil, tools = nil,
     session = opts.session, -- an ACP conversation's key (core.request reads it)
     pre = nil, post = nil,  -- opts.template's form around the prompt (core.request reads them)
   }, Call)
@@ -215,7 +221,9 @@ function Call:on_event(ev, a, b)
     local t = self.tail + 1
     self.tail, self[t] = t, a
   elseif ev == "update" then -- in line with the chunks, for opts.on_update
-    if not self.opts.on_update or type(a) ~= "table" then return end
+    if type(a) ~= "table" then return end
+    if self.asks and a.toolCallId ~= nil then remember_tool(self, a) end
+    if not self.opts.on_update then return end
     local t = self.tail + 1
     self.tail, self[t] = t, a
   elseif ev == "ask" then -- a permission request, decided in line too
@@ -337,6 +345,34 @@ function Call:next()
   end
 end
 
+--- A tool call the agent reported (tool_call, tool_call_update): its kind
+--- and title, by id, for the permission request that may name it alone.
+---@param self kiro.Call
+---@param u table the update
+function remember_tool(self, u)
+  local tools = self.tools or {}
+  self.tools = tools
+  local t = tools[u.toolCallId] or {}
+  tools[u.toolCallId] = t
+  if type(u.kind) == "string" then t.kind = u.kind end
+  if type(u.title) == "string" then t.title = u.title end
+end
+
+--- What a permission request is about: its toolCall, what it leaves out
+--- filled from the tool call's updates.
+---@param self kiro.Call
+---@param asked any the question's toolCall
+---@return table tool { toolCallId =, kind =, title = }
+function tool_of(self, asked)
+  asked = type(asked) == "table" and asked or {}
+  local known = self.tools and self.tools[asked.toolCallId] or {}
+  return {
+    toolCallId = asked.toolCallId,
+    kind = type(asked.kind) == "string" and asked.kind or known.kind,
+    title = type(asked.title) == "string" and asked.title or known.title,
+  }
+end
+
 --- The option a permission hook's answer names: "allow" (the first
 --- allow_* option), "reject" (the first reject_* option) or an optionId.
 ---@param options table[] the options the agent offered
@@ -352,17 +388,29 @@ local function option_for(options, answer)
 end
 
 --- An agent asks permission (ACP session/request_permission): the call's
---- `permission` hook, else the configured one, decides; the answer goes
---- back at once. A hook that raises cancels the question and the call, and
---- its error goes on to the caller.
+--- `permission` hook, else the configured one, else the call's or the
+--- configured trust list decides; the answer goes back at once, and is
+--- logged at info with the tool's title. A hook that raises cancels the
+--- question and the call, and its error goes on to the caller.
 ---@param token integer the question's token (request:answer)
 ---@param question table { toolCall =, options =, sessionId = } as the agent sent them
 function Call:decide(token, question)
   local hook = self.opts.permission or cfg.permission
-  local ok, answer = pcall(hook, question)
+  local tool = tool_of(self, question.toolCall)
+  local ok, answer, how = true, "reject", "by the permission hook"
+  if hook then
+    ok, answer = pcall(hook, question)
+  elseif trust.allows(self.opts.trust or cfg.trust, tool) then
+    answer, how = "allow", "trusted"
+  else
+    how = "not in the trust list"
+  end
   local option = ok and option_for(question.options, answer) or nil
-  M().permission(not ok and "error" or not option and "cancelled"
-    or (answer == "allow" or answer == "reject") and answer or "option")
+  local outcome = not ok and "error" or not option and "cancelled"
+    or (answer == "allow" or answer == "reject") and answer or "option"
+  M().permission(outcome)
+  core.log("info", "kiro.provider", ("permission %s: %q (kind %s, %s)"):format(outcome == "option" and option
+    or outcome, tostring(tool.title or tool.toolCallId), tostring(tool.kind or "unknown"), how))
   if ok and not option then
     core.log("warn", "kiro.provider", ("permission hook answered %q, which names no option: cancelled")
       :format(tostring(answer)))

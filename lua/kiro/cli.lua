@@ -10,7 +10,7 @@ local EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 124
 local USAGE = [[
 Usage:
   kiro-rt agent -m TEXT [--model M] [--no-stream] [--mode auto|daemon|oneshot] [--timeout-ms N]
-                 [--protocol auto|jsonl|acp] [--session KEY]
+                 [--protocol auto|jsonl|acp] [--session KEY] [--trust-tools KINDS | --trust-all-tools]
   kiro-rt agent                  (no -m: the prompt is read from stdin)
   kiro-rt run FILE.lua [ARGS...] (run a Lua script with `kiro` loaded, as a kiro task)
   kiro-rt serve | status | stop  (the background server that keeps backends warm)
@@ -53,6 +53,12 @@ Options:
                        or auto: ACP for the agents it knows by name, else
                        `daemon` and, where the CLI has no such subcommand,
                        `acp` (default: KIRO_PROTOCOL, else auto)
+      --trust-tools KINDS  let an ACP agent make these kinds of tool calls
+                       when it asks permission (comma-separated: read,
+                       edit, delete, move, search, execute, think, fetch,
+                       switch_mode, other); others are rejected, as they
+                       all are by default
+      --trust-all-tools  allow every tool call an ACP agent asks for
       --raw            send TEXT as the whole prompt, without the
                        "User: ...\n\nAssistant: " template (an ACP agent
                        always gets the text as it is)
@@ -175,6 +181,12 @@ local function parse_agent(args)
       if o.session and (#o.session == 0 or #o.session > 256) then
         err = "--session needs a key of 1 to 256 bytes"
       end
+    elseif a == "--trust-tools" then
+      local v
+      v, err = value(a)
+      if v then o.trust, err = require("kiro.trust").parse_kinds(v) end
+    elseif a == "--trust-all-tools" then
+      o.trust = "all"
     elseif a == "--raw" then
       o.raw = true
     elseif a == "--no-server" then
@@ -250,6 +262,7 @@ local function agent(args)
     opts = {
       stream = o.stream, cli = cli_path, model = o.model or env.model(), mode = mode, protocol = protocol,
       env = client.backend_env(), timeout_ms = o.timeout_ms, session = o.session, template = template,
+      trust = o.trust,
     }
     local cerr
     conn, cerr = client.open { autostart = true }
@@ -284,13 +297,14 @@ local function agent(args)
     elseif o.stream then
       local kiro = require "kiro"
       for chunk in kiro.stream(prompt, { model = o.model, mode = o.mode, protocol = protocol,
-                                         timeout_ms = o.timeout_ms, session = o.session, template = template }) do
+                                         timeout_ms = o.timeout_ms, session = o.session, template = template,
+                                         trust = o.trust }) do
         out(chunk)
       end
     else
       local reply, msg, code = require("kiro").chat(prompt,
         { model = o.model, mode = o.mode, protocol = protocol, timeout_ms = o.timeout_ms, session = o.session,
-          template = template })
+          template = template, trust = o.trust })
       if not reply then errors.raise(code, msg) end
       out(reply)
     end

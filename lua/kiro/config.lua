@@ -4,6 +4,7 @@
 local core = require "kiro.core"
 local env = require "kiro.env"
 local errors = require "kiro.error"
+local trust = require "kiro.trust"
 
 local config = {}
 
@@ -29,6 +30,7 @@ local cfg = {
   cache_ttl_ms = 300000,
   max_request_bytes = 64 * 1024 * 1024, -- the largest prompt a request may carry
   permission = nil,        -- decides an ACP agent's permission requests (default: reject)
+  trust = nil,             -- ...or a trust list does: "all" or { kinds =, titles = } (kiro.trust)
 }
 config.cfg = cfg
 
@@ -53,7 +55,7 @@ local lua_options = {
   cli_path = "string", model = "string", mode = "string", protocol = "string", acp_model = "string",
   daemon_args = "table", oneshot_args = "table", env = "table", policy = "policy", log = "string",
   cache = "boolean", cache_max_bytes = "number", cache_ttl_ms = "number",
-  max_request_bytes = "number", permission = "function",
+  max_request_bytes = "number", permission = "function", trust = "trust",
 }
 local ranges = {
   cache_ttl_ms = { 0, config.MAX_MS },
@@ -63,7 +65,7 @@ local core_options = core.config()
 -- Options that `false` resets to their default (environment, PATH lookup).
 local resettable = {
   cli_path = true, model = true, env = true, protocol = true, daemon_args = true, permission = true,
-  acp_model = true,
+  acp_model = true, trust = true,
 }
 
 --- A whole number within [lo, hi].
@@ -109,6 +111,9 @@ function config.configure(tbl)
       if type(v) ~= "function" and not (type(v) == "table" and type(v.decide) == "function") then
         errors.misuse("kiro.configure", "policy must be a function or a table with a decide function")
       end
+    elseif kind == "trust" then
+      local ok, err = trust.check(v)
+      if not ok then errors.misuse("kiro.configure", err) end
     elseif kind then
       if type(v) ~= kind then errors.misuse("kiro.configure", ("%s must be a %s"):format(k, kind)) end
       if kind == "number" then

@@ -25,7 +25,8 @@ function exposition.requests()
   local fallbacks = metrics.counter("kiro_fallbacks_total",
     "Requests served another way after a failure, by the failure's code.", { "reason" })
   local permissions = metrics.counter("kiro_permission_decisions_total",
-    "ACP permission requests decided by a permission hook, by outcome (allow, reject, option, cancelled, error).",
+    "ACP permission requests decided by a permission hook or a trust list, by outcome (allow, reject, option, "
+      .. "cancelled, error).",
     { "outcome" })
   -- Every request passes here: the series it names are found with plain
   -- lookups (metrics.at2, at4), and made by metrics.at only the first time.
@@ -107,7 +108,7 @@ function exposition.render(s, version)
     counter("kiro_auth_failures_total", "Requests an ACP agent refused for want of credentials.", s.auth_failures),
     counter("kiro_permission_requests_total", "Permission requests from ACP agents.", s.permission_requests),
     counter("kiro_permission_defaults_total",
-      "Permission requests answered by the default (the first reject option): no hook was set.",
+      "Permission requests answered by the default (the first reject option): no hook nor trust list was set.",
       s.permission_defaults),
     counter("kiro_cache_hits_total", "Response cache hits.", c.hits),
     counter("kiro_cache_misses_total", "Response cache misses.", c.misses),

@@ -144,7 +144,7 @@ function Reader.pause() end
 local function cacheable(prompt, opts)
   -- A conversation's turn, or a call that watches its agent's updates or
   -- answers its questions, is its own: never shared, never from the cache.
-  if opts.session or opts.on_update or opts.permission then return false end
+  if opts.session or opts.on_update or opts.permission or opts.trust then return false end
   if opts.cache ~= nil then return opts.cache end
   local p = cfg.policy
   if type(p) == "table" and type(p.cacheable) == "function" then

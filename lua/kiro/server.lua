@@ -279,7 +279,7 @@ end
 function Conn:relay(id, req)
   local opts = {
     cli_path = req.cli, model = req.model, mode = req.mode, protocol = req.protocol, env = req.env,
-    stream = req.stream, session = req.session, template = req.template,
+    stream = req.stream, session = req.session, template = req.template, trust = req.trust,
     timeout_ms = req.timeout_ms, first_chunk_timeout_ms = req.first_chunk_timeout_ms,
     stall_timeout_ms = req.stall_timeout_ms,
   }

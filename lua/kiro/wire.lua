@@ -5,8 +5,8 @@
 --   {"op":"request","id":N,"prompt":S,"stream":B,
 --    "backend":{"cli":P,"model":M,"mode":"auto|daemon|oneshot","protocol":"auto|jsonl|acp",
 --               "env":{NAME:S,...}},
---    "template":"default","session":K,"timeout_ms":T,"first_chunk_timeout_ms":T,"stall_timeout_ms":T,
---    "expect":{"version":V,"proto":P}}
+--    "template":"default","session":K,"trust":"all"|{"kinds":[K,...],"titles":[P,...]},
+--    "timeout_ms":T,"first_chunk_timeout_ms":T,"stall_timeout_ms":T,"expect":{"version":V,"proto":P}}
 --
 -- "expect" lets a client skip the hello round trip: a server that is not
 -- that version and protocol refuses the request (code "version") without
@@ -14,13 +14,16 @@
 -- user turn of the named template before the backend sees it ("default":
 -- kiro.template.render's `User: ...\n\nAssistant: ` form); without it the
 -- prompt goes as it is. "session" names a conversation (an ACP agent's,
--- kept by the server between calls: kiro.call's opts.session).
+-- kept by the server between calls: kiro.call's opts.session). "trust" is
+-- the client's trust list for an ACP agent's permission requests (kiro.trust;
+-- the user's own choice, as on the command line: the socket is theirs).
 --
 -- Unknown fields are ignored (a newer client may send more).
 
 local wire = {}
 
 local defaults = require "kiro.env"
+local trust = require "kiro.trust"
 
 local MAX_MS = defaults.MAX_MS -- as kiro.configure: 24.8 days
 wire.MAX_ENV = 256        -- variables a request may pass to its backend
@@ -72,7 +75,7 @@ end
 --- request(msg, max_prompt) -> a checked request, or nil, message (a
 --- malformed request), or nil, message, "overloaded" (a prompt past
 --- max_prompt).
---- The result: { id, prompt, stream, template, session, cli, model, mode, protocol, env, timeout_ms, ... }.
+--- The result: { id, prompt, stream, template, session, trust, cli, model, mode, protocol, env, timeout_ms, ... }.
 ---@param msg table a decoded request line
 ---@param max_prompt integer the largest prompt taken, in bytes (max_request_bytes)
 ---@return table|nil req
@@ -122,8 +125,17 @@ function wire.request(msg, max_prompt)
   elseif type(session) ~= "string" or #session == 0 or #session > 256 then
     return nil, "session must be a string of 1 to 256 bytes"
   end
+  local trusted = msg.trust
+  if absent(trusted) then
+    trusted = nil
+  else
+    local terr
+    trusted, terr = trust.check(trusted)
+    if not trusted then return nil, terr end
+  end
   local req = {
     id = id, prompt = msg.prompt, stream = msg.stream ~= false, template = template, session = session,
+    trust = trusted,
     cli = b.cli, model = not absent(b.model) and b.model or nil,
     mode = not absent(b.mode) and b.mode or "auto", env = env, expect = expect,
     protocol = not absent(b.protocol) and b.protocol or nil,

@@ -714,6 +714,13 @@ static void on_agent_request(acp *a, json_t *id, const char *method, json_t *par
             }
         }
         permission_answer(&out, id, choice);
+        json_t *tool = json_object_get(params, "toolCall");
+        const char *title = json_string_value(json_object_get(tool, "title"));
+        klog(KLOG_INFO, "kiro.provider", "permission %s: \"%s\" (%s)", choice ? "reject" : "cancelled",
+             title ? title : "a tool call",
+             !ours      ? "asked outside the running turn"
+             : slot < 0 ? "too many questions at once"
+                        : "no permission hook nor trust list");
     } else {
         put(&out, json_pack("{s:O, s:{s:i, s:s, s:{s:s}}}", "id", id, "error", "code", ACP_METHOD_NOT_FOUND,
                             "message", "Method not found", "data", "method", method));
