@@ -166,13 +166,32 @@ describe("kiro Lua API", function()
     assert.are.same({ "a", "b" }, seq)
   end)
 
-  it("an error in a task surfaces from kiro.run with a traceback", function()
+  it("a task that fails does not stop the others: its error and traceback go to on_task_error; run counts them",
+    function()
     local kiro = H.setup()
-    kiro.spawn(function() error("task blew up") end)
-    local ok, err = pcall(kiro.run)
-    assert.is_false(ok)
-    assert.matches("task blew up", err)
-    assert.matches("traceback", err)
+    local heard, done = {}, {}
+    kiro.configure { on_task_error = function(err, trace) heard[#heard + 1] = { err = err, trace = trace } end }
+    local before = kiro.stats().task_errors
+    kiro.spawn(function() kiro.sleep(5); error("task blew up") end)
+    kiro.spawn(function() error({ code = "mine" }) end)
+    kiro.spawn(function() kiro.sleep(20); done[#done + 1] = kiro.chat("still here") end)
+    assert.are.equal(2, kiro.run())
+    assert.are.same({ "You said: still here" }, done)
+    assert.are.equal(2, #heard)
+    assert.are.same({ code = "mine" }, heard[1].err) -- the error as raised, and its traceback
+    assert.matches("task blew up", heard[2].err)
+    assert.matches("stack traceback", heard[2].trace)
+    assert.matches("api_spec.lua:%d+", heard[2].trace)
+    assert.are.equal(before + 2, kiro.stats().task_errors)
+    -- A handler that raises is logged, not raised; without one the log hears it.
+    kiro.configure { on_task_error = function() error("handler broke") end }
+    kiro.spawn(function() error("again") end)
+    assert.are.equal(1, kiro.run())
+    kiro.configure { on_task_error = false }
+    kiro.spawn(function() error("logged") end)
+    assert.are.equal(1, kiro.run())
+    assert.has_error(function() kiro.configure { on_task_error = "log" } end,
+      "kiro.configure: on_task_error must be a function")
   end)
 
   it("stream raises an error object with code and message", function()

@@ -225,7 +225,20 @@ describe("kiro-rt run", function()
     H.write_file(script, "error('script failed on purpose')")
     local r = H.run({ H.kiro_rt, "run", script }, H.sim_env())
     assert.are.equal(1, r.code)
-    assert.matches("script failed on purpose", r.err)
+    assert.matches("kiro%-rt: run: .*script failed on purpose", r.err)
+  end)
+
+  it("a task that fails is logged with its traceback, the others finish, and the exit status is 1", function()
+    local script = H.tmpdir() .. "/tasks.lua"
+    H.write_file(script, [[
+      local kiro = require "kiro"
+      kiro.spawn(function() kiro.sleep(5); error("one task failed") end)
+      kiro.spawn(function() kiro.sleep(30); print(kiro.chat("the other finished")) end)
+    ]])
+    local r = H.run({ H.kiro_rt, "run", script }, H.sim_env())
+    assert.are.equal(1, r.code)
+    assert.are.equal("You said: the other finished\n", r.out)
+    assert.matches("%[ERROR kiro.tasks%] a task failed: .*one task failed\nstack traceback:", r.err)
   end)
 
   it("restarts a failing daemon with doubling backoff, then pauses daemon mode", function()

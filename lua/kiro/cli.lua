@@ -341,14 +341,20 @@ local function run(args)
   _G.arg = script_arg
   local kiro = require "kiro"
   local signalled = catch_signals()
-  local status
-  kiro.spawn(function() status = chunk(table.unpack(script_arg)) end)
+  local status, script_err
+  kiro.spawn(function()
+    local ok, res = xpcall(chunk, debug.traceback, table.unpack(script_arg))
+    if ok then status = res else script_err = res end
+  end)
+  -- The script's own error is reported here; another task's goes to the
+  -- log (or on_task_error), and fails the run too.
   local ok, rerr = pcall(kiro.run)
   if signalled() then return 128 + signalled() end
-  if not ok then
-    io.stderr:write("kiro-rt: run: ", tostring(rerr), "\n")
+  if not ok or script_err then
+    io.stderr:write("kiro-rt: run: ", tostring(ok and script_err or rerr), "\n")
     return EXIT_FAIL
   end
+  if rerr > 0 then return EXIT_FAIL end
   if math.type(status) == "integer" then return status end
   if status == false then return EXIT_FAIL end
   return EXIT_OK

@@ -5,6 +5,7 @@ local core = require "kiro.core"
 local env = require "kiro.env"
 local errors = require "kiro.error"
 local trust = require "kiro.trust"
+local tasks = require "kiro.tasks"
 
 local config = {}
 
@@ -31,6 +32,8 @@ local cfg = {
   max_request_bytes = 64 * 1024 * 1024, -- the largest prompt a request may carry
   permission = nil,        -- decides an ACP agent's permission requests (default: reject)
   trust = nil,             -- ...or a trust list does: "all" or { kinds =, titles = } (kiro.trust)
+  on_task_error = nil,     -- hears a failed task's error and traceback (default: the log)
+  host = nil,              -- a host adapter (kiro.host.*): waiting the host's way (kiro.tasks)
 }
 config.cfg = cfg
 
@@ -55,7 +58,8 @@ local lua_options = {
   cli_path = "string", model = "string", mode = "string", protocol = "string", acp_model = "string",
   daemon_args = "table", oneshot_args = "table", env = "table", policy = "policy", log = "string",
   cache = "boolean", cache_max_bytes = "number", cache_ttl_ms = "number",
-  max_request_bytes = "number", permission = "function", trust = "trust",
+  max_request_bytes = "number", permission = "function", trust = "trust", on_task_error = "function",
+  host = "host",
 }
 local ranges = {
   cache_ttl_ms = { 0, config.MAX_MS },
@@ -65,7 +69,7 @@ local core_options = core.config()
 -- Options that `false` resets to their default (environment, PATH lookup).
 local resettable = {
   cli_path = true, model = true, env = true, protocol = true, daemon_args = true, permission = true,
-  acp_model = true, trust = true,
+  acp_model = true, trust = true, on_task_error = true, host = true,
 }
 
 --- A whole number within [lo, hi].
@@ -114,6 +118,12 @@ function config.configure(tbl)
     elseif kind == "trust" then
       local ok, err = trust.check(v)
       if not ok then errors.misuse("kiro.configure", err) end
+    elseif kind == "host" then
+      if type(v) ~= "table" or type(v.can_wait) ~= "function" or type(v.waiter) ~= "function"
+         or type(v.start) ~= "function" then
+        errors.misuse("kiro.configure", "host must be a host adapter (kiro.host.luv(), kiro.host.cqueues(), ...): "
+          .. "a table with can_wait, waiter and start functions")
+      end
     elseif kind then
       if type(v) ~= kind then errors.misuse("kiro.configure", ("%s must be a %s"):format(k, kind)) end
       if kind == "number" then
@@ -148,6 +158,8 @@ function config.configure(tbl)
   end
   close_defaults()
   if tbl.cli_path == false then env.forget_cli() end
+  if tbl.on_task_error ~= nil then tasks.set_error_handler(cfg.on_task_error) end
+  if tbl.host ~= nil then tasks.set_host(cfg.host) end
   for _, fn in ipairs(listeners) do fn() end
 end
 

@@ -37,9 +37,59 @@ local kiro = {
 --- Starts fn(...) as a kiro task (a coroutine driven by the loop).
 ---@type fun(fn: function, ...): thread
 kiro.spawn = tasks.spawn
---- Runs the loop until no task is left; a task's error is raised here.
----@type fun()
+--- Runs the loop until no task is left; a task's error goes to the
+--- handler (on_task_error) or the log, and the others go on. Returns how
+--- many tasks failed.
+---@type fun(): integer
 kiro.run = tasks.run
+--- For a host that drives kiro from its own loop (README, "Embedding"):
+--- runs the tasks that can run, waits timeout_ms at the most for I/O or a
+--- timer (nil: as long as kiro needs; 0: never), handles it, runs the tasks
+--- it woke; returns whether kiro has more to drive.
+---@type fun(timeout_ms?: integer): boolean
+kiro.step = tasks.step
+--- Milliseconds until kiro needs a step (0: now; nil: only when kiro.pollfd() turns readable).
+---@type fun(): integer|nil
+kiro.timeout_ms = tasks.timeout_ms
+--- Whether kiro has tasks, or host coroutines waiting on it, to drive.
+---@type fun(): boolean
+kiro.busy = tasks.busy
+
+--- A descriptor that turns readable when kiro has I/O to handle (libuv's
+--- backend descriptor): a host watches it, and calls kiro.step(0).
+---@return integer fd
+function kiro.pollfd()
+  return core.backend_fd()
+end
+
+local Pollable = {}
+Pollable.__index = Pollable
+--- cqueues' protocol: the descriptor to poll.
+---@return integer
+function Pollable.pollfd() return core.backend_fd() end
+--- cqueues' protocol: poll for reading.
+---@return string
+function Pollable.events() return "r" end
+--- cqueues' protocol: seconds until kiro needs a step, or nil.
+---@return number|nil
+function Pollable.timeout()
+  local t = tasks.timeout_ms()
+  return t and t / 1000
+end
+
+--- An object cqueues.poll() takes (pollfd, events, timeout): ready when kiro needs a step.
+---@return table
+function kiro.pollable()
+  return setmetatable({}, Pollable)
+end
+
+--- Host adapters by name (kiro.host.luv, kiro.host.cqueues, ...), loaded when first named.
+kiro.host = setmetatable({}, { __index = function(t, name)
+  local ok, adapter = pcall(require, "kiro.host." .. tostring(name))
+  if not ok then error(("kiro.host.%s: %s"):format(tostring(name), tostring(adapter)), 2) end
+  rawset(t, name, adapter)
+  return adapter
+end })
 --- Suspends the calling task (blocks a plain caller) for ms milliseconds.
 ---@type fun(ms: integer)
 kiro.sleep = tasks.sleep
@@ -119,7 +169,7 @@ function kiro.stats()
   s.fallbacks, s.retries = cs.fallbacks, cs.retries
   s.fallbacks_by_reason = {}
   for k, v in pairs(cs.fallbacks_by_reason) do s.fallbacks_by_reason[k] = v end
-  s.tasks = tasks.count()
+  s.tasks, s.task_errors = tasks.count(), tasks.failed()
   s.cache = flight.stats()
   return s
 end

@@ -1,9 +1,19 @@
 --- Tasks: coroutines driven by kiro's loop, and the waiting they do.
 --
--- A task that waits yields to the loop; any other caller that waits (a
+-- A task that waits yields to the loop. Any other caller that waits (a
 -- plain script, a foreign coroutine) drives the loop itself until its wait
--- is over. Every event of the C core (a request's chunks and end, a
--- connection's lines) reaches the object it belongs to: obj:on_event(name, ...).
+-- is over, unless a host adapter is configured (kiro.configure{ host = }):
+-- then a coroutine of the host's waits the host's way, and the host drives
+-- kiro (kiro.pollfd, kiro.timeout_ms, kiro.step). Every event of the C core
+-- (a request's chunks and end, a connection's lines) reaches the object it
+-- belongs to: obj:on_event(name, ...).
+--
+-- A host adapter is a table:
+--   can_wait()  whether the calling coroutine can be suspended the host's way
+--   waiter()    -> wait, wake: wait() suspends the caller until wake() (which
+--               may come first); kiro calls wake() outside its loop's step
+--   start()     kiro has work (a task, a waiter): drive it until idle()
+--   idle()      kiro has nothing left to drive (optional)
 
 local core = require "kiro.core"
 local errors = require "kiro.error"
@@ -16,6 +26,12 @@ local ntasks = 0
 local ready, rhead, rtail = {}, 1, 0
 local running = false
 local spawn_args = setmetatable({}, { __mode = "k" }) -- first resume's arguments
+local failed = 0          -- tasks that ended in an error, ever
+local on_error = nil      -- kiro.configure{ on_task_error = fn }
+local host = nil          -- kiro.configure{ host = adapter }
+local waiting = 0         -- host coroutines waiting on kiro
+local wakes, nwakes = {}, 0 -- wake functions of host waiters woken, called after the step
+local driven = false      -- the host was told to drive kiro (start), not yet idle()
 
 local function schedule(co)
   rtail = rtail + 1
@@ -35,6 +51,58 @@ function tasks.count()
   return ntasks
 end
 
+--- Whether kiro has something to drive: tasks, or host coroutines waiting.
+---@return boolean
+function tasks.busy()
+  return ntasks > 0 or waiting > 0
+end
+
+-- The host adapter hears when kiro gets work, and when it has none left.
+local function check_host()
+  if not host then return end
+  local busy = tasks.busy()
+  if busy and not driven then
+    driven = true
+    host.start()
+  elseif not busy and driven then
+    driven = false
+    if host.idle then host.idle() end
+  end
+end
+
+--- Sets the host adapter (nil: none; kiro then blocks its plain callers).
+---@param adapter table|nil
+function tasks.set_host(adapter)
+  if host and driven and host.idle then host.idle() end
+  host, driven = adapter, false
+  check_host()
+end
+
+--- Sets the handler of task errors (nil: log them at error level).
+---@param fn function|nil fn(err, traceback)
+function tasks.set_error_handler(fn)
+  on_error = fn
+end
+
+--- Tasks that ended in an error since the module loaded.
+---@return integer
+function tasks.failed()
+  return failed
+end
+
+-- A task ended in an error: the others go on; the handler hears of it, or
+-- the log does, with the task's traceback.
+local function report(co, err)
+  failed = failed + 1
+  local trace = debug.traceback(co, tostring(err))
+  if on_error then
+    local ok, herr = pcall(on_error, err, trace)
+    if ok then return end
+    core.log("error", "kiro.tasks", "on_task_error raised: " .. tostring(herr))
+  end
+  core.log("error", "kiro.tasks", "a task failed: " .. trace)
+end
+
 --- Starts fn(...) as a kiro task; it runs when the loop runs.
 ---@param fn function
 ---@param ... any fn's arguments
@@ -46,6 +114,7 @@ function tasks.spawn(fn, ...)
   ntasks = ntasks + 1
   if select("#", ...) > 0 then spawn_args[co] = table.pack(...) end
   schedule(co)
+  check_host()
   return co
 end
 
@@ -61,11 +130,7 @@ local function step_task(co)
   if coroutine.status(co) == "dead" then
     live[co] = nil
     ntasks = ntasks - 1
-    if not ok then
-      local msg = debug.traceback(co, tostring(res))
-      coroutine.close(co)
-      error(msg, 0)
-    end
+    if not ok then report(co, res) end
     coroutine.close(co) -- its stack goes now, with whatever it still pointed at
   elseif res ~= WAIT then
     schedule(co) -- a plain coroutine.yield(): let others run, then go on
@@ -82,19 +147,64 @@ local function run_ready()
   rhead, rtail = 1, 0
 end
 
---- Runs the loop until no task is left; a task's error is raised here.
+-- Host waiters woken meanwhile go on (outside the loop's step, where a
+-- host may resume a coroutine).
+local function run_wakes()
+  while nwakes > 0 do
+    local list, n = wakes, nwakes
+    wakes, nwakes = {}, 0
+    for i = 1, n do list[i]() end
+  end
+end
+
+--- Runs the loop until no task is left. A task that fails does not stop
+--- the others: its error goes to the handler (on_task_error), else to the
+--- log with its traceback. Returns how many tasks failed meanwhile.
+---@return integer failed
 function tasks.run()
   if tasks.current() then errors.misuse("kiro.run", "called from inside a kiro task") end
   if running then errors.misuse("kiro.run", "already running") end
   running = true
+  local before = failed
   local ok, err = pcall(function()
     while ntasks > 0 do
       run_ready()
+      run_wakes()
       if ntasks > 0 then core.step() end
     end
   end)
   running = false
+  check_host()
   if not ok then error(err, 0) end
+  return failed - before
+end
+
+--- One step of the loop for a host that drives kiro: runs the tasks that
+--- can run, waits for I/O or a timer timeout_ms at the most (nil: as long
+--- as the loop needs; 0: not at all; not at all either when a task can
+--- run), handles what came and runs the tasks it woke. Returns whether
+--- kiro still has something to drive (tasks.busy).
+---@param timeout_ms? integer
+---@return boolean busy
+function tasks.step(timeout_ms)
+  if tasks.current() then errors.misuse("kiro.step", "called from inside a kiro task") end
+  run_ready()
+  run_wakes()
+  core.wait((rhead <= rtail or nwakes > 0) and 0 or timeout_ms)
+  run_ready()
+  run_wakes()
+  check_host()
+  return tasks.busy()
+end
+
+--- Milliseconds until kiro needs a step: 0 when it has work now, nil when
+--- only I/O on kiro.pollfd() can give it some.
+---@return integer|nil
+function tasks.timeout_ms()
+  if rhead <= rtail or nwakes > 0 then return 0 end
+  local t = core.backend_timeout()
+  if t < 0 then return nil end
+  return t
 end
 
 --- Waits until w.woken is set by tasks.wake(w).
@@ -105,6 +215,18 @@ function tasks.block(w)
     w.task = co
     while not w.woken do coroutine.yield(WAIT) end
     w.task = nil
+  elseif host and host.can_wait() then -- the host's coroutine waits the host's way
+    local wait, wake = host.waiter()
+    w.wake = wake
+    waiting = waiting + 1
+    check_host()
+    local ok, err = pcall(function()
+      while not w.woken do wait() end
+    end)
+    waiting = waiting - 1
+    w.wake = nil
+    check_host()
+    if not ok then error(err, 0) end
   else
     while not w.woken do core.step() end
   end
@@ -115,7 +237,12 @@ end
 function tasks.wake(w)
   if w.woken then return end
   w.woken = true
-  if w.task then schedule(w.task) end
+  if w.task then
+    schedule(w.task)
+  elseif w.wake then
+    nwakes = nwakes + 1
+    wakes[nwakes] = w.wake
+  end
 end
 
 ---@class kiro.Event
@@ -164,6 +291,7 @@ end
 function tasks.forget_all()
   for co in pairs(live) do coroutine.close(co) end
   live, ntasks, ready, rhead, rtail = {}, 0, {}, 1, 0
+  check_host()
 end
 
 return tasks

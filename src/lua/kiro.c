@@ -12,6 +12,7 @@
 #include <lauxlib.h>
 #include <limits.h>
 #include <lua.h>
+#include <poll.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -52,6 +53,9 @@ static const luaL_Reg core_fns[] = {
     { "request", l_request },
     /* lloop.c */
     { "step", l_step },
+    { "wait", l_wait },
+    { "backend_fd", l_backend_fd },
+    { "backend_timeout", l_backend_timeout },
     { "timer", l_timer },
     { "now", l_now },
     { "hrtime", l_hrtime },

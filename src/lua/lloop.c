@@ -80,6 +80,49 @@ static int l_step(lua_State *L)
     return 1;
 }
 
+/* core.wait([ms]): waits for the loop's I/O or its next timer, ms at the
+ * most (absent or negative: as long as the loop needs; 0: not at all),
+ * then runs what is ready without blocking again. For a host that drives
+ * kiro: the wait is a poll() on libuv's backend descriptor, the one a host
+ * watches itself (core.backend_fd). Returns whether the loop is alive. */
+static int l_wait(lua_State *L)
+{
+    lrt *x = get_lrt(L);
+    uv_loop_t *loop = x->rt->core.loop;
+    lua_Integer want = luaL_optinteger(L, 1, -1);
+    uv_update_time(loop);
+    int t = uv_backend_timeout(loop);
+    if (want >= 0 && (t < 0 || want < t))
+        t = want > INT_MAX ? INT_MAX : (int)want;
+    if (t != 0) {
+        struct pollfd p = { .fd = uv_backend_fd(loop), .events = POLLIN };
+        (void)poll(&p, 1, t); /* EINTR: a signal is work too */
+    }
+    int alive = uv_run(loop, UV_RUN_NOWAIT);
+    raise_pending(L, x);
+    lua_pushboolean(L, alive);
+    return 1;
+}
+
+/* core.backend_fd(): libuv's backend descriptor, readable when the loop
+ * has I/O to handle (epoll's on Linux). */
+static int l_backend_fd(lua_State *L)
+{
+    lua_pushinteger(L, uv_backend_fd(get_lrt(L)->rt->core.loop));
+    return 1;
+}
+
+/* core.backend_timeout(): ms until the loop's next timer, 0 when it has
+ * work now, -1 when it has none (only I/O can wake it; libuv says 0 for a
+ * loop with nothing alive, which needs no step at all). */
+static int l_backend_timeout(lua_State *L)
+{
+    uv_loop_t *loop = get_lrt(L)->rt->core.loop;
+    uv_update_time(loop);
+    lua_pushinteger(L, uv_loop_alive(loop) ? uv_backend_timeout(loop) : -1);
+    return 1;
+}
+
 static int l_now(lua_State *L)
 {
     lrt *x = get_lrt(L);
