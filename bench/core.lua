@@ -7,6 +7,8 @@
 --     processes exchanging one line) and against the loop a user would write
 --     by hand (luv + lua-cjson), pinned to one CPU and free; and the same
 --     round trip with kiro-sim speaking ACP.
+-- (f) The same round trip with kiro driven by a luv loop (kiro.host.luv,
+--     a luv coroutine) against kiro.run (a kiro task), both in lua5.4.
 --
 -- Figures are ratios from one run on one machine; absolute times vary.
 -- Environment: BENCH_QUICK=1 for fewer iterations.
@@ -84,7 +86,8 @@ local function figures(cmd)
 end
 local rt = {}
 for _, pl in ipairs(placements) do
-  rt[pl[1]] = { pipe = {}, chat = {}, stream = {}, luv = {}, ratio = {}, luv_ratio = {}, acp = {}, acp_ratio = {} }
+  rt[pl[1]] = { pipe = {}, chat = {}, stream = {}, luv = {}, ratio = {}, luv_ratio = {}, acp = {}, acp_ratio = {},
+                host_run = {}, host_luv = {}, host_ratio = {} }
 end
 for i = 1, batches do
   for _, pl in ipairs(placements) do
@@ -100,6 +103,14 @@ for i = 1, batches do
     if have_luv then
       f.luv[i] = figures(("%slua5.4 %s %s %d"):format(pin, q(here .. "/luv_peer.lua"), q(sim), per_batch))[1]
       f.luv_ratio[i] = f.chat[i] / f.luv[i]
+      -- (f): kiro driven by luv, against kiro.run
+      local lua_env = ("LUA_PATH=%s LUA_CPATH=%s "):format(
+        q(here .. "/../lua/?.lua;" .. here .. "/../lua/?/init.lua;;"), q(build .. "/?.so;;"))
+      for _, how in ipairs { "run", "luv" } do
+        f["host_" .. how][i] = figures(("%s%slua5.4 %s %s %s %d"):format(lua_env, pin, q(here .. "/host_loop.lua"),
+          how, q(sim), per_batch))[1]
+      end
+      f.host_ratio[i] = f.host_luv[i] / f.host_run[i]
     end
   end
 end
@@ -109,6 +120,8 @@ for name, f in pairs(rt) do
     pipe = median(f.pipe), chat = median(f.chat), stream = median(f.stream),
     ratio = median(f.ratio), luv = have_luv and median(f.luv), luv_ratio = have_luv and median(f.luv_ratio),
     acp = median(f.acp), acp_ratio = median(f.acp_ratio),
+    host_run = have_luv and median(f.host_run), host_luv = have_luv and median(f.host_luv),
+    host_ratio = have_luv and median(f.host_ratio),
   }
 end
 kiro.configure { env = false }
@@ -244,5 +257,12 @@ for _, l in ipairs {
     r.mem_off[3] / 1048576),
   ("    %-28s %9.2f %9.2f %9.2f"):format("cache on, bounded at 1 MiB", r.mem_on[1] / 1048576,
     r.mem_on[2] / 1048576, r.mem_on[3] / 1048576),
+  "",
+  "(f) kiro driven by a luv loop (kiro.host.luv) against kiro.run, kiro.chat round trip",
+  ("    %-36s %10s %10s"):format("", "pinned", "free"),
 } do lines[#lines + 1] = l end
+row("kiro.run, a kiro task (us)", "host_run", "%.2f")
+row("a luv loop, a luv coroutine (us)", "host_luv", "%.2f")
+row("luv-driven / kiro.run", "host_ratio", "%.2f x")
+lines[#lines + 1] = "    (goal <= 1.2x)"
 print(table.concat(lines, "\n"))

@@ -96,7 +96,7 @@ describe("embedding", function()
     local kiro = H.setup()
     assert.has_error(function() kiro.configure { host = {} } end,
       "kiro.configure: host must be a host adapter (kiro.host.luv(), kiro.host.cqueues(), ...): "
-        .. "a table with can_wait, waiter and start functions")
+        .. "a table with can_wait, wait, wake and start functions")
     assert.has_error(function() return kiro.host.nope end)
   end)
 end)

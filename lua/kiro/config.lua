@@ -119,10 +119,10 @@ function config.configure(tbl)
       local ok, err = trust.check(v)
       if not ok then errors.misuse("kiro.configure", err) end
     elseif kind == "host" then
-      if type(v) ~= "table" or type(v.can_wait) ~= "function" or type(v.waiter) ~= "function"
-         or type(v.start) ~= "function" then
+      if type(v) ~= "table" or type(v.can_wait) ~= "function" or type(v.wait) ~= "function"
+         or type(v.wake) ~= "function" or type(v.start) ~= "function" then
         errors.misuse("kiro.configure", "host must be a host adapter (kiro.host.luv(), kiro.host.cqueues(), ...): "
-          .. "a table with can_wait, waiter and start functions")
+          .. "a table with can_wait, wait, wake and start functions")
       end
     elseif kind then
       if type(v) ~= kind then errors.misuse("kiro.configure", ("%s must be a %s"):format(k, kind)) end

@@ -10,8 +10,11 @@
 --
 -- A host adapter is a table:
 --   can_wait()  whether the calling coroutine can be suspended the host's way
---   waiter()    -> wait, wake: wait() suspends the caller until wake() (which
---               may come first); kiro calls wake() outside its loop's step
+--   wait(w)     suspends the caller until wake(w); returns early at will
+--               (kiro calls it again until w.woken); w is the caller's own
+--               table, for the adapter's notes (w.co, ...)
+--   wake(w)     w.woken was set: let its caller go on (may come before
+--               wait; kiro calls it outside its loop's step)
 --   start()     kiro has work (a task, a waiter): drive it until idle()
 --   idle()      kiro has nothing left to drive (optional)
 
@@ -153,7 +156,10 @@ local function run_wakes()
   while nwakes > 0 do
     local list, n = wakes, nwakes
     wakes, nwakes = {}, 0
-    for i = 1, n do list[i]() end
+    for i = 1, n do
+      local w = list[i]
+      if w.host then w.host.wake(w) end
+    end
   end
 end
 
@@ -187,14 +193,14 @@ end
 ---@param timeout_ms? integer
 ---@return boolean busy
 function tasks.step(timeout_ms)
-  if tasks.current() then errors.misuse("kiro.step", "called from inside a kiro task") end
-  run_ready()
-  run_wakes()
+  if live[coroutine.running()] then errors.misuse("kiro.step", "called from inside a kiro task") end
+  if rhead <= rtail then run_ready() end
+  if nwakes > 0 then run_wakes() end
   core.wait((rhead <= rtail or nwakes > 0) and 0 or timeout_ms)
-  run_ready()
-  run_wakes()
-  check_host()
-  return tasks.busy()
+  if rhead <= rtail then run_ready() end
+  if nwakes > 0 then run_wakes() end
+  if host then check_host() end
+  return ntasks > 0 or waiting > 0
 end
 
 --- Milliseconds until kiro needs a step: 0 when it has work now, nil when
@@ -207,6 +213,11 @@ function tasks.timeout_ms()
   return t
 end
 
+-- A host coroutine's wait: the adapter suspends it until it is woken.
+local function host_wait(h, w)
+  while not w.woken do h.wait(w) end
+end
+
 --- Waits until w.woken is set by tasks.wake(w).
 ---@param w table a wait record: { woken = false }
 function tasks.block(w)
@@ -216,15 +227,13 @@ function tasks.block(w)
     while not w.woken do coroutine.yield(WAIT) end
     w.task = nil
   elseif host and host.can_wait() then -- the host's coroutine waits the host's way
-    local wait, wake = host.waiter()
-    w.wake = wake
+    local h = host
+    w.host = h
     waiting = waiting + 1
     check_host()
-    local ok, err = pcall(function()
-      while not w.woken do wait() end
-    end)
+    local ok, err = pcall(host_wait, h, w)
     waiting = waiting - 1
-    w.wake = nil
+    w.host = nil
     check_host()
     if not ok then error(err, 0) end
   else
@@ -239,9 +248,9 @@ function tasks.wake(w)
   w.woken = true
   if w.task then
     schedule(w.task)
-  elseif w.wake then
+  elseif w.host then
     nwakes = nwakes + 1
-    wakes[nwakes] = w.wake
+    wakes[nwakes] = w
   end
 end
 

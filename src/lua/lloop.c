@@ -90,10 +90,13 @@ static int l_wait(lua_State *L)
     lrt *x = get_lrt(L);
     uv_loop_t *loop = x->rt->core.loop;
     lua_Integer want = luaL_optinteger(L, 1, -1);
-    uv_update_time(loop);
-    int t = uv_backend_timeout(loop);
-    if (want >= 0 && (t < 0 || want < t))
-        t = want > INT_MAX ? INT_MAX : (int)want;
+    int t = 0;
+    if (want != 0) { /* 0, a host's step when kiro's descriptor turned readable: no wait */
+        uv_update_time(loop);
+        t = uv_backend_timeout(loop);
+        if (want > 0 && (t < 0 || want < t))
+            t = want > INT_MAX ? INT_MAX : (int)want;
+    }
     if (t != 0) {
         struct pollfd p = { .fd = uv_backend_fd(loop), .events = POLLIN };
         (void)poll(&p, 1, t); /* EINTR: a signal is work too */

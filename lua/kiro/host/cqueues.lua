@@ -48,11 +48,14 @@ return function()
     return cqueues.running() ~= nil and coroutine.isyieldable()
   end
 
-  function adapter.waiter()
-    local woken, cond = false, condition.new()
+  function adapter.wait(w)
     if not driving then adapter.start() end
-    return function() if not woken then cond:wait() end end,
-           function() woken = true; cond:signal() end
+    w.cond = w.cond or condition.new()
+    w.cond:wait()
+  end
+
+  function adapter.wake(w)
+    if w.cond then w.cond:signal() end
   end
 
   return adapter

@@ -19,37 +19,54 @@ local uv = require "luv"
 ---@return table adapter
 return function()
   local kiro = require "kiro"
-  local poll, timer, prepare
+  local poll, timer
+  local armed, held = nil, nil -- the deadline the timer is set for (luv's clock); whether the handles hold the loop
   local adapter = {}
 
-  local rearm
-  local function drive()
-    rearm(kiro.step(0))
-  end
-  -- kiro's next timer armed; the handles hold the loop only while kiro is busy.
-  function rearm(busy)
-    timer:stop()
+  local fired -- the timer's callback (below)
+  -- kiro's next timer armed (left alone when it is the same deadline); the
+  -- handles hold the loop only while kiro is busy.
+  local function rearm(busy)
     local t = kiro.timeout_ms()
-    if t then timer:start(t, 0, drive) end
-    if busy then
-      poll:ref()
-      timer:ref()
-    else
-      poll:unref()
-      timer:unref()
+    local due = t and uv.now() + t
+    if due ~= armed then
+      timer:stop()
+      if t then timer:start(t, 0, fired) end
+      armed = due
+    end
+    if busy ~= held then
+      held = busy
+      if busy then
+        poll:ref()
+        timer:ref()
+      else
+        poll:unref()
+        timer:unref()
+      end
     end
   end
 
+  -- kiro's timers change only when kiro runs: in a step, or in a call the
+  -- program makes, which then waits (or spawns): each re-arms the timer.
+  local stepping = false
+  local function drive()
+    stepping = true
+    local ok, busy = pcall(kiro.step, 0)
+    stepping = false
+    rearm(ok and busy)
+    if not ok then error(busy, 0) end
+  end
+  function fired()
+    armed = nil
+    drive()
+  end
+
   function adapter.start()
+    armed = nil
     if not poll then
       poll = uv.new_poll(kiro.pollfd())
       poll:start("r", drive)
       timer = uv.new_timer()
-      -- Before luv waits, kiro's next deadline is armed (kiro's timers change
-      -- as it works, in calls the program makes between steps).
-      prepare = uv.new_prepare()
-      prepare:start(function() rearm(kiro.busy()) end)
-      prepare:unref()
     end
     rearm(true)
   end
@@ -63,30 +80,27 @@ return function()
     return not main and coroutine.isyieldable()
   end
 
-  function adapter.waiter()
-    local co, woken, waiting = coroutine.running(), false, false
-    local function wait()
-      if woken then return end
-      waiting = true
-      coroutine.yield()
-      waiting = false
+  function adapter.wait(w)
+    if not stepping then rearm(true) end -- a call made outside a step
+    w.co = coroutine.running()
+    coroutine.yield()
+  end
+
+  function adapter.wake(w)
+    local co = w.co
+    if co and coroutine.status(co) == "suspended" then
+      w.co = nil
+      local ok, err = coroutine.resume(co)
+      if not ok then kiro.core.log("error", "kiro.host", "a luv coroutine failed: " .. tostring(err)) end
     end
-    local function wake()
-      woken = true
-      if waiting then
-        local ok, err = coroutine.resume(co)
-        if not ok then kiro.core.log("error", "kiro.host", "a luv coroutine failed: " .. tostring(err)) end
-      end
-    end
-    return wait, wake
   end
 
   --- Stops watching kiro (the handles are closed).
   function adapter.close()
-    for _, h in ipairs { poll, timer, prepare } do
+    for _, h in ipairs { poll, timer } do
       if h and not h:is_closing() then h:close() end
     end
-    poll, timer, prepare = nil, nil, nil
+    poll, timer = nil, nil
   end
 
   return adapter
