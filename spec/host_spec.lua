@@ -92,6 +92,12 @@ describe("embedding", function()
     assert.matches("kiro.step: called from inside a kiro task", inside)
   end)
 
+  it("loading kiro leaves the host's SIGPIPE alone, and a write to a closed pipe does not kill the host", function()
+    local out = host("sigpipe.lua", {})
+    assert.are.equal(out.before, out.after)
+    assert.are.same({ "", "", "", "", "" }, out.replies)
+  end)
+
   it("a host adapter is checked", function()
     local kiro = H.setup()
     assert.has_error(function() kiro.configure { host = {} } end,

@@ -5,6 +5,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,6 +105,8 @@ int main(int argc, char **argv)
 {
     /* Descriptors kiro-rt inherited never reach a backend or the server. */
     kos_cloexec_all();
+    /* Its own process: a reader that went away is EPIPE, at no cost per write. */
+    signal(SIGPIPE, SIG_IGN);
     if (argc > 1 && strcmp(argv[1], "agent") == 0) {
         int served = kiro_agent_fast(argc, argv);
         if (served >= 0)

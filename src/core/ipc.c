@@ -15,6 +15,7 @@
 #include "buf.h"
 #include "jsonl.h"
 #include "log.h"
+#include "os.h"
 
 #define IPC_CLIENT_MAX_LINE (1u << 30) /* what a client accepts from its server */
 #define IPC_KEEP_BUFFER (1u << 20)     /* a line buffer larger than this is freed once empty */
@@ -174,10 +175,13 @@ static void write_owned(kipc_conn *c, char *data, size_t n)
     struct kipc_write *w = kmalloc(sizeof *w);
     w->owned = data;
     uv_buf_t b = uv_buf_init(data, (unsigned)n);
+    kos_sigpipe g;
+    kos_sigpipe_hold(&g);
     if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, on_written) < 0) {
         free(data);
         free(w);
     }
+    kos_sigpipe_release(&g);
 }
 
 /* What waits in `corked` goes out now (its buffer with it). */
@@ -239,8 +243,11 @@ static void write_raw(kipc_conn *c, const char *data, size_t n)
     w->owned = NULL;
     memcpy(w->data, data, n);
     uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
+    kos_sigpipe g;
+    kos_sigpipe_hold(&g);
     if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, on_written) < 0)
         free(w);
+    kos_sigpipe_release(&g);
 }
 
 /* The peer went past a limit: it is told why (on a JSON Lines connection),

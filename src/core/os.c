@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -231,4 +232,44 @@ int kos_which(const char *name, char *buf, size_t n)
         path += dl + (path[dl] == ':');
     }
     return -1;
+}
+
+static int sigpipe_guarded; /* SIGPIPE was not ignored at kos_sigpipe_init */
+
+void kos_sigpipe_init(void)
+{
+    struct sigaction sa;
+    sigpipe_guarded = sigaction(SIGPIPE, NULL, &sa) != 0 || sa.sa_handler != SIG_IGN;
+}
+
+static void sigpipe_set(sigset_t *s)
+{
+    sigemptyset(s);
+    sigaddset(s, SIGPIPE);
+}
+
+void kos_sigpipe_hold(kos_sigpipe *g)
+{
+    g->active = sigpipe_guarded;
+    if (!g->active)
+        return;
+    sigset_t s, pending;
+    sigpipe_set(&s);
+    pthread_sigmask(SIG_BLOCK, &s, &g->old);
+    sigpending(&pending);
+    g->pending = sigismember(&pending, SIGPIPE) == 1; /* not ours: left alone */
+}
+
+void kos_sigpipe_release(kos_sigpipe *g)
+{
+    if (!g->active)
+        return;
+    sigset_t s, pending;
+    sigpipe_set(&s);
+    if (!g->pending && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
+        const struct timespec now = { 0, 0 };
+        while (sigtimedwait(&s, NULL, &now) < 0 && errno == EINTR)
+            ;
+    }
+    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
 }

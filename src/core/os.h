@@ -5,6 +5,7 @@
 #define KIRO_OS_H
 
 #include <stddef.h>
+#include <signal.h>
 #include <sys/types.h>
 
 /* Marks every descriptor above 2 close-on-exec: one syscall where the kernel
@@ -31,5 +32,20 @@ long long kos_process_rss(int pid);
 /* The first executable `name` on PATH (or `name` itself when it has a
  * slash), written to buf. Returns 0, or -1 when there is none. */
 int kos_which(const char *name, char *buf, size_t n);
+
+/* SIGPIPE kept away from a host without touching its disposition: a write
+ * to a reader that went away must be an EPIPE return, not the host's death.
+ * Code that writes (a write call, a loop run that flushes queued writes)
+ * runs between kos_sigpipe_hold and kos_sigpipe_release: SIGPIPE blocked,
+ * and one it raised taken back before the mask is restored. Nothing is
+ * done when SIGPIPE was ignored at kos_sigpipe_init (kiro-rt's own process
+ * ignores it: it owns it). */
+typedef struct kos_sigpipe {
+    int active, pending;
+    sigset_t old;
+} kos_sigpipe;
+void kos_sigpipe_init(void);
+void kos_sigpipe_hold(kos_sigpipe *g);
+void kos_sigpipe_release(kos_sigpipe *g);
 
 #endif

@@ -329,6 +329,8 @@ void kproc_write_owned(kproc *p, char *data, size_t n)
     /* Written now when the pipe takes it all (the common case): no request
      * and no callback, so the loop's next poll can block at once. */
     size_t done = 0;
+    kos_sigpipe g;
+    kos_sigpipe_hold(&g);
     if (uv_stream_get_write_queue_size((uv_stream_t *)&p->in) == 0) {
         uv_buf_t b = uv_buf_init(data, (unsigned)n);
         int rc = uv_try_write((uv_stream_t *)&p->in, &b, 1);
@@ -336,6 +338,7 @@ void kproc_write_owned(kproc *p, char *data, size_t n)
             done = (size_t)rc;
     }
     if (done == n) {
+        kos_sigpipe_release(&g);
         free(data);
         return;
     }
@@ -346,6 +349,7 @@ void kproc_write_owned(kproc *p, char *data, size_t n)
         free(data);
         free(w);
     }
+    kos_sigpipe_release(&g);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)

@@ -4,6 +4,7 @@
 
 #include "buf.h"
 #include "log.h"
+#include "os.h"
 #include "oneshot.h"
 
 static const kconfig config_defaults = {
@@ -102,8 +103,11 @@ void krt_free(krt *rt)
     uv_close((uv_handle_t *)&rt->health, NULL);
     /* Children get their stop sequence; this ends once all are reaped. A
      * uv_stop() left over from a callback only cuts one run short. */
+    kos_sigpipe g;
+    kos_sigpipe_hold(&g);
     while (uv_run(rt->core.loop, UV_RUN_DEFAULT) != 0)
         ;
+    kos_sigpipe_release(&g);
     if (uv_loop_close(rt->core.loop) != 0) {
         uv_walk(rt->core.loop, walk_close, NULL);
         return; /* leak rather than free memory libuv still points at */

@@ -122,8 +122,9 @@ static lrt *push_runtime(lua_State *L)
 
 KIRO_EXPORT int luaopen_kiro_core(lua_State *L)
 {
-    /* A reader that went away must show up as EPIPE, not kill the host. */
-    signal(SIGPIPE, SIG_IGN);
+    /* A reader that went away must show up as EPIPE, not kill the host,
+     * whose SIGPIPE disposition stays its own (os.h: kos_sigpipe). */
+    kos_sigpipe_init();
     luaL_checkversion(L);
     kjson_seed();
 

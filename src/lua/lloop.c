@@ -74,7 +74,10 @@ static int l_step(lua_State *L)
 {
     lrt *x = get_lrt(L);
     int nowait = lua_toboolean(L, 1);
+    kos_sigpipe g;
+    kos_sigpipe_hold(&g);
     int alive = uv_run(x->rt->core.loop, nowait ? UV_RUN_NOWAIT : UV_RUN_ONCE);
+    kos_sigpipe_release(&g);
     raise_pending(L, x);
     lua_pushboolean(L, alive);
     return 1;
@@ -101,7 +104,10 @@ static int l_wait(lua_State *L)
         struct pollfd p = { .fd = uv_backend_fd(loop), .events = POLLIN };
         (void)poll(&p, 1, t); /* EINTR: a signal is work too */
     }
+    kos_sigpipe g;
+    kos_sigpipe_hold(&g);
     int alive = uv_run(loop, UV_RUN_NOWAIT);
+    kos_sigpipe_release(&g);
     raise_pending(L, x);
     lua_pushboolean(L, alive);
     return 1;
