@@ -98,6 +98,23 @@ describe("embedding", function()
     assert.are.same({ "", "", "", "", "" }, out.replies)
   end)
 
+  it("log = function routes kiro's log lines to the host's logger; false brings stderr back", function()
+    local r = H.run({ "lua5.4", HOSTS .. "log_sink.lua" }, H.sim_env())
+    assert.are.equal(0, r.code, r.err)
+    local got = cjson.decode(r.out)
+    local text = table.concat(got, "\n")
+    assert.matches("debug kiro.provider Starting Kiro CLI daemon", text, 1, true)
+    assert.matches("debug kiro.provider Received response in", text, 1, true)
+    assert.matches("error kiro.tasks a task failed: [^\n]*task boom\nstack traceback:", text)
+    -- stderr: only the failed logger's note and what came after `log = false`.
+    assert.are.equal("[ERROR kiro.log] the log function failed: " .. HOSTS .. "log_sink.lua:15: logger boom\n"
+      .. "[WARN host] on stderr again\n", r.err)
+    local kiro = H.setup()
+    assert.has_error(function() kiro.configure { log = 5 } end, "kiro.configure: log must be a filter (a level, "
+      .. "or target=level pairs), a function(level, target, message) that takes the log's lines, or false (stderr "
+      .. "again)")
+  end)
+
   it("a host adapter is checked", function()
     local kiro = H.setup()
     assert.has_error(function() kiro.configure { host = {} } end,

@@ -56,7 +56,7 @@ config.KNOWN_AGENTS = {
 }
 local lua_options = {
   cli_path = "string", model = "string", mode = "string", protocol = "string", acp_model = "string",
-  daemon_args = "table", oneshot_args = "table", env = "table", policy = "policy", log = "string",
+  daemon_args = "table", oneshot_args = "table", env = "table", policy = "policy", log = "log",
   cache = "boolean", cache_max_bytes = "number", cache_ttl_ms = "number",
   max_request_bytes = "number", permission = "function", trust = "trust", on_task_error = "function",
   host = "host",
@@ -118,6 +118,11 @@ function config.configure(tbl)
     elseif kind == "trust" then
       local ok, err = trust.check(v)
       if not ok then errors.misuse("kiro.configure", err) end
+    elseif kind == "log" then
+      if type(v) ~= "string" and type(v) ~= "function" and v ~= false then
+        errors.misuse("kiro.configure", "log must be a filter (a level, or target=level pairs), a function("
+          .. "level, target, message) that takes the log's lines, or false (stderr again)")
+      end
     elseif kind == "host" then
       if type(v) ~= "table" or type(v.can_wait) ~= "function" or type(v.wait) ~= "function"
          or type(v.wake) ~= "function" or type(v.start) ~= "function" then
@@ -145,9 +150,11 @@ function config.configure(tbl)
   if tbl.protocol and not env.PROTOCOLS[tbl.protocol] then
     errors.misuse("kiro.configure", ("protocol must be auto, jsonl or acp (got %q)"):format(tbl.protocol))
   end
-  if tbl.log then
+  if type(tbl.log) == "string" then
     local ok, err = core.set_log(tbl.log)
     if not ok then errors.misuse("kiro.configure", err) end
+  elseif tbl.log ~= nil then
+    core.set_log_sink(tbl.log or nil)
   end
   local ok, err = pcall(core.configure, for_core)
   if not ok then error("kiro." .. tostring(err), 2) end

@@ -152,6 +152,22 @@ static void rotate(void)
         log_size = 0; /* cannot rotate: do not try at every line */
 }
 
+static klog_sink_fn sink;
+static void *sink_ud;
+static int in_sink;
+
+void klog_set_sink(klog_sink_fn fn, void *ud)
+{
+    sink = fn;
+    sink_ud = ud;
+}
+
+const char *klog_level_name(enum klog_level lvl)
+{
+    static const char *const names[] = { "off", "error", "warn", "info", "debug", "trace" };
+    return names[lvl];
+}
+
 void klog_write(enum klog_level lvl, const char *target, const char *fmt, ...)
 {
     static const char *const tags[] = { "OFF", "ERROR", "WARN", "INFO", "DEBUG", "TRACE" };
@@ -161,6 +177,12 @@ void klog_write(enum klog_level lvl, const char *target, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
     va_end(ap);
+    if (sink && !in_sink) {
+        in_sink = 1;
+        sink(sink_ud, lvl, target, line + n);
+        in_sink = 0;
+        return;
+    }
     /* One write per line, so lines from several processes do not interleave. */
     size_t len = strlen(line);
     line[len++] = '\n';

@@ -20,6 +20,13 @@ int klog_level_parse(const char *name);
 int klog_set_file(const char *path, size_t max_bytes, char *err, size_t errlen);
 /* Opens the log file again (after logrotate moved it; on SIGHUP). */
 int klog_reopen(void);
+/* A host's logger takes every line that passes the filter, instead of
+ * stderr or the file: fn(ud, level, target, message). NULL: back to them.
+ * A line logged while the sink runs goes to stderr (no recursion). */
+typedef void (*klog_sink_fn)(void *ud, enum klog_level lvl, const char *target, const char *msg);
+void klog_set_sink(klog_sink_fn fn, void *ud);
+/* "error", "warn", "info", "debug" or "trace". */
+const char *klog_level_name(enum klog_level lvl);
 
 #define klog(lvl, target, ...)                        \
     do {                                              \

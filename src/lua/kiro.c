@@ -69,6 +69,7 @@ static const luaL_Reg core_fns[] = {
     { "log", l_log },
     { "log_enabled", l_log_enabled },
     { "set_log", l_set_log },
+    { "set_log_sink", l_set_log_sink },
     { "log_file", l_log_file },
     { "log_reopen", l_log_reopen },
     { "which", l_which },
@@ -107,7 +108,7 @@ static lrt *push_runtime(lua_State *L)
     lua_pop(L, 1);
     lrt *x = lua_newuserdatauv(L, sizeof *x, 0);
     memset(x, 0, sizeof *x);
-    x->err_ref = x->sig_ref = x->hup_ref = LUA_NOREF;
+    x->err_ref = x->sig_ref = x->hup_ref = x->log_ref = LUA_NOREF;
     const char *spec = getenv("KIRO_LOG");
     if (spec && klog_set_filter(spec) != 0)
         fprintf(stderr, "[WARN kiro.rt] ignoring invalid KIRO_LOG '%s'\n", spec);

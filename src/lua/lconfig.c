@@ -232,8 +232,49 @@ static int l_stats(lua_State *L)
     return 1;
 }
 
+/* The log's lines to a Lua function, on the thread that runs kiro now
+ * (the one whose call into the core, or whose step, logs). A function that
+ * fails, or yields, costs the line and a note on stderr. */
+static void lua_log_sink(void *ud, enum klog_level lvl, const char *target, const char *msg)
+{
+    lrt *x = ud;
+    lua_State *L = x->L;
+    if (!L || x->log_ref == LUA_NOREF || !lua_checkstack(L, 4)) {
+        fprintf(stderr, "[%s %s] %s\n", klog_level_name(lvl), target, msg);
+        return;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, x->log_ref);
+    lua_pushstring(L, klog_level_name(lvl));
+    lua_pushstring(L, target);
+    lua_pushstring(L, msg);
+    if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
+        fprintf(stderr, "[ERROR kiro.log] the log function failed: %s\n", luaL_tolstring(L, -1, NULL));
+        lua_pop(L, 2);
+    }
+}
+
+/* core.set_log_sink(fn|nil): the log's lines go to fn(level, target,
+ * message) instead of stderr; nil: to stderr again. */
+static int l_set_log_sink(lua_State *L)
+{
+    lrt *x = lua_touserdata(L, lua_upvalueindex(1));
+    luaL_unref(L, LUA_REGISTRYINDEX, x->log_ref);
+    x->log_ref = LUA_NOREF;
+    if (lua_isnoneornil(L, 1)) {
+        klog_set_sink(NULL, NULL);
+        return 0;
+    }
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_pushvalue(L, 1);
+    x->log_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    x->L = L;
+    klog_set_sink(lua_log_sink, x);
+    return 0;
+}
+
 static int l_log(lua_State *L)
 {
+    ((lrt *)lua_touserdata(L, lua_upvalueindex(1)))->L = L; /* a log sink runs here */
     const char *lvl = luaL_checkstring(L, 1);
     const char *target = luaL_checkstring(L, 2);
     const char *msg = luaL_checkstring(L, 3);

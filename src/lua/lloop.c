@@ -228,9 +228,11 @@ static int rt_gc(lua_State *L)
 {
     lrt *x = luaL_checkudata(L, 1, RT_MT);
     x->closed = 1;
+    if (x->log_ref != LUA_NOREF) /* the state goes: the log goes back to stderr */
+        klog_set_sink(NULL, NULL);
+    x->L = NULL; /* no Lua callbacks from here on */
     if (!x->rt)
         return 0;
-    x->L = NULL; /* no Lua callbacks from here on */
     for (int i = 0; i < 3; i++)
         if (x->sigs[i])
             uv_close((uv_handle_t *)x->sigs[i], sig_closed);

@@ -11,6 +11,7 @@ typedef struct lrt {
     int err_ref;          /* first error raised by a callback, re-raised by step() */
     int sig_ref;          /* Lua handler for SIGINT/SIGTERM */
     int hup_ref;          /* Lua handler for SIGHUP */
+    int log_ref;          /* Lua function that takes the log's lines, or LUA_NOREF */
     uv_signal_t *sigs[3]; /* SIGINT, SIGTERM, SIGHUP */
 } lrt;
 
