@@ -3,8 +3,10 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
+PREFIX ?= /usr/local
+DESTDIR ?=
 
-.PHONY: all deps test check demo asan bench clean
+.PHONY: all deps test check demo asan bench clean install
 
 all: $(BUILD)/Makefile
 	@cmake --build $(BUILD) -j $(JOBS) -- --no-print-directory
@@ -14,6 +16,12 @@ $(BUILD)/Makefile: CMakeLists.txt
 
 deps:
 	sh scripts/deps.sh
+
+# kiro-rt, kiro-sim, the Lua module (kiro.so and lua/kiro) and the C core
+# for C hosts (libkiro-core.a, its headers, kiro-core.pc) under PREFIX, in
+# DESTDIR when staged. The installed kiro-rt carries its Lua: any prefix works.
+install: all
+	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(PREFIX)"
 
 test: all
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
