@@ -11,3 +11,5 @@ files["spec/"] = {
 files["spec/helper.lua"] = { globals = { "H" } }
 -- bench/ scripts run under kiro-rt or lua5.4 with `arg`.
 files["bench/"] = { read_globals = { "arg" } }
+-- Prosody modules: Prosody gives each its `module` object.
+files["plugins/prosody/"] = { globals = { "module" } }

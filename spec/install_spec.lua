@@ -86,7 +86,7 @@ describe("install", function()
     local src = H.tmpdir() .. "/src"
     assert(os.execute("mkdir -p " .. H.q(src)))
     for _, f in ipairs { "CMakeLists.txt", "Makefile", "kiro-core.pc.in", "kiro-rt-scm-1.rockspec", "src", "lua",
-                         "scripts", "spec", "bench" } do
+                         "plugins", "scripts", "spec", "bench" } do
       assert(os.execute(("cp -r %s %s"):format(H.q(H.source .. "/" .. f), H.q(src .. "/"))))
     end
     local tree = H.tmpdir() .. "/tree"
