@@ -57,6 +57,18 @@ describe("embedding", function()
     assert.is_true(out.slowest_ms < 50, ("the slowest echo took %.1f ms"):format(out.slowest_ms))
   end)
 
+  it("copas (Debian's, 1.1): an echo server answers at once while four kiro streams run in its threads", function()
+    local env = H.sim_env { KIRO_SIM_CHUNK_DELAY_MS = "100" }
+    local out = host("copas_echo.lua", env)
+    for i = 1, 4 do
+      assert.are.equal(12, out.streams[i].chunks)
+      assert.are.equal(("You said: stream %d: one two three four five six seven eight"):format(i),
+        out.streams[i].text)
+    end
+    assert.is_true(out.echoes >= 100, out.echoes .. " echoes") -- back to back, for 1.1 s at least
+    assert.is_true(out.slowest_ms < 50, ("the slowest echo took %.1f ms"):format(out.slowest_ms))
+  end)
+
   it("kiro.pollfd, kiro.timeout_ms and kiro.step drive kiro from a loop of one's own", function()
     local kiro = H.setup({ KIRO_SIM_CHUNK_DELAY_MS = "20" })
     -- Nothing to do once what earlier tests left has closed: no step is due
