@@ -35,6 +35,7 @@ local host = nil          -- kiro.configure{ host = adapter }
 local waiting = 0         -- host coroutines waiting on kiro
 local wakes, nwakes = {}, 0 -- wake functions of host waiters woken, called after the step
 local driven = false      -- the host was told to drive kiro (start), not yet idle()
+local stepping = false    -- inside tasks.step: it tells the host of idleness at its end
 
 local function schedule(co)
   rtail = rtail + 1
@@ -185,6 +186,15 @@ function tasks.run()
   return failed - before
 end
 
+-- kiro.step's work (protected: `stepping` is reset whatever happens).
+local function step_body(timeout_ms)
+  if rhead <= rtail then run_ready() end
+  if nwakes > 0 then run_wakes() end
+  core.wait((rhead <= rtail or nwakes > 0) and 0 or timeout_ms)
+  if rhead <= rtail then run_ready() end
+  if nwakes > 0 then run_wakes() end
+end
+
 --- One step of the loop for a host that drives kiro: runs the tasks that
 --- can run, waits for I/O or a timer timeout_ms at the most (nil: as long
 --- as the loop needs; 0: not at all; not at all either when a task can
@@ -194,12 +204,12 @@ end
 ---@return boolean busy
 function tasks.step(timeout_ms)
   if live[coroutine.running()] then errors.misuse("kiro.step", "called from inside a kiro task") end
-  if rhead <= rtail then run_ready() end
-  if nwakes > 0 then run_wakes() end
-  core.wait((rhead <= rtail or nwakes > 0) and 0 or timeout_ms)
-  if rhead <= rtail then run_ready() end
-  if nwakes > 0 then run_wakes() end
+  local outer = not stepping
+  stepping = true
+  local ok, err = pcall(step_body, timeout_ms)
+  if outer then stepping = false end
   if host then check_host() end
+  if not ok then error(err, 0) end
   return ntasks > 0 or waiting > 0
 end
 
@@ -234,7 +244,9 @@ function tasks.block(w)
     local ok, err = pcall(host_wait, h, w)
     waiting = waiting - 1
     w.host = nil
-    check_host()
+    -- Woken inside a step, which tells the host at its end whether kiro is
+    -- idle (this caller may well call again first); else now.
+    if not stepping then check_host() end
     if not ok then error(err, 0) end
   else
     while not w.woken do core.step() end

@@ -253,11 +253,13 @@ void kos_sigpipe_hold(kos_sigpipe *g)
     g->active = sigpipe_guarded;
     if (!g->active)
         return;
-    sigset_t s, pending;
+    sigset_t s;
     sigpipe_set(&s);
     pthread_sigmask(SIG_BLOCK, &s, &g->old);
-    sigpending(&pending);
-    g->pending = sigismember(&pending, SIGPIPE) == 1; /* not ours: left alone */
+    /* Blocked by the host already: a SIGPIPE pending then is the host's
+     * business (as one of ours would be without us). Else none can be
+     * pending now: it would have been delivered. */
+    g->pending = sigismember(&g->old, SIGPIPE) == 1;
 }
 
 void kos_sigpipe_release(kos_sigpipe *g)

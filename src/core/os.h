@@ -41,7 +41,7 @@ int kos_which(const char *name, char *buf, size_t n);
  * done when SIGPIPE was ignored at kos_sigpipe_init (kiro-rt's own process
  * ignores it: it owns it). */
 typedef struct kos_sigpipe {
-    int active, pending;
+    int active, pending; /* pending: the host blocks SIGPIPE itself */
     sigset_t old;
 } kos_sigpipe;
 void kos_sigpipe_init(void);

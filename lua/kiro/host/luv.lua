@@ -24,15 +24,17 @@ return function()
   local adapter = {}
 
   local fired -- the timer's callback (below)
-  -- kiro's next timer armed (left alone when it is the same deadline); the
-  -- handles hold the loop only while kiro is busy.
+  -- The timer is set for kiro's next deadline, or earlier: one that comes
+  -- early only costs a step, which sets it again. So it is left alone
+  -- unless kiro's deadline comes before it (a round trip's deadlines are
+  -- each later than the last: no timer call per round trip). The handles
+  -- hold the loop only while kiro is busy.
   local function rearm(busy)
     local t = kiro.timeout_ms()
-    local due = t and uv.now() + t
-    if due ~= armed then
+    if t and (not armed or uv.now() + t < armed) then
       timer:stop()
-      if t then timer:start(t, 0, fired) end
-      armed = due
+      timer:start(t, 0, fired)
+      armed = uv.now() + t
     end
     if busy ~= held then
       held = busy
