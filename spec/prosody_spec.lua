@@ -74,6 +74,9 @@ describe("prosody", function()
   it("two users ask the bot at once and get streamed answers; a third user's pings are answered throughout; "
     .. "a SIGHUP reload keeps it working", function()
     local p = prosody_setup()
+    -- Under ASan, Prosody's own C modules leak at exit (it does so without
+    -- kiro too): leaks are not checked in this process; errors still are.
+    if H.sanitized then p.env.ASAN_OPTIONS = "detect_leaks=0:abort_on_error=0:exitcode=99" end
     local pid, wait_exit = H.spawn_bg({ "lua5.4", "/usr/bin/prosody", "--config", p.dir .. "/prosody.cfg.lua", "-F" },
       p.env)
     finally(function() os.execute("kill -TERM " .. pid .. " 2>/dev/null"); wait_exit() end)
@@ -97,7 +100,8 @@ describe("prosody", function()
     streamed(out.answers["alice@localhost"], "alice")
 
     assert(os.execute("kill -TERM " .. pid))
-    assert.are.equal(0, (wait_exit()))
+    local code, _, err = wait_exit()
+    assert.are.equal(0, code, err)
     local errors = {}
     for line in (H.read_file(p.log) or ""):gmatch("[^\n]+") do
       if line:find("\terror\t", 1, true) then errors[#errors + 1] = line end
