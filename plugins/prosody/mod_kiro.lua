@@ -41,10 +41,10 @@ local function configure()
   local options = {}
   for k, v in pairs(module:get_option("kiro", {})) do options[k] = v end
   options.host = adapter
-  options.log = function(level, target, message)
+  kiro.configure(options) -- a `log` filter there counts: the lines that pass it go to Prosody's log
+  kiro.configure { log = function(level, target, message)
     module:log(level == "trace" and "debug" or level, "%s: %s", target, message)
-  end
-  kiro.configure(options)
+  end }
 end
 configure()
 module:hook_global("config-reloaded", configure)
@@ -84,7 +84,7 @@ local function answer(stanza)
     end
   end)
   if not ok then
-    module:log("warn", "kiro: %s", tostring(err))
+    module:log("warn", "%s", tostring(err))
     parts[#parts + 1] = (#parts > 0 and "\n" or "") .. "[" .. tostring(err) .. "]"
   end
   show(true)
