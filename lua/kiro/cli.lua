@@ -11,9 +11,11 @@ local USAGE = [[
 Usage:
   kiro-rt agent -m TEXT [--model M] [--no-stream] [--mode auto|daemon|oneshot] [--timeout-ms N]
                  [--protocol auto|jsonl|acp] [--session KEY] [--trust-tools KINDS | --trust-all-tools]
+                 [--no-server] [--config FILE]
   kiro-rt agent                  (no -m: the prompt is read from stdin)
-  kiro-rt run FILE.lua [ARGS...] (run a Lua script with `kiro` loaded, as a kiro task)
+  kiro-rt run [--config FILE] FILE.lua [ARGS...] (a Lua script with `kiro` loaded, as a kiro task)
   kiro-rt serve | status | stop  (the background server that keeps backends warm)
+  kiro-rt config check [FILE]    (check a configuration file; print what it sets)
   kiro-rt --version | --help
 
 Commands:
@@ -29,6 +31,7 @@ Environment:
   KIRO_PROTOCOL    auto, jsonl or acp: how to speak to a warm backend (default auto)
   KIRO_MODEL       default model (default: the backend's own)
   KIRO_LOG         log filter: a level (error warn info debug trace) or target=level,... (default warn)
+  KIRO_CONFIG      configuration file for run, serve, agent --no-server (default: $XDG_CONFIG_HOME/kiro-rt/config.lua)
 
 Run 'kiro-rt agent --help' for the agent's options.
 ]]
@@ -63,6 +66,8 @@ Options:
                        "User: ...\n\nAssistant: " template (an ACP agent
                        always gets the text as it is)
       --no-server      serve the request in this process (no background server)
+      --config FILE    with --no-server: the configuration file (default:
+                       $KIRO_CONFIG, else $XDG_CONFIG_HOME/kiro-rt/config.lua)
   -h, --help           this text
 
 The request goes through the user's kiro-rt server, which keeps backends
@@ -75,7 +80,7 @@ Exit status: 0 success, 1 backend failure, 2 usage error, 124 timeout,
 ]]
 
 local SERVE_USAGE = [[
-Usage: kiro-rt serve [--idle-ms N] [--stop-grace-ms N] [--pool-min N] [--pool-max N]
+Usage: kiro-rt serve [--config FILE] [--idle-ms N] [--stop-grace-ms N] [--pool-min N] [--pool-max N]
                      [--cache] [--metrics-listen [HOST:]PORT] [--log-file PATH]
                      [--log-max-bytes N] [--max-request-bytes N] [--max-buffered-bytes N]
                      [--max-unread-bytes N] [--unread-timeout-ms N]
@@ -158,6 +163,34 @@ local function absolute_cli(env, core)
   return path
 end
 
+-- The configuration file (the one named, else $KIRO_CONFIG, else the
+-- user's), checked whole and applied; nil when there is none. nil and a
+-- message ("config: FILE:LINE: key: ...") when it is unusable.
+local function use_config(named)
+  local configfile = require "kiro.configfile"
+  local path = configfile.path(named)
+  if not path then return nil end
+  local conf, err = configfile.load(path)
+  if not conf then return nil, "config: " .. err end
+  require("kiro").configure(conf.options)
+  return conf
+end
+
+-- `--config FILE` or `--config=FILE` at args[i]: the file and the next index.
+local function config_flag(args, i)
+  local a = args[i]
+  if a == "--config" then
+    if not args[i + 1] or args[i + 1] == "" then return nil, nil, "--config needs a file" end
+    return args[i + 1], i + 2
+  end
+  local inline = a and a:match("^%-%-config=(.*)$")
+  if inline then
+    if inline == "" then return nil, nil, "--config needs a file" end
+    return inline, i + 1
+  end
+  return nil, i
+end
+
 local function parse_agent(args)
   local o = { stream = true }
   local i = 1
@@ -191,6 +224,8 @@ local function parse_agent(args)
       o.raw = true
     elseif a == "--no-server" then
       o.no_server = true
+    elseif a == "--config" then
+      o.config, err = value(a)
     elseif a == "--mode" then
       o.mode, err = value(a)
       if o.mode and o.mode ~= "auto" and o.mode ~= "daemon" and o.mode ~= "oneshot" then
@@ -257,6 +292,10 @@ local function agent(args)
   if o.session and mode == "oneshot" then
     return usage_error("agent: --session needs a long-lived agent; oneshot has none (--mode, KIRO_USE_DAEMON)")
   end
+  if o.config and not o.no_server and mode ~= "oneshot" then
+    return usage_error("agent: --config is for an agent served in this process (--no-server); "
+      .. "the server reads its own (kiro-rt serve --config FILE)")
+  end
   if cli_path and not o.no_server and mode ~= "oneshot" then
     local client = require "kiro.client"
     opts = {
@@ -269,6 +308,10 @@ local function agent(args)
     if not conn then
       core.log("warn", "kiro.client", "cannot use the kiro-rt server (" .. cerr .. "); serving in-process")
     end
+  end
+  if not conn then -- in-process: the configuration file counts
+    local _, cerr = use_config(o.config)
+    if cerr then return usage_error(cerr) end
   end
   local prompt = o.message
   if not prompt and not conn then -- in-process: the prompt as a Lua string
@@ -324,18 +367,27 @@ local function run(args)
   local file = args[1]
   if not file or file == "-h" or file == "--help" then
     if not file then return usage_error("run: which script? (kiro-rt run FILE.lua [ARGS...])") end
-    io.stdout:write("Usage: kiro-rt run FILE.lua [ARGS...]\n\n",
+    io.stdout:write("Usage: kiro-rt run [--config FILE] FILE.lua [ARGS...]\n\n",
       "Runs FILE.lua as a kiro task: kiro.chat and kiro.stream suspend only the\n",
       "calling task, kiro.spawn starts more; the command returns once every task\n",
       "has finished. `arg` holds ARGS (arg[0] is FILE.lua). A script may return\n",
       "an exit status.\n")
     return EXIT_OK
   end
+  local named, next_i, cferr = config_flag(args, 1)
+  if cferr then return usage_error("run: " .. cferr) end
+  if named then
+    args = table.move(args, next_i, #args, 1, {})
+    file = args[1]
+    if not file then return usage_error("run: which script? (kiro-rt run [--config FILE] FILE.lua [ARGS...])") end
+  end
   local chunk, err = loadfile(file)
   if not chunk then
     io.stderr:write("kiro-rt: run: ", err, "\n")
     return EXIT_USAGE
   end
+  local _, uerr = use_config(named)
+  if uerr then return usage_error(uerr) end
   local script_arg = { [0] = file }
   for i = 2, #args do script_arg[i - 1] = args[i] end
   _G.arg = script_arg
@@ -395,10 +447,16 @@ local function serve(args)
     if not n then return usage_error(err) end
     opts.idle_ms = n
   end
-  local i = 1
+  local i, named = 1, nil
   while i <= #args do
     local a = args[i]
     if a == "-h" or a == "--help" then io.stdout:write(SERVE_USAGE); return EXIT_OK end
+    local cfile, next_i, cferr = config_flag(args, i)
+    if cferr then return usage_error("serve: " .. cferr) end
+    if cfile then
+      named, i = cfile, next_i
+      goto continue
+    end
     local flag = SERVE_FLAGS[a]
     if not flag then return usage_error("serve: unknown argument '" .. a .. "'") end
     if flag[2] then
@@ -409,6 +467,22 @@ local function serve(args)
     else
       opts[flag[1]] = true
       i = i + 1
+    end
+    ::continue::
+  end
+  -- The configuration file: its options, and its `server` settings under
+  -- the flags given (which win).
+  local conf, cerr = use_config(named)
+  if cerr then return usage_error(cerr) end
+  for name, v in pairs(conf and conf.server or {}) do
+    if opts[name] == nil then
+      local flag = SERVE_FLAGS["--" .. name:gsub("_", "-")]
+      if flag[2] and type(v) ~= "boolean" then
+        local checked, err = flag[2]("server." .. name, tostring(v))
+        if checked == nil then return usage_error(("config: %s: %s"):format(conf.path, err)) end
+        v = checked
+      end
+      opts[name] = v
     end
   end
   if opts.idle_ms == 0 then opts.idle_ms = math.maxinteger // 2 end
@@ -424,8 +498,8 @@ local function serve(args)
   if pool.pool_min and not pool.pool_max and pool.pool_min > kiro.option("pool_max") then
     pool.pool_max = pool.pool_min
   end
-  local cok, cerr = pcall(kiro.configure, pool)
-  if not cok then return usage_error("serve: " .. tostring(cerr)) end
+  local pok, perr = pcall(kiro.configure, pool)
+  if not pok then return usage_error("serve: " .. tostring(perr)) end
   -- A server's log is its only voice: its own lifecycle is always at info.
   local filter = os.getenv("KIRO_LOG")
   if not filter or filter == "" then
@@ -444,6 +518,66 @@ local function serve(args)
     io.stderr:write("kiro-rt: serve: ", err, "\n")
     return EXIT_FAIL
   end
+  return EXIT_OK
+end
+
+-- A value as Lua source, for `config check` (tables sorted by key).
+local function literal(v, indent)
+  if type(v) == "string" then return ("%q"):format(v) end
+  if type(v) ~= "table" then
+    return (type(v) == "function" or type(v) == "userdata") and '"<' .. type(v) .. '>"' or tostring(v)
+  end
+  local keys = {}
+  for k in pairs(v) do keys[#keys + 1] = k end
+  if #keys == 0 then return "{}" end
+  if #keys == #v then -- a list
+    local items = {}
+    for i = 1, #v do items[i] = literal(v[i], indent) end
+    return "{ " .. table.concat(items, ", ") .. " }"
+  end
+  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  local pad, parts = (indent or "") .. "  ", {}
+  for _, k in ipairs(keys) do
+    local name = type(k) == "string" and k:match("^[%a_][%w_]*$") and k or "[" .. literal(k) .. "]"
+    parts[#parts + 1] = pad .. name .. " = " .. literal(v[k], pad) .. ","
+  end
+  return "{\n" .. table.concat(parts, "\n") .. "\n" .. (indent or "") .. "}"
+end
+
+-- kiro-rt config check [FILE]: the file checked whole; what it sets
+-- printed as the configuration in force would be, secrets masked.
+local function config_cmd(args)
+  if args[1] == "-h" or args[1] == "--help" or args[1] ~= "check" or #args > 2 then
+    if args[1] == "-h" or args[1] == "--help" then
+      io.stdout:write("Usage: kiro-rt config check [FILE]\n\nChecks a configuration file (default: $KIRO_CONFIG, ",
+        "else $XDG_CONFIG_HOME/kiro-rt/config.lua) and prints\nthe configuration it gives, secrets masked. ",
+        "Exit status 1 when it is unusable.\n")
+      return EXIT_OK
+    end
+    return usage_error("config: expected `kiro-rt config check [FILE]`")
+  end
+  local configfile = require "kiro.configfile"
+  local path = configfile.path(args[2])
+  if not path then
+    io.stderr:write("kiro-rt: config: no configuration file (--config FILE, $KIRO_CONFIG, or ",
+      "$XDG_CONFIG_HOME/kiro-rt/config.lua)\n")
+    return EXIT_FAIL
+  end
+  local conf, err = configfile.load(path)
+  if not conf then
+    io.stderr:write("kiro-rt: config: ", err, "\n")
+    return EXIT_FAIL
+  end
+  local kiro = require "kiro"
+  kiro.configure(conf.options)
+  local effective = {}
+  for _, name in ipairs(require("kiro.config").option_names()) do
+    local ok, v = pcall(kiro.option, name)
+    effective[name] = ok and v or nil
+  end
+  io.stdout:write("-- ", path, ": the configuration it gives (secrets masked)\n",
+    "return ", literal(configfile.masked({ options = effective, server = conf.server, channels = conf.channels })),
+    "\n")
   return EXIT_OK
 end
 
@@ -543,6 +677,8 @@ function cli.main(args)
     return agent(rest)
   elseif cmd == "run" then
     return run(rest)
+  elseif cmd == "config" then
+    return config_cmd(rest)
   elseif cmd == "serve" then
     return serve(rest)
   elseif cmd == "status" then

@@ -101,11 +101,14 @@ local function close_defaults()
   defaults = {}
 end
 
---- Sets runtime options; unknown keys, and values of the wrong type or out
---- of range, are misuse.
----@param tbl table
-function config.configure(tbl)
-  if type(tbl) ~= "table" then errors.misuse("kiro.configure", "expected a table") end
+--- Checks options as kiro.configure takes them, setting nothing (a
+--- configuration file is checked whole before any of it is used).
+---@param tbl any
+---@return boolean|nil ok
+---@return string? message what is wrong, naming the option
+---@return table? for_core the options the C core keeps
+function config.validate(tbl)
+  if type(tbl) ~= "table" then return nil, "expected a table" end
   local for_core = {}
   for k, v in pairs(tbl) do
     local kind = lua_options[k]
@@ -113,51 +116,63 @@ function config.configure(tbl)
       -- back to the default
     elseif kind == "policy" then
       if type(v) ~= "function" and not (type(v) == "table" and type(v.decide) == "function") then
-        errors.misuse("kiro.configure", "policy must be a function or a table with a decide function")
+        return nil, "policy must be a function or a table with a decide function"
       end
     elseif kind == "trust" then
       local ok, err = trust.check(v)
-      if not ok then errors.misuse("kiro.configure", err) end
+      if not ok then return nil, err end
     elseif kind == "log" then
-      if type(v) ~= "string" and type(v) ~= "function" and v ~= false then
-        errors.misuse("kiro.configure", "log must be a filter (a level, or target=level pairs), a function("
-          .. "level, target, message) that takes the log's lines, or false (stderr again)")
+      if type(v) == "string" then
+        local ok, err = core.set_log(v, true)
+        if not ok then return nil, err end
+      elseif type(v) ~= "function" and v ~= false then
+        return nil, "log must be a filter (a level, or target=level pairs), a function(level, target, message) that "
+          .. "takes the log's lines, or false (stderr again)"
       end
     elseif kind == "host" then
       if type(v) ~= "table" or type(v.can_wait) ~= "function" or type(v.wait) ~= "function"
          or type(v.wake) ~= "function" or type(v.start) ~= "function" then
-        errors.misuse("kiro.configure", "host must be a host adapter (kiro.host.luv(), kiro.host.cqueues(), ...): "
-          .. "a table with can_wait, wait, wake and start functions")
+        return nil, "host must be a host adapter (kiro.host.luv(), kiro.host.cqueues(), ...): "
+          .. "a table with can_wait, wait, wake and start functions"
       end
     elseif kind then
-      if type(v) ~= kind then errors.misuse("kiro.configure", ("%s must be a %s"):format(k, kind)) end
+      if type(v) ~= kind then return nil, ("%s must be a %s"):format(k, kind) end
       if kind == "number" then
         local ok, err = config.check_range(k, v, ranges[k][1], ranges[k][2])
-        if not ok then errors.misuse("kiro.configure", err) end
+        if not ok then return nil, err end
       end
-    elseif core_options[k] ~= nil then
+    elseif type(k) == "string" and core_options[k] ~= nil then
       for_core[k] = v
     else
-      errors.misuse("kiro.configure", ("unknown option '%s'"):format(tostring(k)))
+      return nil, ("unknown option '%s'"):format(tostring(k))
     end
   end
   if tbl.mode and not MODES[tbl.mode] then
-    errors.misuse("kiro.configure", ("mode must be auto, daemon or oneshot (got %q)"):format(tbl.mode))
+    return nil, ("mode must be auto, daemon or oneshot (got %q)"):format(tbl.mode)
   end
   if tbl.acp_model and tbl.acp_model ~= "argv" and tbl.acp_model ~= "session" then
-    errors.misuse("kiro.configure", ("acp_model must be argv or session (got %q)"):format(tbl.acp_model))
+    return nil, ("acp_model must be argv or session (got %q)"):format(tbl.acp_model)
   end
   if tbl.protocol and not env.PROTOCOLS[tbl.protocol] then
-    errors.misuse("kiro.configure", ("protocol must be auto, jsonl or acp (got %q)"):format(tbl.protocol))
+    return nil, ("protocol must be auto, jsonl or acp (got %q)"):format(tbl.protocol)
   end
+  local ok, err = pcall(core.configure, for_core, true)
+  if not ok then return nil, (tostring(err):gsub("^configure: ", "")) end
+  return true, nil, for_core
+end
+
+--- Sets runtime options; unknown keys, and values of the wrong type or out
+--- of range, are misuse (and nothing is set).
+---@param tbl table
+function config.configure(tbl)
+  local ok, err, for_core = config.validate(tbl)
+  if not ok then errors.misuse("kiro.configure", err) end
   if type(tbl.log) == "string" then
-    local ok, err = core.set_log(tbl.log)
-    if not ok then errors.misuse("kiro.configure", err) end
+    core.set_log(tbl.log)
   elseif tbl.log ~= nil then
     core.set_log_sink(tbl.log or nil)
   end
-  local ok, err = pcall(core.configure, for_core)
-  if not ok then error("kiro." .. tostring(err), 2) end
+  core.configure(for_core)
   for k, v in pairs(tbl) do
     if lua_options[k] and k ~= "log" then
       if v == false and resettable[k] then cfg[k] = nil else cfg[k] = v end
@@ -196,6 +211,16 @@ end
 ---@return string?
 function config.model()
   return cfg.model or env.model()
+end
+
+--- Every option's name, sorted.
+---@return string[]
+function config.option_names()
+  local names = {}
+  for k in pairs(lua_options) do names[#names + 1] = k end
+  for k in pairs(core_options) do names[#names + 1] = k end
+  table.sort(names)
+  return names
 end
 
 --- The effective value of an option (after environment defaults). Raises

@@ -35,7 +35,19 @@ int klog_level_parse(const char *name)
     return -1;
 }
 
+static int parse_filter(const char *spec, int apply);
+
 int klog_set_filter(const char *spec)
+{
+    return parse_filter(spec, 1);
+}
+
+int klog_check_filter(const char *spec)
+{
+    return parse_filter(spec, 0);
+}
+
+static int parse_filter(const char *spec, int apply)
 {
     struct log_rule nr[KLOG_MAX_RULES];
     int n = 0, def = KLOG_WARN;
@@ -67,6 +79,8 @@ int klog_set_filter(const char *spec)
         nr[n].level = lvl;
         n++;
     }
+    if (!apply)
+        return 0;
     memcpy(rules, nr, sizeof nr[0] * (size_t)n);
     nrules = n;
     default_level = def;

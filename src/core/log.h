@@ -10,6 +10,8 @@ enum klog_level { KLOG_OFF = 0, KLOG_ERROR, KLOG_WARN, KLOG_INFO, KLOG_DEBUG, KL
 /* Parse a KIRO_LOG filter ("debug", "kiro.pool=trace,warn"). Returns 0, or -1
  * (and leaves the current filter alone) when the text is malformed. */
 int klog_set_filter(const char *spec);
+/* The same check, nothing set. */
+int klog_check_filter(const char *spec);
 int klog_enabled(enum klog_level lvl, const char *target);
 void klog_write(enum klog_level lvl, const char *target, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

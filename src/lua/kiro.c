@@ -94,6 +94,7 @@ static const luaL_Reg core_fns[] = {
     { "process_state", l_process_state },
     { "process_rss", l_process_rss },
     { "getuid", l_getuid },
+    { "file_owner", l_file_owner },
     { "getpid", l_getpid },
     { NULL, NULL },
 };

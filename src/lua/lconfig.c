@@ -85,11 +85,15 @@ static void cfg_set(lua_State *L, kconfig *c, const struct cfg_field *f)
     }
 }
 
+/* core.configure(options [, check_only]): the core's options, all checked
+ * before any is set (check_only: none is). */
 static int l_configure(lua_State *L)
 {
     lrt *x = get_lrt(L);
     kconfig c = x->rt->core.cfg;
     luaL_checktype(L, 1, LUA_TTABLE);
+    int check_only = lua_toboolean(L, 2);
+    lua_settop(L, 1);
     lua_pushnil(L);
     while (lua_next(L, 1)) {
         const char *k = luaL_checkstring(L, -2);
@@ -114,6 +118,8 @@ static int l_configure(lua_State *L)
     }
     if (c.pool_min > c.pool_max)
         return luaL_error(L, "configure: pool_min (%d) exceeds pool_max (%d)", c.pool_min, c.pool_max);
+    if (check_only)
+        return 0;
     x->rt->core.cfg = c;
     krt_health_start(x->rt);
     return 0;
@@ -292,10 +298,11 @@ static int l_log_enabled(lua_State *L)
     return 1;
 }
 
+/* core.set_log(filter [, check_only]) -> true, or nil, message */
 static int l_set_log(lua_State *L)
 {
     const char *spec = luaL_checkstring(L, 1);
-    if (klog_set_filter(spec) != 0) {
+    if ((lua_toboolean(L, 2) ? klog_check_filter(spec) : klog_set_filter(spec)) != 0) {
         lua_pushnil(L);
         lua_pushfstring(L, "invalid log filter '%s' (levels: error warn info debug trace)", spec);
         return 2;

@@ -125,6 +125,22 @@ static int l_process_rss(lua_State *L)
     return 1;
 }
 
+/* core.file_owner(path) -> uid, mode (permission bits), or nil, message:
+ * for refusing a configuration file that others can write. */
+static int l_file_owner(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", path, strerror(errno));
+        return 2;
+    }
+    lua_pushinteger(L, st.st_uid);
+    lua_pushinteger(L, st.st_mode & 07777);
+    return 2;
+}
+
 static int l_getuid(lua_State *L)
 {
     lua_pushinteger(L, getuid());

@@ -1,0 +1,171 @@
+--- The configuration file (SPEC 5.2): `--config FILE`, else $KIRO_CONFIG,
+-- else $XDG_CONFIG_HOME/kiro-rt/config.lua when it exists. A Lua file that
+-- returns a table: kiro.configure's options (the same keys, checked the
+-- same way), the seed's `default_model` and `default_provider` ("kiro"),
+-- `server` (kiro-rt serve's settings) and `channels` (kept for the channel
+-- work: `stream_mode`, off, partial or draft, or the seed's true and false,
+-- and `draft_update_interval_ms`, 250 at least). It runs in an environment of its own (it
+-- reads the globals, and sets none), is refused when others can write it
+-- (as ssh does), and is checked whole before any of it is used: an error
+-- names the file, the line where it can be found, and the key.
+
+local core = require "kiro.core"
+local config = require "kiro.config"
+
+local configfile = {}
+
+-- `server`: kiro-rt serve's settings, by the name of their flag.
+local SERVER = {
+  idle_ms = "integer", stop_grace_ms = "integer", pool_min = "integer", pool_max = "integer",
+  cache = "boolean", metrics_listen = "string", log_file = "string", log_max_bytes = "integer",
+  max_request_bytes = "integer", max_buffered_bytes = "integer", max_unread_bytes = "integer",
+  unread_timeout_ms = "integer",
+}
+local STREAM_MODES = { off = true, partial = true, draft = true }
+-- Not built yet: a file that uses them is refused, not half-read.
+local LATER = { default_backend = true, backends = true, policies = true, templates = true }
+
+--- The file to read: the one named, else $KIRO_CONFIG, else the user's
+--- (XDG) one when it exists; nil when there is none.
+---@param named? string
+---@return string? path
+function configfile.path(named)
+  if named then return named end
+  local from_env = os.getenv("KIRO_CONFIG")
+  if from_env and from_env ~= "" then return from_env end
+  local base = os.getenv("XDG_CONFIG_HOME")
+  if not base or base == "" then
+    local home = os.getenv("HOME")
+    base = home and home .. "/.config"
+  end
+  local path = base and base .. "/kiro-rt/config.lua"
+  local f = path and io.open(path)
+  if not f then return nil end
+  f:close()
+  return path
+end
+
+-- The line of the file where `key` is set (the first `key =`), if any.
+local function line_of(text, key)
+  local n = 0
+  for line in (text .. "\n"):gmatch("([^\n]*)\n") do
+    n = n + 1
+    if line:find("%f[%w_]" .. key:gsub("%p", "%%%0") .. "%s*=") or line:find('%["' .. key .. '"%]%s*=') then
+      return n
+    end
+  end
+  return nil
+end
+
+--- Reads and checks a configuration file. Returns { path =, options =
+--- (kiro.configure's), server =, channels = }, or nil and a message
+--- "FILE:LINE: key.path: what is wrong" (LINE where it can be found).
+---@param path string
+---@return table|nil conf
+---@return string? message
+function configfile.load(path)
+  local uid, mode = core.file_owner(path)
+  if not uid then return nil, mode end
+  if mode & 18 ~= 0 then -- 0022: group or others may write it
+    return nil, ("%s: refused: others can write it (mode %o; chmod go-w %s)"):format(path, mode, path)
+  end
+  if uid ~= core.getuid() and uid ~= 0 then
+    return nil, ("%s: refused: it belongs to uid %d, neither you nor root"):format(path, uid)
+  end
+  local f, ferr = io.open(path, "rb")
+  if not f then return nil, ferr end
+  local text = f:read("a")
+  f:close()
+  local env = setmetatable({}, { __index = _G })
+  local chunk, err = load(text, "@" .. path, "t", env)
+  if not chunk then return nil, err end
+  local ok, t = pcall(chunk)
+  if not ok then return nil, tostring(t) end
+  if type(t) ~= "table" then
+    return nil, ("%s: must return a table of settings (it returned %s)"):format(path, type(t))
+  end
+  local function fail(key, msg)
+    local line = line_of(text, key:match("[^.]*$"))
+    return nil, ("%s:%s %s: %s"):format(path, line and (line .. ":") or "", key, msg)
+  end
+  local conf = { path = path, options = {}, server = {}, channels = {} }
+  for k, v in pairs(t) do
+    if type(k) ~= "string" then
+      return fail(tostring(k), "keys are names")
+    elseif LATER[k] then
+      return fail(k, "not supported yet (named backends, policies and templates are to come)")
+    elseif k == "default_provider" then -- the seed's key: it has one provider
+      if v ~= "kiro" then return fail(k, ("the one provider is \"kiro\", got %q"):format(tostring(v))) end
+    elseif k == "default_model" then
+      if type(v) ~= "string" then return fail(k, ("expected a string, got %s"):format(type(v))) end
+      if t.model ~= nil then return fail(k, "give model or default_model, not both") end
+      conf.options.model = v
+    elseif k == "server" then
+      if type(v) ~= "table" then return fail(k, ("expected a table, got %s"):format(type(v))) end
+      for sk, sv in pairs(v) do
+        local want = SERVER[sk]
+        if not want then return fail("server." .. tostring(sk), "unknown setting") end
+        local got = want == "integer" and (math.type(sv) == "integer" and sv >= 0) or type(sv) == want
+        if not got then
+          return fail("server." .. sk, ("expected %s, got %q"):format(want == "integer" and "an integer >= 0"
+            or "a " .. want, tostring(sv)))
+        end
+        conf.server[sk] = sv
+      end
+    elseif k == "channels" then
+      if type(v) ~= "table" then return fail(k, ("expected a table, got %s"):format(type(v))) end
+      for name, ch in pairs(v) do
+        local at = "channels." .. tostring(name)
+        if type(ch) ~= "table" then return fail(at, ("expected a table, got %s"):format(type(ch))) end
+        for ck, cv in pairs(ch) do
+          if ck == "stream_mode" then
+            if cv == true or cv == false then cv = cv and "partial" or "off" end -- the seed's form
+            if not STREAM_MODES[cv] then return fail(at .. ".stream_mode", ("expected off, partial or draft, got %q")
+              :format(tostring(cv))) end
+            ch[ck] = cv
+          elseif ck == "draft_update_interval_ms" then
+            if math.type(cv) ~= "integer" or cv < 250 then
+              return fail(at .. ".draft_update_interval_ms",
+                ("expected an integer >= 250, got %q"):format(tostring(cv)))
+            end
+          else
+            return fail(at .. "." .. tostring(ck), "unknown setting (stream_mode, draft_update_interval_ms)")
+          end
+        end
+        conf.channels[name] = ch
+      end
+    else
+      conf.options[k] = v
+    end
+  end
+  local vok, verr = config.validate(conf.options)
+  if not vok then
+    local unknown = verr:match("^unknown option '([^']+)'")
+    if unknown then return fail(unknown, "unknown option") end
+    local key = verr:match("^([%w_]+)[%s:.]") or "?"
+    local msg = verr:gsub("^" .. key .. " ", "")
+    local v = conf.options[key]
+    if not msg:find("got ", 1, true) and v ~= nil and type(v) ~= "table" and type(v) ~= "function" then
+      msg = ("%s, got %q"):format(msg, tostring(v))
+    end
+    return fail(key, msg)
+  end
+  return conf
+end
+
+--- A copy of v fit to print: values under keys that look secret masked.
+---@param v any
+---@param key? string
+---@return any
+function configfile.masked(v, key)
+  if type(key) == "string" and (key:upper():find("TOKEN") or key:upper():find("SECRET")
+     or key:upper():find("PASS") or key:upper():find("KEY")) and type(v) == "string" then
+    return "********"
+  end
+  if type(v) ~= "table" then return v end
+  local out = {}
+  for k, x in pairs(v) do out[k] = configfile.masked(x, k) end
+  return out
+end
+
+return configfile

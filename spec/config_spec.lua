@@ -1,0 +1,113 @@
+-- The configuration file (SPEC 5.2): found (--config, $KIRO_CONFIG, the
+-- user's XDG one), checked whole with file, line and key in every error,
+-- refused when others can write it, and used by run, serve and the
+-- in-process agent; `kiro-rt config check` prints what it gives.
+local H = require "helper"
+
+local function file(text, mode)
+  local path = H.tmpdir() .. "/config.lua"
+  H.write_file(path, text)
+  assert(os.execute(("chmod %s %s"):format(mode or "600", H.q(path))))
+  return path
+end
+
+local function check(path, env)
+  return H.run({ H.kiro_rt, "config", "check", path }, env or H.sim_env())
+end
+
+describe("configuration file", function()
+  after_each(H.check_leaks)
+
+  it("config check prints what a file gives, secrets masked; the seed's keys load", function()
+    local r = check(file([[
+return {
+  default_provider = "kiro",
+  default_model = "kiro-production-model",
+  pool_max = 3,
+  env = { API_TOKEN = "s3cret", REGION = "eu" },
+  channels = { telegram = { stream_mode = true, draft_update_interval_ms = 500 } },
+  server = { idle_ms = 60000 },
+}
+]]))
+    assert.are.equal(0, r.code, r.err)
+    local got = assert(load(r.out:gsub("^%-%-[^\n]*\n", "")))()
+    assert.are.equal("kiro-production-model", got.options.model)
+    assert.are.equal(3, got.options.pool_max)
+    assert.are.equal(1, got.options.pool_min) -- the defaults too: the configuration in force
+    assert.are.same({ API_TOKEN = "********", REGION = "eu" }, got.options.env)
+    assert.is_nil(r.out:find("s3cret", 1, true))
+    assert.are.same({ telegram = { stream_mode = "partial", draft_update_interval_ms = 500 } }, got.channels)
+    assert.are.same({ idle_ms = 60000 }, got.server)
+  end)
+
+  it("a broken file is an error naming the file, the line and the key; nothing of it is used", function()
+    local cases = {
+      { "return {\n  pool_max = \"4\",\n}\n", ':2: pool_max: must be an integer from 1 to 1024, got "4"$' },
+      { "return {\n  pool_max = 3,\n  bogus = 1,\n}\n", ":3: bogus: unknown option$" },
+      { "return { pool_max = 3\n", ":2: '}' expected %(to close '{' at line 1%) near <eof>$" },
+      { "local x = nil\nreturn x.y\n", ":2: attempt to index a nil value %(local 'x'%)$" },
+      { "return 42\n", ": must return a table of settings %(it returned number%)$" },
+      { "return {\n  channels = { telegram = { stream_mode = \"fast\" } },\n}\n",
+        ':2: channels.telegram.stream_mode: expected off, partial or draft, got "fast"$' },
+      { "return {\n  channels = { telegram = { draft_update_interval_ms = 100 } },\n}\n",
+        ':2: channels.telegram.draft_update_interval_ms: expected an integer >= 250, got "100"$' },
+      { "return {\n  server = {\n    idle_ms = -5,\n  },\n}\n",
+        ':3: server.idle_ms: expected an integer >= 0, got "%-5"$' },
+      { "return { backends = { fast = {} } }\n", ":1: backends: not supported yet" },
+      { "return { trust = { kinds = { \"nope\" } } }\n", ':1: trust: trust.kinds: "nope" is not an ACP tool kind' },
+    }
+    for _, c in ipairs(cases) do
+      local path = file(c[1])
+      local r = check(path)
+      assert.are.equal(1, r.code, c[1])
+      assert.matches("^kiro%-rt: config: " .. path:gsub("%p", "%%%0") .. c[2], r.err:gsub("\n$", ""))
+    end
+    -- Others may write it: refused, as ssh refuses such a file.
+    local path = file("return { pool_max = 3 }\n", "666")
+    local r = check(path)
+    assert.are.equal(1, r.code)
+    assert.matches("refused: others can write it %(mode 666; chmod go%-w ", r.err)
+    -- run and serve refuse to start on it, with the same message.
+    r = H.run({ H.kiro_rt, "run", "--config", path, H.source .. "/spec/hosts/log_sink.lua" }, H.sim_env())
+    assert.are.equal(2, r.code)
+    assert.matches("config: .*refused: others can write it", r.err)
+    r = H.run({ H.kiro_rt, "serve", "--config", path }, H.sim_env())
+    assert.are.equal(2, r.code)
+    assert.matches("config: .*refused: others can write it", r.err)
+  end)
+
+  it("run, serve and the in-process agent use it: --config, else $KIRO_CONFIG, else the user's", function()
+    local script = H.tmpdir() .. "/show.lua"
+    H.write_file(script, 'local kiro = require "kiro"\nprint(kiro.option("pool_max"), kiro.chat("hi"))\n')
+    local named = file("return { default_model = \"sim-smart\", pool_max = 3 }\n")
+    local env = H.sim_env()
+    local r = H.run({ H.kiro_rt, "run", "--config", named, script }, env)
+    assert.are.equal("3\t[sim-smart] You said: hi\n", r.out, r.err)
+    r = H.run({ H.kiro_rt, "run", "--config=" .. named, script }, env)
+    assert.are.equal("3\t[sim-smart] You said: hi\n", r.out, r.err)
+    env = H.sim_env { KIRO_CONFIG = file("return { pool_max = 4 }\n") }
+    r = H.run({ H.kiro_rt, "run", script }, env)
+    assert.are.equal("4\tYou said: hi\n", r.out, r.err)
+    local xdg = H.tmpdir()
+    assert(os.execute("mkdir -p " .. H.q(xdg .. "/kiro-rt")))
+    H.write_file(xdg .. "/kiro-rt/config.lua", "return { pool_max = 5 }\n")
+    env = H.sim_env { XDG_CONFIG_HOME = xdg }
+    r = H.run({ H.kiro_rt, "run", script }, env)
+    assert.are.equal("5\tYou said: hi\n", r.out, r.err)
+    r = H.agent({ "-m", "hi", "--no-server" }, H.sim_env { KIRO_CONFIG = named })
+    assert.are.equal("[sim-smart] You said: hi\n", r.out, r.err)
+    r = H.agent({ "-m", "hi", "--config", named }, H.sim_env())
+    assert.are.equal(2, r.code)
+    assert.matches("%-%-config is for an agent served in this process %(%-%-no%-server%)", r.err)
+    -- serve: its options and its `server` settings, under the flags given.
+    env = H.sim_env { KIRO_CONFIG = file("return { default_model = \"sim-fast\", server = { idle_ms = 90000 } }\n") }
+    local _, wait_serve = H.spawn_bg({ H.kiro_rt, "serve", "--stop-grace-ms", "100" }, env)
+    assert(H.wait_for(function() return H.status(env) end, 5000), "the server did not start")
+    local st = H.status(env)
+    assert.are.equal(90000, st.idle_ms)
+    r = H.agent({ "-m", "through the server" }, env)
+    assert.are.equal("[sim-fast] You said: through the server\n", r.out, r.err)
+    assert.are.equal(0, H.run({ H.kiro_rt, "stop" }, env).code)
+    assert.are.equal(0, (wait_serve()))
+  end)
+end)
