@@ -110,4 +110,53 @@ return {
     assert.are.equal(0, H.run({ H.kiro_rt, "stop" }, env).code)
     assert.are.equal(0, (wait_serve()))
   end)
+
+  it("SIGHUP reloads serve's and run's file; one that does not check changes nothing, and says so", function()
+    local path = file("return { default_model = \"sim-fast\" }\n")
+    local env = H.sim_env { KIRO_CONFIG = path, KIRO_SIM_CHUNK_DELAY_MS = "100" }
+    local pid, wait_serve, sdir = H.spawn_bg({ H.kiro_rt, "serve", "--stop-grace-ms", "100" }, env)
+    assert(H.wait_for(function() return H.status(env) end, 5000), "the server did not start")
+    assert.are.equal("[sim-fast] You said: one\n", H.agent({ "-m", "one" }, env).out)
+    -- A request under way when the file changes finishes as it began.
+    local _, wait_slow = H.spawn_bg({ H.kiro_rt, "agent", "-m", "a slow one two three four five" }, env)
+    H.write_file(path, "return { default_model = \"sim-smart\" }\n")
+    assert(os.execute("kill -HUP " .. pid))
+    assert(H.wait_for(function() return H.status(env).config.reloads == 1 end, 5000), "no reload")
+    local code, out = wait_slow()
+    assert.are.equal(0, code)
+    assert.matches("You said: a slow one two three four five\n$", out)
+    assert.are.equal("[sim-smart] You said: two\n", H.agent({ "-m", "two" }, env).out)
+    -- Broken: the configuration in force stays; status tells file, line and key.
+    H.write_file(path, "return {\n  default_model = \"sim-fast\",\n  pool_max = 0,\n}\n")
+    assert(os.execute("kill -HUP " .. pid))
+    assert(H.wait_for(function() return H.status(env).config.reload_errors == 1 end, 5000), "no failed reload")
+    local st = H.status(env)
+    assert.are.equal(path, st.config.path)
+    assert.matches(":3: pool_max: must be an integer from 1 to 1024, got \"0\"$", st.config.last_error)
+    assert.are.equal("[sim-smart] You said: three\n", H.agent({ "-m", "three" }, env).out)
+    assert.matches("reload failed, the configuration in force stays", H.read_file(sdir .. "/err"))
+    assert.are.equal(0, H.run({ H.kiro_rt, "stop" }, env).code)
+    assert.are.equal(0, (wait_serve()))
+
+    -- run: a script lives through SIGHUP, and sees the file's new options.
+    local script = H.tmpdir() .. "/hup.lua"
+    local flag = H.tmpdir() .. "/hupped"
+    H.write_file(script, ([[
+      local kiro = require "kiro"
+      print(kiro.option("pool_max"))
+      io.stdout:flush()
+      while not io.open(%q) do kiro.sleep(10) end
+      kiro.sleep(50)
+      print(kiro.option("pool_max"))
+    ]]):format(flag))
+    H.write_file(path, "return { pool_max = 3 }\n")
+    local rpid, wait_run, dir = H.spawn_bg({ H.kiro_rt, "run", script }, env)
+    assert(H.wait_for(function() return (H.read_file(dir .. "/out") or ""):find("3") end, 5000))
+    H.write_file(path, "return { pool_max = 7 }\n")
+    assert(os.execute("kill -HUP " .. rpid))
+    H.write_file(flag, "")
+    local rcode, rout = wait_run()
+    assert.are.equal(0, rcode)
+    assert.are.equal("3\n7\n", rout)
+  end)
 end)

@@ -386,8 +386,12 @@ local function run(args)
     io.stderr:write("kiro-rt: run: ", err, "\n")
     return EXIT_USAGE
   end
-  local _, uerr = use_config(named)
+  local conf, uerr = use_config(named)
   if uerr then return usage_error(uerr) end
+  -- SIGHUP never ends a script: it reads the configuration file again.
+  require("kiro.core").handle_hup(function()
+    if conf then require("kiro.configfile").reload(conf.path) end
+  end)
   local script_arg = { [0] = file }
   for i = 2, #args do script_arg[i - 1] = args[i] end
   _G.arg = script_arg
@@ -474,6 +478,7 @@ local function serve(args)
   -- the flags given (which win).
   local conf, cerr = use_config(named)
   if cerr then return usage_error(cerr) end
+  opts.config = conf and conf.path -- read again on SIGHUP
   for name, v in pairs(conf and conf.server or {}) do
     if opts[name] == nil then
       local flag = SERVE_FLAGS["--" .. name:gsub("_", "-")]

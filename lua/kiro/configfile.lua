@@ -153,6 +153,29 @@ function configfile.load(path)
   return conf
 end
 
+--- Reloads, as they went: counts by outcome, and the last error.
+configfile.reloads = { ok = 0, error = 0, last_error = nil }
+
+--- Reads the file again and, once all of it checks, uses its options; a
+--- file that does not check changes nothing (the error is logged, counted
+--- and kept for `kiro-rt status`). Requests under way finish as they began.
+---@param path string
+---@return table|nil conf
+---@return string? message
+function configfile.reload(path)
+  local conf, err = configfile.load(path)
+  local r = configfile.reloads
+  if not conf then
+    r.error, r.last_error = r.error + 1, err
+    core.log("error", "kiro.config", "reload failed, the configuration in force stays: " .. err)
+    return nil, err
+  end
+  require("kiro").configure(conf.options)
+  r.ok, r.last_error = r.ok + 1, nil
+  core.log("info", "kiro.config", "reloaded " .. path)
+  return conf
+end
+
 --- A copy of v fit to print: values under keys that look secret masked.
 ---@param v any
 ---@param key? string

@@ -47,6 +47,15 @@ local function counter(name, help, v)
   return { name = name, kind = "counter", help = help, samples = { { {}, v } } }
 end
 
+-- kiro_reloads_total, once a configuration file is in use.
+local function reloads()
+  local cf = package.loaded["kiro.configfile"]
+  if not cf then return nil end
+  return { name = "kiro_reloads_total", kind = "counter", labels = { "outcome" },
+           help = "Reloads of the configuration file, by outcome (ok, error: the configuration in force stayed).",
+           samples = { { { "ok" }, cf.reloads.ok }, { { "error" }, cf.reloads.error } } }
+end
+
 local function gauge(name, help, v)
   return { name = name, kind = "gauge", help = help, samples = { { {}, v } } }
 end
@@ -83,7 +92,7 @@ function exposition.render(s, version)
     restarts[i] = { g.labels, g.restarts }
   end
   local c = s.cache
-  return metrics.render {
+  local families = {
     { name = "kiro_daemons", kind = "gauge", help = "Daemons by backend, model and state.",
       labels = { "backend", "model", "state" }, samples = daemons },
     { name = "kiro_queue_depth", kind = "gauge", help = "Requests waiting for a daemon.",
@@ -123,6 +132,8 @@ function exposition.render(s, version)
     { name = "kiro_build_info", kind = "gauge", help = "kiro-rt's version.", labels = { "version" },
       samples = { { { version }, 1 } } },
   }
+  families[#families + 1] = reloads()
+  return metrics.render(families)
 end
 
 return exposition

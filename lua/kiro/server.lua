@@ -296,6 +296,13 @@ function Conn:relay(id, req)
   end
 end
 
+-- The configuration file in use, and how its reloads went.
+local function opts_config(self)
+  if not self.config_path then return nil end
+  local r = require("kiro.configfile").reloads
+  return { path = self.config_path, reloads = r.ok, reload_errors = r.error, last_error = r.last_error }
+end
+
 --- The status reply: the server, its limits, and its pools and their daemons.
 ---@return table
 function Server:status()
@@ -331,6 +338,7 @@ function Server:status()
     metrics = self.metrics_addr and ("http://" .. self.metrics_addr .. "/metrics") or nil,
     cache = s.cache,
     pools = pools,
+    config = opts_config(self),
   }
 end
 
@@ -523,7 +531,7 @@ function server.serve(opts)
     max_unread_bytes = opts.max_unread_bytes or server.MAX_UNREAD_BYTES,
     max_clients = opts.max_clients or server.MAX_CLIENTS,
     unread_timeout_ms = opts.unread_timeout_ms or server.UNREAD_TIMEOUT_MS,
-    log_file = opts.log_file,
+    log_file = opts.log_file, config_path = opts.config,
     started = core.now(), done = kiro.event(), drained = kiro.event(),
   }, Server)
   self:touch()
@@ -563,9 +571,11 @@ function server.serve(opts)
     log("info", ("signal %d: stopping"):format(sig))
     self:stop("signal " .. sig)
   end)
-  -- SIGHUP: the log was moved away (logrotate); write to a new one.
+  -- SIGHUP: the log was moved away (logrotate): write to a new one; and
+  -- the configuration file is read again (kept if it does not check).
   core.handle_hup(function()
     if core.log_reopen() then log("info", "SIGHUP: log reopened") end
+    if opts.config then require("kiro.configfile").reload(opts.config) end
   end)
 
   self:arm_idle()
