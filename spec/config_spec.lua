@@ -135,8 +135,20 @@ return {
     assert.matches(":3: pool_max: must be an integer from 1 to 1024, got \"0\"$", st.config.last_error)
     assert.are.equal("[sim-smart] You said: three\n", H.agent({ "-m", "three" }, env).out)
     assert.matches("reload failed, the configuration in force stays", H.read_file(sdir .. "/err"))
+    -- kiro-rt reload: the same, with the answer on the command line.
+    local r = H.run({ H.kiro_rt, "reload" }, env)
+    assert.are.equal(1, r.code)
+    assert.matches("^kiro%-rt: reload: .*:3: pool_max: must be an integer from 1 to 1024", r.err)
+    H.write_file(path, "return { default_model = \"sim-fast\" }\n")
+    r = H.run({ H.kiro_rt, "reload" }, env)
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("kiro-rt: reloaded " .. path .. "\n", r.out)
+    assert.are.equal("[sim-fast] You said: four\n", H.agent({ "-m", "four" }, env).out)
+    assert.is_nil(H.status(env).config.last_error)
     assert.are.equal(0, H.run({ H.kiro_rt, "stop" }, env).code)
     assert.are.equal(0, (wait_serve()))
+    r = H.run({ H.kiro_rt, "reload" }, env)
+    assert.are.same({ 1, "kiro-rt: reload: no server running\n" }, { r.code, r.err })
 
     -- run: a script lives through SIGHUP, and sees the file's new options.
     local script = H.tmpdir() .. "/hup.lua"

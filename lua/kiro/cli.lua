@@ -15,6 +15,7 @@ Usage:
   kiro-rt agent                  (no -m: the prompt is read from stdin)
   kiro-rt run [--config FILE] FILE.lua [ARGS...] (a Lua script with `kiro` loaded, as a kiro task)
   kiro-rt serve | status | stop  (the background server that keeps backends warm)
+  kiro-rt reload                 (the server reads its configuration file again)
   kiro-rt config check [FILE]    (check a configuration file; print what it sets)
   kiro-rt --version | --help
 
@@ -666,6 +667,33 @@ local function stop(args)
   return EXIT_OK
 end
 
+-- kiro-rt reload: the server reads its configuration file again.
+local function reload(args)
+  if args[1] == "-h" or args[1] == "--help" then
+    io.stdout:write("Usage: kiro-rt reload\n\nHas the server read its configuration file again (as SIGHUP does):\n",
+      "used once all of it checks, else the configuration in force stays and the\n",
+      "error is printed (exit status 1).\n")
+    return EXIT_OK
+  elseif args[1] then
+    return usage_error("reload: unknown argument '" .. args[1] .. "'")
+  end
+  local conn = require("kiro.client").open { autostart = false }
+  if not conn then
+    io.stderr:write("kiro-rt: reload: no server running\n")
+    return EXIT_FAIL
+  end
+  conn:send { op = "reload" }
+  local reply, rerr = conn:reply(10000)
+  conn:close()
+  if not reply then io.stderr:write("kiro-rt: reload: ", rerr, "\n"); return EXIT_FAIL end
+  if reply.op ~= "reloaded" then
+    io.stderr:write("kiro-rt: reload: ", tostring(reply.message or reply.op), "\n")
+    return EXIT_FAIL
+  end
+  io.stdout:write("kiro-rt: reloaded ", reply.path, "\n")
+  return EXIT_OK
+end
+
 --- Runs a kiro-rt command.
 ---@param args string[] the command line, without the program's name
 ---@return integer status the exit status
@@ -684,6 +712,8 @@ function cli.main(args)
     return run(rest)
   elseif cmd == "config" then
     return config_cmd(rest)
+  elseif cmd == "reload" then
+    return reload(rest)
   elseif cmd == "serve" then
     return serve(rest)
   elseif cmd == "status" then

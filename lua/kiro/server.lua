@@ -10,11 +10,12 @@
 --   {"op":"request","id":N,"prompt":S,"stream":B,"backend":{"cli":P,"model":M,
 --    "mode":"auto|daemon|oneshot","env":{...}},"timeout_ms":T,...,
 --    "expect":{"version":V,"proto":P}}  (kiro.wire; expect: instead of hello)
---   {"op":"cancel","id":N}   {"op":"status"}   {"op":"stop"}
+--   {"op":"cancel","id":N}   {"op":"status"}   {"op":"stop"}   {"op":"reload"}
 -- server -> client:
 --   {"op":"hello","version":V,"proto":1,"pid":P,"max_request_bytes":B}
 --   {"id":N,"chunk":S}  {"id":N,"done":true}  {"id":N,"error":{"code":C,"message":M}}
 --   {"op":"status",...}  {"op":"stopping"}  {"op":"error","code":C,"message":M}
+--   {"op":"reloaded","path":P} (or an error with code "config")
 -- Every request line gets exactly one {"done"} or {"error"} on its id (a
 -- request whose id is unusable gets its error with "id": null). A line
 -- past max_request_bytes, or past what the server may buffer for all
@@ -195,6 +196,17 @@ function Conn:handle(msg)
                 max_request_bytes = srv.max_request_bytes }
   elseif op == "status" then
     self:send(srv:status())
+  elseif op == "reload" then
+    if not srv.config_path then
+      self:send { op = "error", code = "config", message = "the server runs without a configuration file" }
+    else
+      local conf, err = require("kiro.configfile").reload(srv.config_path)
+      if conf then
+        self:send { op = "reloaded", path = srv.config_path }
+      else
+        self:send { op = "error", code = "config", message = err }
+      end
+    end
   elseif op == "stop" then
     log("info", "stop requested by a client")
     self:send { op = "stopping", pid = core.getpid() }
