@@ -53,7 +53,10 @@ return {
         ':2: channels.telegram.draft_update_interval_ms: expected an integer >= 250, got "100"$' },
       { "return {\n  server = {\n    idle_ms = -5,\n  },\n}\n",
         ':3: server.idle_ms: expected an integer >= 0, got "%-5"$' },
-      { "return { backends = { fast = {} } }\n", ":1: backends: not supported yet" },
+      { "return { policies = {} }\n", ":1: policies: not supported yet" },
+      { "return {\n  backends = {\n    fast = { cli_path = \"/bin/x\", pool_max = 3 },\n  },\n}\n",
+        ":2: backends: backends.fast.pool_max: unknown setting" },
+      { "return { default_backend = \"nope\" }\n", ':1: default_backend: no backend is named "nope"$' },
       { "return { trust = { kinds = { \"nope\" } } }\n", ':1: trust: trust.kinds: "nope" is not an ACP tool kind' },
     }
     for _, c in ipairs(cases) do
@@ -170,5 +173,51 @@ return {
     local rcode, rout = wait_run()
     assert.are.equal(0, rcode)
     assert.are.equal("3\n7\n", rout)
+  end)
+
+  it("named backends: opts.backend, default_backend, kiro-rt agent --backend (the server's, or in-process)", function()
+    local path = file(([[
+return {
+  backends = {
+    fast = { cli_path = %q, model = "sim-fast" },
+    agent = { cli_path = %q, protocol = "acp", model = "sim-smart", acp_model = "session" },
+  },
+}
+]]):format(H.sim, H.sim))
+    local script = H.tmpdir() .. "/named.lua"
+    H.write_file(script, [[
+      local kiro = require "kiro"
+      print(kiro.chat("a", { backend = "fast" }))
+      print(kiro.chat("b", { backend = "agent" }))
+      print(kiro.chat("c", { backend = "fast", model = "m3" }))
+      print(select(2, pcall(function() local r = kiro.chat("d", { backend = "nope" }); return r end)))
+      print(kiro.chat("e")) -- no default_backend: KIRO_CLI_PATH's
+      kiro.configure { default_backend = "fast" }
+      print(kiro.chat("f"))
+      local protocols = {}
+      for _, p in ipairs(kiro.stats().pools) do protocols[#protocols + 1] = p.protocol end
+      table.sort(protocols)
+      print(table.concat(protocols, " "))
+    ]])
+    local env = H.sim_env()
+    local r = H.run({ H.kiro_rt, "run", "--config", path, script }, env)
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal(table.concat({
+      "[sim-fast] You said: a", "[sim-smart] You said: b", "[m3] You said: c",
+      script .. ':5: kiro.chat: no backend is named "nope"', "You said: e", "[sim-fast] You said: f",
+      "acp jsonl jsonl jsonl", "" }, "\n"), r.out)
+    -- The agent: through the server, a backend of the server's; in-process, ours.
+    env = H.sim_env { KIRO_CONFIG = path }
+    local _, wait_serve = H.spawn_bg({ H.kiro_rt, "serve", "--stop-grace-ms", "100" }, env)
+    assert(H.wait_for(function() return H.status(env) end, 5000), "the server did not start")
+    r = H.agent({ "-m", "hi", "--backend", "agent" }, { XDG_RUNTIME_DIR = env.XDG_RUNTIME_DIR, KIRO_CLI_PATH = false })
+    assert.are.equal("[sim-smart] You said: hi\n", r.out, r.err)
+    r = H.agent({ "-m", "hi", "--backend", "nope" }, env)
+    assert.are.equal(1, r.code)
+    assert.are.equal('kiro-rt: config: the server has no backend named "nope"\n', r.err)
+    r = H.agent({ "-m", "hi", "--backend", "fast", "--no-server" }, env)
+    assert.are.equal("[sim-fast] You said: hi\n", r.out, r.err)
+    assert.are.equal(0, H.run({ H.kiro_rt, "stop" }, env).code)
+    assert.are.equal(0, (wait_serve()))
   end)
 end)

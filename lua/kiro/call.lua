@@ -57,23 +57,51 @@ end
 
 local NO_OPTS = setmetatable({}, { __newindex = function() error("read-only", 2) end })
 
+-- A call that names a backend (opts.backend; else the default_backend
+-- configured, when the call names no CLI of its own) gets that backend's
+-- settings under its own: a new table (opts.named: the backend's). nil
+-- and a message for a name no backend has.
+local function resolve(opts)
+  local name = opts.backend
+  if name == nil and opts.cli_path == nil then name = cfg.default_backend end
+  if name == nil then return opts end
+  local b = config.named_backend(name)
+  if not b then return nil, ("no backend is named %q"):format(tostring(name)) end
+  local r = {}
+  for k, v in pairs(opts) do r[k] = v end
+  r.backend, r.named = nil, b
+  r.cli_path, r.model, r.protocol = b.cli_path, opts.model or b.model, opts.protocol or b.protocol
+  if b.env and opts.env then
+    r.env = {}
+    for k, v in pairs(b.env) do r.env[k] = v end
+    for k, v in pairs(opts.env) do r.env[k] = v end
+  else
+    r.env = opts.env or b.env
+  end
+  return r
+end
+
 --- Checks a call's arguments; misuse raises at the caller of `fname`.
 ---@param fname string kiro.chat, kiro.stream or kiro.call
 ---@param prompt any
 ---@param opts any
 ---@return table opts
 function call.check_opts(fname, prompt, opts)
-  if type(prompt) == "string" and opts == nil then return NO_OPTS end -- the common case, at no cost
   local function bad(msg) errors.misuse(fname, msg, 3) end
+  if type(prompt) == "string" and opts == nil then -- the common case, at no cost
+    if not cfg.default_backend then return NO_OPTS end
+    opts = NO_OPTS
+  end
   if type(prompt) ~= "string" then bad("prompt must be a string") end
   if opts == nil then return NO_OPTS end
   if type(opts) ~= "table" then bad("opts must be a table") end
+  if opts == NO_OPTS then goto resolved end
   for k, v in pairs(opts) do
     if k == "mode" then
       if not config.MODES[v] then bad("mode must be auto, daemon or oneshot") end
     elseif k == "protocol" then
       if not config.PROTOCOLS[v] then bad("protocol must be auto, jsonl or acp") end
-    elseif k == "model" or k == "cli_path" then
+    elseif k == "model" or k == "cli_path" or k == "backend" then
       if type(v) ~= "string" then bad(k .. " must be a string") end
     elseif k == "env" then
       if type(v) ~= "table" then bad("env must be a table") end
@@ -103,7 +131,10 @@ function call.check_opts(fname, prompt, opts)
       bad(("unknown option '%s'"):format(tostring(k)))
     end
   end
-  return opts
+  ::resolved::
+  local resolved, err = resolve(opts)
+  if not resolved then bad(err) end
+  return resolved
 end
 
 --- The CLI a call names: its own, else the configured one.
@@ -185,7 +216,7 @@ function call.open(prompt, opts, stream, backend, owned)
       ("the prompt is %d bytes; max_request_bytes is %d"):format(#prompt, cfg.max_request_bytes))
   end
   if not c.backend then
-    local b, owned_or_err, code = config.backend(cli, call.model_of(opts), opts.env, opts.protocol)
+    local b, owned_or_err, code = config.backend(cli, call.model_of(opts), opts.env, opts.protocol, opts.named)
     if not b then return ended(c, code, owned_or_err) end
     c.backend, c.owns = b, owned_or_err
   end

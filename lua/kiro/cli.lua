@@ -11,7 +11,7 @@ local USAGE = [[
 Usage:
   kiro-rt agent -m TEXT [--model M] [--no-stream] [--mode auto|daemon|oneshot] [--timeout-ms N]
                  [--protocol auto|jsonl|acp] [--session KEY] [--trust-tools KINDS | --trust-all-tools]
-                 [--no-server] [--config FILE]
+                 [--backend NAME] [--no-server] [--config FILE]
   kiro-rt agent                  (no -m: the prompt is read from stdin)
   kiro-rt run [--config FILE] FILE.lua [ARGS...] (a Lua script with `kiro` loaded, as a kiro task)
   kiro-rt serve | status | stop  (the background server that keeps backends warm)
@@ -67,6 +67,8 @@ Options:
                        "User: ...\n\nAssistant: " template (an ACP agent
                        always gets the text as it is)
       --no-server      serve the request in this process (no background server)
+      --backend NAME   a backend the configuration names (the server's, or
+                       with --no-server this process's)
       --config FILE    with --no-server: the configuration file (default:
                        $KIRO_CONFIG, else $XDG_CONFIG_HOME/kiro-rt/config.lua)
   -h, --help           this text
@@ -225,6 +227,8 @@ local function parse_agent(args)
       o.raw = true
     elseif a == "--no-server" then
       o.no_server = true
+    elseif a == "--backend" then
+      o.backend, err = value(a)
     elseif a == "--config" then
       o.config, err = value(a)
     elseif a == "--mode" then
@@ -297,13 +301,18 @@ local function agent(args)
     return usage_error("agent: --config is for an agent served in this process (--no-server); "
       .. "the server reads its own (kiro-rt serve --config FILE)")
   end
-  if cli_path and not o.no_server and mode ~= "oneshot" then
+  if (cli_path or o.backend) and not o.no_server and mode ~= "oneshot" then
     local client = require "kiro.client"
     opts = {
-      stream = o.stream, cli = cli_path, model = o.model or env.model(), mode = mode, protocol = protocol,
+      stream = o.stream, cli = cli_path, model = o.model or env.model(), mode = mode, protocol = o.protocol,
       env = client.backend_env(), timeout_ms = o.timeout_ms, session = o.session, template = template,
       trust = o.trust,
     }
+    if o.backend then -- one of the server's: its settings are the server's, under our flags
+      opts.backend_name, opts.cli, opts.env, opts.model = o.backend, nil, nil, o.model
+    else
+      opts.protocol = protocol
+    end
     local cerr
     conn, cerr = client.open { autostart = true }
     if not conn then
@@ -340,15 +349,15 @@ local function agent(args)
       for chunk in iter do out(chunk) end
     elseif o.stream then
       local kiro = require "kiro"
-      for chunk in kiro.stream(prompt, { model = o.model, mode = o.mode, protocol = protocol,
+      for chunk in kiro.stream(prompt, { model = o.model, mode = o.mode, protocol = o.protocol or protocol,
                                          timeout_ms = o.timeout_ms, session = o.session, template = template,
-                                         trust = o.trust }) do
+                                         trust = o.trust, backend = o.backend }) do
         out(chunk)
       end
     else
       local reply, msg, code = require("kiro").chat(prompt,
-        { model = o.model, mode = o.mode, protocol = protocol, timeout_ms = o.timeout_ms, session = o.session,
-          template = template, trust = o.trust })
+        { model = o.model, mode = o.mode, protocol = o.protocol or protocol, timeout_ms = o.timeout_ms,
+          session = o.session, template = template, trust = o.trust, backend = o.backend })
       if not reply then errors.raise(code, msg) end
       out(reply)
     end

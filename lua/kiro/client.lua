@@ -265,8 +265,8 @@ end
 local function request_fields(id, opts)
   return {
     op = "request", id = id, stream = opts.stream ~= false,
-    backend = { cli = opts.cli, model = opts.model, mode = opts.mode or "auto", protocol = opts.protocol,
-                env = opts.env },
+    backend = { cli = opts.cli, name = opts.backend_name, model = opts.model, mode = opts.mode or "auto",
+                protocol = opts.protocol, env = opts.env },
     template = opts.template, session = opts.session, trust = opts.trust, timeout_ms = opts.timeout_ms,
     first_chunk_timeout_ms = opts.first_chunk_timeout_ms, stall_timeout_ms = opts.stall_timeout_ms,
   }

@@ -34,6 +34,8 @@ local cfg = {
   trust = nil,             -- ...or a trust list does: "all" or { kinds =, titles = } (kiro.trust)
   on_task_error = nil,     -- hears a failed task's error and traceback (default: the log)
   host = nil,              -- a host adapter (kiro.host.*): waiting the host's way (kiro.tasks)
+  backends = nil,          -- named backends: { NAME = { cli_path =, model =, protocol =, env =, ... } }
+  default_backend = nil,   -- the one calls use when they name none (else cli_path, KIRO_CLI_PATH)
 }
 config.cfg = cfg
 
@@ -59,7 +61,7 @@ local lua_options = {
   daemon_args = "table", oneshot_args = "table", env = "table", policy = "policy", log = "log",
   cache = "boolean", cache_max_bytes = "number", cache_ttl_ms = "number",
   max_request_bytes = "number", permission = "function", trust = "trust", on_task_error = "function",
-  host = "host",
+  host = "host", backends = "backends", default_backend = "string",
 }
 local ranges = {
   cache_ttl_ms = { 0, config.MAX_MS },
@@ -69,8 +71,39 @@ local core_options = core.config()
 -- Options that `false` resets to their default (environment, PATH lookup).
 local resettable = {
   cli_path = true, model = true, env = true, protocol = true, daemon_args = true, permission = true,
-  acp_model = true, trust = true, on_task_error = true, host = true,
+  acp_model = true, trust = true, on_task_error = true, host = true, backends = true, default_backend = true,
 }
+
+-- What a named backend may set: how to start and speak to its CLI.
+local BACKEND_KEYS = {
+  cli_path = "string", model = "string", protocol = "string", env = "table", daemon_args = "table",
+  oneshot_args = "table", acp_model = "string",
+}
+
+-- A named backend's settings checked; nil and what is wrong.
+local function check_backend(name, b)
+  local at = "backends." .. tostring(name)
+  if type(name) ~= "string" or not name:match("^[%w_.-]+$") then
+    return nil, ("backends: %q is not a backend name (letters, digits, _ . -)"):format(tostring(name))
+  end
+  if type(b) ~= "table" then return nil, at .. " must be a table" end
+  for k, v in pairs(b) do
+    local want = BACKEND_KEYS[k]
+    if not want then
+      return nil, ("%s.%s: unknown setting (%s; pool and timeout settings per backend are to come)")
+        :format(at, tostring(k), "cli_path, model, protocol, env, daemon_args, oneshot_args, acp_model")
+    end
+    if type(v) ~= want then return nil, ("%s.%s must be a %s"):format(at, k, want) end
+  end
+  if type(b.cli_path) ~= "string" or b.cli_path == "" then return nil, at .. ".cli_path: a backend needs its CLI" end
+  if b.protocol and not env.PROTOCOLS[b.protocol] then
+    return nil, ("%s.protocol must be auto, jsonl or acp (got %q)"):format(at, b.protocol)
+  end
+  if b.acp_model and b.acp_model ~= "argv" and b.acp_model ~= "session" then
+    return nil, ("%s.acp_model must be argv or session (got %q)"):format(at, b.acp_model)
+  end
+  return true
+end
 
 --- A whole number within [lo, hi].
 ---@param what string the option, for the message
@@ -129,6 +162,12 @@ function config.validate(tbl)
         return nil, "log must be a filter (a level, or target=level pairs), a function(level, target, message) that "
           .. "takes the log's lines, or false (stderr again)"
       end
+    elseif kind == "backends" then
+      if type(v) ~= "table" then return nil, "backends must be a table of NAME = { cli_path = ..., ... }" end
+      for name, b in pairs(v) do
+        local ok, err = check_backend(name, b)
+        if not ok then return nil, err end
+      end
     elseif kind == "host" then
       if type(v) ~= "table" or type(v.can_wait) ~= "function" or type(v.wait) ~= "function"
          or type(v.wake) ~= "function" or type(v.start) ~= "function" then
@@ -156,9 +195,21 @@ function config.validate(tbl)
   if tbl.protocol and not env.PROTOCOLS[tbl.protocol] then
     return nil, ("protocol must be auto, jsonl or acp (got %q)"):format(tbl.protocol)
   end
+  local dflt = tbl.default_backend
+  if dflt then
+    local known = tbl.backends or (tbl.backends == nil and cfg.backends) or {}
+    if not known[dflt] then return nil, ("default_backend: no backend is named %q"):format(dflt) end
+  end
   local ok, err = pcall(core.configure, for_core, true)
   if not ok then return nil, (tostring(err):gsub("^configure: ", "")) end
   return true, nil, for_core
+end
+
+--- A named backend's settings, or nil.
+---@param name string
+---@return table?
+function config.named_backend(name)
+  return cfg.backends and cfg.backends[name]
 end
 
 --- Sets runtime options; unknown keys, and values of the wrong type or out
@@ -242,7 +293,8 @@ function config.option(name)
   return nil
 end
 
-local function backend_spec(cli, model, extra, protocol)
+local function backend_spec(cli, model, extra, protocol, over)
+  over = over or cfg
   local merged = extra
   if cfg.env and extra then
     merged = {}
@@ -258,9 +310,9 @@ local function backend_spec(cli, model, extra, protocol)
   local args = protocol == "acp" and acp_args or config.DAEMON_ARGS.jsonl
   return {
     cli = cli, model = model, protocol = protocol,
-    daemon_args = cfg.daemon_args or args, acp_args = protocol == "auto" and acp_args or nil,
-    session_model = (cfg.acp_model or known and known.model) == "session",
-    oneshot_args = cfg.oneshot_args, env = merged or cfg.env,
+    daemon_args = over.daemon_args or args, acp_args = protocol == "auto" and acp_args or nil,
+    session_model = (over.acp_model or known and known.model) == "session",
+    oneshot_args = over.oneshot_args or cfg.oneshot_args, env = merged or cfg.env,
   }
 end
 
@@ -272,13 +324,14 @@ end
 ---@param model? string
 ---@param extra_env? table
 ---@param protocol? string the call's own (else the configured one)
+---@param named? table a named backend's settings (its argv and acp_model)
 ---@return userdata|nil handle, boolean|string owned_or_message, string? code
-function config.backend(cli, model, extra_env, protocol)
+function config.backend(cli, model, extra_env, protocol, named)
   local configured, perr = config.protocol()
   if not configured then return nil, perr, "config" end
-  if extra_env or cli ~= config.cli() or (model and model ~= config.model())
+  if named or extra_env or cli ~= config.cli() or (model and model ~= config.model())
      or (protocol and protocol ~= configured) then
-    local b, err, code = core.backend(backend_spec(cli, model, extra_env, protocol or configured))
+    local b, err, code = core.backend(backend_spec(cli, model, extra_env, protocol or configured, named))
     if not b then return nil, err, code end
     return b, true
   end

@@ -23,7 +23,7 @@ local SERVER = {
 }
 local STREAM_MODES = { off = true, partial = true, draft = true }
 -- Not built yet: a file that uses them is refused, not half-read.
-local LATER = { default_backend = true, backends = true, policies = true, templates = true }
+local LATER = { policies = true, templates = true }
 
 --- The file to read: the one named, else $KIRO_CONFIG, else the user's
 --- (XDG) one when it exists; nil when there is none.
@@ -93,7 +93,7 @@ function configfile.load(path)
     if type(k) ~= "string" then
       return fail(tostring(k), "keys are names")
     elseif LATER[k] then
-      return fail(k, "not supported yet (named backends, policies and templates are to come)")
+      return fail(k, "not supported yet (policies and templates are to come)")
     elseif k == "default_provider" then -- the seed's key: it has one provider
       if v ~= "kiro" then return fail(k, ("the one provider is \"kiro\", got %q"):format(tostring(v))) end
     elseif k == "default_model" then
@@ -143,9 +143,9 @@ function configfile.load(path)
     local unknown = verr:match("^unknown option '([^']+)'")
     if unknown then return fail(unknown, "unknown option") end
     local key = verr:match("^([%w_]+)[%s:.]") or "?"
-    local msg = verr:gsub("^" .. key .. " ", "")
+    local msg = verr:gsub("^" .. key .. ":? ", "")
     local v = conf.options[key]
-    if not msg:find("got ", 1, true) and v ~= nil and type(v) ~= "table" and type(v) ~= "function" then
+    if msg:find("^must be") and v ~= nil and type(v) ~= "table" and type(v) ~= "function" then
       msg = ("%s, got %q"):format(msg, tostring(v))
     end
     return fail(key, msg)

@@ -165,7 +165,7 @@ function flight.open(prompt, opts, stream)
   if not cacheable(prompt, opts) then return call.open(prompt, opts, stream) end
   local cli, model = call.cli_of(opts), call.model_of(opts)
   local backend, owned
-  if cli then backend, owned = config.backend(cli, model, opts.env, opts.protocol) end
+  if cli then backend, owned = config.backend(cli, model, opts.env, opts.protocol, opts.named) end
   if not backend then return call.open(prompt, opts, stream) end -- it fails the same way
   local key = backend:key() .. "\0" .. (opts.template or "") .. "\0" .. prompt
   local f = flights[key]

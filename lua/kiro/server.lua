@@ -289,8 +289,12 @@ end
 ---@return boolean ok
 ---@return table? err { code = string, message = string }
 function Conn:relay(id, req)
+  if req.backend_name and not require("kiro.config").named_backend(req.backend_name) then
+    return false, { code = "config", message = ("the server has no backend named %q"):format(req.backend_name) }
+  end
   local opts = {
-    cli_path = req.cli, model = req.model, mode = req.mode, protocol = req.protocol, env = req.env,
+    cli_path = req.cli, backend = req.backend_name, model = req.model, mode = req.mode, protocol = req.protocol,
+    env = req.env,
     stream = req.stream, session = req.session, template = req.template, trust = req.trust,
     timeout_ms = req.timeout_ms, first_chunk_timeout_ms = req.first_chunk_timeout_ms,
     stall_timeout_ms = req.stall_timeout_ms,

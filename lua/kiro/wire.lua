@@ -4,7 +4,7 @@
 --
 --   {"op":"request","id":N,"prompt":S,"stream":B,
 --    "backend":{"cli":P,"model":M,"mode":"auto|daemon|oneshot","protocol":"auto|jsonl|acp",
---               "env":{NAME:S,...}},
+--               "env":{NAME:S,...}}   (or {"name":N,...}: a backend the server's configuration names),
 --    "template":"default","session":K,"trust":"all"|{"kinds":[K,...],"titles":[P,...]},
 --    "timeout_ms":T,"first_chunk_timeout_ms":T,"stall_timeout_ms":T,"expect":{"version":V,"proto":P}}
 --
@@ -92,8 +92,12 @@ function wire.request(msg, max_prompt)
   if not absent(msg.stream) and type(msg.stream) ~= "boolean" then return nil, "stream must be a boolean" end
   local b = msg.backend
   if type(b) ~= "table" then return nil, "backend must be an object" end
-  if not name_ok(b.cli) then return nil, "backend.cli must be a non-empty string (the CLI's absolute path)" end
-  if b.cli:sub(1, 1) ~= "/" then return nil, "backend.cli must be an absolute path" end
+  local named = not absent(b.name) and b.name or nil
+  if named ~= nil and not name_ok(named) then return nil, "backend.name must be a non-empty string" end
+  if named == nil or not absent(b.cli) then
+    if not name_ok(b.cli) then return nil, "backend.cli must be a non-empty string (the CLI's absolute path)" end
+    if b.cli:sub(1, 1) ~= "/" then return nil, "backend.cli must be an absolute path" end
+  end
   if not absent(b.model) and not name_ok(b.model) then
     return nil, "backend.model must be a non-empty string"
   end
@@ -136,7 +140,7 @@ function wire.request(msg, max_prompt)
   local req = {
     id = id, prompt = msg.prompt, stream = msg.stream ~= false, template = template, session = session,
     trust = trusted,
-    cli = b.cli, model = not absent(b.model) and b.model or nil,
+    cli = not absent(b.cli) and b.cli or nil, backend_name = named, model = not absent(b.model) and b.model or nil,
     mode = not absent(b.mode) and b.mode or "auto", env = env, expect = expect,
     protocol = not absent(b.protocol) and b.protocol or nil,
   }
