@@ -596,6 +596,23 @@ local function config_cmd(args)
   return EXIT_OK
 end
 
+-- One question to the running server ({ op = op }): its reply, or nil once
+-- the trouble is told on stderr (no server, none that talks to us, no answer).
+local function ask_server(op, timeout_ms)
+  local conn, err, kind = require("kiro.client").open { autostart = false }
+  if not conn then
+    -- none answers, or one that will not talk to us (another user's)
+    io.stderr:write("kiro-rt: ", op == "status" and "" or op .. ": ", "no server running",
+      kind == "none" and "" or " (" .. err .. ")", "\n")
+    return nil
+  end
+  conn:send { op = op }
+  local reply, rerr = conn:reply(timeout_ms)
+  conn:close()
+  if not reply then io.stderr:write("kiro-rt: ", op, ": ", rerr, "\n") end
+  return reply
+end
+
 local function mib(bytes)
   return bytes and ("%.1f MiB"):format(bytes / 1048576) or "?"
 end
@@ -609,16 +626,8 @@ local function status(args)
     end
     return usage_error("status: unknown argument '" .. args[1] .. "'")
   end
-  local conn, err, kind = require("kiro.client").open { autostart = false }
-  if not conn then
-    -- none answers, or one that will not talk to us (another user's)
-    io.stderr:write("kiro-rt: no server running", kind == "none" and "" or " (" .. err .. ")", "\n")
-    return EXIT_FAIL
-  end
-  conn:send { op = "status" }
-  local s, rerr = conn:reply(5000)
-  conn:close()
-  if not s then io.stderr:write("kiro-rt: status: ", rerr, "\n"); return EXIT_FAIL end
+  local s = ask_server("status", 5000)
+  if not s then return EXIT_FAIL end
   if as_json then
     s.op = nil
     io.stdout:write(require("kiro.core").json_encode(s), "\n")
@@ -686,15 +695,8 @@ local function reload(args)
   elseif args[1] then
     return usage_error("reload: unknown argument '" .. args[1] .. "'")
   end
-  local conn = require("kiro.client").open { autostart = false }
-  if not conn then
-    io.stderr:write("kiro-rt: reload: no server running\n")
-    return EXIT_FAIL
-  end
-  conn:send { op = "reload" }
-  local reply, rerr = conn:reply(10000)
-  conn:close()
-  if not reply then io.stderr:write("kiro-rt: reload: ", rerr, "\n"); return EXIT_FAIL end
+  local reply = ask_server("reload", 10000)
+  if not reply then return EXIT_FAIL end
   if reply.op ~= "reloaded" then
     io.stderr:write("kiro-rt: reload: ", tostring(reply.message or reply.op), "\n")
     return EXIT_FAIL
