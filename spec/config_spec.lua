@@ -54,6 +54,8 @@ return {
       { "return {\n  server = {\n    idle_ms = -5,\n  },\n}\n",
         ':3: server.idle_ms: expected an integer >= 0, got "%-5"$' },
       { "return { policies = {} }\n", ":1: policies: not supported yet" },
+      { "return {\n  templates = { bot = { sytem = \"x\" } },\n}\n",
+        ":2: templates: templates.bot.sytem: unknown setting" },
       { "return {\n  backends = {\n    fast = { cli_path = \"/bin/x\", pool_max = 3 },\n  },\n}\n",
         ":2: backends: backends.fast.pool_max: unknown setting" },
       { "return { default_backend = \"nope\" }\n", ':1: default_backend: no backend is named "nope"$' },

@@ -113,7 +113,16 @@ function call.check_opts(fname, prompt, opts)
       local ok, err = trust.check(v)
       if not ok then bad(err) end
     elseif k == "template" then
-      if v ~= "default" then bad('template must be "default" (the seed\'s prompt form)') end
+      local t = v ~= "default" and type(v) == "string" and config.named_template(v)
+      if v ~= "default" and not t then
+        bad(('template must be "default" (the seed\'s prompt form) or a configured one (got %q)'):format(tostring(v)))
+      end
+      if t then -- every variable it needs has a value
+        local ok, err = template.form(t, v, opts.history, opts.vars)
+        if not ok then bad(err) end
+      end
+    elseif k == "vars" then
+      if type(v) ~= "table" then bad("vars must be a table of the template's {{variables}}") end
     elseif k == "history" then
       local okh = type(v) == "table"
       for _, m in ipairs(okh and v or {}) do
@@ -194,7 +203,11 @@ function call.open(prompt, opts, stream, backend, owned)
     session = opts.session, -- an ACP conversation's key (core.request reads it)
     pre = nil, post = nil,  -- opts.template's form around the prompt (core.request reads them)
   }, Call)
-  if opts.template then c.pre, c.post = template.parts(opts.template) end
+  if opts.template == "default" then
+    c.pre, c.post = template.parts("default")
+  elseif opts.template then
+    c.pre, c.post = template.form(config.named_template(opts.template), opts.template, opts.history, opts.vars)
+  end
   if opts ~= NO_OPTS then -- the request's own limits; absent, the configured ones
     c.timeout_ms = opts.timeout_ms
     c.first_chunk_timeout_ms = opts.first_chunk_timeout_ms

@@ -36,6 +36,7 @@ local cfg = {
   host = nil,              -- a host adapter (kiro.host.*): waiting the host's way (kiro.tasks)
   backends = nil,          -- named backends: { NAME = { cli_path =, model =, protocol =, env =, ... } }
   default_backend = nil,   -- the one calls use when they name none (else cli_path, KIRO_CLI_PATH)
+  templates = nil,         -- named prompt forms: { NAME = { system =, max_turns =, max_chars =, ... } }
 }
 config.cfg = cfg
 
@@ -61,7 +62,7 @@ local lua_options = {
   daemon_args = "table", oneshot_args = "table", env = "table", policy = "policy", log = "log",
   cache = "boolean", cache_max_bytes = "number", cache_ttl_ms = "number",
   max_request_bytes = "number", permission = "function", trust = "trust", on_task_error = "function",
-  host = "host", backends = "backends", default_backend = "string",
+  host = "host", backends = "backends", default_backend = "string", templates = "templates",
 }
 local ranges = {
   cache_ttl_ms = { 0, config.MAX_MS },
@@ -72,6 +73,7 @@ local core_options = core.config()
 local resettable = {
   cli_path = true, model = true, env = true, protocol = true, daemon_args = true, permission = true,
   acp_model = true, trust = true, on_task_error = true, host = true, backends = true, default_backend = true,
+  templates = true,
 }
 
 -- What a named backend may set: how to start and speak to its CLI.
@@ -162,6 +164,12 @@ function config.validate(tbl)
         return nil, "log must be a filter (a level, or target=level pairs), a function(level, target, message) that "
           .. "takes the log's lines, or false (stderr again)"
       end
+    elseif kind == "templates" then
+      if type(v) ~= "table" then return nil, "templates must be a table of NAME = { system = ..., ... }" end
+      for name, t in pairs(v) do
+        local ok, err = require("kiro.template").check(name, t)
+        if not ok then return nil, err end
+      end
     elseif kind == "backends" then
       if type(v) ~= "table" then return nil, "backends must be a table of NAME = { cli_path = ..., ... }" end
       for name, b in pairs(v) do
@@ -203,6 +211,13 @@ function config.validate(tbl)
   local ok, err = pcall(core.configure, for_core, true)
   if not ok then return nil, (tostring(err):gsub("^configure: ", "")) end
   return true, nil, for_core
+end
+
+--- A named template's settings, or nil.
+---@param name string
+---@return table?
+function config.named_template(name)
+  return cfg.templates and cfg.templates[name]
 end
 
 --- A named backend's settings, or nil.

@@ -23,7 +23,7 @@ local SERVER = {
 }
 local STREAM_MODES = { off = true, partial = true, draft = true }
 -- Not built yet: a file that uses them is refused, not half-read.
-local LATER = { policies = true, templates = true }
+local LATER = { policies = true }
 
 --- The file to read: the one named, else $KIRO_CONFIG, else the user's
 --- (XDG) one when it exists; nil when there is none.
@@ -93,7 +93,7 @@ function configfile.load(path)
     if type(k) ~= "string" then
       return fail(tostring(k), "keys are names")
     elseif LATER[k] then
-      return fail(k, "not supported yet (policies and templates are to come)")
+      return fail(k, "not supported yet (policy plugins are to come; `policy` takes one)")
     elseif k == "default_provider" then -- the seed's key: it has one provider
       if v ~= "kiro" then return fail(k, ("the one provider is \"kiro\", got %q"):format(tostring(v))) end
     elseif k == "default_model" then

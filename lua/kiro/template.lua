@@ -46,6 +46,107 @@ function template.render(messages, opts)
   return table.concat(parts, sep)
 end
 
+
+--- What a named template may set (kiro.configure's `templates`).
+template.KEYS = { system = "string", max_turns = "number", max_chars = "number", labels = "table",
+                  separator = "string" }
+
+--- Checks a named template's settings: true, or nil and what is wrong.
+---@param name any
+---@param t any
+---@return boolean|nil ok
+---@return string? message
+function template.check(name, t)
+  local at = "templates." .. tostring(name)
+  if type(name) ~= "string" or not name:match("^[%w_.-]+$") or name == "default" then
+    return nil, ("templates: %q cannot name a template (letters, digits, _ . -; not default)"):format(tostring(name))
+  end
+  if type(t) ~= "table" then return nil, at .. " must be a table" end
+  for k, v in pairs(t) do
+    local want = template.KEYS[k]
+    if not want then
+      return nil, ("%s.%s: unknown setting (system, max_turns, max_chars, labels, separator)"):format(at, tostring(k))
+    end
+    if type(v) ~= want then return nil, ("%s.%s must be a %s"):format(at, k, want) end
+    if want == "number" and (math.type(v) ~= "integer" or v < 1) then
+      return nil, ("%s.%s must be an integer >= 1"):format(at, k)
+    end
+  end
+  for role, label in pairs(t.labels or {}) do
+    if not template.labels[role] or type(label) ~= "string" then
+      return nil, ("%s.labels: %q = %q is not a role's label (system, user, assistant)")
+        :format(at, tostring(role), tostring(label))
+    end
+  end
+  return true
+end
+
+-- {{name}} filled from vars ({{date}}: today's, unless vars has one); nil
+-- and the name of the first variable that has no value.
+local function fill(text, vars)
+  local missing
+  local out = text:gsub("{{%s*([%w_]+)%s*}}", function(name)
+    local v = vars and vars[name]
+    if v == nil and name == "date" then v = os.date("%Y-%m-%d") end
+    if v == nil then
+      missing = missing or name
+      return ""
+    end
+    return tostring(v)
+  end)
+  if missing then return nil, missing end
+  return out
+end
+
+--- The history a template keeps: the last max_turns messages, then as
+--- many of the newest as fit in max_chars (a message is kept whole or not
+--- at all).
+---@param history table[]
+---@param t table the template
+---@return table[]
+function template.trim(history, t)
+  local first = 1
+  if t.max_turns and #history > t.max_turns then first = #history - t.max_turns + 1 end
+  if t.max_chars then
+    local used = 0
+    for i = #history, first, -1 do
+      used = used + #history[i].content
+      if used > t.max_chars then
+        first = i + 1
+        break
+      end
+    end
+  end
+  return table.move(history, first, #history, 1, {})
+end
+
+--- A named template's form around one user turn, for a call: before and
+--- after the user's text (its system prompt, with variables filled, and its
+--- trimmed history go before). nil and a message for a variable with no
+--- value.
+---@param t table the template (kiro.configure's templates[name])
+---@param name string its name, for the message
+---@param history? table[] the call's opts.history
+---@param vars? table the call's opts.vars
+---@return string|nil before
+---@return string after_or_message
+function template.form(t, name, history, vars)
+  local messages = {}
+  if t.system then
+    local system, missing = fill(t.system, vars)
+    if not system then
+      return nil, ("template %s: no value for {{%s}} (give it in opts.vars)"):format(name, missing)
+    end
+    messages[1] = { role = "system", content = system }
+  end
+  for _, m in ipairs(template.trim(history or {}, t)) do messages[#messages + 1] = m end
+  local MARK = "\1kiro-rt-prompt\1"
+  messages[#messages + 1] = { role = "user", content = MARK }
+  local whole = template.render(messages, { labels = t.labels, separator = t.separator })
+  local i, j = whole:find(MARK, 1, true)
+  return whole:sub(1, i - 1), whole:sub(j + 1)
+end
+
 local parts = {}
 
 --- The prompt form of one user turn, split where the user's text goes:
