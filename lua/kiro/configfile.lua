@@ -176,6 +176,33 @@ function configfile.reload(path)
   return conf
 end
 
+--- Changes within this many ms of each other are one change.
+configfile.DEBOUNCE_MS = 200
+
+--- Reloads the file whenever it changes (its directory is watched, so an
+--- editor's write-and-rename counts; changes close together count once).
+--- Returns a watch (watch.stop()), or nil and a message.
+---@param path string
+---@return table|nil watch
+---@return string? message
+function configfile.watch(path)
+  local timer
+  local ctx = {}
+  function ctx.on_event()
+    if timer then timer:stop() end
+    timer = core.timer(configfile.DEBOUNCE_MS, function()
+      timer = nil
+      configfile.reload(path)
+    end)
+  end
+  local w, err = core.watch(path, ctx)
+  if not w then return nil, err end
+  return { stop = function()
+    if timer then timer:stop() end
+    w:stop()
+  end }
+end
+
 --- A copy of v fit to print: values under keys that look secret masked.
 ---@param v any
 ---@param key? string

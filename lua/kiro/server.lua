@@ -588,15 +588,22 @@ function server.serve(opts)
     self:stop("signal " .. sig)
   end)
   -- SIGHUP: the log was moved away (logrotate): write to a new one; and
-  -- the configuration file is read again (kept if it does not check).
+  -- the configuration file is read again (kept if it does not check), as
+  -- it is when it changes.
   core.handle_hup(function()
     if core.log_reopen() then log("info", "SIGHUP: log reopened") end
     if opts.config then require("kiro.configfile").reload(opts.config) end
   end)
+  if opts.config then
+    local werr
+    self.config_watch, werr = require("kiro.configfile").watch(opts.config)
+    if not self.config_watch then log("warn", "cannot watch " .. opts.config .. " for changes: " .. werr) end
+  end
 
   self:arm_idle()
   self.done:wait()
   self.idle_timer:stop()
+  if self.config_watch then self.config_watch.stop() end
   if self.settle_timer then self.settle_timer:stop() end
 
   -- Let in-flight requests finish, within the grace period.

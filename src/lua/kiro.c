@@ -57,6 +57,7 @@ static const luaL_Reg core_fns[] = {
     { "backend_fd", l_backend_fd },
     { "backend_timeout", l_backend_timeout },
     { "timer", l_timer },
+    { "watch", l_watch },
     { "now", l_now },
     { "hrtime", l_hrtime },
     { "handle_signals", l_handle_signals },
@@ -133,6 +134,7 @@ KIRO_EXPORT int luaopen_kiro_core(lua_State *L)
     lkiro_class(L, REQ_MT, req_gc, req_gc, request_methods);
     lkiro_class(L, BACKEND_MT, backend_close, backend_close, backend_methods);
     lkiro_class(L, TIMER_MT, timer_stop, NULL, timer_methods);
+    lkiro_class(L, WATCH_MT, watch_stop, NULL, watch_methods);
     lkiro_class(L, CONN_MT, conn_close, NULL, conn_methods);
     lkiro_class(L, LISTENER_MT, listener_close, NULL, listener_methods);
     lkiro_class(L, LOCK_MT, lock_release, NULL, lock_methods);

@@ -132,6 +132,88 @@ static int l_backend_timeout(lua_State *L)
     return 1;
 }
 
+/* core.watch(path, ctx) -> a watch: ctx:on_event("change") when the file
+ * at path is written, replaced or moved (its directory is watched, so an
+ * editor's write-and-rename counts too). w:stop() ends it. It does not keep
+ * the loop alive. */
+#define WATCH_MT "kiro.watch"
+
+typedef struct lwatch_state {
+    uv_fs_event_t h;
+    lrt *lrt;
+    int ctx;
+    char *name; /* the file's name in its directory */
+} lwatch_state;
+
+typedef struct lwatch {
+    lwatch_state *s;
+} lwatch;
+
+static void watch_closed(uv_handle_t *h)
+{
+    lwatch_state *s = h->data;
+    free(s->name);
+    free(s);
+}
+
+static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
+{
+    lwatch_state *s = h->data;
+    lrt *x = s->lrt;
+    (void)events;
+    if (status < 0 || !filename || strcmp(filename, s->name) != 0 || s->ctx == LUA_NOREF || !x->L)
+        return;
+    push_event(x, s->ctx, "change");
+    call_cb(x, 2);
+}
+
+static int l_watch(lua_State *L)
+{
+    lrt *x = get_lrt(L);
+    const char *path = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    const char *slash = strrchr(path, '/');
+    char dir[PATH_MAX];
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == path)
+        snprintf(dir, sizeof dir, "/");
+    else
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    lwatch *u = lua_newuserdatauv(L, sizeof *u, 0);
+    u->s = kcalloc(1, sizeof *u->s);
+    luaL_setmetatable(L, WATCH_MT);
+    u->s->lrt = x;
+    u->s->name = kstrdup(slash ? slash + 1 : path);
+    uv_fs_event_init(x->rt->core.loop, &u->s->h);
+    u->s->h.data = u->s;
+    int rc = uv_fs_event_start(&u->s->h, on_fs_event, dir, 0);
+    if (rc < 0) {
+        uv_close((uv_handle_t *)&u->s->h, watch_closed);
+        u->s = NULL;
+        return lkiro_fail(L, uv_strerror(rc));
+    }
+    uv_unref((uv_handle_t *)&u->s->h);
+    lua_pushvalue(L, 2);
+    u->s->ctx = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 1;
+}
+
+static int watch_stop(lua_State *L)
+{
+    lwatch *u = luaL_checkudata(L, 1, WATCH_MT);
+    if (u->s) {
+        luaL_unref(L, LUA_REGISTRYINDEX, u->s->ctx);
+        u->s->ctx = LUA_NOREF;
+        if (u->s->lrt->rt)
+            uv_close((uv_handle_t *)&u->s->h, watch_closed);
+        u->s = NULL;
+    }
+    return 0;
+}
+
+static const luaL_Reg watch_methods[] = { { "stop", watch_stop }, { NULL, NULL } };
+
 static int l_now(lua_State *L)
 {
     lrt *x = get_lrt(L);
