@@ -55,6 +55,15 @@ function tasks.count()
   return ntasks
 end
 
+--- Whether the caller is a coroutine (not the main thread) that can
+--- yield: one a host adapter may suspend (its can_wait, for hosts whose
+--- coroutines are plain ones: luv, copas).
+---@return boolean
+function tasks.yieldable()
+  local _, main = coroutine.running()
+  return not main and coroutine.isyieldable()
+end
+
 --- Whether kiro has something to drive: tasks, or host coroutines waiting.
 ---@return boolean
 function tasks.busy()

@@ -39,10 +39,7 @@ return function()
     }
   end
 
-  function adapter.can_wait()
-    local _, main = coroutine.running()
-    return not main and coroutine.isyieldable()
-  end
+  adapter.can_wait = require("kiro.tasks").yieldable
 
   function adapter.wait(w)
     copas.receive(waitable(w))

@@ -77,10 +77,7 @@ return function()
     if poll then rearm(false) end
   end
 
-  function adapter.can_wait()
-    local _, main = coroutine.running()
-    return not main and coroutine.isyieldable()
-  end
+  adapter.can_wait = require("kiro.tasks").yieldable
 
   function adapter.wait(w)
     if not stepping then rearm(true) end -- a call made outside a step
