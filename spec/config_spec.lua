@@ -215,11 +215,29 @@ return {
     assert(H.wait_for(function() return H.status(env) end, 5000), "the server did not start")
     r = H.agent({ "-m", "hi", "--backend", "agent" }, { XDG_RUNTIME_DIR = env.XDG_RUNTIME_DIR, KIRO_CLI_PATH = false })
     assert.are.equal("[sim-smart] You said: hi\n", r.out, r.err)
+    -- No backend of our own (no KIRO_CLI_PATH, no --backend): the server's default; here it has
+    -- none but its KIRO_CLI_PATH, kiro-sim. Served in C (-m) and in Lua (stdin).
+    local bare = { XDG_RUNTIME_DIR = env.XDG_RUNTIME_DIR, KIRO_CLI_PATH = false, PATH = "/usr/bin:/bin" }
+    r = H.agent({ "-m", "bare" }, bare)
+    assert.are.equal("You said: bare\n", r.out, r.err)
+    r = H.agent({}, bare, "from stdin")
+    assert.are.equal("You said: from stdin\n", r.out, r.err)
     r = H.agent({ "-m", "hi", "--backend", "nope" }, env)
     assert.are.equal(1, r.code)
     assert.are.equal('kiro-rt: config: the server has no backend named "nope"\n', r.err)
     r = H.agent({ "-m", "hi", "--backend", "fast", "--no-server" }, env)
     assert.are.equal("[sim-fast] You said: hi\n", r.out, r.err)
+    assert.are.equal(0, H.run({ H.kiro_rt, "stop" }, env).code)
+    assert.are.equal(0, (wait_serve()))
+    -- A server whose configuration names a default backend serves it to
+    -- agents with none of their own.
+    env = H.sim_env { KIRO_CONFIG = file(("return { backends = { fast = { cli_path = %q, model = \"sim-fast\" } }, "
+      .. "default_backend = \"fast\" }\n"):format(H.sim)), KIRO_CLI_PATH = false }
+    _, wait_serve = H.spawn_bg({ H.kiro_rt, "serve", "--stop-grace-ms", "100" }, env)
+    assert(H.wait_for(function() return H.status(env) end, 5000), "the server did not start")
+    bare.XDG_RUNTIME_DIR = env.XDG_RUNTIME_DIR
+    r = H.agent({ "-m", "bare" }, bare)
+    assert.are.equal("[sim-fast] You said: bare\n", r.out, r.err)
     assert.are.equal(0, H.run({ H.kiro_rt, "stop" }, env).code)
     assert.are.equal(0, (wait_serve()))
   end)

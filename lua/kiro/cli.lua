@@ -301,21 +301,27 @@ local function agent(args)
     return usage_error("agent: --config is for an agent served in this process (--no-server); "
       .. "the server reads its own (kiro-rt serve --config FILE)")
   end
-  if (cli_path or o.backend) and not o.no_server and mode ~= "oneshot" then
+  -- With no KIRO_CLI_PATH and no --backend, the agent has no backend of its
+  -- own: the server's default serves it (in-process, kiro-cli on PATH).
+  local own = os.getenv("KIRO_CLI_PATH") ~= nil and os.getenv("KIRO_CLI_PATH") ~= ""
+  if not o.no_server and mode ~= "oneshot" then
     local client = require "kiro.client"
     opts = {
       stream = o.stream, cli = cli_path, model = o.model or env.model(), mode = mode, protocol = o.protocol,
       env = client.backend_env(), timeout_ms = o.timeout_ms, session = o.session, template = template,
       trust = o.trust,
     }
-    if o.backend then -- one of the server's: its settings are the server's, under our flags
+    if o.backend or not own then -- the server's: its settings count, under our flags
       opts.backend_name, opts.cli, opts.env, opts.model = o.backend, nil, nil, o.model
     else
       opts.protocol = protocol
     end
-    local cerr
-    conn, cerr = client.open { autostart = true }
-    if not conn then
+    -- A server is started for a backend we know; with none of our own, only
+    -- a running server's default can serve (else the error comes at once).
+    local cerr, kind
+    local known = own or o.backend or cli_path
+    conn, cerr, kind = client.open { autostart = known and true or false }
+    if not conn and (known or kind ~= "none") then
       core.log("warn", "kiro.client", "cannot use the kiro-rt server (" .. cerr .. "); serving in-process")
     end
   end

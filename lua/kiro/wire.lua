@@ -4,7 +4,8 @@
 --
 --   {"op":"request","id":N,"prompt":S,"stream":B,
 --    "backend":{"cli":P,"model":M,"mode":"auto|daemon|oneshot","protocol":"auto|jsonl|acp",
---               "env":{NAME:S,...}}   (or {"name":N,...}: a backend the server's configuration names),
+--               "env":{NAME:S,...}}   (or {"name":N,...}: a backend the server's configuration names;
+--               neither cli nor name: the server's default backend),
 --    "template":"default","session":K,"trust":"all"|{"kinds":[K,...],"titles":[P,...]},
 --    "timeout_ms":T,"first_chunk_timeout_ms":T,"stall_timeout_ms":T,"expect":{"version":V,"proto":P}}
 --
@@ -92,9 +93,10 @@ function wire.request(msg, max_prompt)
   if not absent(msg.stream) and type(msg.stream) ~= "boolean" then return nil, "stream must be a boolean" end
   local b = msg.backend
   if type(b) ~= "table" then return nil, "backend must be an object" end
+  -- No cli and no name: the server's own default backend.
   local named = not absent(b.name) and b.name or nil
   if named ~= nil and not name_ok(named) then return nil, "backend.name must be a non-empty string" end
-  if named == nil or not absent(b.cli) then
+  if not absent(b.cli) then
     if not name_ok(b.cli) then return nil, "backend.cli must be a non-empty string (the CLI's absolute path)" end
     if b.cli:sub(1, 1) ~= "/" then return nil, "backend.cli must be an absolute path" end
   end

@@ -37,6 +37,7 @@ extern char **environ;
 
 struct opts {
     const char *message, *model, *mode, *protocol, *session;
+    int protocol_given;   /* by --protocol (not KIRO_PROTOCOL) */
     long long timeout_ms; /* 0: the runtime's default */
     int stream, raw;
 };
@@ -98,7 +99,7 @@ static int parse(int argc, char **argv, struct opts *o)
         else if (!strcmp(a, "--mode"))
             o->mode = v;
         else if (!strcmp(a, "--protocol"))
-            o->protocol = v;
+            o->protocol = v, o->protocol_given = 1;
         else if (!strcmp(a, "--session"))
             o->session = v;
         else if (!strcmp(a, "--timeout-ms")) {
@@ -133,13 +134,15 @@ static int parse(int argc, char **argv, struct opts *o)
 }
 
 /* The backend's path as the server must see it (absolute: the server's
- * working directory is not ours), as cli.lua finds it. 0, or -1. */
+ * working directory is not ours), as cli.lua finds it: 0, or -1. With no
+ * KIRO_CLI_PATH the agent has no backend of its own (buf empty, 0): the
+ * server's counts. */
 static int backend_path(char *buf, size_t n)
 {
     const char *cli = nonempty_env("KIRO_CLI_PATH");
     if (!cli) {
-        if (kos_which("kiro-cli", buf, n) != 0)
-            return -1;
+        buf[0] = '\0';
+        return 0;
     } else if (strchr(cli, '/') || kos_which(cli, buf, n) != 0) {
         if (strlen(cli) >= n)
             return -1;
@@ -171,10 +174,25 @@ static int daemon_allowed(void)
     return 0;
 }
 
+static char *finish_request(const struct opts *o, json_t *backend, json_t *prompt, size_t *len);
+
 /* The request line, as kiro.client sends it; NULL to decline (a prompt that
  * is not UTF-8: jansson refuses it, and cli.lua says so). */
 static char *request_line(const struct opts *o, const char *cli, size_t *len)
 {
+    if (!*cli) { /* none of our own: the server's, under our flags */
+        json_t *backend = json_pack("{s:s}", "mode", o->mode);
+        if (o->protocol_given)
+            json_object_set_new(backend, "protocol", json_string(o->protocol));
+        json_t *prompt = json_string(o->message);
+        if (!backend || !prompt ||
+            (o->model && json_object_set_new(backend, "model", json_string(o->model)) != 0)) {
+            json_decref(backend);
+            json_decref(prompt);
+            return NULL;
+        }
+        return finish_request(o, backend, prompt, len);
+    }
     json_t *env = json_object();
     for (char **e = environ; e && *e; e++) {
         const char *eq = strchr(*e, '=');
@@ -195,6 +213,12 @@ static char *request_line(const struct opts *o, const char *cli, size_t *len)
         json_decref(prompt);
         return NULL;
     }
+    return finish_request(o, backend, prompt, len);
+}
+
+/* The request line around its backend and prompt (both taken). */
+static char *finish_request(const struct opts *o, json_t *backend, json_t *prompt, size_t *len)
+{
     json_t *req = json_pack("{s:s, s:i, s:b, s:o, s:o, s:{s:s, s:i}}", "op", "request", "id", 1, "stream",
                             o->stream, "backend", backend, "prompt", prompt, "expect", "version",
                             KIRO_VERSION, "proto", KIPC_PROTO);
