@@ -440,6 +440,11 @@ static void test_jpick(void)
                           "{\"id\":99999999999999999999}" };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         CHECK(kjpick(bad[i], strlen(bad[i]), &p, f, &scratch) == -1);
+    /* What yajl would let through and jansson refuses: a lone low
+     * surrogate (bytes that are not UTF-8), a NUL in a key. */
+    static const char lone[] = "{\"id\":\"\\udc00\"}", nulkey[] = "{\"a\\u0000b\":1}";
+    CHECK(kjpick(lone, sizeof lone - 1, &p, f, &scratch) == -1);
+    CHECK(kjpick(nulkey, sizeof nulkey - 1, &p, f, &scratch) == -1);
     /* Nesting deeper than a path can name is parsed and passed over. */
     char deep[4096];
     size_t n = 0;

@@ -13,6 +13,8 @@
 #include <string.h>
 #include <yajl/yajl_parse.h>
 
+#include "jsonstr.h"
+
 typedef unsigned mask_t; /* a bit per path: KJPICK_MAX <= 16 */
 
 typedef struct level {
@@ -212,6 +214,13 @@ static int on_string(void *ud, const unsigned char *s, size_t n)
         return 1;
     uintptr_t at = (uintptr_t)s, lo = (uintptr_t)k->json;
     int copied = n && (at < lo || at + n > lo + k->len);
+    size_t esc;
+    /* Decoded from escapes: yajl lets a lone low surrogate through as bytes
+     * that are not UTF-8, where jansson refuses the line: so do we. */
+    if (copied && kjstr_measure((const char *)s, n, &esc, NULL) != 0) {
+        k->not_object = 1;
+        return 0;
+    }
     size_t off = k->scratch->len;
     if (copied)
         kbuf_append(k->scratch, s, n);
@@ -292,6 +301,11 @@ static int same_bytes(const char *a, const char *b, size_t n)
 static int on_key(void *ud, const unsigned char *s, size_t n)
 {
     pick *k = ud;
+    size_t esc;
+    if (memchr(s, '\0', n) || kjstr_measure((const char *)s, n, &esc, NULL) != 0) {
+        k->not_object = 1; /* a key jansson refuses */
+        return 0;
+    }
     k->prev = yajl_get_bytes_consumed(k->h);
     if (k->depth > KJPICK_DEPTH)
         return 1;

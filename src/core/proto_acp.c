@@ -767,8 +767,11 @@ static void acp_decode(void *state, const char *line, size_t len, const kproto_s
     if (method && f[F_ID].type != KJP_ABSENT && f[F_ID].type != KJP_NULL) {
         /* A request: rare, and answered from jansson's tree. */
         json_t *msg = json_loadb(line, len, JSON_ALLOW_NUL, NULL);
-        on_agent_request(a, json_object_get(msg, "id"), json_string_value(json_object_get(msg, "method")),
-                         json_object_get(msg, "params"), sink);
+        const char *name = json_string_value(json_object_get(msg, "method"));
+        if (!name) /* jansson refuses what the picker took (a lone high surrogate) */
+            sink->noise(sink->ud, line, len, "not a JSON object");
+        else
+            on_agent_request(a, json_object_get(msg, "id"), name, json_object_get(msg, "params"), sink);
         json_decref(msg);
     } else if (method) {
         on_notification(a, f, line, len, sink);
