@@ -23,8 +23,9 @@ return function()
 
   local rearm
   local function drive()
-    kiro.step(0)
-    rearm()
+    local ok, err = pcall(kiro.step, 0)
+    rearm() -- whatever the step did: kiro's next timer stays set
+    if not ok then error(err, 0) end
   end
   function rearm()
     if task then
