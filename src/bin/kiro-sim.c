@@ -378,6 +378,7 @@ static void wait_gate(void)
 {
     if (!gate_path)
         return;
+    out_flush(); /* what came before the gate is out, as a real stream's would be */
     while (!exists(gate_path))
         sleep_ms(5);
 }
@@ -906,7 +907,9 @@ static void serve_acp_prompt(const message *m, struct session *ses, const char *
                 break;
             }
         }
-        /* At the gate, a cancel still gets through. */
+        /* At the gate (what came before it out), a cancel still gets through. */
+        if (i + 1 == k && gate_path)
+            out_flush();
         while (i + 1 == k && gate_path && !exists(gate_path) && !cancelled) {
             cancelled = cancel_arrived(sid);
             sleep_ms(5);
