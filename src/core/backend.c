@@ -1,6 +1,7 @@
 #include "backend.h"
 
 #include <assert.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,10 @@ struct kbackend {
     kpool *pool;       /* its daemons; NULL until the first daemon request */
     uv_timer_t linger; /* unused: how long its pool stays warm */
     uint64_t t_unused; /* when the last reference went */
+    kconfig cfg;       /* the runtime's settings, its own over them */
+    kbackend_setting *own;
+    size_t nown;
+    int retired; /* goes as soon as nothing holds it (kbackend_retire) */
 };
 
 /* ---- one block ------------------------------------------------------------
@@ -175,6 +180,13 @@ static char *make_key(const kbackend_spec *s, size_t *len)
     for (size_t i = 0; i < ne; i++)
         kbuf_append(&k, env[i], strlen(env[i]) + 1);
     free(env);
+    kbuf_append(&k, "\x01", 1);
+    for (size_t i = 0; i < s->nsettings; i++) { /* offset, size, value */
+        const kbackend_setting *o = &s->settings[i];
+        kbuf_append(&k, &o->offset, sizeof o->offset);
+        kbuf_append(&k, &o->size, sizeof o->size);
+        kbuf_append(&k, o->value, o->size);
+    }
     *len = k.len;
     return k.data;
 }
@@ -193,6 +205,14 @@ static kbackend *lay_out(layout *l, const kbackend_spec *s, const char *key, siz
     char **aargv = strcmp(s->protocol, "auto") == 0 ? put_argv(l, s->cli, s->acp_args, argv_model) : NULL;
     char **oargv = put_argv(l, s->cli, s->oneshot_args, s->model);
     char **env = put_env(l, s->env);
+    kbackend_setting *own = take(l, s->nsettings * sizeof *own, _Alignof(kbackend_setting));
+    for (size_t i = 0; i < s->nsettings; i++) {
+        void *v = take(l, s->settings[i].size, _Alignof(max_align_t));
+        if (v) {
+            memcpy(v, s->settings[i].value, s->settings[i].size);
+            own[i] = (kbackend_setting){ s->settings[i].offset, s->settings[i].size, v };
+        }
+    }
     if (b) {
         memset(b, 0, sizeof *b);
         memcpy((char *)k, key, klen);
@@ -205,6 +225,8 @@ static kbackend *lay_out(layout *l, const kbackend_spec *s, const char *key, siz
         b->alt_argv = aargv;
         b->oneshot_argv = oargv;
         b->env = env;
+        b->own = own;
+        b->nown = s->nsettings;
     }
     return b;
 }
@@ -227,6 +249,19 @@ static void destroy(kbackend *b, const char *msg)
     uv_close((uv_handle_t *)&b->linger, linger_closed);
 }
 
+/* How often a retired backend that requests still wait on looks again. */
+#define RETIRED_CHECK_MS 100
+
+/* The runtime's settings, its own over them. */
+static void settle_config(kbackend *b)
+{
+    b->cfg = b->set->core->cfg;
+    for (size_t i = 0; i < b->nown; i++)
+        memcpy((char *)&b->cfg + b->own[i].offset, b->own[i].value, b->own[i].size);
+    if (b->cfg.pool_min > b->cfg.pool_max) /* the runtime's minimum over its maximum */
+        b->cfg.pool_min = b->cfg.pool_max;
+}
+
 static int in_use(const kbackend *b)
 {
     return b->refs > 0 || (b->pool && kpool_busy(b->pool));
@@ -238,11 +273,14 @@ static void on_linger(uv_timer_t *t)
     if (b->refs > 0)
         return;
     if (in_use(b)) { /* nobody names it, but requests still wait on it */
-        uv_timer_start(&b->linger, on_linger, b->set->core->cfg.pool_idle_ms, 0);
+        uv_timer_start(&b->linger, on_linger, b->retired ? RETIRED_CHECK_MS : b->cfg.pool_idle_ms, 0);
         return;
     }
-    klog(KLOG_DEBUG, "kiro.provider", "backend %s unused for %llu ms: stopping its daemons", b->cli,
-         (unsigned long long)b->set->core->cfg.pool_idle_ms);
+    if (b->retired)
+        klog(KLOG_DEBUG, "kiro.provider", "backend %s retired: stopping its daemons", b->cli);
+    else
+        klog(KLOG_DEBUG, "kiro.provider", "backend %s unused for %llu ms: stopping its daemons", b->cli,
+             (unsigned long long)b->cfg.pool_idle_ms);
     destroy(b, "backend closed");
 }
 
@@ -299,6 +337,7 @@ kbackend *kbackend_get(kbackends *set, const kbackend_spec *spec, char *err, siz
     for (size_t i = 0; i < b->keylen; i++)
         h = (h ^ (unsigned char)b->key[i]) * 16777619u;
     snprintf(b->tag, sizeof b->tag, "%08x", (unsigned)h);
+    settle_config(b);
     uv_timer_init(set->core->loop, &b->linger);
     b->linger.data = b;
     klist_insert_tail(&set->all, &b->link);
@@ -311,6 +350,7 @@ void kbackend_ref(kbackend *b)
 {
     if (b->refs++ == 0)
         uv_timer_stop(&b->linger);
+    b->retired = 0; /* named again */
 }
 
 void kbackend_unref(kbackend *b)
@@ -319,7 +359,29 @@ void kbackend_unref(kbackend *b)
     if (--b->refs > 0)
         return;
     b->t_unused = uv_now(b->set->core->loop);
-    uv_timer_start(&b->linger, on_linger, b->set->core->cfg.pool_idle_ms, 0);
+    uv_timer_start(&b->linger, on_linger, b->retired ? 0 : b->cfg.pool_idle_ms, 0);
+}
+
+void kbackend_retire(kbackend *b)
+{
+    b->retired = 1;
+    if (b->refs == 0)
+        uv_timer_start(&b->linger, on_linger, 0, 0);
+}
+
+const kconfig *kbackend_config(const kbackend *b)
+{
+    return &b->cfg;
+}
+
+void kbackends_configure(kbackends *set)
+{
+    klist_foreach (n, &set->all) {
+        kbackend *b = klist_entry(n, kbackend, link);
+        settle_config(b);
+        if (b->pool)
+            kpool_configure(b->pool, &b->cfg);
+    }
 }
 
 const char *kbackend_key(const kbackend *b, size_t *len)
@@ -345,7 +407,7 @@ void kbackend_submit_daemon(kbackend *b, kreq *r)
     if (!b->pool) {
         kpool_spec spec = { b->cli,   b->model,         b->daemon_argv, b->env,
                             b->proto, b->alt_argv,      b->alt_proto,   protocol_settled,
-                            b,        b->session_model, b->tag };
+                            b,        b->session_model, b->tag,         &b->cfg };
         b->pool = kpool_new(core, &spec);
     }
     core->stats.daemon_requests++;

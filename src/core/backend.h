@@ -14,13 +14,23 @@
 #include "pool.h"
 #include "request.h"
 
+/* A setting a backend makes its own over the runtime's: `size` bytes at
+ * `offset` in kconfig (a pool's or a request's setting; see
+ * kbackend_config). */
+typedef struct kbackend_setting {
+    size_t offset, size;
+    const void *value;
+} kbackend_setting;
+
 typedef struct kbackend_spec {
     const char *cli, *model, *protocol; /* protocol: jsonl, acp, or auto */
     const char *const *daemon_args;     /* NULL-terminated */
     const char *const *acp_args;        /* auto: an ACP agent's, for a CLI with no `daemon` */
     int session_model; /* ACP agents get the model per session (session/set_model), not --model */
-    const char *const *oneshot_args; /* NULL-terminated */
-    const char *const *env;          /* extra KEY=VALUE, NULL-terminated */
+    const char *const *oneshot_args;  /* NULL-terminated */
+    const char *const *env;           /* extra KEY=VALUE, NULL-terminated */
+    const kbackend_setting *settings; /* its own, over the runtime's, sorted by offset */
+    size_t nsettings;
 } kbackend_spec;
 
 typedef struct kbackend kbackend;
@@ -42,6 +52,14 @@ void kbackends_init(kbackends *set, kcore *core);
 kbackend *kbackend_get(kbackends *set, const kbackend_spec *spec, char *err, size_t errlen);
 void kbackend_ref(kbackend *b);
 void kbackend_unref(kbackend *b);
+/* Its settings: the runtime's, with its own over them. */
+const kconfig *kbackend_config(const kbackend *b);
+/* The runtime's settings changed: every backend's follow, its own kept. */
+void kbackends_configure(kbackends *set);
+/* Nobody will name it again (a configuration no longer has it): once no
+ * reference holds it and no request waits on it, it goes at once, not
+ * after pool_idle_ms. */
+void kbackend_retire(kbackend *b);
 /* What tells it apart from every other backend: all its fields. */
 const char *kbackend_key(const kbackend *b, size_t *len);
 /* Serves r on its pool of daemons (started now if need be), or by a child

@@ -49,7 +49,7 @@ int kdaemon_room(const kdaemon *d)
 {
     if (d->state == KD_STOPPING)
         return 0;
-    int depth = d->core->cfg.pipeline_depth;
+    int depth = d->cfg->pipeline_depth;
     if (depth < 1)
         depth = 1;
     if (depth > DAEMON_MAX_DEPTH)
@@ -372,8 +372,9 @@ kdaemon *kdaemon_new(kcore *core, const kdaemon_opts *o, const kdaemon_cbs *cbs,
                       .env = o->env,
                       .log_target = "kiro.daemon",
                       .stderr_tail = DAEMON_STDERR_TAIL,
-                      .close_fds = core->cfg.close_fds };
+                      .close_fds = o->cfg->close_fds };
     d->core = core;
+    d->cfg = o->cfg;
     d->cbs = cbs;
     d->owner = owner;
     d->proto = o->proto;
@@ -388,7 +389,7 @@ kdaemon *kdaemon_new(kcore *core, const kdaemon_opts *o, const kdaemon_cbs *cbs,
     }
     d->pid = kproc_pid(d->proc);
     d->t_idle = uv_now(core->loop);
-    kjsonl_init(&d->fr, core->cfg.max_line_bytes);
+    kjsonl_init(&d->fr, d->cfg->max_line_bytes);
     d->pstate = o->proto->state_new ? o->proto->state_new(o->session_model) : NULL;
     if (o->proto->start) { /* a handshake, paid before the first request */
         kbuf hello = { 0 };
@@ -427,7 +428,7 @@ void kdaemon_assign(kdaemon *d, kreq *r)
     assert(d->count < DAEMON_MAX_DEPTH && kdaemon_room(d) > 0); /* the slot ring has room */
     if (d->count == 0)
         uv_timer_stop(&d->timer); /* the idle-shrink timer */
-    d->fr.max_line = d->core->cfg.max_line_bytes;
+    d->fr.max_line = d->cfg->max_line_bytes;
     d->slots[(d->head + d->count) % DAEMON_MAX_DEPTH] = (kdaemon_slot){ r, r->stream };
     d->count++;
     d->probes += r->internal;
@@ -450,7 +451,7 @@ static void on_timer(uv_timer_t *t)
     if (d->drains) {
         char msg[128];
         snprintf(msg, sizeof msg, "daemon pid %d did not finish an abandoned reply within %llu ms", d->pid,
-                 (unsigned long long)d->core->cfg.drain_ms);
+                 (unsigned long long)d->cfg->drain_ms);
         kdaemon_stop(d, msg);
     } else if (d->state == KD_READY) {
         d->cbs->idle_expired(d->owner, d);
@@ -502,7 +503,7 @@ static void daemon_abort(void *carrier, kreq *r, enum kreq_abort why)
          * daemon is replaced when that runs out. */
         update_state(d);
         if (must_drain && (!uv_is_active((uv_handle_t *)&d->timer) || d->count == d->drains))
-            uv_timer_start(&d->timer, on_timer, d->core->cfg.drain_ms, 0);
+            uv_timer_start(&d->timer, on_timer, d->cfg->drain_ms, 0);
         break;
     case KABORT_SHUTDOWN:
         kdaemon_stop(d, NULL);
@@ -572,9 +573,9 @@ void kdaemon_probe(kdaemon *d)
 {
     kcore *core = d->core;
     kreq_sink sink = { probe_chunk, probe_end, core, NULL, NULL };
-    kreq *r = kreq_new(core, core->cfg.probe_prompt, strlen(core->cfg.probe_prompt), 0, &sink);
+    kreq *r = kreq_new(core, d->cfg->probe_prompt, strlen(d->cfg->probe_prompt), 0, &sink);
     r->internal = 1;
-    r->timeout_ms = core->cfg.probe_timeout_ms;
+    r->timeout_ms = d->cfg->probe_timeout_ms;
     core->stats.probes++;
     klog(KLOG_DEBUG, "kiro.health", "probing idle daemon pid %d", d->pid);
     kreq_start(r);
@@ -598,7 +599,7 @@ void kdaemon_stop(kdaemon *d, const char *fault)
     /* A daemon that misbehaved gets no grace: it may be hung; nor does one
      * that only holds replies nobody wants any more. */
     if (fault || (d->count && d->count == d->drains))
-        kproc_terminate(d->proc, d->core->cfg.kill_grace_ms);
+        kproc_terminate(d->proc, d->cfg->kill_grace_ms);
     else
-        kproc_stop(d->proc, d->core->cfg.kill_grace_ms);
+        kproc_stop(d->proc, d->cfg->kill_grace_ms);
 }

@@ -41,6 +41,7 @@ typedef struct kdaemon_opts {
     char *const *env;
     const kproto_ops *proto;
     const char *session_model; /* chosen in each session (ACP), or NULL */
+    const kconfig *cfg;        /* its settings: its pool's, which outlives it */
 } kdaemon_opts;
 
 enum kdaemon_state { KD_READY, KD_BUSY, KD_DRAINING, KD_STOPPING };
@@ -59,6 +60,7 @@ struct kdaemon {
     kcore *core;
     const kdaemon_cbs *cbs;
     void *owner;
+    const kconfig *cfg;
     kproc *proc;
     int pid;
     kjsonl fr;

@@ -27,6 +27,7 @@ struct kpool {
     char *cli, *model; /* copies, for messages and stats */
     char tag[12];
     kpool_spec spec; /* borrowed from the backend while open */
+    kconfig cfg;     /* its backend's settings (a copy: it outlives its backend) */
     klist daemons;   /* kdaemon.link */
     int live;        /* daemons not stopping */
     klist queue;     /* kreq.queue: requests waiting for a daemon */
@@ -81,6 +82,7 @@ kpool *kpool_new(kcore *core, const kpool_spec *spec)
     kpool *p = kcalloc(1, sizeof *p);
     p->core = core;
     p->spec = *spec;
+    p->cfg = *spec->cfg;
     p->cli = kstrdup(spec->cli);
     p->model = spec->model ? kstrdup(spec->model) : NULL;
     snprintf(p->tag, sizeof p->tag, "%s", spec->tag ? spec->tag : "");
@@ -151,7 +153,7 @@ static void conv_lose(kpool *p, kconv *c, const char *fmt, ...)
  * the list is being walked). */
 static void convs_trim(kpool *p)
 {
-    while (p->nlost > p->core->cfg.session_max) {
+    while (p->nlost > p->cfg.session_max) {
         kconv *old = NULL;
         klist_foreach (n, &p->convs) {
             kconv *x = klist_entry(n, kconv, link);
@@ -181,7 +183,7 @@ static void conv_assign(kpool *p, kconv *c, kdaemon *d, kreq *r)
  * one is over. */
 static kconv *conv_new(kpool *p, const char *key, kdaemon *d)
 {
-    if (p->nconvs >= p->core->cfg.session_max) {
+    if (p->nconvs >= p->cfg.session_max) {
         kconv *lru = NULL;
         klist_foreach (n, &p->convs) {
             kconv *x = klist_entry(n, kconv, link);
@@ -189,7 +191,7 @@ static kconv *conv_new(kpool *p, const char *key, kdaemon *d)
                 lru = x;
         }
         conv_lose(p, lru, "session_max (%d) reached: the least recently used conversation was dropped",
-                  p->core->cfg.session_max);
+                  p->cfg.session_max);
         convs_trim(p);
     }
     kconv *c = kcalloc(1, sizeof *c);
@@ -267,7 +269,7 @@ static void convs_of_gone_daemon(kpool *p, kdaemon *d)
 
 static void convs_expire(kpool *p)
 {
-    uint64_t now = uv_now(p->core->loop), idle = p->core->cfg.session_idle_ms;
+    uint64_t now = uv_now(p->core->loop), idle = p->cfg.session_idle_ms;
     klist_foreach (n, &p->convs) {
         kconv *c = klist_entry(n, kconv, link);
         if (!c->lost[0] && now - c->t_used >= idle)
@@ -325,16 +327,22 @@ static kdaemon *roomy_daemon(kpool *p)
 static kdaemon *pick(kpool *p)
 {
     kdaemon *d = idle_daemon(p);
-    if (!d && p->state == KPOOL_OK && p->live < p->core->cfg.pool_max)
+    if (!d && p->state == KPOOL_OK && p->live < p->cfg.pool_max)
         d = spawn_daemon(p);
     return d ? d : roomy_daemon(p);
 }
 
 static void top_up(kpool *p)
 {
-    while (!p->closing && p->state == KPOOL_OK && p->live < p->core->cfg.pool_min)
+    while (!p->closing && p->state == KPOOL_OK && p->live < p->cfg.pool_min)
         if (!spawn_daemon(p))
             break;
+}
+
+void kpool_configure(kpool *p, const kconfig *cfg)
+{
+    p->cfg = *cfg;
+    top_up(p);
 }
 
 /* Serves the queue in order: a request goes to a daemon with room, and a
@@ -375,7 +383,7 @@ static const char *unavailable_reason(kpool *p, char *buf, size_t n)
 {
     if (p->state == KPOOL_COOLDOWN)
         snprintf(buf, n, "daemon restart limit reached (%d restarts within %llu ms); daemon mode paused: %s",
-                 p->core->cfg.restart_max, (unsigned long long)p->core->cfg.restart_window_ms, p->last_error);
+                 p->cfg.restart_max, (unsigned long long)p->cfg.restart_window_ms, p->last_error);
     else if (p->last_error[0])
         snprintf(buf, n, "daemon is restarting after a failure: %s", p->last_error);
     else
@@ -423,7 +431,7 @@ void kpool_submit(kpool *p, kreq *r)
         kreq_end(r, KERR_SPAWN, "%s", unavailable_reason(p, why, sizeof why));
         return;
     }
-    if (p->queued >= p->core->cfg.queue_max) {
+    if (p->queued >= p->cfg.queue_max) {
         kreq_end(r, KERR_OVERLOADED, "queue full: %d requests waiting for %s", p->queued, p->cli);
         return;
     }
@@ -449,7 +457,7 @@ static void on_timer(uv_timer_t *t)
 static int restarts_in_window(kpool *p, uint64_t now)
 {
     int n = 0;
-    uint64_t win = p->core->cfg.restart_window_ms;
+    uint64_t win = p->cfg.restart_window_ms;
     int count = p->nrestarts < RESTART_RING ? p->nrestarts : RESTART_RING;
     for (int i = 0; i < count; i++)
         if (now - p->restarts_at[i] <= win)
@@ -459,7 +467,7 @@ static int restarts_in_window(kpool *p, uint64_t now)
 
 static void record_failure(kpool *p, const char *reason)
 {
-    kconfig *c = &p->core->cfg;
+    const kconfig *c = &p->cfg;
     uint64_t now = uv_now(p->core->loop);
     snprintf(p->last_error, sizeof p->last_error, "%s", reason);
     p->failures++;
@@ -496,7 +504,7 @@ static kdaemon *spawn_daemon(kpool *p)
 {
     char err[512];
     kdaemon_opts o = { p->spec.argv, p->spec.env, p->spec.proto,
-                       p->spec.proto == &kproto_acp ? p->spec.session_model : NULL };
+                       p->spec.proto == &kproto_acp ? p->spec.session_model : NULL, &p->cfg };
     assert(!p->closing);
     kdaemon *d = kdaemon_new(p->core, &o, &daemon_cbs, p, err, sizeof err);
     if (!d) {
@@ -524,14 +532,14 @@ static void on_daemon_idle(void *owner, kdaemon *d)
         return;
     }
     dispatch(p);
-    if (d->state == KD_READY && p->live > p->core->cfg.pool_min && !holds_convs(p, d))
-        kdaemon_arm_idle(d, p->core->cfg.pool_idle_ms);
+    if (d->state == KD_READY && p->live > p->cfg.pool_min && !holds_convs(p, d))
+        kdaemon_arm_idle(d, p->cfg.pool_idle_ms);
 }
 
 static void on_daemon_idle_expired(void *owner, kdaemon *d)
 {
     kpool *p = owner;
-    if (p->live > p->core->cfg.pool_min && !holds_convs(p, d)) {
+    if (p->live > p->cfg.pool_min && !holds_convs(p, d)) {
         klog(KLOG_DEBUG, "kiro.provider", "stopping idle daemon pid %d", d->pid);
         kdaemon_stop(d, NULL);
     }
@@ -623,7 +631,7 @@ int kpool_busy(const kpool *p)
 
 void kpool_health_check(kpool *p)
 {
-    kconfig *c = &p->core->cfg;
+    const kconfig *c = &p->cfg;
     uint64_t now = uv_now(p->core->loop);
     convs_expire(p);
     klist_foreach (n, &p->daemons) {

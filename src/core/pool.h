@@ -33,10 +33,13 @@ typedef struct kpool_spec {
     void *ud;
     const char *session_model; /* ACP: the model each session is set to, or NULL */
     const char *tag;           /* a short name for its backend among others of the same CLI (copied) */
+    const kconfig *cfg;        /* its settings (copied) */
 } kpool_spec;
 
 kpool *kpool_new(kcore *core, const kpool_spec *spec);
 void kpool_submit(kpool *p, kreq *r);
+/* Its settings changed (copied): what they bound from now on follows them. */
+void kpool_configure(kpool *p, const kconfig *cfg);
 /* Requests waiting in its queue or on its daemons' wires. */
 int kpool_busy(const kpool *p);
 /* Passive: a daemon stopped by a job-control signal ('T'), or a zombie, is

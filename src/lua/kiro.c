@@ -66,6 +66,7 @@ static const luaL_Reg core_fns[] = {
     /* lconfig.c */
     { "configure", l_configure },
     { "config", l_config },
+    { "backend_settings", l_backend_settings },
     { "stats", l_stats },
     { "log", l_log },
     { "log_enabled", l_log_enabled },

@@ -3,6 +3,7 @@
  * kiro.c. */
 
 #define BACKEND_MT "kiro.backend"
+#define MAX_BACKEND_SETTINGS 32 /* room for every one (lconfig.c checks) */
 
 /* A handle holds one reference to a C backend (core/backend.c), dropped by
  * handle:close() or when the handle is collected. */
@@ -80,6 +81,17 @@ static int backend_close(lua_State *L)
     return 0;
 }
 
+/* backend:retire(): closes the handle, and the backend goes as soon as no
+ * other handle holds it and no request waits on it (a configuration no
+ * longer names it), not after pool_idle_ms. */
+static int backend_retire(lua_State *L)
+{
+    lbackend *h = luaL_checkudata(L, 1, BACKEND_MT);
+    if (h->b && h->x->rt)
+        kbackend_retire(h->b);
+    return backend_close(L);
+}
+
 static lbackend *check_backend(lua_State *L, int idx)
 {
     lbackend *h = luaL_checkudata(L, idx, BACKEND_MT);
@@ -99,11 +111,16 @@ static int backend_key(lua_State *L)
 static const luaL_Reg backend_methods[] = {
     { "key", backend_key },
     { "close", backend_close },
+    { "retire", backend_retire },
     { NULL, NULL },
 };
 
+static size_t backend_settings(lua_State *L, int t, kconfig *vals, kbackend_setting *out); /* lconfig.c */
+
 /* core.backend{ cli=, model=, protocol= (jsonl, acp or auto), daemon_args=,
- *               acp_args= (auto: an ACP agent's), oneshot_args=, env= }
+ *               acp_args= (auto: an ACP agent's), oneshot_args=, env=,
+ *               settings= { pool_max = 4, timeout_ms = ..., ... } (its own,
+ *               over the runtime's: core.backend_settings() names them) }
  *   -> handle, or nil, message, "overloaded" (max_backends in use) */
 static int l_backend(lua_State *L)
 {
@@ -126,6 +143,15 @@ static int l_backend(lua_State *L)
     lua_pop(L, 1);
     spec.oneshot_args = scratch_strings(L, 1, 2, "oneshot_args", 0);
     spec.env = scratch_strings(L, 1, 2, "env", 1);
+    kconfig vals;
+    kbackend_setting own[MAX_BACKEND_SETTINGS];
+    spec.settings = own;
+    spec.nsettings = 0;
+    if (lua_getfield(L, 1, "settings") == LUA_TTABLE)
+        spec.nsettings = backend_settings(L, lua_gettop(L), &vals, own);
+    else if (!lua_isnil(L, -1))
+        return luaL_error(L, "backend: settings must be a table");
+    lua_pop(L, 1);
     lbackend *h = lua_newuserdatauv(L, sizeof *h, 0);
     h->b = NULL;
     h->x = x;

@@ -9,37 +9,39 @@ static const struct cfg_field {
     size_t offset;
     enum cfg_type type;
     lua_Integer min, max;
+    int per_backend; /* a backend may set it for itself (core.backend's settings) */
 } cfg_fields[] = {
-#define F(name, type, min, max)                        \
-    {                                                  \
-#name, offsetof(kconfig, name), type, min, max \
+#define F(name, type, min, max, per_backend)                        \
+    {                                                               \
+#name, offsetof(kconfig, name), type, min, max, per_backend \
     }
-    F(max_line_bytes, CFG_SIZE, 64, 1 << 30),
-    F(pool_min, CFG_INT, 0, 1024),
-    F(pool_max, CFG_INT, 1, 1024),
-    F(queue_max, CFG_INT, 0, 1000000),
-    F(pool_idle_ms, CFG_U64, 0, MAX_MS),
-    F(max_backends, CFG_INT, 1, 4096),
-    F(kill_grace_ms, CFG_U64, 0, MAX_MS),
-    F(drain_ms, CFG_U64, 0, MAX_MS),
-    F(restart_backoff_ms, CFG_U64, 0, MAX_MS),
-    F(restart_backoff_max_ms, CFG_U64, 0, MAX_MS),
-    F(restart_max, CFG_INT, 0, 1000000),
-    F(restart_window_ms, CFG_U64, 0, MAX_MS),
-    F(cooldown_ms, CFG_U64, 0, MAX_MS),
-    F(pipeline_depth, CFG_INT, 1, KIRO_MAX_PIPELINE_DEPTH),
-    F(health_interval_ms, CFG_U64, 0, MAX_MS),
-    F(probe_interval_ms, CFG_U64, 0, MAX_MS),
-    F(probe_timeout_ms, CFG_U64, 1, MAX_MS),
-    F(close_fds, CFG_BOOL, 0, 1),
-    F(timeout_ms, CFG_U64, 0, MAX_MS),
-    F(first_chunk_timeout_ms, CFG_U64, 0, MAX_MS),
-    F(stall_timeout_ms, CFG_U64, 0, MAX_MS),
-    F(session_max, CFG_INT, 1, 100000),
-    F(session_idle_ms, CFG_U64, 1, MAX_MS),
+    F(max_line_bytes, CFG_SIZE, 64, 1 << 30, 1),
+    F(pool_min, CFG_INT, 0, 1024, 1),
+    F(pool_max, CFG_INT, 1, 1024, 1),
+    F(queue_max, CFG_INT, 0, 1000000, 1),
+    F(pool_idle_ms, CFG_U64, 0, MAX_MS, 1),
+    F(max_backends, CFG_INT, 1, 4096, 0),
+    F(kill_grace_ms, CFG_U64, 0, MAX_MS, 1),
+    F(drain_ms, CFG_U64, 0, MAX_MS, 1),
+    F(restart_backoff_ms, CFG_U64, 0, MAX_MS, 1),
+    F(restart_backoff_max_ms, CFG_U64, 0, MAX_MS, 1),
+    F(restart_max, CFG_INT, 0, 1000000, 1),
+    F(restart_window_ms, CFG_U64, 0, MAX_MS, 1),
+    F(cooldown_ms, CFG_U64, 0, MAX_MS, 1),
+    F(pipeline_depth, CFG_INT, 1, KIRO_MAX_PIPELINE_DEPTH, 1),
+    F(health_interval_ms, CFG_U64, 0, MAX_MS, 0),
+    F(probe_interval_ms, CFG_U64, 0, MAX_MS, 1),
+    F(probe_timeout_ms, CFG_U64, 1, MAX_MS, 1),
+    F(close_fds, CFG_BOOL, 0, 1, 0),
+    F(timeout_ms, CFG_U64, 0, MAX_MS, 1),
+    F(first_chunk_timeout_ms, CFG_U64, 0, MAX_MS, 1),
+    F(stall_timeout_ms, CFG_U64, 0, MAX_MS, 1),
+    F(session_max, CFG_INT, 1, 100000, 1),
+    F(session_idle_ms, CFG_U64, 1, MAX_MS, 1),
 #undef F
 };
 #define NCFG (sizeof cfg_fields / sizeof cfg_fields[0])
+_Static_assert(NCFG + 1 <= MAX_BACKEND_SETTINGS, "room for a backend's every setting");
 
 static void cfg_push(lua_State *L, const kconfig *c, const struct cfg_field *f)
 {
@@ -85,6 +87,61 @@ static void cfg_set(lua_State *L, kconfig *c, const struct cfg_field *f)
     }
 }
 
+/* probe_prompt from the value on top of the stack, into c; raises for
+ * anything but a string of 1 to 255 bytes. */
+static void probe_prompt_set(lua_State *L, kconfig *c, const char *who)
+{
+    size_t n;
+    const char *v = lua_tolstring(L, -1, &n);
+    if (lua_type(L, -1) != LUA_TSTRING || n == 0 || n >= sizeof c->probe_prompt)
+        luaL_error(L, "%s: probe_prompt must be a string of 1 to %d bytes", who,
+                   (int)sizeof c->probe_prompt - 1);
+    memset(c->probe_prompt, 0, sizeof c->probe_prompt);
+    memcpy(c->probe_prompt, v, n);
+}
+
+/* A backend's own settings, the table at t (core.backend's `settings`):
+ * each checked as configure checks it and kept in vals, and listed in out
+ * (room for NCFG + 1) in one order, the table's above. Raises for a name
+ * a backend cannot set. Returns how many. */
+static size_t backend_settings(lua_State *L, int t, kconfig *vals, kbackend_setting *out)
+{
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+        int ok = strcmp(k, "probe_prompt") == 0;
+        for (size_t i = 0; i < NCFG && !ok; i++)
+            ok = cfg_fields[i].per_backend && strcmp(k, cfg_fields[i].name) == 0;
+        if (!ok)
+            luaL_error(L, "backend: '%s' is not a setting a backend can have", k);
+        lua_pop(L, 1);
+    }
+    size_t n = 0;
+    int min_set = 0, max_set = 0;
+    for (size_t i = 0; i < NCFG; i++) {
+        const struct cfg_field *f = &cfg_fields[i];
+        if (lua_getfield(L, t, f->name) != LUA_TNIL) {
+            cfg_set(L, vals, f);
+            size_t size = f->type == CFG_INT || f->type == CFG_BOOL ? sizeof(int)
+                          : f->type == CFG_SIZE                     ? sizeof(size_t)
+                                                                    : sizeof(uint64_t);
+            out[n++] = (kbackend_setting){ f->offset, size, (char *)vals + f->offset };
+            min_set |= f->offset == offsetof(kconfig, pool_min);
+            max_set |= f->offset == offsetof(kconfig, pool_max);
+        }
+        lua_pop(L, 1);
+    }
+    if (min_set && max_set && vals->pool_min > vals->pool_max)
+        luaL_error(L, "backend: pool_min (%d) exceeds pool_max (%d)", vals->pool_min, vals->pool_max);
+    if (lua_getfield(L, t, "probe_prompt") != LUA_TNIL) {
+        probe_prompt_set(L, vals, "backend");
+        out[n++] = (kbackend_setting){ offsetof(kconfig, probe_prompt), sizeof vals->probe_prompt,
+                                       vals->probe_prompt };
+    }
+    lua_pop(L, 1);
+    return n;
+}
+
 /* core.configure(options [, check_only]): the core's options, all checked
  * before any is set (check_only: none is). */
 static int l_configure(lua_State *L)
@@ -98,12 +155,7 @@ static int l_configure(lua_State *L)
     while (lua_next(L, 1)) {
         const char *k = luaL_checkstring(L, -2);
         if (strcmp(k, "probe_prompt") == 0) {
-            size_t n;
-            const char *v = lua_tolstring(L, -1, &n);
-            if (lua_type(L, -1) != LUA_TSTRING || n == 0 || n >= sizeof c.probe_prompt)
-                return luaL_error(L, "configure: probe_prompt must be a string of 1 to %d bytes",
-                                  (int)sizeof c.probe_prompt - 1);
-            memcpy(c.probe_prompt, v, n + 1);
+            probe_prompt_set(L, &c, "configure");
             lua_pop(L, 1);
             continue;
         }
@@ -121,8 +173,24 @@ static int l_configure(lua_State *L)
     if (check_only)
         return 0;
     x->rt->core.cfg = c;
+    kbackends_configure(&x->rt->backends);
     krt_health_start(x->rt);
     return 0;
+}
+
+/* core.backend_settings() -> { name = true } for each setting a backend
+ * may make its own */
+static int l_backend_settings(lua_State *L)
+{
+    lua_createtable(L, 0, (int)NCFG);
+    for (size_t i = 0; i < NCFG; i++)
+        if (cfg_fields[i].per_backend) {
+            lua_pushboolean(L, 1);
+            lua_setfield(L, -2, cfg_fields[i].name);
+        }
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "probe_prompt");
+    return 1;
 }
 
 static int l_config(lua_State *L)
@@ -238,24 +306,27 @@ static int l_stats(lua_State *L)
     return 1;
 }
 
-/* The log's lines to a Lua function, on the thread that runs kiro now
- * (the one whose call into the core, or whose step, logs). A function that
- * fails, or yields, costs the line and a note on stderr. */
+/* The log's lines to a Lua function, called on a thread of its own (its
+ * function at the bottom of that thread's stack): whichever coroutine logs,
+ * alive or not, the function runs on a stack that is there. A function
+ * that fails, or yields, costs the line and a note on stderr. */
 static void lua_log_sink(void *ud, enum klog_level lvl, const char *target, const char *msg)
 {
     lrt *x = ud;
-    lua_State *L = x->L;
-    if (!L || x->log_ref == LUA_NOREF || !lua_checkstack(L, 4)) {
+    lua_State *T = x->log_thread;
+    if (!T || !lua_checkstack(T, 4)) {
         fprintf(stderr, "[%s %s] %s\n", klog_level_name(lvl), target, msg);
         return;
     }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, x->log_ref);
-    lua_pushstring(L, klog_level_name(lvl));
-    lua_pushstring(L, target);
-    lua_pushstring(L, msg);
-    if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
-        fprintf(stderr, "[ERROR kiro.log] the log function failed: %s\n", luaL_tolstring(L, -1, NULL));
-        lua_pop(L, 2);
+    lua_pushvalue(T, 1);
+    lua_pushstring(T, klog_level_name(lvl));
+    lua_pushstring(T, target);
+    lua_pushstring(T, msg);
+    if (lua_pcall(T, 3, 0, 0) != LUA_OK) {
+        const char *e = lua_tostring(T, -1);
+        fprintf(stderr, "[ERROR kiro.log] the log function failed: %s\n",
+                e ? e : "(an error that is not a string)");
+        lua_settop(T, 1);
     }
 }
 
@@ -264,23 +335,24 @@ static void lua_log_sink(void *ud, enum klog_level lvl, const char *target, cons
 static int l_set_log_sink(lua_State *L)
 {
     lrt *x = lua_touserdata(L, lua_upvalueindex(1));
+    klog_set_sink(NULL, NULL);
     luaL_unref(L, LUA_REGISTRYINDEX, x->log_ref);
     x->log_ref = LUA_NOREF;
-    if (lua_isnoneornil(L, 1)) {
-        klog_set_sink(NULL, NULL);
+    x->log_thread = NULL;
+    if (lua_isnoneornil(L, 1))
         return 0;
-    }
     luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_State *T = lua_newthread(L);
+    x->log_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* anchors the thread, which holds fn */
     lua_pushvalue(L, 1);
-    x->log_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    x->L = L;
+    lua_xmove(L, T, 1);
+    x->log_thread = T;
     klog_set_sink(lua_log_sink, x);
     return 0;
 }
 
 static int l_log(lua_State *L)
 {
-    ((lrt *)lua_touserdata(L, lua_upvalueindex(1)))->L = L; /* a log sink runs here */
     const char *lvl = luaL_checkstring(L, 1);
     const char *target = luaL_checkstring(L, 2);
     const char *msg = luaL_checkstring(L, 3);

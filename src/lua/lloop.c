@@ -312,6 +312,7 @@ static int rt_gc(lua_State *L)
     x->closed = 1;
     if (x->log_ref != LUA_NOREF) /* the state goes: the log goes back to stderr */
         klog_set_sink(NULL, NULL);
+    x->log_thread = NULL;
     x->L = NULL; /* no Lua callbacks from here on */
     if (!x->rt)
         return 0;

@@ -132,7 +132,7 @@ static int l_request(lua_State *L)
     kreq *r = kreq_new(&x->rt->core, prompt, plen, stream, &sink);
     x->rt->core.stats.requests++;
     q->r = r;
-    const kconfig *cfg = &x->rt->core.cfg;
+    const kconfig *cfg = kbackend_config(b->b);
     r->timeout_ms = field_ms(L, 3, "timeout_ms", cfg->timeout_ms);
     r->first_chunk_ms = field_ms(L, 3, "first_chunk_timeout_ms", cfg->first_chunk_timeout_ms);
     r->stall_ms = field_ms(L, 3, "stall_timeout_ms", cfg->stall_timeout_ms);
