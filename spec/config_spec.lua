@@ -53,13 +53,19 @@ return {
         ':2: channels.telegram.draft_update_interval_ms: expected an integer >= 250, got "100"$' },
       { "return {\n  server = {\n    idle_ms = -5,\n  },\n}\n",
         ':3: server.idle_ms: expected an integer >= 0, got "%-5"$' },
-      { "return { policies = {} }\n", ":1: policies: not supported yet" },
+      { "return { policies = { \"nope\" } }\n", ':1: policies: policies%[1%]: no policy named "nope" %(looked for ' },
+      { "return {\n  pool_max = 1,\n  policies = { { route = 1 } },\n}\n",
+        ":3: policies: policies%[1%] %(policy1%): route must be a function$" },
       { "return {\n  templates = { bot = { sytem = \"x\" } },\n}\n",
-        ":2: templates: templates.bot.sytem: unknown setting" },
-      { "return {\n  backends = {\n    fast = { cli_path = \"/bin/x\", pool_max = 3 },\n  },\n}\n",
-        ":2: backends: backends.fast.pool_max: unknown setting" },
+        ":2: templates.bot.sytem: unknown setting" },
+      { "return {\n  pool_max = 2,\n  backends = {\n    fast = { cli_path = \"/bin/x\", pool_max = \"4\" },\n  },\n}\n",
+        ':4: backends.fast.pool_max: expected an integer from 1 to 1024, got "4"$' },
+      { "return {\n  backends = {\n    fast = { cli_path = \"/bin/x\", pool_maks = 3 },\n  },\n}\n",
+        ":3: backends.fast.pool_maks: unknown setting$" },
+      { "return {\n  backends = {\n    fast = { cli_path = \"/bin/x\", cache = 1 },\n  },\n}\n",
+        ":3: backends.fast.cache: expected a boolean, got number$" },
       { "return { default_backend = \"nope\" }\n", ':1: default_backend: no backend is named "nope"$' },
-      { "return { trust = { kinds = { \"nope\" } } }\n", ':1: trust: trust.kinds: "nope" is not an ACP tool kind' },
+      { "return { trust = { kinds = { \"nope\" } } }\n", ':1: trust.kinds: "nope" is not an ACP tool kind' },
     }
     for _, c in ipairs(cases) do
       local path = file(c[1])
@@ -67,9 +73,18 @@ return {
       assert.are.equal(1, r.code, c[1])
       assert.matches("^kiro%-rt: config: " .. path:gsub("%p", "%%%0") .. c[2], r.err:gsub("\n$", ""))
     end
-    -- Others may write it: refused, as ssh refuses such a file.
-    local path = file("return { pool_max = 3 }\n", "666")
+    -- A plugin that raises as it loads: its own file and line too.
+    local path = file("return {\n  policies = { { \"boom\", level = 3 } },\n}\n")
+    local dir = path:match("^(.*)/")
+    assert(os.execute("mkdir " .. H.q(dir .. "/policies")))
+    H.write_file(dir .. "/policies/boom.lua", "return function(o)\n  error('no level ' .. o.level)\nend\n")
     local r = check(path)
+    assert.are.equal(1, r.code)
+    local plugin = dir:gsub("%p", "%%%0") .. "/policies/boom.lua"
+    assert.matches(":2: policies: policies%[1%] %(boom%): " .. plugin .. ":2: no level 3", r.err)
+    -- Others may write it: refused, as ssh refuses such a file.
+    path = file("return { pool_max = 3 }\n", "666")
+    r = check(path)
     assert.are.equal(1, r.code)
     assert.matches("refused: others can write it %(mode 666; chmod go%-w ", r.err)
     -- run and serve refuse to start on it, with the same message.

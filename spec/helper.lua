@@ -318,6 +318,8 @@ function H.setup(knobs, options)
   for k, v in pairs(base_config) do cfg[k] = v end
   for k, v in pairs { cli_path = H.sim, env = env, mode = "auto", model = false,
                       protocol = false, acp_model = false, permission = false, -- back to the environment's
+                      policies = false, backends = false, default_backend = false, templates = false,
+                      trust = false, policy_timeout_ms = false,
                       log = os.getenv("KIRO_LOG") or "warn",
                       timeout_ms = 20000, first_chunk_timeout_ms = 15000, stall_timeout_ms = 15000,
                       cache = false, cache_ttl_ms = 300000, cache_max_bytes = 64 * 1024 * 1024,

@@ -59,17 +59,18 @@ local NO_OPTS = setmetatable({}, { __newindex = function() error("read-only", 2)
 
 -- A call that names a backend (opts.backend; else the default_backend
 -- configured, when the call names no CLI of its own) gets that backend's
--- settings under its own: a new table (opts.named: the backend's). nil
--- and a message for a name no backend has.
-local function resolve(opts)
+-- settings under its own: a new table (opts.named: the backend's;
+-- opts.backend_name: its name, when the call takes it as it is; opts.raw:
+-- the caller's). nil and a message for a name no backend has.
+local function resolve(opts, g)
   local name = opts.backend
   if name == nil and opts.cli_path == nil then name = cfg.default_backend end
   if name == nil then return opts end
-  local b = config.named_backend(name)
+  local b = g.backends[name]
   if not b then return nil, ("no backend is named %q"):format(tostring(name)) end
   local r = {}
   for k, v in pairs(opts) do r[k] = v end
-  r.backend, r.named = nil, b
+  r.backend, r.named, r.raw = nil, b, opts
   r.cli_path, r.model, r.protocol = b.cli_path, opts.model or b.model, opts.protocol or b.protocol
   if b.env and opts.env then
     r.env = {}
@@ -78,7 +79,22 @@ local function resolve(opts)
   else
     r.env = opts.env or b.env
   end
+  if r.model == b.model and r.protocol == b.protocol and r.env == b.env then r.backend_name = name end
   return r
+end
+
+-- A template's check: the name is "default" or a configured one, and every
+-- variable it needs has a value. nil and what is wrong.
+local function check_template(name, history, vars)
+  if name == nil or name == "default" then return true end
+  local t = type(name) == "string" and config.named_template(name)
+  if not t then
+    return nil, ('template must be "default" (the seed\'s prompt form) or a configured one (got %q)')
+      :format(tostring(name))
+  end
+  local ok, err = template.form(t, name, history, vars)
+  if not ok then return nil, err end
+  return true
 end
 
 --- Checks a call's arguments; misuse raises at the caller of `fname`.
@@ -112,15 +128,8 @@ function call.check_opts(fname, prompt, opts)
     elseif k == "trust" then
       local ok, err = trust.check(v)
       if not ok then bad(err) end
-    elseif k == "template" then
-      local t = v ~= "default" and type(v) == "string" and config.named_template(v)
-      if v ~= "default" and not t then
-        bad(('template must be "default" (the seed\'s prompt form) or a configured one (got %q)'):format(tostring(v)))
-      end
-      if t then -- every variable it needs has a value
-        local ok, err = template.form(t, v, opts.history, opts.vars)
-        if not ok then bad(err) end
-      end
+    elseif k == "template" then -- luacheck: ignore 542
+      -- checked below, once history and vars are
     elseif k == "vars" then
       if type(v) ~= "table" then bad("vars must be a table of the template's {{variables}}") end
     elseif k == "history" then
@@ -140,10 +149,44 @@ function call.check_opts(fname, prompt, opts)
       bad(("unknown option '%s'"):format(tostring(k)))
     end
   end
+  do
+    local ok, err = check_template(opts.template, opts.history, opts.vars)
+    if not ok then bad(err) end
+  end
   ::resolved::
-  local resolved, err = resolve(opts)
+  local resolved, err = resolve(opts, config.current())
   if not resolved then bad(err) end
   return resolved
+end
+
+--- The policies' route hooks, on a request whose options are checked:
+--- the prompt and options to use (the same ones when no hook changed
+--- them), or nil and a message (the request fails, code "policy").
+---@param prompt string
+---@param opts table
+---@param g kiro.Generation
+---@return string|nil prompt, table|string opts_or_message
+function call.route(prompt, opts, g)
+  local raw = opts.raw or opts
+  local name = opts.backend_name or (opts.named and raw.backend) or nil
+  local req = { prompt = prompt, backend = name, model = opts.model, template = opts.template, vars = opts.vars }
+  local ok, err = g.chain.route(req)
+  if not ok then return nil, err end
+  if type(req.prompt) ~= "string" then return nil, "the route hooks left the request no prompt" end
+  if req.backend == name and req.model == opts.model and req.template == opts.template and req.vars == opts.vars then
+    return req.prompt, opts
+  end
+  local o = {}
+  for k, v in pairs(raw) do o[k] = v end
+  o.backend = req.backend
+  if req.model ~= opts.model then o.model = req.model end
+  o.template, o.vars = req.template, req.vars
+  if req.backend ~= nil and type(req.backend) ~= "string" then return nil, "route: backend must be a name" end
+  local checked, terr = check_template(o.template, o.history, o.vars)
+  if not checked then return nil, "route: " .. terr end
+  local r, rerr = resolve(o, g)
+  if not r then return nil, "route: " .. rerr end
+  return req.prompt, r
 end
 
 --- The CLI a call names: its own, else the configured one.
@@ -172,7 +215,17 @@ Call.__close = function(c) c:cancel() end
 -- nothing to fall back to.
 local function ended(c, code, msg)
   c.code, c.msg, c.final = code, msg, true
+  c:release()
   return c
+end
+
+--- A call that failed before it began (a route hook failed: code "policy").
+---@param code string
+---@param msg string
+---@return kiro.Call
+function call.failed(code, msg)
+  return ended(setmetatable({ false, opts = NO_OPTS, head = 1, tail = 0, h0 = core.hrtime(), mode = "daemon",
+    attempt = 1 }, Call), code, msg)
 end
 
 --- Opens a call (opts already checked); its first attempt is under way.
@@ -181,8 +234,10 @@ end
 ---@param stream boolean
 ---@param backend? userdata a handle for the backend, already resolved
 ---@param owned? boolean the call closes that handle when it is over
+---@param g? kiro.Generation the configuration it runs under (default: the one in force)
 ---@return kiro.Call
-function call.open(prompt, opts, stream, backend, owned)
+function call.open(prompt, opts, stream, backend, owned, g)
+  g = config.acquire(g)
   local mode, mode_err = opts.mode, nil
   if not mode then mode, mode_err = config.mode() end
   -- One table per call, sized once: every field a call uses on its way
@@ -199,7 +254,8 @@ function call.open(prompt, opts, stream, backend, owned)
     code = nil, msg = nil, head = 1, tail = 0, seen = nil,
     -- An agent's permission requests come to Lua when a hook or a trust
     -- list decides them (and its tool calls, by id, to know what is asked).
-    asks = (opts.permission or cfg.permission or opts.trust or cfg.trust) and true or nil, tools = nil,
+    asks = (opts.permission or g.permission or opts.trust or g.trust or g.chain.permission) and true or nil,
+    tools = nil, gen = g, -- the configuration it runs under, until it ends
     session = opts.session, -- an ACP conversation's key (core.request reads it)
     pre = nil, post = nil,  -- opts.template's form around the prompt (core.request reads them)
   }, Call)
@@ -213,23 +269,21 @@ function call.open(prompt, opts, stream, backend, owned)
     c.first_chunk_timeout_ms = opts.first_chunk_timeout_ms
     c.stall_timeout_ms = opts.stall_timeout_ms
   end
-  if not mode then return c:release() or ended(c, "config", mode_err) end
+  if not mode then return ended(c, "config", mode_err) end
   if opts.session and mode == "oneshot" then
-    c:release()
     return ended(c, "config", "a conversation (opts.session) needs a long-lived ACP agent; oneshot has none")
   end
   local cli = call.cli_of(opts)
   if not cli then
-    c:release()
     return ended(c, "spawn", "no backend: kiro-cli is not on PATH and KIRO_CLI_PATH is not set")
   end
   if #prompt > cfg.max_request_bytes then
-    c:release()
     return ended(c, "overloaded",
       ("the prompt is %d bytes; max_request_bytes is %d"):format(#prompt, cfg.max_request_bytes))
   end
   if not c.backend then
-    local b, owned_or_err, code = config.backend(cli, call.model_of(opts), opts.env, opts.protocol, opts.named)
+    local b, owned_or_err, code = config.backend(cli, call.model_of(opts), opts.env, opts.protocol, opts.named,
+      opts.backend_name, g)
     if not b then return ended(c, code, owned_or_err) end
     c.backend, c.owns = b, owned_or_err
   end
@@ -241,9 +295,15 @@ local function elapsed_ms(c)
   return (core.hrtime() - c.h0) // 1000000
 end
 
--- The call's whole timeout_ms (0: none).
+-- The call's whole timeout_ms (0: none): its own, its backend's, the runtime's.
 local function limit_ms(c)
-  return c.opts.timeout_ms or core.config("timeout_ms")
+  local o = c.opts
+  return o.timeout_ms or o.named and o.named.timeout_ms or core.config("timeout_ms")
+end
+
+-- The name of the backend a call's options name, if any.
+local function backend_name(opts)
+  return opts.backend_name or (opts.named and (opts.raw or opts).backend) or nil
 end
 
 --- Makes the attempt's request.
@@ -297,16 +357,26 @@ function Call:recover()
     code = self.code, message = self.msg, mode = self.mode,
     requested_mode = self.opts.mode or config.mode(), attempt = self.attempt,
     delivered = false, remaining_ms = remaining,
-    prompt = self.prompt, opts = self.opts,
+    prompt = self.prompt, opts = self.opts, backend = backend_name(self.opts),
   }
-  local p = cfg.policy
-  local ok, action = pcall(type(p) == "function" and p or p.decide, failure)
-  if not ok then
-    log("error", "kiro.policy", "policy raised an error; failing the request: " .. tostring(action))
-    return false
+  local g = self.gen
+  local action = g.chain.decide and g.chain.decide(failure)
+  if action == nil then
+    local p = g.policy
+    local ok
+    ok, action = pcall(type(p) == "function" and p or p.decide, failure)
+    if not ok then
+      log("error", "kiro.policy", "policy raised an error; failing the request: " .. tostring(action))
+      return false
+    end
   end
   local stats = call.stats
-  if action == "oneshot" then
+  if type(action) == "table" and type(action.backend) == "string" then
+    if not self:fail_over(action.backend) then return false end
+    stats.fallbacks = stats.fallbacks + 1
+    M().fallback(self.code)
+    stats.fallbacks_by_reason[self.code] = (stats.fallbacks_by_reason[self.code] or 0) + 1
+  elseif action == "oneshot" then
     if self.code == "spawn" and self.mode == "daemon" then
       log("warn", "kiro.provider", "Failed to start daemon, falling back to oneshot: " .. self.msg)
     else
@@ -339,7 +409,7 @@ function Call:recover()
     return false
   else
     log("error", "kiro.policy",
-      ("policy returned %q; expected oneshot, retry, replay or fail"):format(tostring(action)))
+      ("policy returned %q; expected oneshot, retry, replay, fail or { backend = NAME }"):format(tostring(action)))
     return false
   end
   self.attempt = self.attempt + 1
@@ -349,6 +419,44 @@ function Call:recover()
   return true
 end
 
+--- The next attempt goes to the backend `name` (a policy's fail-over), as
+--- the caller's options name it with that backend instead; false (logged)
+--- when there is no such backend or no handle for it.
+---@param name string
+---@return boolean
+function Call:fail_over(name)
+  local from = backend_name(self.opts) or call.cli_of(self.opts)
+  local o = {}
+  for k, v in pairs(self.opts.raw or self.opts) do o[k] = v end
+  o.backend, o.cli_path = name, nil
+  local r, err = resolve(o, self.gen)
+  local b, owned, code
+  if r then
+    b, owned, code = config.backend(r.cli_path, r.model, r.env, r.protocol, r.named, r.backend_name, self.gen)
+  end
+  if not b then
+    log("error", "kiro.policy", ("cannot fail over to %s: %s"):format(name, err or owned or code))
+    return false
+  end
+  log("warn", "kiro.provider", ("%s failed (%s: %s); failing over to backend %s")
+    :format(from, self.code, self.msg, name))
+  if self.owns then self.backend:close() end
+  self.opts, self.backend, self.owns = r, b, owned
+  if self.mode == "oneshot" and (r.mode or config.mode()) ~= "oneshot" then self.mode = "daemon" end
+  return true
+end
+
+-- The call is over (code nil: it succeeded): its metrics, the policies'
+-- finished hooks, and what it held goes.
+local function over(self, code)
+  call.observe_end(self, self.mode, code, call.cli_of(self.opts), call.model_of(self.opts))
+  local g = self.gen
+  if g and g.chain.finished then
+    g.chain.finished { backend = backend_name(self.opts), code = code, attempts = self.attempt }
+  end
+  self:release()
+end
+
 --- The next chunk; nil at the end; nil, message, code on failure.
 ---@return string|nil chunk, string? message, string? code
 function Call:next()
@@ -356,7 +464,7 @@ function Call:next()
     if self.cancelled then -- what was left of the reply goes with the call
       for i = self.head, self.tail do self[i] = nil end
       self.head, self.tail = 1, 0
-      call.observe_end(self, self.mode, "cancelled", call.cli_of(self.opts), call.model_of(self.opts))
+      over(self, "cancelled")
       return nil, "cancelled by caller", "cancelled"
     end
     local h = self.head
@@ -373,14 +481,12 @@ function Call:next()
         return c
       end
     elseif self.code == false then
-      call.observe_end(self, self.mode, nil, call.cli_of(self.opts), call.model_of(self.opts))
-      self:release()
+      over(self, nil)
       return nil
     elseif self.code then
       local code = self.code
       if self.seen == 2 or not self:recover() then
-        call.observe_end(self, self.mode, code, call.cli_of(self.opts), call.model_of(self.opts))
-        self:release()
+        over(self, code)
         return nil, self.msg, code
       end
     else
@@ -439,15 +545,22 @@ end
 ---@param token integer the question's token (request:answer)
 ---@param question table { toolCall =, options =, sessionId = } as the agent sent them
 function Call:decide(token, question)
-  local hook = self.opts.permission or cfg.permission
+  local g = self.gen or config.current()
+  local hook = self.opts.permission
   local tool = tool_of(self, question.toolCall)
-  local ok, answer, how = true, "reject", "by the permission hook"
-  if hook then
+  local ok, answer, how = true, nil, "by the permission hook"
+  if not hook and g.chain.permission then -- the policies answer, or pass
+    answer, how = g.chain.permission(question), "by a policy"
+  end
+  hook = hook or g.permission
+  if answer ~= nil then -- luacheck: ignore 542
+    -- a policy answered
+  elseif hook then
     ok, answer = pcall(hook, question)
-  elseif trust.allows(self.opts.trust or cfg.trust, tool) then
+  elseif trust.allows(self.opts.trust or g.trust, tool) then
     answer, how = "allow", "trusted"
   else
-    how = "not in the trust list"
+    answer, how = "reject", "not in the trust list"
   end
   local option = ok and option_for(question.options, answer) or nil
   local outcome = not ok and "error" or not option and "cancelled"
@@ -472,6 +585,11 @@ end
 function Call:release()
   if self.owns then self.backend:close() end
   self.prompt, self.req, self.backend, self.owns = nil, nil, nil, nil
+  local g = self.gen
+  if g then
+    self.gen = nil
+    config.release(g)
+  end
 end
 
 --- Flow control: while paused, the backend's output waits (its pipe fills

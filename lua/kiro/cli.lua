@@ -13,7 +13,7 @@ Usage:
                  [--protocol auto|jsonl|acp] [--session KEY] [--trust-tools KINDS | --trust-all-tools]
                  [--backend NAME] [--no-server] [--config FILE]
   kiro-rt agent                  (no -m: the prompt is read from stdin)
-  kiro-rt run [--config FILE] FILE.lua [ARGS...] (a Lua script with `kiro` loaded, as a kiro task)
+  kiro-rt run [--config FILE] [--watch] FILE.lua [ARGS...] (a Lua script with `kiro` loaded, as a kiro task)
   kiro-rt serve | status | stop  (the background server that keeps backends warm)
   kiro-rt reload                 (the server reads its configuration file again)
   kiro-rt config check [FILE]    (check a configuration file; print what it sets)
@@ -173,9 +173,9 @@ local function use_config(named)
   local configfile = require "kiro.configfile"
   local path = configfile.path(named)
   if not path then return nil end
-  local conf, err = configfile.load(path)
+  local conf, err = configfile.load(path, true)
   if not conf then return nil, "config: " .. err end
-  require("kiro").configure(conf.options)
+  configfile.apply(conf)
   return conf
 end
 
@@ -383,19 +383,32 @@ local function run(args)
   local file = args[1]
   if not file or file == "-h" or file == "--help" then
     if not file then return usage_error("run: which script? (kiro-rt run FILE.lua [ARGS...])") end
-    io.stdout:write("Usage: kiro-rt run [--config FILE] FILE.lua [ARGS...]\n\n",
+    io.stdout:write("Usage: kiro-rt run [--config FILE] [--watch] FILE.lua [ARGS...]\n\n",
       "Runs FILE.lua as a kiro task: kiro.chat and kiro.stream suspend only the\n",
       "calling task, kiro.spawn starts more; the command returns once every task\n",
       "has finished. `arg` holds ARGS (arg[0] is FILE.lua). A script may return\n",
-      "an exit status.\n")
+      "an exit status.\n\n",
+      "SIGHUP reads the configuration file again; with --watch, so does a change\n",
+      "to it or to a policy plugin it loaded.\n")
     return EXIT_OK
   end
-  local named, next_i, cferr = config_flag(args, 1)
-  if cferr then return usage_error("run: " .. cferr) end
-  if named then
-    args = table.move(args, next_i, #args, 1, {})
+  local named, watch, at = nil, false, 1
+  while args[at] and args[at]:sub(1, 2) == "--" do
+    if args[at] == "--watch" then
+      watch, at = true, at + 1
+    else
+      local f, next_i, cferr = config_flag(args, at)
+      if cferr then return usage_error("run: " .. cferr) end
+      if not f then return usage_error("run: unknown flag '" .. args[at] .. "'") end
+      named, at = f, next_i
+    end
+  end
+  if at > 1 then
+    args = table.move(args, at, #args, 1, {})
     file = args[1]
-    if not file then return usage_error("run: which script? (kiro-rt run [--config FILE] FILE.lua [ARGS...])") end
+    if not file then
+      return usage_error("run: which script? (kiro-rt run [--config FILE] [--watch] FILE.lua [ARGS...])")
+    end
   end
   local chunk, err = loadfile(file)
   if not chunk then
@@ -404,6 +417,9 @@ local function run(args)
   end
   local conf, uerr = use_config(named)
   if uerr then return usage_error(uerr) end
+  if watch and not conf then
+    return usage_error("run: --watch needs a configuration file (--config FILE, $KIRO_CONFIG, ...)")
+  end
   -- SIGHUP never ends a script: it reads the configuration file again.
   require("kiro.core").handle_hup(function()
     if conf then require("kiro.configfile").reload(conf.path) end
@@ -420,7 +436,14 @@ local function run(args)
   end)
   -- The script's own error is reported here; another task's goes to the
   -- log (or on_task_error), and fails the run too.
+  local watching
+  if watch and conf then
+    local werr
+    watching, werr = require("kiro.configfile").watch(conf.path, conf.files)
+    if not watching then io.stderr:write("kiro-rt: run: cannot watch ", conf.path, ": ", werr, "\n") end
+  end
   local ok, rerr = pcall(kiro.run)
+  if watching then watching.stop() end
   if signalled() then return 128 + signalled() end
   if not ok or script_err then
     io.stderr:write("kiro-rt: run: ", tostring(ok and script_err or rerr), "\n")
@@ -495,6 +518,7 @@ local function serve(args)
   local conf, cerr = use_config(named)
   if cerr then return usage_error(cerr) end
   opts.config = conf and conf.path -- read again on SIGHUP
+  opts.config_files = conf and conf.files -- the policy plugins it loaded, watched with it
   for name, v in pairs(conf and conf.server or {}) do
     if opts[name] == nil then
       local flag = SERVE_FLAGS["--" .. name:gsub("_", "-")]

@@ -6,6 +6,7 @@ local env = require "kiro.env"
 local errors = require "kiro.error"
 local trust = require "kiro.trust"
 local tasks = require "kiro.tasks"
+local policies = require "kiro.policies"
 
 local config = {}
 
@@ -37,6 +38,9 @@ local cfg = {
   backends = nil,          -- named backends: { NAME = { cli_path =, model =, protocol =, env =, ... } }
   default_backend = nil,   -- the one calls use when they name none (else cli_path, KIRO_CLI_PATH)
   templates = nil,         -- named prompt forms: { NAME = { system =, max_turns =, max_chars =, ... } }
+  policies = nil,          -- policy plugins, composed in order (kiro.policies)
+  policy_path = nil,       -- directories searched for policy plugins before kiro-rt's own
+  policy_timeout_ms = 100, -- the longest a policy's hook may run
 }
 config.cfg = cfg
 
@@ -63,24 +67,31 @@ local lua_options = {
   cache = "boolean", cache_max_bytes = "number", cache_ttl_ms = "number",
   max_request_bytes = "number", permission = "function", trust = "trust", on_task_error = "function",
   host = "host", backends = "backends", default_backend = "string", templates = "templates",
+  policies = "policies", policy_path = "table", policy_timeout_ms = "number",
 }
 local ranges = {
   cache_ttl_ms = { 0, config.MAX_MS },
-  cache_max_bytes = { 0, 1 << 40 }, max_request_bytes = { 64, 1 << 40 },
+  cache_max_bytes = { 0, 1 << 40 }, max_request_bytes = { 64, 1 << 40 }, policy_timeout_ms = { 1, config.MAX_MS },
 }
 local core_options = core.config()
 -- Options that `false` resets to their default (environment, PATH lookup).
 local resettable = {
   cli_path = true, model = true, env = true, protocol = true, daemon_args = true, permission = true,
   acp_model = true, trust = true, on_task_error = true, host = true, backends = true, default_backend = true,
-  templates = true,
+  templates = true, policies = true, policy_path = true, mode = true, policy_timeout_ms = true,
 }
+-- Their defaults, for `false` where the default is not nil.
+local defaults_of = { policy_timeout_ms = 100 }
 
--- What a named backend may set: how to start and speak to its CLI.
+-- What a named backend may set: how to start and speak to its CLI, whether
+-- its replies are cached by default, and its own pool, timeout and probe
+-- settings (the core's, over the runtime's: core.backend_settings()).
 local BACKEND_KEYS = {
   cli_path = "string", model = "string", protocol = "string", env = "table", daemon_args = "table",
-  oneshot_args = "table", acp_model = "string",
+  oneshot_args = "table", acp_model = "string", cache = "boolean",
 }
+local BACKEND_SETTINGS = core.backend_settings()
+config.BACKEND_SETTINGS = BACKEND_SETTINGS
 
 -- A named backend's settings checked; nil and what is wrong.
 local function check_backend(name, b)
@@ -89,22 +100,51 @@ local function check_backend(name, b)
     return nil, ("backends: %q is not a backend name (letters, digits, _ . -)"):format(tostring(name))
   end
   if type(b) ~= "table" then return nil, at .. " must be a table" end
+  local own = {}
   for k, v in pairs(b) do
     local want = BACKEND_KEYS[k]
-    if not want then
-      return nil, ("%s.%s: unknown setting (%s; pool and timeout settings per backend are to come)")
-        :format(at, tostring(k), "cli_path, model, protocol, env, daemon_args, oneshot_args, acp_model")
+    if BACKEND_SETTINGS[k] then
+      own[k] = v
+    elseif not want then
+      return nil, ("%s.%s: unknown setting"):format(at, tostring(k))
+    elseif type(v) ~= want then
+      return nil, ("%s.%s: expected a %s, got %s"):format(at, k, want, type(v))
     end
-    if type(v) ~= want then return nil, ("%s.%s must be a %s"):format(at, k, want) end
+  end
+  if next(own) then
+    local ok, err = pcall(core.configure, own, true)
+    if not ok then
+      local key, rest = tostring(err):match("^configure: ([%w_]+) (.*)$")
+      if not key then return nil, at .. ": " .. tostring(err):gsub("^configure: ", "") end
+      return nil, ("%s.%s: %s, got %q"):format(at, key, rest:gsub("^must be ", "expected "), tostring(own[key]))
+    end
+    if own.pool_min and own.pool_min > (own.pool_max or core.config("pool_max")) then
+      return nil, ("%s.pool_min: %d exceeds pool_max (%d)")
+        :format(at, own.pool_min, own.pool_max or core.config("pool_max"))
+    end
   end
   if type(b.cli_path) ~= "string" or b.cli_path == "" then return nil, at .. ".cli_path: a backend needs its CLI" end
   if b.protocol and not env.PROTOCOLS[b.protocol] then
-    return nil, ("%s.protocol must be auto, jsonl or acp (got %q)"):format(at, b.protocol)
+    return nil, ("%s.protocol: expected auto, jsonl or acp, got %q"):format(at, b.protocol)
   end
   if b.acp_model and b.acp_model ~= "argv" and b.acp_model ~= "session" then
-    return nil, ("%s.acp_model must be argv or session (got %q)"):format(at, b.acp_model)
+    return nil, ("%s.acp_model: expected argv or session, got %q"):format(at, b.acp_model)
   end
   return true
+end
+
+--- A named backend's own core settings (those of BACKEND_SETTINGS it sets), or nil.
+---@param b table
+---@return table?
+local function own_settings(b)
+  local own
+  for k, v in pairs(b) do
+    if BACKEND_SETTINGS[k] then
+      own = own or {}
+      own[k] = v
+    end
+  end
+  return own
 end
 
 --- A whole number within [lo, hi].
@@ -128,13 +168,7 @@ function config.on_change(fn)
   listeners[#listeners + 1] = fn
 end
 
-local defaults = {} -- backend handles for the configured CLI, by model
 local NO_MODEL = {}
-
-local function close_defaults()
-  for _, b in pairs(defaults) do b:close() end
-  defaults = {}
-end
 
 --- Checks options as kiro.configure takes them, setting nothing (a
 --- configuration file is checked whole before any of it is used).
@@ -176,6 +210,8 @@ function config.validate(tbl)
         local ok, err = check_backend(name, b)
         if not ok then return nil, err end
       end
+    elseif kind == "policies" then -- loaded in check_policies, below
+      if type(v) ~= "table" then return nil, "policies must be a list of policies or plugin names" end
     elseif kind == "host" then
       if type(v) ~= "table" or type(v.can_wait) ~= "function" or type(v.wait) ~= "function"
          or type(v.wake) ~= "function" or type(v.start) ~= "function" then
@@ -203,14 +239,21 @@ function config.validate(tbl)
   if tbl.protocol and not env.PROTOCOLS[tbl.protocol] then
     return nil, ("protocol must be auto, jsonl or acp (got %q)"):format(tbl.protocol)
   end
-  local dflt = tbl.default_backend
-  if dflt then
-    local known = tbl.backends or (tbl.backends == nil and cfg.backends) or {}
-    if not known[dflt] then return nil, ("default_backend: no backend is named %q"):format(dflt) end
+  -- The default backend that results must be one of the backends that result.
+  local function after(k) if tbl[k] == nil then return cfg[k] end return tbl[k] or nil end
+  local dflt, known = after("default_backend"), after("backends") or {}
+  if dflt and not known[dflt] then
+    return nil, ("default_backend: no backend is named %q"):format(dflt)
   end
   local ok, err = pcall(core.configure, for_core, true)
   if not ok then return nil, (tostring(err):gsub("^configure: ", "")) end
-  return true, nil, for_core
+  local prepared = { core = for_core }
+  if tbl.policies then -- read (each plugin afresh) and made once, here
+    local loaded, files = policies.load(tbl.policies, after("policy_path"))
+    if not loaded then return nil, "policies: " .. files end
+    prepared.policies, prepared.files = loaded, files
+  end
+  return true, nil, prepared
 end
 
 --- A named template's settings, or nil.
@@ -227,24 +270,124 @@ function config.named_backend(name)
   return cfg.backends and cfg.backends[name]
 end
 
+-- ---- generations -----------------------------------------------------------
+-- What calls see of the configuration from their start to their end: the
+-- composed policies, the named backends and handles for them, and the
+-- hooks. Each configure makes a new generation; a call keeps the one it
+-- started under (config.acquire, config.release). Once the last call of an
+-- old generation ends, its handles go: those the new one names the same
+-- way plainly (their backends, and daemons, stay), the others retired (their
+-- daemons stop once their requests end).
+
+---@class kiro.Generation
+---@field chain table composed policies (kiro.policies.compose; empty: none)
+---@field policy function|table kiro.configure's `policy`: decides when no policy does
+---@field permission? function kiro.configure's `permission`
+---@field trust? string|table kiro.configure's `trust`
+---@field backends table named backends' settings
+---@field handles table backend handles for named backends, made on first use
+---@field defaults table handles for the configured CLI, by model
+---@field users integer calls under way under it
+---@field over boolean a newer one is in force
+
+local NO_CHAIN = {}
+local gen = { chain = NO_CHAIN, policy = cfg.policy, backends = {}, handles = {}, defaults = {}, users = 0,
+              over = false }
+
+-- The handles an old generation holds go (see above).
+local function dispose(g)
+  local now = {}
+  for _, h in pairs(gen.handles) do now[h:key()] = true end
+  for _, h in pairs(g.handles) do
+    if now[h:key()] then h:close() else h:retire() end
+  end
+  for _, h in pairs(g.defaults) do h:close() end
+  g.handles, g.defaults = {}, {}
+end
+
+--- A generation (default: the one in force), held by a call until config.release.
+---@param g? kiro.Generation
+---@return kiro.Generation
+function config.acquire(g)
+  g = g or gen
+  g.users = g.users + 1
+  return g
+end
+
+--- A call under g ended.
+---@param g kiro.Generation
+function config.release(g)
+  g.users = g.users - 1
+  if g.over and g.users == 0 then dispose(g) end
+end
+
+--- The generation in force.
+---@return kiro.Generation
+function config.current()
+  return gen
+end
+
+local user_sink -- the log function kiro.configure was given, if any
+
+-- The log's lines go to the user's function, or to stderr; through the
+-- policies' redact hooks first, when any policy has one.
+local function route_log()
+  local redact = gen.chain.redact
+  if not redact then
+    core.set_log_sink(user_sink)
+  elseif user_sink then
+    local sink = user_sink
+    core.set_log_sink(function(level, target, msg) sink(level, target, redact(msg)) end)
+  else
+    core.set_log_sink(function(level, target, msg) core.log(level, target, redact(msg)) end)
+  end
+end
+
+-- A new generation, from cfg and the policies just loaded (nil: the same
+-- as before); the old one goes once its calls end.
+local function next_generation(loaded)
+  local old = gen
+  local chain = old.chain
+  if loaded ~= nil then chain = #loaded > 0 and policies.compose(loaded, cfg.policy_timeout_ms) or NO_CHAIN end
+  gen = { chain = chain, policy = cfg.policy, permission = cfg.permission, trust = cfg.trust,
+          backends = cfg.backends or {}, handles = {}, defaults = {}, users = 0, over = false }
+  -- Handles for the named backends in use, made now so the old ones can
+  -- be told apart: same key, same backend (its daemons stay).
+  for name in pairs(old.handles) do
+    if gen.backends[name] then config.backend_named(name, gen) end
+  end
+  old.over = true
+  if old.users == 0 then dispose(old) end
+end
+
 --- Sets runtime options; unknown keys, and values of the wrong type or out
---- of range, are misuse (and nothing is set).
+--- of range, are misuse (and nothing is set). Options left out keep their
+--- values; `false` sets one back to its default.
 ---@param tbl table
-function config.configure(tbl)
-  local ok, err, for_core = config.validate(tbl)
-  if not ok then errors.misuse("kiro.configure", err) end
+---@param prepared? table what config.validate made of tbl (internal: a file checked whole and then used)
+function config.configure(tbl, prepared)
+  if not prepared then
+    local ok, err
+    ok, err, prepared = config.validate(tbl)
+    if not ok then errors.misuse("kiro.configure", err) end
+  end
   if type(tbl.log) == "string" then
     core.set_log(tbl.log)
   elseif tbl.log ~= nil then
-    core.set_log_sink(tbl.log or nil)
+    user_sink = tbl.log or nil
   end
-  core.configure(for_core)
+  core.configure(prepared.core)
   for k, v in pairs(tbl) do
     if lua_options[k] and k ~= "log" then
-      if v == false and resettable[k] then cfg[k] = nil else cfg[k] = v end
+      if v == false and resettable[k] then cfg[k] = defaults_of[k] else cfg[k] = v end
     end
   end
-  close_defaults()
+  local loaded = prepared.policies
+  if tbl.policies == false or (tbl.policy_timeout_ms ~= nil and loaded == nil and cfg.policies) then
+    loaded = loaded or (cfg.policies and policies.load(cfg.policies, cfg.policy_path)) or {}
+  end
+  next_generation(loaded)
+  if tbl.log ~= nil or loaded ~= nil then route_log() end
   if tbl.cli_path == false then env.forget_cli() end
   if tbl.on_task_error ~= nil then tasks.set_error_handler(cfg.on_task_error) end
   if tbl.host ~= nil then tasks.set_host(cfg.host) end
@@ -277,6 +420,15 @@ end
 ---@return string?
 function config.model()
   return cfg.model or env.model()
+end
+
+--- An option's value as set (nil: unset, its default from the environment).
+---@param name string
+---@return any
+function config.raw_option(name)
+  if lua_options[name] then return cfg[name] end
+  if core_options[name] ~= nil then return core.config(name) end
+  return nil
 end
 
 --- Every option's name, sorted.
@@ -331,32 +483,64 @@ local function backend_spec(cli, model, extra, protocol, over)
   }
 end
 
+--- The handle for the named backend `name` under generation g (made on
+--- first use and kept with g); nil, message, code when max_backends are in
+--- use or the protocol is unusable.
+---@param name string
+---@param g kiro.Generation
+---@return userdata|nil handle, string? message, string? code
+function config.backend_named(name, g)
+  local h = g.handles[name]
+  if h then return h end
+  local b = g.backends[name]
+  local configured, perr = config.protocol()
+  if not configured then return nil, perr, "config" end
+  local spec = backend_spec(b.cli_path, b.model, b.env, b.protocol or configured, b)
+  spec.settings = own_settings(b)
+  local err, code
+  h, err, code = core.backend(spec)
+  if not h then return nil, err, code end
+  g.handles[name] = h
+  return h
+end
+
 --- The backend a call names: a handle, and whether the call owns it (and
---- closes it when it is over). The configured CLI's handles are kept (by
---- model) until the next configure; any other is the call's own. nil,
---- message, code when max_backends are in use, or the protocol is unusable.
+--- closes it when it is over). The handles for the configured CLI (by
+--- model) and for named backends are the generation's; any other is the
+--- call's own. nil, message, code when max_backends are in use, or the
+--- protocol is unusable.
 ---@param cli string
 ---@param model? string
 ---@param extra_env? table
 ---@param protocol? string the call's own (else the configured one)
----@param named? table a named backend's settings (its argv and acp_model)
+---@param named? table a named backend's settings (its argv, acp_model and own settings)
+---@param name? string its name: the call takes it as configured (its handle is the generation's)
+---@param g? kiro.Generation the call's (default: the one in force)
 ---@return userdata|nil handle, boolean|string owned_or_message, string? code
-function config.backend(cli, model, extra_env, protocol, named)
+function config.backend(cli, model, extra_env, protocol, named, name, g)
+  g = g or gen
+  if name and g.backends[name] == named then
+    local h, err, code = config.backend_named(name, g)
+    if not h then return nil, err, code end
+    return h, false
+  end
   local configured, perr = config.protocol()
   if not configured then return nil, perr, "config" end
   if named or extra_env or cli ~= config.cli() or (model and model ~= config.model())
      or (protocol and protocol ~= configured) then
-    local b, err, code = core.backend(backend_spec(cli, model, extra_env, protocol or configured, named))
+    local spec = backend_spec(cli, model, extra_env, protocol or configured, named)
+    spec.settings = named and own_settings(named)
+    local b, err, code = core.backend(spec)
     if not b then return nil, err, code end
     return b, true
   end
   local key = model or NO_MODEL
-  local b = defaults[key]
+  local b = g.defaults[key]
   if not b then
     local err, code
     b, err, code = core.backend(backend_spec(cli, model, nil, configured))
     if not b then return nil, err, code end
-    defaults[key] = b
+    g.defaults[key] = b
   end
   return b, false
 end

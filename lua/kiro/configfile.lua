@@ -14,6 +14,9 @@ local config = require "kiro.config"
 
 local configfile = {}
 
+local prior = {}   -- options' values before any file set them, by name
+local applied = {} -- the options the file in use set
+
 -- `server`: kiro-rt serve's settings, by the name of their flag.
 local SERVER = {
   idle_ms = "integer", stop_grace_ms = "integer", pool_min = "integer", pool_max = "integer",
@@ -22,8 +25,6 @@ local SERVER = {
   unread_timeout_ms = "integer",
 }
 local STREAM_MODES = { off = true, partial = true, draft = true }
--- Not built yet: a file that uses them is refused, not half-read.
-local LATER = { policies = true }
 
 --- The file to read: the one named, else $KIRO_CONFIG, else the user's
 --- (XDG) one when it exists; nil when there is none.
@@ -45,25 +46,37 @@ function configfile.path(named)
   return path
 end
 
--- The line of the file where `key` is set (the first `key =`), if any.
-local function line_of(text, key)
-  local n = 0
-  for line in (text .. "\n"):gmatch("([^\n]*)\n") do
-    n = n + 1
-    if line:find("%f[%w_]" .. key:gsub("%p", "%%%0") .. "%s*=") or line:find('%["' .. key .. '"%]%s*=') then
-      return n
+-- The line of the file where the key path `path` (a.b.c) is set: the
+-- first `c =` after the first `b =` after the first `a =`, if any.
+local function line_of(text, path)
+  local lines = {}
+  for line in (text .. "\n"):gmatch("([^\n]*)\n") do lines[#lines + 1] = line end
+  local from, found = 1, nil
+  for key in path:gmatch("[^.]+") do
+    local k = key:gsub("%[%d+%]$", ""):gsub("%p", "%%%0")
+    found = nil
+    for n = from, #lines do
+      local line = lines[n]
+      if line:find("%f[%w_]" .. k .. "%s*=") or line:find('%["' .. k .. '"%]%s*=') then
+        found = n
+        break
+      end
     end
+    if not found then return nil end
+    from = found
   end
-  return nil
+  return found
 end
 
 --- Reads and checks a configuration file. Returns { path =, options =
 --- (kiro.configure's), server =, channels = }, or nil and a message
 --- "FILE:LINE: key.path: what is wrong" (LINE where it can be found).
 ---@param path string
+---@param for_use? boolean it is to be used (configfile.apply): options an earlier file set and this one
+---  leaves out are set back to what they were before any file set them
 ---@return table|nil conf
 ---@return string? message
-function configfile.load(path)
+function configfile.load(path, for_use)
   local uid, mode = core.file_owner(path)
   if not uid then return nil, mode end
   if mode & 18 ~= 0 then -- 0022: group or others may write it
@@ -85,15 +98,13 @@ function configfile.load(path)
     return nil, ("%s: must return a table of settings (it returned %s)"):format(path, type(t))
   end
   local function fail(key, msg)
-    local line = line_of(text, key:match("[^.]*$"))
+    local line = line_of(text, key)
     return nil, ("%s:%s %s: %s"):format(path, line and (line .. ":") or "", key, msg)
   end
   local conf = { path = path, options = {}, server = {}, channels = {} }
   for k, v in pairs(t) do
     if type(k) ~= "string" then
       return fail(tostring(k), "keys are names")
-    elseif LATER[k] then
-      return fail(k, "not supported yet (policy plugins are to come; `policy` takes one)")
     elseif k == "default_provider" then -- the seed's key: it has one provider
       if v ~= "kiro" then return fail(k, ("the one provider is \"kiro\", got %q"):format(tostring(v))) end
     elseif k == "default_model" then
@@ -138,19 +149,50 @@ function configfile.load(path)
       conf.options[k] = v
     end
   end
-  local vok, verr = config.validate(conf.options)
+  if conf.options.policies and conf.options.policy_path == nil then -- plugins beside the file first
+    conf.options.policy_path = { (path:match("^(.*)/[^/]*$") or ".") .. "/policies" }
+  end
+  if for_use then -- options an earlier file set and this one does not go back to what they were
+    for k in pairs(applied) do
+      if conf.options[k] == nil then
+        local was = prior[k]
+        if was == nil then was = false end
+        conf.options[k] = was
+      end
+    end
+  end
+  local vok, verr, prepared = config.validate(conf.options)
   if not vok then
     local unknown = verr:match("^unknown option '([^']+)'")
     if unknown then return fail(unknown, "unknown option") end
-    local key = verr:match("^([%w_]+)[%s:.]") or "?"
-    local msg = verr:gsub("^" .. key .. ":? ", "")
+    -- "a.b.c: what" names its key path; "a must be ..." its option
+    local key, msg = verr:match("^([%w_]+[%w_.%[%]-]*): (.*)$")
+    if not key or key:find("^policies%[") then
+      key = verr:match("^([%w_]+)[%s:.]") or "?"
+      msg = verr:gsub("^" .. key .. ":? ", "")
+    end
     local v = conf.options[key]
     if msg:find("^must be") and v ~= nil and type(v) ~= "table" and type(v) ~= "function" then
       msg = ("%s, got %q"):format(msg, tostring(v))
     end
     return fail(key, msg)
   end
+  conf.prepared, conf.files = prepared, prepared.files or {}
   return conf
+end
+
+--- Uses a configuration file's options (configfile.load's, with for_use):
+--- checked already, its policies loaded once.
+---@param conf table
+function configfile.apply(conf)
+  for k in pairs(conf.options) do
+    if not applied[k] and prior[k] == nil then prior[k] = config.raw_option(k) end
+  end
+  config.configure(conf.options, conf.prepared)
+  applied = {}
+  for k, v in pairs(conf.options) do
+    if v ~= false or prior[k] ~= nil then applied[k] = true end
+  end
 end
 
 --- Reloads, as they went: counts by outcome, and the last error.
@@ -163,14 +205,16 @@ configfile.reloads = { ok = 0, error = 0, last_error = nil }
 ---@return table|nil conf
 ---@return string? message
 function configfile.reload(path)
-  local conf, err = configfile.load(path)
+  local h0 = core.hrtime()
+  local conf, err = configfile.load(path, true)
   local r = configfile.reloads
   if not conf then
     r.error, r.last_error = r.error + 1, err
     core.log("error", "kiro.config", "reload failed, the configuration in force stays: " .. err)
     return nil, err
   end
-  require("kiro").configure(conf.options)
+  configfile.apply(conf)
+  r.last_ms = (core.hrtime() - h0) / 1e6
   r.ok, r.last_error = r.ok + 1, nil
   core.log("info", "kiro.config", "reloaded " .. path)
   return conf
@@ -179,27 +223,54 @@ end
 --- Changes within this many ms of each other are one change.
 configfile.DEBOUNCE_MS = 200
 
---- Reloads the file whenever it changes (its directory is watched, so an
---- editor's write-and-rename counts; changes close together count once).
---- Returns a watch (watch.stop()), or nil and a message.
+--- Reloads the file whenever it or a policy plugin it loaded changes (the
+--- directories are watched, so an editor's write-and-rename counts; changes
+--- close together count once). `files`: the plugins the file in use
+--- loaded. Returns a watch (watch.stop()), or nil and a message.
 ---@param path string
+---@param files? string[]
 ---@return table|nil watch
 ---@return string? message
-function configfile.watch(path)
+function configfile.watch(path, files)
   local timer
+  local watches = {} -- by file
   local ctx = {}
+  local function arm(list)
+    local want = {}
+    for _, f in ipairs(list or {}) do want[f] = true end
+    for f, w in pairs(watches) do
+      if f ~= path and not want[f] then
+        w:stop()
+        watches[f] = nil
+      end
+    end
+    for f in pairs(want) do
+      if not watches[f] then
+        local w, err = core.watch(f, ctx)
+        if w then
+          watches[f] = w
+        else
+          core.log("warn", "kiro.config", "cannot watch " .. f .. " for changes: " .. err)
+        end
+      end
+    end
+  end
   function ctx.on_event()
     if timer then timer:stop() end
     timer = core.timer(configfile.DEBOUNCE_MS, function()
       timer = nil
-      configfile.reload(path)
+      local conf = configfile.reload(path)
+      if conf then arm(conf.files) end
     end)
   end
   local w, err = core.watch(path, ctx)
   if not w then return nil, err end
+  watches[path] = w
+  arm(files)
   return { stop = function()
     if timer then timer:stop() end
-    w:stop()
+    for _, x in pairs(watches) do x:stop() end
+    watches = {}
   end }
 end
 

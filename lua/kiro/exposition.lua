@@ -56,6 +56,21 @@ local function reloads()
            samples = { { { "ok" }, cf.reloads.ok }, { { "error" }, cf.reloads.error } } }
 end
 
+-- kiro_policy_errors_total, once a policy's hook failed.
+local function policy_errors()
+  local pol = package.loaded["kiro.policies"]
+  if not pol or not next(pol.errors) then return nil end
+  local samples = {}
+  for key, n in pairs(pol.errors) do
+    local name, hook, why = key:match("^(.-)%z(.-)%z(.*)$")
+    samples[#samples + 1] = { { name, hook, why }, n }
+  end
+  table.sort(samples, function(a, b) return table.concat(a[1], "\0") < table.concat(b[1], "\0") end)
+  return { name = "kiro_policy_errors_total", kind = "counter", labels = { "policy", "hook", "reason" },
+           help = "Policy hooks that raised an error or ran past policy_timeout_ms (and were stopped), by reason.",
+           samples = samples }
+end
+
 local function gauge(name, help, v)
   return { name = name, kind = "gauge", help = help, samples = { { {}, v } } }
 end
@@ -133,6 +148,7 @@ function exposition.render(s, version)
       samples = { { { version }, 1 } } },
   }
   families[#families + 1] = reloads()
+  families[#families + 1] = policy_errors()
   return metrics.render(families)
 end
 

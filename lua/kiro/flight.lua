@@ -141,16 +141,22 @@ end
 --- No-op: a reader cannot hold its flight back for the others.
 function Reader.pause() end
 
-local function cacheable(prompt, opts)
+local function cacheable(prompt, opts, g)
   -- A conversation's turn, or a call that watches its agent's updates or
   -- answers its questions, is its own: never shared, never from the cache.
   if opts.session or opts.on_update or opts.permission or opts.trust then return false end
   if opts.cache ~= nil then return opts.cache end
-  local p = cfg.policy
+  if g.chain.cacheable then
+    local v = g.chain.cacheable(prompt, opts)
+    if v ~= nil then return v end
+  end
+  local p = g.policy
   if type(p) == "table" and type(p.cacheable) == "function" then
     local v = p.cacheable(prompt, opts)
     if v ~= nil then return v end
   end
+  local b = opts.named
+  if b and b.cache ~= nil then return b.cache end
   return cfg.cache
 end
 
@@ -162,11 +168,17 @@ end
 ---@param stream boolean
 ---@return kiro.Call|kiro.Reader
 function flight.open(prompt, opts, stream)
-  if not cacheable(prompt, opts) then return call.open(prompt, opts, stream) end
+  local g = config.current()
+  if g.chain.route then -- the policies may change the request
+    local routed, o = call.route(prompt, opts, g)
+    if not routed then return call.failed("policy", o) end
+    prompt, opts = routed, o
+  end
+  if not cacheable(prompt, opts, g) then return call.open(prompt, opts, stream, nil, nil, g) end
   local cli, model = call.cli_of(opts), call.model_of(opts)
   local backend, owned
-  if cli then backend, owned = config.backend(cli, model, opts.env, opts.protocol, opts.named) end
-  if not backend then return call.open(prompt, opts, stream) end -- it fails the same way
+  if cli then backend, owned = config.backend(cli, model, opts.env, opts.protocol, opts.named, opts.backend_name, g) end
+  if not backend then return call.open(prompt, opts, stream, nil, nil, g) end -- it fails the same way
   local key = backend:key() .. "\0" .. (opts.template or "") .. "\0" .. prompt
   local f = flights[key]
   local follower = f ~= nil
@@ -178,7 +190,7 @@ function flight.open(prompt, opts, stream)
       f = setmetatable({ key = key, chunks = hit, n = #hit, done = true, readers = 0, waiters = {} }, Flight)
     else
       f = setmetatable({ key = key, chunks = {}, n = 0, done = false, readers = 0, waiters = {} }, Flight)
-      f.call = call.open(prompt, opts, stream, backend, owned)
+      f.call = call.open(prompt, opts, stream, backend, owned, g)
       f.call.flighted = true -- its readers are what metrics count
       flights[key] = f
       owned = false -- the call's now

@@ -93,6 +93,10 @@ end })
 --- Suspends the calling task (blocks a plain caller) for ms milliseconds.
 ---@type fun(ms: integer)
 kiro.sleep = tasks.sleep
+--- Milliseconds on a monotonic clock (the event loop's: the time of its
+--- last turn), for measuring spans, not for dates.
+---@type fun(): integer
+kiro.now = core.now
 --- A one-shot signal between tasks: ev:wait(), ev:set(), ev:is_set().
 ---@type fun(): kiro.Event
 kiro.event = tasks.event

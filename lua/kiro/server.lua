@@ -316,7 +316,8 @@ end
 local function opts_config(self)
   if not self.config_path then return nil end
   local r = require("kiro.configfile").reloads
-  return { path = self.config_path, reloads = r.ok, reload_errors = r.error, last_error = r.last_error }
+  return { path = self.config_path, reloads = r.ok, reload_errors = r.error, last_error = r.last_error,
+           last_reload_ms = r.last_ms }
 end
 
 --- The status reply: the server, its limits, and its pools and their daemons.
@@ -596,7 +597,7 @@ function server.serve(opts)
   end)
   if opts.config then
     local werr
-    self.config_watch, werr = require("kiro.configfile").watch(opts.config)
+    self.config_watch, werr = require("kiro.configfile").watch(opts.config, opts.config_files)
     if not self.config_watch then log("warn", "cannot watch " .. opts.config .. " for changes: " .. werr) end
   end
 

@@ -22,7 +22,8 @@ function template.render(messages, opts)
   if type(messages) ~= "table" then
     error("template.render: messages must be an array of {role=, content=} tables", 2)
   end
-  local labels = setmetatable(opts.labels or {}, { __index = template.labels })
+  local labels = setmetatable({}, { __index = template.labels }) -- the caller's table stays as it is
+  for role, label in pairs(opts.labels or {}) do labels[role] = label end
   local sep = opts.separator or "\n\n"
   local parts = {}
   for i, m in ipairs(messages) do
