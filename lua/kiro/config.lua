@@ -358,6 +358,17 @@ local function next_generation(loaded)
   end
   old.over = true
   if old.users == 0 then dispose(old) end
+  -- A backend that sets its own pool_min is warm from now on, not from its first request.
+  for name, b in pairs(gen.backends) do
+    if b.pool_min and b.pool_min > 0 then
+      local h, err = config.backend_named(name, gen)
+      if h then
+        h:warm()
+      else
+        core.log("warn", "kiro.config", ("backend %s cannot be warmed: %s"):format(name, err))
+      end
+    end
+  end
 end
 
 --- Sets runtime options; unknown keys, and values of the wrong type or out

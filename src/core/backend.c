@@ -401,15 +401,26 @@ static void protocol_settled(void *ud, char *const *argv, const kproto_ops *prot
     b->alt_proto = NULL;
 }
 
-void kbackend_submit_daemon(kbackend *b, kreq *r)
+static kpool *pool_of(kbackend *b)
 {
-    kcore *core = b->set->core;
     if (!b->pool) {
         kpool_spec spec = { b->cli,   b->model,         b->daemon_argv, b->env,
                             b->proto, b->alt_argv,      b->alt_proto,   protocol_settled,
                             b,        b->session_model, b->tag,         &b->cfg };
-        b->pool = kpool_new(core, &spec);
+        b->pool = kpool_new(b->set->core, &spec);
     }
+    return b->pool;
+}
+
+void kbackend_warm(kbackend *b)
+{
+    kpool_configure(pool_of(b), &b->cfg); /* which starts pool_min daemons */
+}
+
+void kbackend_submit_daemon(kbackend *b, kreq *r)
+{
+    kcore *core = b->set->core;
+    pool_of(b);
     core->stats.daemon_requests++;
     kpool_submit(b->pool, r);
 }

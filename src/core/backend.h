@@ -66,6 +66,8 @@ const char *kbackend_key(const kbackend *b, size_t *len);
  * of its own. */
 void kbackend_submit_daemon(kbackend *b, kreq *r);
 void kbackend_submit_oneshot(kbackend *b, kreq *r);
+/* Its pool starts now, with pool_min daemons, before any request. */
+void kbackend_warm(kbackend *b);
 
 /* Every pool stops; what waits ends with msg. Backends stay, and get pools
  * again on demand. */

@@ -99,6 +99,13 @@ static lbackend *check_backend(lua_State *L, int idx)
     return h;
 }
 
+/* backend:warm(): its pool starts its pool_min daemons now. */
+static int backend_warm(lua_State *L)
+{
+    kbackend_warm(check_backend(L, 1)->b);
+    return 0;
+}
+
 /* backend:key() -> the string that tells it from every other backend */
 static int backend_key(lua_State *L)
 {
@@ -112,6 +119,7 @@ static const luaL_Reg backend_methods[] = {
     { "key", backend_key },
     { "close", backend_close },
     { "retire", backend_retire },
+    { "warm", backend_warm },
     { NULL, NULL },
 };
 
