@@ -275,4 +275,39 @@ return {
     assert.are.equal(0, H.run({ H.kiro_rt, "stop" }, env).code)
     assert.are.equal(0, (wait_serve()))
   end)
+
+  it("templates by name over the wire and in-process: agent --template NAME --var K=V; a plugin's too", function()
+    -- (labels other than User/Assistant: kiro-sim echoes the whole prompt)
+    local path = file([[
+return {
+  templates = { bot = { system = "You are {{user}}'s bot", labels = { user = "Q", assistant = "A" } } },
+  policies = { "brief" },
+}
+]])
+    local dir = path:match("^(.*)/")
+    assert(os.execute("mkdir " .. H.q(dir .. "/policies")))
+    H.write_file(dir .. "/policies/brief.lua",
+      'return { templates = { brief = { system = "Be brief.", labels = { user = "Q", assistant = "A" } } } }\n')
+    local want = "You said: System: You are ann's bot\n\nQ: hi\n\nA: \n"
+    local r = H.agent({ "--no-server", "--config", path, "--template", "bot", "--var", "user=ann", "-m", "hi" },
+      H.sim_env())
+    assert.are.equal(want, r.out, r.err)
+    r = H.agent({ "--no-server", "--config", path, "--template", "bot", "-m", "hi" }, H.sim_env())
+    assert.are.equal(2, r.code)
+    assert.matches("agent: template bot: no value for {{user}}", r.err)
+    local env = H.sim_env { KIRO_CONFIG = path }
+    local _, wait_serve = H.spawn_bg({ H.kiro_rt, "serve", "--stop-grace-ms", "100" }, env)
+    assert(H.wait_for(function() return H.status(env) end, 5000), "the server did not start")
+    r = H.agent({ "--template", "bot", "--var", "user=ann", "-m", "hi" }, env)
+    assert.are.equal(want, r.out, r.err)
+    r = H.agent({ "--template", "brief", "-m", "hi" }, env)
+    assert.are.equal("You said: System: Be brief.\n\nQ: hi\n\nA: \n", r.out, r.err)
+    r = H.agent({ "--template", "bot", "-m", "hi" }, env)
+    assert.are.equal(1, r.code)
+    assert.matches("config: template bot: no value for {{user}}", r.err)
+    r = H.agent({ "--template", "nope", "-m", "hi" }, env)
+    assert.are.same({ 1, 'kiro-rt: config: the server has no template named "nope"\n' }, { r.code, r.err })
+    assert.are.equal(0, H.run({ H.kiro_rt, "stop" }, env).code)
+    assert.are.equal(0, (wait_serve()))
+  end)
 end)

@@ -83,8 +83,12 @@ local function resolve(opts, g)
   return r
 end
 
--- A template's check: the name is "default" or a configured one, and every
--- variable it needs has a value. nil and what is wrong.
+--- A template's check: the name is "default" or a configured one, and every
+--- variable it needs has a value. nil and what is wrong.
+---@param name any
+---@param history? table
+---@param vars? table
+---@return boolean|nil ok, string? message
 local function check_template(name, history, vars)
   if name == nil or name == "default" then return true end
   local t = type(name) == "string" and config.named_template(name)
@@ -96,6 +100,8 @@ local function check_template(name, history, vars)
   if not ok then return nil, err end
   return true
 end
+
+call.check_template = check_template
 
 --- Checks a call's arguments; misuse raises at the caller of `fname`.
 ---@param fname string kiro.chat, kiro.stream or kiro.call

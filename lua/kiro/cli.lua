@@ -66,6 +66,9 @@ Options:
       --raw            send TEXT as the whole prompt, without the
                        "User: ...\n\nAssistant: " template (an ACP agent
                        always gets the text as it is)
+      --template NAME  put TEXT in a template the configuration names (the
+                       server's, or with --no-server this process's)
+      --var K=V        a {{K}} variable of that template (repeatable)
       --no-server      serve the request in this process (no background server)
       --backend NAME   a backend the configuration names (the server's, or
                        with --no-server this process's)
@@ -225,6 +228,17 @@ local function parse_agent(args)
       o.trust = "all"
     elseif a == "--raw" then
       o.raw = true
+    elseif a == "--template" then
+      o.template, err = value(a)
+    elseif a == "--var" then
+      local v
+      v, err = value(a)
+      local k, val = (v or ""):match("^([%w_]+)=(.*)$")
+      if v and not k then err = "--var needs NAME=VALUE (got '" .. v .. "')" end
+      if k then
+        o.vars = o.vars or {}
+        o.vars[k] = val
+      end
     elseif a == "--no-server" then
       o.no_server = true
     elseif a == "--backend" then
@@ -278,7 +292,8 @@ local function agent(args)
   -- The text is the user's turn: the seed's template goes around it where
   -- the backend takes a prompt text (JSON Lines, oneshot), and an ACP agent
   -- takes it as it is; the core decides once it knows the protocol.
-  local template = not o.raw and "default" or nil
+  local template = o.template or (not o.raw and "default" or nil)
+  if o.vars and not o.template then return usage_error("agent: --var fills a --template's variables") end
   local cli_path = absolute_cli(env, core)
 
   -- Signals: every request ends `cancelled`, every backend is stopped.
@@ -309,7 +324,7 @@ local function agent(args)
     opts = {
       stream = o.stream, cli = cli_path, model = o.model or env.model(), mode = mode, protocol = o.protocol,
       env = client.backend_env(), timeout_ms = o.timeout_ms, session = o.session, template = template,
-      trust = o.trust,
+      vars = o.vars, trust = o.trust,
     }
     if o.backend or not own then -- the server's: its settings count, under our flags
       opts.backend_name, opts.cli, opts.env, opts.model = o.backend, nil, nil, o.model
@@ -328,6 +343,8 @@ local function agent(args)
   if not conn then -- in-process: the configuration file counts
     local _, cerr = use_config(o.config)
     if cerr then return usage_error(cerr) end
+    local tok, terr = require("kiro.call").check_template(o.template, nil, o.vars)
+    if not tok then return usage_error("agent: " .. terr) end
   end
   local prompt = o.message
   if not prompt and not conn then -- in-process: the prompt as a Lua string
@@ -357,13 +374,13 @@ local function agent(args)
       local kiro = require "kiro"
       for chunk in kiro.stream(prompt, { model = o.model, mode = o.mode, protocol = o.protocol or protocol,
                                          timeout_ms = o.timeout_ms, session = o.session, template = template,
-                                         trust = o.trust, backend = o.backend }) do
+                                         vars = o.vars, trust = o.trust, backend = o.backend }) do
         out(chunk)
       end
     else
       local reply, msg, code = require("kiro").chat(prompt,
         { model = o.model, mode = o.mode, protocol = o.protocol or protocol, timeout_ms = o.timeout_ms,
-          session = o.session, template = template, trust = o.trust, backend = o.backend })
+          session = o.session, template = template, vars = o.vars, trust = o.trust, backend = o.backend })
       if not reply then errors.raise(code, msg) end
       out(reply)
     end

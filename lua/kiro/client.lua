@@ -260,14 +260,15 @@ end
 
 --- The fields of a request line (kiro.wire checks them on the server).
 ---@param id integer the request's id on its connection
----@param opts table stream, cli, model, mode, protocol, env, template, session, trust, and the timeouts (*_ms)
+---@param opts table stream, cli, model, mode, protocol, env, template, vars, session, trust, and the timeouts (*_ms)
 ---@return table fields
 local function request_fields(id, opts)
   return {
     op = "request", id = id, stream = opts.stream ~= false,
     backend = { cli = opts.cli, name = opts.backend_name, model = opts.model, mode = opts.mode or "auto",
                 protocol = opts.protocol, env = opts.env },
-    template = opts.template, session = opts.session, trust = opts.trust, timeout_ms = opts.timeout_ms,
+    template = opts.template, vars = opts.vars, session = opts.session, trust = opts.trust,
+    timeout_ms = opts.timeout_ms,
     first_chunk_timeout_ms = opts.first_chunk_timeout_ms, stall_timeout_ms = opts.stall_timeout_ms,
   }
 end

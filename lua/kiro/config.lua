@@ -256,11 +256,13 @@ function config.validate(tbl)
   return true, nil, prepared
 end
 
+local NO_CHAIN, gen -- no policies; the configuration's generation in force (below)
+
 --- A named template's settings, or nil.
 ---@param name string
 ---@return table?
 function config.named_template(name)
-  return cfg.templates and cfg.templates[name]
+  return cfg.templates and cfg.templates[name] or gen.chain.templates and gen.chain.templates[name]
 end
 
 --- A named backend's settings, or nil.
@@ -290,8 +292,8 @@ end
 ---@field users integer calls under way under it
 ---@field over boolean a newer one is in force
 
-local NO_CHAIN = {}
-local gen = { chain = NO_CHAIN, policy = cfg.policy, backends = {}, handles = {}, defaults = {}, users = 0,
+NO_CHAIN = {}
+gen = { chain = NO_CHAIN, policy = cfg.policy, backends = {}, handles = {}, defaults = {}, users = 0,
               over = false }
 
 -- The handles an old generation holds go (see above).

@@ -21,6 +21,9 @@
 --   redact(text)          returns the text to use instead: applied to every
 --                         prompt after routing, and to every log line
 --
+-- and `templates = { NAME = { ... } }`: named templates it brings (as
+-- kiro.configure's; the configuration's own win over a policy's).
+--
 -- An entry of `policies` is a policy table, a plugin's name ("failover"),
 -- or { "failover", option = ... } (the plugin's options). A plugin is a
 -- Lua file, found in the directories of `policy_path` and then among the
@@ -100,8 +103,15 @@ local function check_hooks(p, what)
     if policies.HOOKS[k] then
       if type(v) ~= "function" then return nil, ("%s: %s must be a function"):format(what, k) end
       any = true
+    elseif k == "templates" then -- named templates it brings
+      if type(v) ~= "table" then return nil, what .. ": templates must be a table of NAME = { ... }" end
+      for name, t in pairs(v) do
+        local ok, err = require("kiro.template").check(name, t)
+        if not ok then return nil, ("%s: %s"):format(what, err) end
+      end
+      any = true
     elseif k ~= "name" and k ~= 1 then
-      return nil, ("%s: %s is not a hook (route, decide, permission, cacheable, finished, redact)")
+      return nil, ("%s: %s is not a hook (route, decide, permission, cacheable, finished, redact) nor templates")
         :format(what, tostring(k))
     end
   end
@@ -209,8 +219,11 @@ function policies.compose(list, budget_ms)
     end
     with[hook] = #ps > 0 and ps or nil
   end
-  local c = { names = {} }
-  for i, p in ipairs(list) do c.names[i] = p.name end
+  local c = { names = {}, templates = {} }
+  for i, p in ipairs(list) do
+    c.names[i] = p.name
+    for name, t in pairs(p.hooks.templates or {}) do c.templates[name] = t end
+  end
   local redacting = with.redact
   if redacting then
     function c.redact(text)

@@ -289,13 +289,21 @@ end
 ---@return boolean ok
 ---@return table? err { code = string, message = string }
 function Conn:relay(id, req)
-  if req.backend_name and not require("kiro.config").named_backend(req.backend_name) then
+  local config = require "kiro.config"
+  if req.backend_name and not config.named_backend(req.backend_name) then
     return false, { code = "config", message = ("the server has no backend named %q"):format(req.backend_name) }
+  end
+  if req.template and req.template ~= "default" then
+    if not config.named_template(req.template) then
+      return false, { code = "config", message = ("the server has no template named %q"):format(req.template) }
+    end
+    local ok, terr = require("kiro.call").check_template(req.template, nil, req.vars)
+    if not ok then return false, { code = "config", message = terr } end
   end
   local opts = {
     cli_path = req.cli, backend = req.backend_name, model = req.model, mode = req.mode, protocol = req.protocol,
     env = req.env,
-    stream = req.stream, session = req.session, template = req.template, trust = req.trust,
+    stream = req.stream, session = req.session, template = req.template, vars = req.vars, trust = req.trust,
     timeout_ms = req.timeout_ms, first_chunk_timeout_ms = req.first_chunk_timeout_ms,
     stall_timeout_ms = req.stall_timeout_ms,
   }

@@ -6,15 +6,16 @@
 --    "backend":{"cli":P,"model":M,"mode":"auto|daemon|oneshot","protocol":"auto|jsonl|acp",
 --               "env":{NAME:S,...}}   (or {"name":N,...}: a backend the server's configuration names;
 --               neither cli nor name: the server's default backend),
---    "template":"default","session":K,"trust":"all"|{"kinds":[K,...],"titles":[P,...]},
+--    "template":"default"|NAME,"vars":{NAME:S,...},"session":K,"trust":"all"|{"kinds":[K,...],"titles":[P,...]},
 --    "timeout_ms":T,"first_chunk_timeout_ms":T,"stall_timeout_ms":T,"expect":{"version":V,"proto":P}}
 --
 -- "expect" lets a client skip the hello round trip: a server that is not
 -- that version and protocol refuses the request (code "version") without
 -- serving any of it. "template" has the server render the prompt as one
 -- user turn of the named template before the backend sees it ("default":
--- kiro.template.render's `User: ...\n\nAssistant: ` form); without it the
--- prompt goes as it is. "session" names a conversation (an ACP agent's,
+-- kiro.template.render's `User: ...\n\nAssistant: ` form; any other: one
+-- the server's configuration names, its {{variables}} from "vars");
+-- without it the prompt goes as it is. "session" names a conversation (an ACP agent's,
 -- kept by the server between calls: kiro.call's opts.session). "trust" is
 -- the client's trust list for an ACP agent's permission requests (kiro.trust;
 -- the user's own choice, as on the command line: the socket is theirs).
@@ -33,7 +34,6 @@ wire.MAX_NAME = 4096      -- bytes of a path, a model, a variable's name or valu
 local function absent(v) return v == nil or type(v) == "userdata" end
 
 local MODES = defaults.MODES
-local TEMPLATES = { default = true }
 local PROTOCOLS = defaults.PROTOCOLS
 local TIMEOUTS = { "timeout_ms", "first_chunk_timeout_ms", "stall_timeout_ms" }
 
@@ -52,22 +52,25 @@ local function name_ok(v)
   return type(v) == "string" and #v > 0 and #v <= wire.MAX_NAME and not v:find("\0", 1, true)
 end
 
-local function check_env(env)
+-- An object of NAME: "value" strings (backend.env, vars), or nil and what
+-- is wrong with it, naming the field `what`.
+local function check_env(env, what)
+  what = what or "backend.env"
   if absent(env) then return nil end
   if type(env) ~= "table" or (#env > 0) then
-    return nil, "backend.env must be an object of NAME: \"value\" strings"
+    return nil, what .. " must be an object of NAME: \"value\" strings"
   end
   local n = 0
   for k, v in pairs(env) do
     n = n + 1
     if n > wire.MAX_ENV then
-      return nil, ("backend.env holds more than %d variables"):format(wire.MAX_ENV)
+      return nil, ("%s holds more than %d variables"):format(what, wire.MAX_ENV)
     end
     if type(k) ~= "string" or not k:match("^[%a_][%w_]*$") or #k > wire.MAX_NAME then
-      return nil, ("backend.env: %q is not a variable name"):format(tostring(k))
+      return nil, ("%s: %q is not a variable name"):format(what, tostring(k))
     end
     if type(v) ~= "string" or #v > wire.MAX_NAME or v:find("\0", 1, true) then
-      return nil, ("backend.env.%s must be a string of at most %d bytes without NUL"):format(k, wire.MAX_NAME)
+      return nil, ("%s.%s must be a string of at most %d bytes without NUL"):format(what, k, wire.MAX_NAME)
     end
   end
   return n > 0 and env or nil
@@ -76,7 +79,8 @@ end
 --- request(msg, max_prompt) -> a checked request, or nil, message (a
 --- malformed request), or nil, message, "overloaded" (a prompt past
 --- max_prompt).
---- The result: { id, prompt, stream, template, session, trust, cli, model, mode, protocol, env, timeout_ms, ... }.
+--- The result: { id, prompt, stream, template, vars, session, trust, cli, model, mode, protocol, env,
+---  timeout_ms, ... }.
 ---@param msg table a decoded request line
 ---@param max_prompt integer the largest prompt taken, in bytes (max_request_bytes)
 ---@return table|nil req
@@ -122,9 +126,11 @@ function wire.request(msg, max_prompt)
   local template = msg.template
   if absent(template) then
     template = nil
-  elseif not TEMPLATES[template] then
-    return nil, "template must be the name of a template the server has (default)"
+  elseif not name_ok(template) or #template > 64 or not template:match("^[%w_.-]+$") then
+    return nil, "template must be the name of a template the server has (default, or one it configures)"
   end
+  local vars, verr = check_env(msg.vars, "vars")
+  if verr then return nil, verr end
   local session = msg.session
   if absent(session) then
     session = nil
@@ -140,7 +146,7 @@ function wire.request(msg, max_prompt)
     if not trusted then return nil, terr end
   end
   local req = {
-    id = id, prompt = msg.prompt, stream = msg.stream ~= false, template = template, session = session,
+    id = id, prompt = msg.prompt, stream = msg.stream ~= false, template = template, vars = vars, session = session,
     trust = trusted,
     cli = not absent(b.cli) and b.cli or nil, backend_name = named, model = not absent(b.model) and b.model or nil,
     mode = not absent(b.mode) and b.mode or "auto", env = env, expect = expect,
