@@ -40,10 +40,12 @@ asan: $(ASAN_BUILD)/Makefile
 # The whole suite, then again under AddressSanitizer + UBSan (what CI runs).
 check: test asan
 
-# Core round trips, the seed's benchmark through the server (hyperfine), and
-# the server under attack (issue 7's bounds).
+# Core round trips, reloads and composed policies, the seed's benchmark
+# through the server (hyperfine), and the server under attack (issue 7's
+# bounds).
 bench: all
 	$(BUILD)/kiro-rt run bench/core.lua
+	$(BUILD)/kiro-rt run bench/policies.lua
 	KIRO_BUILD_DIR=$(CURDIR)/$(BUILD) lua5.4 bench/server.lua
 	KIRO_BUILD_DIR=$(CURDIR)/$(BUILD) lua5.4 bench/attack.lua
 

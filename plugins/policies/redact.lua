@@ -11,12 +11,14 @@
 -- Built in: e-mail addresses, bearer tokens, API keys of the sk-... and
 -- AKIA... forms, Telegram bot tokens, and card-like runs of 13 to 19 digits.
 
+-- Each with a plain string any match holds, looked for first: most text
+-- holds none, and a plain search costs far less than a pattern's.
 local BUILTIN = {
-  "[%w._%%+-]+@[%w-]+%.[%w.-]*%a%a",            -- e-mail addresses
-  "[Bb]earer%s+[%w._~+/=-]+",                    -- Authorization: Bearer ...
-  "sk%-[%w_-]+",                                 -- sk-... API keys
-  "AKIA%u%u%u%u%u%u%u%u%u%u%u%u%u%u%u%u",       -- AWS access key ids
-  "%f[%d]%d%d%d%d%d%d+:[%w_-]+",                 -- Telegram bot tokens (id:secret)
+  { "[%w._%%+-]+@[%w-]+%.[%w.-]*%a%a", "@" },        -- e-mail addresses
+  { "[Bb]earer%s+[%w._~+/=-]+", "earer" },           -- Authorization: Bearer ...
+  { "sk%-[%w_-]+", "sk-" },                          -- sk-... API keys
+  { "AKIA%u%u%u%u%u%u%u%u%u%u%u%u%u%u%u%u", "AKIA" }, -- AWS access key ids
+  { "%f[%d]%d%d%d%d%d%d+:[%w_-]+", ":" },            -- Telegram bot tokens (id:secret)
 }
 
 -- A run of digits, spaces and dashes with 13 to 19 digits: a card number.
@@ -33,7 +35,7 @@ end
 return function(o)
   local replacement = o.replacement or "[redacted]"
   if type(replacement) ~= "string" then error("redact: replacement must be a string", 0) end
-  local patterns = {}
+  local patterns = {} -- { pattern, hint (a plain string a match holds, or false) }
   if o.builtin ~= false then
     for _, p in ipairs(BUILTIN) do patterns[#patterns + 1] = p end
   end
@@ -41,13 +43,15 @@ return function(o)
     if type(p) ~= "string" or not pcall(string.find, "", p) then
       error(("redact: patterns[%d] is not a Lua pattern"):format(i), 0)
     end
-    patterns[#patterns + 1] = p
+    patterns[#patterns + 1] = { p, false }
   end
   local safe = replacement:gsub("%%", "%%%%")
   return {
     redact = function(text)
-      for _, p in ipairs(patterns) do text = text:gsub(p, safe) end
-      if o.builtin ~= false then text = cards(text, replacement) end
+      for _, p in ipairs(patterns) do
+        if not p[2] or text:find(p[2], 1, true) then text = text:gsub(p[1], safe) end
+      end
+      if o.builtin ~= false and text:find("%d%d%d%d") then text = cards(text, replacement) end
       return text
     end,
   }
