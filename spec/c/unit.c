@@ -465,6 +465,15 @@ static void test_jpick(void)
     CHECK(kjp_is(&f[0], "one") && f[1].type == KJP_ARRAY && f[1].raw_len == 3 && kjp_is(&f[2], "x"));
     CHECK(f[3].type == KJP_INTEGER && f[3].integer == 10 && f[5].type == KJP_ABSENT);
     CHECK(f[4].type == KJP_ARRAY && f[4].raw_len == 4 && memcmp(f[4].raw, "[[]]", 4) == 0);
+    /* A key given twice: the last counts, what the first held inside included. */
+    static const char *const twice[] = { "r.a.b", "r.c", "r", NULL };
+    CHECK(kjpick_compile(&p, twice) == 0);
+    const char *dup = "{\"r\":{\"a\":{\"b\":\"first\\n\"},\"c\":1,\"a\":{}}}";
+    CHECK(kjpick(dup, strlen(dup), &p, f, &scratch) == 0);
+    CHECK(f[0].type == KJP_ABSENT && f[1].integer == 1 && f[2].type == KJP_OBJECT);
+    const char *dup2 = "{\"r\":{\"a\":{\"b\":1}},\"r\":{\"a\":5}}";
+    CHECK(kjpick(dup2, strlen(dup2), &p, f, &scratch) == 0);
+    CHECK(f[0].type == KJP_ABSENT && f[1].type == KJP_ABSENT && f[2].raw_len == 7);
     static const char *const too_deep[] = { "a.b.c.d.e.f.g", NULL };
     CHECK(kjpick_compile(&p, too_deep) == -1);
     kbuf_free(&scratch);

@@ -156,8 +156,10 @@ static mask_t value(pick *k, kjp_type type, mask_t *ending)
         if (k->p->depth[i] == k->depth) {
             *ending |= 1u << i;
             k->out[i] = (kjp_field){ .type = type, .raw = k->json + start, .raw_len = end - start };
-        } else {
+        } else { /* found afresh inside this value: a key given twice, the last counts */
             deeper |= 1u << i;
+            k->out[i] = (kjp_field){ .type = KJP_ABSENT };
+            k->in_scratch &= ~(1u << i);
         }
     }
     return deeper;
