@@ -1,7 +1,8 @@
 -- plugins/prosody/mod_kiro.lua in a real Prosody (Debian's), with real
 -- XMPP clients (Debian's python3-slixmpp, spec/hosts/xmpp_bot.py): two
 -- users ask the bot at once and both get streamed answers while a third
--- user's pings are answered throughout; a SIGHUP reload keeps it working.
+-- user's pings are answered throughout; a SIGHUP reload keeps it working;
+-- a second host shares the one kiro with call options of its own.
 local H = require "helper"
 local cjson = require "cjson"
 
@@ -12,9 +13,10 @@ local function prosody_setup()
   local dir = H.tmpdir()
   local port = math.random(20000, 59999)
   local env, sim_log = H.sim_env()
-  for _, user in ipairs { "alice", "bob", "carol" } do
-    assert(os.execute("mkdir -p " .. H.q(dir .. "/data/localhost/accounts") .. " " .. H.q(dir .. "/certs")))
-    H.write_file(("%s/data/localhost/accounts/%s.dat"):format(dir, user), 'return { ["password"] = "pw"; };\n')
+  for _, user in ipairs { "localhost/alice", "localhost/bob", "localhost/carol", "other%2elocalhost/dave" } do
+    local host, name = user:match("^(.*)/(.*)$")
+    assert(os.execute("mkdir -p " .. H.q(dir .. "/data/" .. host .. "/accounts") .. " " .. H.q(dir .. "/certs")))
+    H.write_file(("%s/data/%s/accounts/%s.dat"):format(dir, host, name), 'return { ["password"] = "pw"; };\n')
   end
   H.write_file(dir .. "/prosody.cfg.lua", ([[
 pidfile = %q
@@ -28,10 +30,14 @@ s2s_ports = { }
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 authentication = "internal_plain"
+kiro = { cli_path = %q, env = { KIRO_SIM_CHUNK_DELAY_MS = "150", KIRO_SIM_LOG = %q } }
 VirtualHost "localhost"
   modules_enabled = { "kiro" }
   kiro_draft_interval_ms = 100
-  kiro = { cli_path = %q, env = { KIRO_SIM_CHUNK_DELAY_MS = "150", KIRO_SIM_LOG = %q } }
+VirtualHost "other.localhost"
+  modules_enabled = { "kiro" }
+  kiro_draft_interval_ms = 100
+  kiro_call = { model = "sim-smart" }
 ]]):format(dir .. "/prosody.pid", dir .. "/data", dir .. "/prosody.log", H.source .. "/plugins/prosody", port,
     H.sim, sim_log))
   return { dir = dir, port = port, env = env, log = dir .. "/prosody.log" }
@@ -42,8 +48,8 @@ local function log_has(p, text)
 end
 
 -- The clients' round: askers at once, a pinger meanwhile; its JSON.
-local function ask(p, askers, pinger)
-  local r = H.run({ PYTHON, H.source .. "/spec/hosts/xmpp_bot.py", tostring(p.port), "bot@localhost",
+local function ask(p, askers, pinger, bot)
+  local r = H.run({ PYTHON, H.source .. "/spec/hosts/xmpp_bot.py", tostring(p.port), bot or "bot@localhost",
                     table.concat(askers, ","), pinger }, {})
   assert.are.equal(0, r.code, r.err)
   return cjson.decode(r.out)
@@ -51,8 +57,9 @@ end
 
 -- One user's answer: composing first, the text growing in corrections of
 -- the first message, whole at the end, then active.
-local function streamed(got, user)
-  local want = ("You said: hello from %s: one two three four five six"):format(user)
+local function streamed(got, user, model)
+  local want = ("%sYou said: hello from %s: one two three four five six"):format(model and "[" .. model .. "] " or "",
+    user)
   assert.are.equal("composing", got[1].state)
   local first, texts, times = nil, {}, {}
   for _, m in ipairs(got) do
@@ -98,6 +105,9 @@ describe("prosody", function()
     assert(H.wait_for(function() return log_has(p, "Reloading configuration file") end, 5000))
     out = ask(p, { "alice@localhost" })
     streamed(out.answers["alice@localhost"], "alice")
+    -- Another host of the same Prosody: the one kiro, this host's call options.
+    out = ask(p, { "dave@other.localhost" }, nil, "bot@other.localhost")
+    streamed(out.answers["dave@other.localhost"], "dave", "sim-smart")
 
     assert(os.execute("kill -TERM " .. pid))
     local code, _, err = wait_exit()

@@ -8,17 +8,20 @@
 -- prosody.cfg.lua:
 --
 --   plugin_paths = { "/path/to/kiro-rt/plugins/prosody" }
+--   kiro = { cli_path = "/usr/bin/kiro-cli", model = "..." } -- kiro.configure's options
 --   VirtualHost "example.org"
 --     modules_enabled = { "kiro" }
 --     kiro_bot = "bot@example.org"         -- default: bot@<host>
 --     kiro_draft_interval_ms = 1000        -- default 1000, floor 100
---     kiro = { cli_path = "/usr/bin/kiro-cli", model = "..." } -- kiro.configure's options
 --     kiro_call = { template = "default" } -- each call's options (kiro.stream's opts)
 --
--- kiro (lua/kiro and kiro.so) must be on Prosody's Lua paths: installed
--- with `make install`, or named by LUA_PATH and LUA_CPATH. Prosody's
--- configuration is read again on reload (SIGHUP, prosodyctl reload), and
--- kiro's logs go to Prosody's log.
+-- kiro is one runtime for the whole Prosody process: `kiro` (its options:
+-- backends, policies, ...) belongs in the global section, and each host
+-- picks what it needs with kiro_call (a named backend, a template, a
+-- model). kiro (lua/kiro and kiro.so) must be on Prosody's Lua paths:
+-- installed with `make install`, or named by LUA_PATH and LUA_CPATH.
+-- Prosody's configuration is read again on reload (SIGHUP, prosodyctl
+-- reload), and kiro's logs go to Prosody's log.
 
 local kiro = require "kiro"
 local st = require "util.stanza"
@@ -30,7 +33,11 @@ local time = require "util.time"
 local NS_CHATSTATES = "http://jabber.org/protocol/chatstates"
 local NS_CORRECT = "urn:xmpp:message-correct:0"
 
-local adapter = kiro.host.prosody()
+-- The process's one kiro: its host adapter, and how many hosts use it.
+local shared = module:shared("/*/kiro/runtime")
+if not shared.adapter then shared.adapter, shared.hosts = kiro.host.prosody(), 0 end
+shared.hosts = shared.hosts + 1
+local adapter = shared.adapter
 local bot, interval, call_opts
 
 -- Prosody's options, checked by kiro as kiro.configure's and kiro.stream's.
@@ -38,8 +45,13 @@ local function configure()
   bot = jid.bare(module:get_option_string("kiro_bot", "bot@" .. module.host))
   interval = math.max(100, module:get_option_number("kiro_draft_interval_ms", 1000)) / 1000
   call_opts = module:get_option("kiro_call", {})
+  local global = module:context("*"):get_option("kiro", {})
+  if module:get_option("kiro", {}) ~= global then
+    module:log("warn", "kiro is configured once for the whole server: set `kiro` in the global section "
+      .. "(this host's is not used); a host picks its backend, template or model with kiro_call")
+  end
   local options = {}
-  for k, v in pairs(module:get_option("kiro", {})) do options[k] = v end
+  for k, v in pairs(global) do options[k] = v end
   options.host = adapter
   kiro.configure(options) -- a `log` filter there counts: the lines that pass it go to Prosody's log
   kiro.configure { log = function(level, target, message)
@@ -90,8 +102,12 @@ local function answer(stanza)
   show(true)
 end
 
--- A runner per user: their messages are answered in order, one at a time.
+-- A runner per user with messages to answer: theirs are answered in order,
+-- one at a time; once it has none left it goes.
 local runners = {}
+local function done(runner, user)
+  if runners[user] == runner and runner.state == "ready" and #runner.queue == 0 then runners[user] = nil end
+end
 module:hook("message/bare", function(event)
   local stanza = event.stanza
   if jid.bare(stanza.attr.to) ~= bot or stanza.attr.type == "error" or not stanza:get_child_text("body") then
@@ -101,15 +117,23 @@ module:hook("message/bare", function(event)
   local runner = runners[user]
   if not runner then
     runner = async.runner(answer)
-    runner:onerror(function(_, e) module:log("error", "answering %s: %s", user, e) end)
+    runner:onerror(function(r, e)
+      module:log("error", "answering %s: %s", user, e)
+      done(r, user)
+    end)
+    runner:onready(function(r) done(r, user) end)
     runners[user] = runner
   end
   runner:run(stanza)
+  done(runner, user) -- answered without waiting
   return true
 end)
 
 function module.unload()
+  shared.hosts = shared.hosts - 1
+  if shared.hosts > 0 then return end -- another host still uses it
   kiro.configure { host = false, log = false }
   adapter.close()
   kiro.reset()
+  shared.adapter = nil
 end
