@@ -40,9 +40,9 @@ local function serve(path, knobs)
   local extra = { KIRO_CONFIG = path }
   for k, v in pairs(knobs or {}) do extra[k] = v end
   local env = H.sim_env(extra)
-  local pid, wait = H.spawn_bg({ H.kiro_rt, "serve", "--stop-grace-ms", "10000" }, env)
+  local pid, wait, sdir = H.spawn_bg({ H.kiro_rt, "serve", "--stop-grace-ms", "10000" }, env)
   assert(H.wait_for(function() return H.status(env) end, 5000), "the server did not start")
-  return env, pid, wait
+  return env, pid, wait, sdir
 end
 
 -- The daemons' pids of each pool, sorted, by the pool's backend tag.
@@ -174,7 +174,7 @@ describe("hot reload", function()
     function()
       local dir, path = setup_dir()
       write_config(path, config_text("A"))
-      local env, _, wait_serve = serve(path)
+      local env, _, wait_serve, sdir = serve(path)
       assert.are.equal("You said: [A] hi\n", H.agent({ "-m", "hi" }, env).out)
       H.write_file(dir .. "/policies/raises.lua",
         "local o = ...\nreturn function(opts)\n  error('cannot start: ' .. opts.why)\nend\n")
@@ -201,6 +201,11 @@ describe("hot reload", function()
       assert.are.equal(0, H.run({ H.kiro_rt, "reload" }, env).code)
       assert.are.equal("You said: [B] fixed\n", H.agent({ "-m", "fixed" }, env).out)
       assert.is_nil(H.status(env).config.last_error)
+      -- `server` settings are the server's start's: a change says so.
+      write_config(path, (config_text("B"):gsub("^return {", "return {\n  server = { idle_ms = 123456 },")))
+      assert.are.equal(0, H.run({ H.kiro_rt, "reload" }, env).code)
+      assert.matches("`server` settings changed; they take effect when the server starts again",
+        H.read_file(sdir .. "/err"))
       assert.are.equal(0, H.run({ H.kiro_rt, "stop" }, env).code)
       assert.are.equal(0, (wait_serve()))
     end)

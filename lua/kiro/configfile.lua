@@ -16,6 +16,16 @@ local configfile = {}
 
 local prior = {}   -- options' values before any file set them, by name
 local applied = {} -- the options the file in use set
+local server_in_use -- its `server` settings
+
+-- The `server` settings as one comparable string.
+local function server_settings(t)
+  local keys = {}
+  for k in pairs(t or {}) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for i, k in ipairs(keys) do keys[i] = k .. "=" .. tostring(t[k]) end
+  return table.concat(keys, ",")
+end
 
 -- `server`: kiro-rt serve's settings, by the name of their flag.
 local SERVER = {
@@ -184,6 +194,7 @@ end
 --- Uses a configuration file's options (configfile.load's, with for_use):
 --- checked already, its policies loaded once.
 ---@param conf table
+---@return table? server the `server` settings of the file used before, if any
 function configfile.apply(conf)
   for k in pairs(conf.options) do
     if not applied[k] and prior[k] == nil then prior[k] = config.raw_option(k) end
@@ -193,6 +204,9 @@ function configfile.apply(conf)
   for k, v in pairs(conf.options) do
     if v ~= false or prior[k] ~= nil then applied[k] = true end
   end
+  local before = server_in_use
+  server_in_use = conf.server
+  return before
 end
 
 --- Reloads, as they went: counts by outcome, and the last error.
@@ -213,8 +227,12 @@ function configfile.reload(path)
     core.log("error", "kiro.config", "reload failed, the configuration in force stays: " .. err)
     return nil, err
   end
-  configfile.apply(conf)
+  local before = configfile.apply(conf)
   r.last_ms = (core.hrtime() - h0) / 1e6
+  if before and server_settings(conf.server) ~= server_settings(before) then
+    core.log("warn", "kiro.config", path .. ": `server` settings changed; they take effect when the server "
+      .. "starts again (the other options already have)")
+  end
   r.ok, r.last_error = r.ok + 1, nil
   core.log("info", "kiro.config", "reloaded " .. path)
   return conf
