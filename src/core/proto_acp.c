@@ -177,10 +177,36 @@ static void put(kbuf *out, json_t *msg)
     free(text);
 }
 
-static json_int_t request(acp *a, kbuf *out, const char *method, json_t *params)
+/* The head of every request of ours, up to its params' value; its id
+ * returned. (Sent for every call: no printf.) */
+static json_int_t put_request(acp *a, kbuf *out, const char *method)
 {
     json_int_t id = a->next_id++;
-    put(out, json_pack("{s:I, s:s, s:o}", "id", id, "method", method, "params", params));
+    char digits[24];
+    int n = 0;
+    unsigned long long v = (unsigned long long)id; /* ids count up from 0 */
+    do
+        digits[sizeof digits - 1 - n++] = (char)('0' + v % 10);
+    while ((v /= 10) && n < (int)sizeof digits);
+    kbuf_append(out, "{\"jsonrpc\":\"2.0\",\"id\":", 22);
+    kbuf_append(out, digits + sizeof digits - n, (size_t)n);
+    kbuf_append(out, ",\"method\":\"", 11);
+    kbuf_append(out, method, strlen(method));
+    kbuf_append(out, "\",\"params\":", 11);
+    return id;
+}
+
+/* A request of ours with params made by jansson (consumed); its id. */
+static json_int_t request(acp *a, kbuf *out, const char *method, json_t *params)
+{
+    json_int_t id = put_request(a, out, method);
+    char *text = json_dumps(params, JSON_COMPACT);
+    json_decref(params);
+    if (!text)
+        abort(); /* only an allocation failure can make jansson refuse */
+    kbuf_append(out, text, strlen(text));
+    kbuf_append(out, "}\n", 2);
+    free(text);
     return id;
 }
 
@@ -244,25 +270,6 @@ static int put_string(kbuf *out, const char *s, size_t n)
     out->len = (size_t)(kjstr_write(out->data + out->len, s, n) - out->data);
     out->data[out->len++] = '"';
     return 0;
-}
-
-/* The head of a request of ours, up to its params' value; its id returned.
- * (Sent for every call: no printf.) */
-static json_int_t put_request(acp *a, kbuf *out, const char *method)
-{
-    json_int_t id = a->next_id++;
-    char digits[24];
-    int n = 0;
-    unsigned long long v = (unsigned long long)id; /* ids count up from 0 */
-    do
-        digits[sizeof digits - 1 - n++] = (char)('0' + v % 10);
-    while ((v /= 10) && n < (int)sizeof digits);
-    kbuf_append(out, "{\"jsonrpc\":\"2.0\",\"id\":", 22);
-    kbuf_append(out, digits + sizeof digits - n, (size_t)n);
-    kbuf_append(out, ",\"method\":\"", 11);
-    kbuf_append(out, method, strlen(method));
-    kbuf_append(out, "\",\"params\":", 11);
-    return id;
 }
 
 /* Asks for a session (for the next turn) unless one is there or coming.
