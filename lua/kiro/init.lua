@@ -93,6 +93,8 @@ end })
 --- Suspends the calling task (blocks a plain caller) for ms milliseconds.
 ---@type fun(ms: integer)
 kiro.sleep = tasks.sleep
+--- HTTP requests on kiro's loop (kiro.http.request).
+kiro.http = require "kiro.http"
 --- Milliseconds on a monotonic clock (the event loop's: the time of its
 --- last turn), for measuring spans, not for dates.
 ---@type fun(): integer

@@ -63,6 +63,11 @@ void krt_shutdown(krt *rt, int reopen)
     if (!rt->shutting_down) {
         rt->shutting_down = 1;
         kreq_cancel_all(&rt->core, "runtime shutting down");
+        if (rt->http) { /* its connections go too; a new client comes on demand */
+            khttp_end_all(rt->http, "runtime shutting down");
+            khttp_free(rt->http);
+            rt->http = NULL;
+        }
         uv_timer_stop(&rt->health);
         kbackends_close_pools(&rt->backends, "runtime shutting down");
     }
@@ -113,6 +118,13 @@ void krt_free(krt *rt)
         return; /* leak rather than free memory libuv still points at */
     }
     free(rt);
+}
+
+khttp *krt_http(krt *rt, char *err, size_t errlen)
+{
+    if (!rt->http)
+        rt->http = khttp_new(rt->core.loop, err, errlen);
+    return rt->http;
 }
 
 void krt_submit(krt *rt, kbackend *b, int oneshot, kreq *r)

@@ -8,6 +8,7 @@
 
 #include "backend.h"
 #include "core.h"
+#include "http.h"
 #include "request.h"
 
 typedef struct krt {
@@ -16,6 +17,7 @@ typedef struct krt {
     kbackends backends;
     int shutting_down;
     uv_timer_t health; /* one timer checks every daemon and oneshot child */
+    khttp *http;       /* the HTTP client, made on first use */
 } krt;
 
 krt *krt_new(void);
@@ -29,6 +31,8 @@ void krt_shutdown(krt *rt, int reopen);
 void krt_free(krt *rt);
 /* (Re)starts the periodic health check after a configuration change. */
 void krt_health_start(krt *rt);
+/* The runtime's HTTP client, made now if need be; NULL with a message. */
+khttp *krt_http(krt *rt, char *err, size_t errlen);
 /* Serves r on the backend's daemon pool, or by a oneshot child. */
 void krt_submit(krt *rt, kbackend *b, int oneshot, kreq *r);
 

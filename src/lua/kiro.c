@@ -46,6 +46,7 @@
 #include "lconfig.c"  /* configure, config, stats, log and its filter, which */
 #include "lipc.c"     /* connect, listen, listen_tcp, secure_dir; conn, listener */
 #include "los.c"      /* lock, start_detached, process facts, memory */
+#include "lhttp.c"    /* http; request:cancel */
 
 static const luaL_Reg core_fns[] = {
     /* lbackend.c, lrequest.c */
@@ -98,6 +99,8 @@ static const luaL_Reg core_fns[] = {
     { "getuid", l_getuid },
     { "file_owner", l_file_owner },
     { "getpid", l_getpid },
+    /* lhttp.c */
+    { "http", l_http },
     { NULL, NULL },
 };
 
@@ -139,6 +142,7 @@ KIRO_EXPORT int luaopen_kiro_core(lua_State *L)
     lkiro_class(L, CONN_MT, conn_close, NULL, conn_methods);
     lkiro_class(L, LISTENER_MT, listener_close, NULL, listener_methods);
     lkiro_class(L, LOCK_MT, lock_release, NULL, lock_methods);
+    lkiro_class(L, HTTP_MT, http_cancel, NULL, http_methods);
 
     push_runtime(L);
     lua_newtable(L);
