@@ -26,6 +26,7 @@ external_dependencies = {
   LIBUV = { header = "uv.h" },
   JANSSON = { header = "jansson.h" },
   YAJL = { header = "yajl/yajl_parse.h" },
+  CURL = { header = "curl/curl.h" },
 }
 build = {
   type = "cmake",
