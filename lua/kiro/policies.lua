@@ -48,51 +48,13 @@ policies.HOOKS = { route = true, decide = true, permission = true, cacheable = t
 --- Hooks that ran too long or raised, by policy and hook (for metrics).
 policies.errors = {}
 
--- The directories kiro-rt's own plugins may be in: beside this file in a
--- source tree (lua/kiro/ -> plugins/), under an installed prefix
--- (share/lua/5.4/kiro/ -> share/kiro-rt/plugins/), or, for the Lua built
--- into kiro-rt, beside its executable (bin/ -> share/kiro-rt/plugins, or
--- build/ -> plugins in a source tree).
-local function shipped_dirs()
-  local dirs = {}
-  local src = debug.getinfo(1, "S").source
-  local here = src:sub(1, 1) == "@" and src:match("^@(.*)/[^/]*$")
-  if here then
-    dirs[#dirs + 1] = here .. "/../../plugins/policies"
-    dirs[#dirs + 1] = here .. "/../../../kiro-rt/plugins/policies"
-  end
-  local exe = core.exe()
-  local bin = exe and exe:match("^(.*)/[^/]*$")
-  if bin then
-    dirs[#dirs + 1] = bin .. "/../share/kiro-rt/plugins/policies"
-    dirs[#dirs + 1] = bin .. "/../plugins/policies"
-  end
-  return dirs
-end
-
---- The file of the plugin `name`: the first `NAME.lua` in `path` (a list of
---- directories), then among kiro-rt's own; nil and where it looked.
+--- The file of the policy plugin `name`: the first `NAME.lua` in `path`
+--- (a list of directories), then among kiro-rt's own; nil and where it looked.
 ---@param name string
 ---@param path? string[]
 ---@return string|nil file, string? message
 function policies.find(name, path)
-  if not name:match("^[%w_-]+$") then
-    return nil, ("%q is not a policy's name (letters, digits, _ -)"):format(name)
-  end
-  local looked = {}
-  local dirs = {}
-  for _, d in ipairs(path or {}) do dirs[#dirs + 1] = d end
-  for _, d in ipairs(shipped_dirs()) do dirs[#dirs + 1] = d end
-  for _, d in ipairs(dirs) do
-    local file = d .. "/" .. name .. ".lua"
-    local f = io.open(file)
-    if f then
-      f:close()
-      return file
-    end
-    looked[#looked + 1] = file
-  end
-  return nil, ("no policy named %q (looked for %s)"):format(name, table.concat(looked, ", "))
+  return require("kiro.plugins").find("policies", name, path)
 end
 
 -- A policy table checked: nil and what is wrong.
@@ -137,10 +99,10 @@ function policies.load(list, path)
       local file, err = policies.find(name, path)
       if not file then return nil, at .. ": " .. err end
       files[#files + 1] = file
-      local chunk, lerr = loadfile(file, "t", setmetatable({}, { __index = _G }))
-      if not chunk then return nil, at .. ": " .. lerr end
-      local ok, made = pcall(chunk)
-      if ok and type(made) == "function" then
+      local made, lerr = require("kiro.plugins").load(file)
+      if lerr then return nil, ("%s (%s): %s"):format(at, name, lerr) end
+      local ok = true
+      if type(made) == "function" then
         local options = {}
         if type(e) == "table" then
           for k, v in pairs(e) do if k ~= 1 then options[k] = v end end

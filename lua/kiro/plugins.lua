@@ -1,0 +1,70 @@
+--- Where plugins are found: `plugins/KIND/NAME.lua` (KIND: policies,
+-- channels, bots), first in the directories a configuration names, then
+-- among the ones kiro-rt ships: beside this file in a source tree
+-- (lua/kiro/ -> plugins/), under an installed prefix (share/lua/5.4/kiro/
+-- -> share/kiro-rt/plugins/), or, for the Lua built into kiro-rt, beside
+-- its executable (bin/ -> share/kiro-rt/plugins, build/ -> plugins).
+
+local core = require "kiro.core"
+
+local plugins = {}
+
+--- The directories kiro-rt's own plugins of a kind may be in, in order.
+---@param kind string
+---@return string[]
+function plugins.shipped(kind)
+  local dirs = {}
+  local src = debug.getinfo(1, "S").source
+  local here = src:sub(1, 1) == "@" and src:match("^@(.*)/[^/]*$")
+  if here then
+    dirs[#dirs + 1] = here .. "/../../plugins/" .. kind
+    dirs[#dirs + 1] = here .. "/../../../kiro-rt/plugins/" .. kind
+  end
+  local exe = core.exe()
+  local bin = exe and exe:match("^(.*)/[^/]*$")
+  if bin then
+    dirs[#dirs + 1] = bin .. "/../share/kiro-rt/plugins/" .. kind
+    dirs[#dirs + 1] = bin .. "/../plugins/" .. kind
+  end
+  return dirs
+end
+
+--- The file of plugin `name` of a kind: the first `NAME.lua` in `path` (a
+--- list of directories), then among kiro-rt's own; nil and where it looked.
+---@param kind string
+---@param name string
+---@param path? string[]
+---@return string|nil file, string? message
+function plugins.find(kind, name, path)
+  if type(name) ~= "string" or not name:match("^[%w_-]+$") then
+    return nil, ("%q is not a plugin's name (letters, digits, _ -)"):format(tostring(name))
+  end
+  local looked = {}
+  local dirs = {}
+  for _, d in ipairs(path or {}) do dirs[#dirs + 1] = d end
+  for _, d in ipairs(plugins.shipped(kind)) do dirs[#dirs + 1] = d end
+  for _, d in ipairs(dirs) do
+    local file = d .. "/" .. name .. ".lua"
+    local f = io.open(file)
+    if f then
+      f:close()
+      return file
+    end
+    looked[#looked + 1] = file
+  end
+  local one = ({ policies = "policy", channels = "channel", bots = "bot" })[kind] or kind
+  return nil, ("no %s named %q (looked for %s)"):format(one, name, table.concat(looked, ", "))
+end
+
+--- Loads a plugin file afresh in an environment of its own: what it returns.
+---@param file string
+---@return any|nil value, string? message
+function plugins.load(file)
+  local chunk, err = loadfile(file, "t", setmetatable({}, { __index = _G }))
+  if not chunk then return nil, err end
+  local ok, v = pcall(chunk)
+  if not ok then return nil, tostring(v) end
+  return v
+end
+
+return plugins
