@@ -17,6 +17,7 @@ Usage:
   kiro-rt serve | status | stop  (the background server that keeps backends warm)
   kiro-rt reload                 (the server reads its configuration file again)
   kiro-rt config check [FILE]    (check a configuration file; print what it sets)
+  kiro-rt bot [--config FILE]    (chat bots on the configured channels: Telegram, ...)
   kiro-rt --version | --help
 
 Commands:
@@ -25,6 +26,7 @@ Commands:
   serve   run the server in the foreground (agent starts one when none runs)
   status  show the server, its pools and daemons (--json for a machine)
   stop    stop the server gracefully
+  bot     answer chats on the channels the configuration file names
 
 Environment:
   KIRO_CLI_PATH    backend executable (default: kiro-cli on PATH)
@@ -732,6 +734,81 @@ local function stop(args)
   return EXIT_OK
 end
 
+local BOT_USAGE = [[
+Usage: kiro-rt bot [--config FILE]
+
+Answers chats on the channels the configuration file names (its
+`channels` table: telegram = { token =, allowed_users = { ID, ... }, ... }),
+each reply streamed as it is made: typing, then a message edited as the
+text grows (stream_mode, draft_update_interval_ms). Only the users and
+chats listed in allowed_users and allowed_chats get answers.
+
+SIGHUP reads the configuration file again (who may talk, how replies
+stream, the runtime's options); SIGINT and SIGTERM stop taking messages,
+let the replies under way finish (within --stop-grace-ms, default 10000:
+those left are ended with a marker) and exit.
+]]
+
+-- kiro-rt bot: the configured channels' chats, answered.
+local function bot_cmd(args)
+  local named, grace, i = nil, 10000, 1
+  while args[i] do
+    local a = args[i]
+    if a == "-h" or a == "--help" then io.stdout:write(BOT_USAGE); return EXIT_OK end
+    local f, next_i, cferr = config_flag(args, i)
+    if cferr then return usage_error("bot: " .. cferr) end
+    if f then
+      named, i = f, next_i
+    elseif a == "--stop-grace-ms" then
+      local v, err = parse_int(a, args[i + 1], 0, MAX_MS)
+      if not v then return usage_error(err) end
+      grace, i = v, i + 2
+    elseif a == "--console" then
+      return usage_error("bot: --console is not built yet (issue 12): configure a channel instead")
+    else
+      return usage_error("bot: unknown argument '" .. a .. "'")
+    end
+  end
+  local conf, cerr = use_config(named)
+  if cerr then return usage_error(cerr) end
+  if not conf or not next(conf.channels) then
+    return usage_error("bot: no channels configured (the configuration file's channels = { telegram = { ... } })")
+  end
+  local kiro = require "kiro"
+  local core = kiro.core
+  local dir = conf.path:match("^(.*)/[^/]*$") or "."
+  local b, berr = require("kiro.bot").start(conf.channels, { dir .. "/channels" })
+  if not b then return usage_error("bot: " .. berr) end
+  core.log("info", "kiro.bot", "answering on " .. (function()
+    local names = {}
+    for name in pairs(conf.channels) do names[#names + 1] = name end
+    table.sort(names)
+    return table.concat(names, ", ")
+  end)())
+  core.handle_hup(function()
+    local new = require("kiro.configfile").reload(conf.path)
+    if new then b:configure(new.channels) end
+  end)
+  local signalled
+  kiro.on_signal(function(sig)
+    if signalled then return end
+    signalled = sig
+    core.log("info", "kiro.bot", ("signal %d: stopping; replies under way finish"):format(sig))
+    b:stop()
+    kiro.spawn(function()
+      local deadline = kiro.now() + grace
+      while b:busy() > 0 and kiro.now() < deadline do kiro.sleep(50) end
+      kiro.shutdown() -- what is left ends (the long polls too)
+    end)
+  end)
+  local ok, rerr = pcall(kiro.run)
+  if not ok then
+    io.stderr:write("kiro-rt: bot: ", tostring(rerr), "\n")
+    return EXIT_FAIL
+  end
+  return signalled and EXIT_OK or EXIT_FAIL
+end
+
 -- kiro-rt reload: the server reads its configuration file again.
 local function reload(args)
   if args[1] == "-h" or args[1] == "--help" then
@@ -772,6 +849,8 @@ function cli.main(args)
     return config_cmd(rest)
   elseif cmd == "reload" then
     return reload(rest)
+  elseif cmd == "bot" then
+    return bot_cmd(rest)
   elseif cmd == "serve" then
     return serve(rest)
   elseif cmd == "status" then

@@ -2,10 +2,11 @@
 -- else $XDG_CONFIG_HOME/kiro-rt/config.lua when it exists. A Lua file that
 -- returns a table: kiro.configure's options (the same keys, checked the
 -- same way), the seed's `default_model` and `default_provider` ("kiro"),
--- `server` (kiro-rt serve's settings) and `channels` (kept for the channel
--- work: `stream_mode`, off, partial or draft, or the seed's true and false,
--- and `draft_update_interval_ms`, 250 at least). It runs in an environment of its own (it
--- reads the globals, and sets none), is refused when others can write it
+-- `server` (kiro-rt serve's settings) and `channels` (kiro-rt bot's: each
+-- channel's plugin settings and kiro.bot's, `stream_mode` off, partial or
+-- draft, or the seed's true and false, and `draft_update_interval_ms`, 250
+-- at least). It runs in an environment of its own (it reads the globals,
+-- and sets none), is refused when others can write it
 -- (as ssh does), and is checked whole before any of it is used: an error
 -- names the file, the line where it can be found, and the key.
 
@@ -35,6 +36,12 @@ local SERVER = {
   unread_timeout_ms = "integer",
 }
 local STREAM_MODES = { off = true, partial = true, draft = true }
+-- A channel's other settings (kiro.bot's and the channel plugins').
+local CHANNEL = {
+  token = "string", api_root = "string", gateway_url = "string", allowed_users = "ids", allowed_chats = "ids",
+  backend = "string", model = "string", template = "string", system = "string", on_busy = "busy",
+  poll_timeout_s = "integer",
+}
 
 --- The file to read: the one named, else $KIRO_CONFIG, else the user's
 --- (XDG) one when it exists; nil when there is none.
@@ -149,8 +156,19 @@ function configfile.load(path, for_use)
               return fail(at .. ".draft_update_interval_ms",
                 ("expected an integer >= 250, got %q"):format(tostring(cv)))
             end
+          elseif CHANNEL[ck] then
+            local want = CHANNEL[ck]
+            local good = want == "ids" and type(cv) == "table" or want == "integer" and math.type(cv) == "integer"
+              and cv > 0 or want == "busy" and (cv == "queue" or cv == "cancel") or type(cv) == want
+            if good and want == "ids" then
+              for _, id in ipairs(cv) do good = good and (math.type(id) == "integer" or type(id) == "string") end
+            end
+            if not good then
+              return fail(at .. "." .. ck, want == "ids" and "expected a list of ids" or want == "busy"
+                and "expected queue or cancel" or ("expected %s, got %s"):format(want, type(cv)))
+            end
           else
-            return fail(at .. "." .. tostring(ck), "unknown setting (stream_mode, draft_update_interval_ms)")
+            return fail(at .. "." .. tostring(ck), "unknown setting")
           end
         end
         conf.channels[name] = ch

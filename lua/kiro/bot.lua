@@ -1,0 +1,243 @@
+--- kiro.bot: chat bots on channels (`kiro-rt bot`): each configured channel
+-- (a plugin in plugins/channels) hands over messages; each chat gets one
+-- reply at a time, streamed with kiro.reply, with its own history.
+--
+-- A channel's settings (the configuration file's channels.NAME), besides
+-- the channel's own (token, api_root, ...):
+--   allowed_users, allowed_chats  who may talk to the bot (default: nobody;
+--                                 others get no reply, and are logged once)
+--   stream_mode, draft_update_interval_ms   kiro.reply's (partial, 1000)
+--   backend, model, template, system        how replies are made: a named
+--                                 backend and model; a named template (its
+--                                 system prompt and trimming), else `system`
+--                                 and the last 8 turns within 24,000 characters
+--   on_busy = "queue" | "cancel"  a message while a reply runs waits its
+--                                 turn (default), or stops that reply
+-- Commands: /reset (forget the chat's history), /model NAME (this chat's
+-- model; /model alone: back to the default), /stop (stop the reply).
+
+local kiro = require "kiro"
+local reply = require "kiro.reply"
+local template = require "kiro.template"
+local plugins = require "kiro.plugins"
+
+local bot = {}
+
+bot.MAX_TURNS, bot.MAX_CHARS = 8, 24000 -- the history a chat keeps, by default (as ZeroClaw)
+
+local HELP = "Send me a message and I answer it. /reset forgets our conversation, /model NAME picks a model, "
+  .. "/stop stops a reply."
+
+-- An id, numbers as integers: 123, 123.0 and "123" are one id.
+local function norm(v)
+  return math.tointeger(tonumber(v)) or tostring(v)
+end
+
+-- Whether a set given as a list holds v.
+local function listed(list, v)
+  if v == nil then return false end
+  v = norm(v)
+  for _, x in ipairs(list or {}) do
+    if norm(x) == v then return true end
+  end
+  return false
+end
+
+local Chat = {}
+Chat.__index = Chat
+
+--- The prompt for text, and the call's options: an ACP agent keeps the
+--- conversation itself (a session per chat); any other backend gets the
+--- history rendered in the prompt.
+---@param text string the user's message
+---@return string prompt, table opts
+function Chat:request(text)
+  local s = self.settings
+  local opts = { backend = s.backend, model = self.model or s.model }
+  local protocol = s.backend and (kiro.option("backends") or {})[s.backend]
+  protocol = protocol and protocol.protocol or kiro.option("protocol")
+  if protocol == "acp" then
+    opts.session = ("%s:%s:%d"):format(self.channel.name, tostring(self.id), self.generation)
+    return text, opts
+  end
+  if s.template then
+    opts.template, opts.history = s.template, self.history
+    return text, opts
+  end
+  local pre, post = template.form({ system = s.system, max_turns = bot.MAX_TURNS, max_chars = bot.MAX_CHARS },
+    self.channel.name .. ".system", self.history, { chat = tostring(self.id) })
+  if not pre then error(post, 0) end
+  return pre .. text .. post, opts
+end
+
+--- Answers one message, streamed; returns once all of it is delivered.
+---@param text string
+function Chat:answer(text)
+  local s = self.settings
+  local r = reply.new(self.channel, self.id,
+    { stream_mode = s.stream_mode, interval_ms = s.draft_update_interval_ms })
+  self.reply = r
+  kiro.spawn(function() r:run() end)
+  local ok, call = pcall(function()
+    local prompt, opts = self:request(text)
+    return kiro.call(prompt, opts)
+  end)
+  local err
+  if not ok then
+    err = tostring(call)
+  else
+    self.call = call
+    while true do
+      local chunk, msg, code = call:next()
+      if chunk then
+        r:add(chunk)
+      else
+        if code then err = code == "cancelled" and "stopped" or msg end
+        break
+      end
+    end
+    self.call = nil
+  end
+  if err and not r.text:find("%S") then r:add(err == "stopped" and "[stopped]" or "[error: " .. err .. "]") end
+  local answer = r.text
+  r:finish(err and r.text:find("%S") and answer ~= "[stopped]" and err or nil)
+  r:wait()
+  self.reply = nil
+  if not err then
+    self.history[#self.history + 1] = { role = "user", content = text }
+    self.history[#self.history + 1] = { role = "assistant", content = answer }
+  end
+end
+
+--- A command's answer, or nil for a message that is not one (and true for
+--- one answered without words: /stop).
+---@param text string
+---@return string? answer, boolean? handled
+function Chat:command(text)
+  local cmd, arg = text:match("^/(%a+)@?%S*%s*(.-)%s*$")
+  if cmd == "reset" then
+    self.history, self.generation = {}, self.generation + 1
+    return "History cleared."
+  elseif cmd == "model" then
+    self.model = arg ~= "" and arg or nil
+    return self.model and ("Model: " .. self.model) or "Model: the default"
+  elseif cmd == "stop" then
+    if self.call then
+      self.call:cancel()
+      return nil, true
+    end
+    return "Nothing to stop."
+  elseif cmd == "start" or cmd == "help" then
+    return HELP
+  end
+  return nil
+end
+
+--- The chat's worker: its messages, one at a time, in order.
+function Chat:work()
+  while #self.queue > 0 do
+    local text = table.remove(self.queue, 1)
+    local ok, err = pcall(self.answer, self, text)
+    if not ok then
+      kiro.log("error", "kiro.bot", ("%s: chat %s: %s"):format(self.channel.name, tostring(self.id), err))
+    end
+  end
+  self.working = false
+end
+
+local Bot = {}
+Bot.__index = Bot
+
+--- A message from a channel.
+---@param ch table the channel
+---@param settings table its settings
+---@param m table { chat =, user =, text =, kind = }
+function Bot:on_message(ch, settings, m)
+  if not (listed(settings.allowed_users, m.user) or listed(settings.allowed_chats, m.chat)) then
+    local key = ch.name .. ":" .. tostring(m.user) .. ":" .. tostring(m.chat)
+    if not self.ignored[key] then
+      self.ignored[key] = true
+      kiro.log("warn", "kiro.bot", ("%s: user %s in chat %s is not in allowed_users or allowed_chats: ignored")
+        :format(ch.name, tostring(m.user), tostring(m.chat)))
+    end
+    return
+  end
+  self.messages = self.messages + 1
+  local chats = self.chats[ch.name]
+  local c = chats[m.chat]
+  if not c then
+    c = setmetatable({ channel = ch, id = m.chat, settings = settings, history = {}, queue = {}, generation = 1 },
+      Chat)
+    chats[m.chat] = c
+  end
+  c.settings = settings
+  local answer, handled = c:command(m.text)
+  if answer or handled then
+    if answer then
+      kiro.spawn(function()
+        local r = reply.new(ch, m.chat, { stream_mode = "off", typing = false })
+        r:add(answer)
+        r:finish()
+        r:run()
+      end)
+    end
+    return
+  end
+  if c.call and settings.on_busy == "cancel" then c.call:cancel() end
+  c.queue[#c.queue + 1] = m.text
+  if not c.working then
+    c.working = true
+    kiro.spawn(function() c:work() end)
+  end
+end
+
+--- Starts the channels a configuration names (channels = { NAME = settings }):
+--- each a plugin of plugins/channels. Returns the bot, or nil and a message.
+---@param channels table
+---@param path? string[] directories searched for channel plugins first
+---@return table|nil bot, string? message
+function bot.start(channels, path)
+  local b = setmetatable({ channels = {}, chats = {}, ignored = {}, messages = 0 }, Bot)
+  for name, settings in pairs(channels) do
+    local file, err = plugins.find("channels", name, path)
+    if not file then return nil, err end
+    local make, lerr = plugins.load(file)
+    if lerr then return nil, ("channels.%s: %s"):format(name, lerr) end
+    local ok, ch = pcall(make, settings)
+    if not ok then return nil, ("channels.%s: %s"):format(name, tostring(ch)) end
+    ch.name = ch.name or name
+    b.channels[name], b.chats[name] = { ch = ch, settings = settings }, {}
+  end
+  for name, c in pairs(b.channels) do
+    kiro.spawn(function() c.ch:run(function(m) b:on_message(c.ch, b.channels[name].settings, m) end) end)
+  end
+  return b
+end
+
+--- New settings for the channels already running (a reload): who may talk,
+--- how replies stream. (A new token or a new channel needs a restart.)
+---@param channels table
+function Bot:configure(channels)
+  for name, c in pairs(self.channels) do
+    if channels[name] then c.settings = channels[name] end
+  end
+end
+
+--- Stops taking messages; replies under way finish.
+function Bot:stop()
+  for _, c in pairs(self.channels) do c.ch:stop() end
+end
+
+--- Replies under way.
+---@return integer
+function Bot:busy()
+  local n = 0
+  for _, chats in pairs(self.chats) do
+    for _, c in pairs(chats) do
+      if c.working then n = n + 1 end
+    end
+  end
+  return n
+end
+
+return bot

@@ -1,0 +1,180 @@
+-- kiro-rt bot on Telegram, against a fake Bot API server that enforces the
+-- real one's limits and error shapes (spec/hosts/telegram_fake.py):
+-- replies streamed without a 429, retry_after obeyed, long replies split,
+-- twenty chats at once, strangers ignored, the token never in a log.
+local H = require "helper"
+local cjson = require "cjson"
+
+local TOKEN = "123456:TEST-token_abcdefghijklmnopqrstuvwxyz"
+
+-- The fake Bot API, started for the test: its base URL and a client for
+-- its control endpoints (a plain HTTP client: curl).
+local function fake()
+  local dir = H.tmpdir()
+  local pid, wait = H.spawn_bg({ "/usr/bin/python3", H.source .. "/spec/hosts/telegram_fake.py", dir .. "/port",
+    TOKEN }, {})
+  assert(H.wait_for(function() return H.exists(dir .. "/port") end, 10000), "the fake Bot API did not start")
+  local base = "http://127.0.0.1:" .. H.read_file(dir .. "/port")
+  finally(function()
+    os.execute("kill " .. pid)
+    wait()
+  end)
+  local api = { base = base }
+  function api.post(what, body)
+    local r = H.run({ "curl", "-s", "-X", "POST", "-H", "Content-Type: application/json", "-d", cjson.encode(body),
+      base .. "/control/" .. what }, {})
+    assert(r.code == 0, r.err)
+  end
+  function api.get(what)
+    local r = H.run({ "curl", "-s", base .. "/control/" .. what }, {})
+    assert(r.code == 0, r.err)
+    return cjson.decode(r.out)
+  end
+  -- The calls and messages of one chat.
+  function api.chat(id)
+    local calls, msgs = {}, {}
+    for _, c in ipairs(api.get("calls")) do if c.chat == id then calls[#calls + 1] = c end end
+    for _, m in ipairs(api.get("messages")) do if m.chat == id then msgs[#msgs + 1] = m end end
+    return calls, msgs
+  end
+  return api
+end
+
+local function config(api, extra)
+  local path = H.tmpdir() .. "/config.lua"
+  H.write_file(path, ([[
+return {
+  channels = { telegram = {
+    token = %q, api_root = %q, poll_timeout_s = 2,
+    allowed_users = { 42 }, allowed_chats = { -1001 },
+    stream_mode = "partial", draft_update_interval_ms = 1000,%s
+  } },
+}
+]]):format(TOKEN, api.base, extra or ""))
+  assert(os.execute("chmod 600 " .. H.q(path)))
+  return path
+end
+
+local function bot(path, knobs)
+  local env = H.sim_env(knobs)
+  local pid, wait, dir = H.spawn_bg({ H.kiro_rt, "bot", "--config", path }, env)
+  local b = { pid = pid, wait = wait, dir = dir, env = env }
+  finally(function() -- a test that failed stops it too
+    if not b.stopped then
+      os.execute("kill -TERM " .. pid)
+      wait()
+    end
+  end)
+  return b
+end
+
+local function stop(b)
+  assert(os.execute("kill -TERM " .. b.pid))
+  b.stopped = true
+  local code, _, err = b.wait()
+  assert.are.equal(0, code, err)
+  assert.is_nil(err:find(TOKEN, 1, true), "the token is in the log")
+  return err
+end
+
+-- n characters of words.
+local function words(n, seed)
+  local out, i = {}, 0
+  while #table.concat(out, " ") < n do
+    i = i + 1
+    out[#out + 1] = ("w%d_%d"):format(seed or 0, i)
+  end
+  return table.concat(out, " "):sub(1, n):gsub("%s+$", "")
+end
+
+-- Every call to a chat came at least ~1 s after the previous send or edit
+-- there, and none was refused.
+local function paced(calls)
+  local last
+  for _, c in ipairs(calls) do
+    assert.are_not.equal(429, c.status, ("a 429 for %s at %.0f ms"):format(c.method, c.t))
+    if c.method == "sendMessage" or c.method == "editMessageText" then
+      if last then assert.is_true(c.t - last >= 950, ("writes %.0f ms apart"):format(c.t - last)) end
+      last = c.t
+    end
+  end
+end
+
+describe("kiro-rt bot (Telegram)", function()
+  after_each(H.check_leaks)
+
+  it("streams a 5,000-character reply: typing first, edits once a second, two final messages, nothing after",
+    function()
+      local api = fake()
+      local b = bot(config(api), { KIRO_SIM_CHUNK_DELAY_MS = "60" })
+      local prompt = words(4990, 1)
+      local want = "You said: " .. prompt
+      api.post("update", { chat_id = 42, user_id = 42, text = prompt })
+      local calls, msgs
+      assert(H.wait_for(function()
+        calls, msgs = api.chat(42)
+        return #msgs == 2 and (msgs[1].text .. " " .. msgs[2].text):gsub("%s+", " ") == want:gsub("%s+", " ")
+      end, 30000), "the reply did not arrive whole")
+      stop(b) -- (whatever it had left to say is said by the time it exits)
+      calls = api.chat(42)
+      assert.are.equal("sendChatAction", calls[1].method) -- typing before the first text
+      paced(calls)
+      assert.is_true(utf8.len(msgs[1].text) <= 4096 and utf8.len(msgs[2].text) <= 4096)
+      assert.is_true(msgs[1].edits >= 2, msgs[1].edits .. " edits") -- it grew as it came
+      -- The last call is the one that made the final text.
+      local last = calls[#calls]
+      assert.is_true(last.method == "sendMessage" or last.method == "editMessageText", last.method)
+      assert.are.equal(msgs[2].text, (last.text:gsub("^%s+", ""):gsub("%s+$", "")))
+    end)
+
+  it("obeys a retry_after of 5 s mid-reply: nothing to that chat until it passes, and the text is whole", function()
+    local api = fake()
+    local b = bot(config(api), { KIRO_SIM_CHUNK_DELAY_MS = "100" })
+    local prompt = words(1200, 2)
+    api.post("update", { chat_id = 42, user_id = 42, text = prompt })
+    assert(H.wait_for(function() return #select(2, api.chat(42)) == 1 end, 10000), "no first message")
+    api.post("inject", { chat_id = 42, retry_after = 5 })
+    local msgs
+    assert(H.wait_for(function()
+      msgs = select(2, api.chat(42))
+      return msgs[1] and msgs[1].text == "You said: " .. prompt
+    end, 30000), "the reply did not arrive whole")
+    local calls = api.chat(42)
+    local held
+    for _, c in ipairs(calls) do
+      if held then
+        assert.is_true(c.t >= held + 5000, ("a %s %.0f ms into the 5 s"):format(c.method, c.t - held))
+      elseif c.status == 429 then
+        held = c.t
+      end
+    end
+    assert.is_not_nil(held, "the 429 was not asked for")
+    stop(b)
+  end)
+
+  it("answers 20 chats at once, each whole, under the global limit; a stranger gets nothing", function()
+    local api = fake()
+    local chats = {}
+    for i = 1, 20 do chats[#chats + 1] = 1000 + i end
+    local path = config(api, "\n    allowed_chats = { " .. table.concat(chats, ", ") .. " },")
+    -- (the line above replaces the list config() writes)
+    local b = bot(path, { KIRO_SIM_CHUNK_DELAY_MS = "30" })
+    for _, id in ipairs(chats) do
+      api.post("update", { chat_id = id, user_id = id, text = words(400, id), chat_type = "group" })
+    end
+    api.post("update", { chat_id = 777, user_id = 777, text = "let me in" })
+    assert(H.wait_for(function()
+      local all = api.get("messages")
+      local whole = 0
+      for _, m in ipairs(all) do
+        if m.chat >= 1001 and m.chat <= 1020 and m.text == "You said: " .. words(400, m.chat) then whole = whole + 1 end
+      end
+      return whole == 20
+    end, 60000), "not every chat got its reply")
+    for _, id in ipairs(chats) do paced((api.chat(id))) end
+    local calls = api.chat(777)
+    assert.are.same({}, calls) -- the stranger: no reply, no typing
+    local err = stop(b)
+    assert.matches("user 777 in chat 777 is not in allowed_users or allowed_chats: ignored", err, 1, true)
+  end)
+end)
