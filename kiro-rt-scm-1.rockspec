@@ -26,7 +26,6 @@ external_dependencies = {
   LIBUV = { header = "uv.h" },
   JANSSON = { header = "jansson.h" },
   YAJL = { header = "yajl/yajl_parse.h" },
-  CURL = { header = "curl/curl.h" },
 }
 build = {
   type = "cmake",

@@ -139,4 +139,108 @@ describe("policy plugins", function()
     -- The runtime's timeout is not the slow backend's.
     assert.are.equal(20000, kiro.option("timeout_ms"))
   end)
+
+  it("failover: a trial after the cool-down that ends without a verdict (cancelled) leaves A to the next request",
+    function()
+      local dir = H.tmpdir()
+      local broken = dir .. "/a-broken"
+      H.write_file(broken, "")
+      local kiro = H.setup(nil, {
+        log = "off",
+        backends = {
+          a = { cli_path = H.sim, model = "A", pool_min = 0, restart_backoff_ms = 10, restart_backoff_max_ms = 20,
+                env = { KIRO_SIM_FAULT = "die-at-start", KIRO_SIM_FAULT_FILE = broken } },
+          b = { cli_path = H.sim, model = "B" },
+        },
+        default_backend = "a",
+        policies = { { "failover", chain = { "a", "b" }, failures = 1, cooldown_ms = 100 } },
+      })
+      assert.are.equal("[B] You said: r1", kiro.chat("r1", { timeout_ms = 5000 })) -- A fails: open
+      os.remove(broken)
+      kiro.sleep(150)
+      -- The trial goes to A, and is cancelled before it ends.
+      local c = kiro.call("trial")
+      c:cancel()
+      -- No verdict: the next request tries A, which works now.
+      assert.are.equal("[A] You said: r2", kiro.chat("r2", { timeout_ms = 5000 }))
+    end)
+
+  it("a route hook that breaks a template's variables fails the request; nothing of it reaches the backend",
+    function()
+      local kiro, log = H.setup(nil, {
+        log = "off",
+        templates = { t = { system = "Answer in {{lang}}." } },
+        policies = { { name = "drop", route = function(req) req.vars.lang = nil end } },
+      })
+      local r, msg, code = kiro.chat("hello", { template = "t", vars = { lang = "fr" } })
+      assert.are.same({ nil, "policy" }, { r, code })
+      assert.matches("no value for {{lang}}", msg, 1, true)
+      assert.are.equal(0, H.count(H.sim_events(log), { event = "request" }))
+    end)
+
+  it("redact cleans the history, the variables and the system prompt too", function()
+    local kiro = H.setup(nil, {
+      log = "off",
+      -- (labels other than User/Assistant: kiro-sim echoes the whole prompt)
+      templates = { t = { system = "Mail {{to}} about it.", labels = { user = "Q", assistant = "A" } } },
+      policies = { "redact" },
+    })
+    local reply = kiro.chat("go", { template = "t", vars = { to = "bob@example.org" }, history = {
+      { role = "user", content = "my key is sk-abcdef0123456789" }, { role = "assistant", content = "ok" } } })
+    assert.is_nil(reply:find("example.org", 1, true), reply)
+    assert.is_nil(reply:find("sk-abc", 1, true), reply)
+    assert.matches("Mail [redacted] about it.", reply, 1, true)
+  end)
+
+  it("hooks that yield keep their own time limits; a plugin others can write is refused", function()
+    local sleep = H.kiro().sleep
+    local kiro = H.setup(nil, {
+      log = "off", policy_timeout_ms = 1000,
+      policies = { { name = "slow", route = function(req) sleep(tonumber(req.prompt:match("%d+"))) end } },
+    })
+    local got = {}
+    for _, ms in ipairs { 20, 60 } do
+      kiro.spawn(function() local r, m = kiro.chat("wait " .. ms); got[#got + 1] = r or m end)
+    end
+    assert.are.equal(0, kiro.run())
+    table.sort(got)
+    assert.are.same({ "You said: wait 20", "You said: wait 60" }, got)
+    local dir = H.tmpdir()
+    H.write_file(dir .. "/open.lua", "return { route = function() end }\n")
+    assert(os.execute("chmod 666 " .. H.q(dir .. "/open.lua")))
+    local ok, err = pcall(kiro.configure, { policies = { "open" }, policy_path = { dir } })
+    assert.is_false(ok)
+    assert.matches("open.lua: refused: others can write it", err, 1, true)
+  end)
+
+  it("policy_timeout_ms alone recomposes the policies in force; it reads no plugin again", function()
+    local dir = H.tmpdir()
+    H.write_file(dir .. "/tag.lua", 'return { route = function(req) req.prompt = "[t] " .. req.prompt end }\n')
+    local kiro = H.setup(nil, { log = "off", policies = { "tag" }, policy_path = { dir } })
+    assert.are.equal("You said: [t] x", kiro.chat("x"))
+    H.write_file(dir .. "/tag.lua", "syntax error here\n")
+    kiro.configure { policy_timeout_ms = 500 }
+    assert.are.equal("You said: [t] y", kiro.chat("y"))
+    assert.has_error(function() kiro.configure { policy_path = { {} } } end,
+      "kiro.configure: policy_path must be a list of directories")
+  end)
+
+  it("a backend's checks: pool_min against the pool_max this configure leaves; env and args are strings", function()
+    local kiro = H.setup(nil, { log = "off" })
+    kiro.configure { pool_max = 8, backends = { a = { cli_path = H.sim, pool_min = 6 } } }
+    for _, bad in ipairs {
+      { { backends = { a = { cli_path = H.sim, pool_min = 6, pool_max = 2 } } },
+        "backends.a.pool_min: 6 is more than its pool_max, 2" },
+      { { backends = { a = { cli_path = H.sim, env = { X = 1 } } } },
+        'backends.a.env: expected NAME = "value" strings' },
+      { { backends = { a = { cli_path = H.sim, daemon_args = { "x", 2 } } } },
+        "backends.a.daemon_args: expected a list of strings" },
+      { { backends = { a = { model = "m" } } }, "backends.a: cli_path is missing" },
+    } do
+      local ok, err = pcall(kiro.configure, bad[1])
+      assert.is_false(ok)
+      assert.matches(bad[2], err, 1, true)
+    end
+    kiro.configure { pool_max = 4, backends = false }
+  end)
 end)

@@ -60,8 +60,9 @@ local NO_OPTS = setmetatable({}, { __newindex = function() error("read-only", 2)
 -- A call that names a backend (opts.backend; else the default_backend
 -- configured, when the call names no CLI of its own) gets that backend's
 -- settings under its own: a new table (opts.named: the backend's;
--- opts.backend_name: its name, when the call takes it as it is; opts.raw:
--- the caller's). nil and a message for a name no backend has.
+-- opts.name: its name; opts.backend_name: its name again when the call
+-- takes it as it is, and shares the configuration's handle; opts.raw: the
+-- caller's). nil and a message for a name no backend has.
 local function resolve(opts, g)
   local name = opts.backend
   if name == nil and opts.cli_path == nil then name = cfg.default_backend end
@@ -70,7 +71,7 @@ local function resolve(opts, g)
   if not b then return nil, ("no backend is named %q"):format(tostring(name)) end
   local r = {}
   for k, v in pairs(opts) do r[k] = v end
-  r.backend, r.named, r.raw = nil, b, opts
+  r.backend, r.named, r.raw, r.name = nil, b, opts, name
   r.cli_path, r.model, r.protocol = b.cli_path, opts.model or b.model, opts.protocol or b.protocol
   if b.env and opts.env then
     r.env = {}
@@ -171,14 +172,18 @@ end
 ---@param prompt string
 ---@param opts table
 ---@param g kiro.Generation
----@return string|nil prompt, table|string opts_or_message
+---@return string|nil prompt, table|string opts_or_message, table? request what the hooks made of it (on failure)
 function call.route(prompt, opts, g)
   local raw = opts.raw or opts
-  local name = opts.backend_name or (opts.named and raw.backend) or nil
+  local name = opts.name
   local req = { prompt = prompt, backend = name, model = opts.model, template = opts.template, vars = opts.vars }
   local ok, err = g.chain.route(req)
-  if not ok then return nil, err end
-  if type(req.prompt) ~= "string" then return nil, "the route hooks left the request no prompt" end
+  if not ok then return nil, err, req end
+  if type(req.prompt) ~= "string" then return nil, "the route hooks left the request no prompt", req end
+  if req.template and req.template ~= "default" then -- (a hook may have changed vars in place)
+    local tok, terr = check_template(req.template, opts.history, req.vars)
+    if not tok then return nil, "route: " .. terr, req end
+  end
   if req.backend == name and req.model == opts.model and req.template == opts.template and req.vars == opts.vars then
     return req.prompt, opts
   end
@@ -187,11 +192,11 @@ function call.route(prompt, opts, g)
   o.backend = req.backend
   if req.model ~= opts.model then o.model = req.model end
   o.template, o.vars = req.template, req.vars
-  if req.backend ~= nil and type(req.backend) ~= "string" then return nil, "route: backend must be a name" end
+  if req.backend ~= nil and type(req.backend) ~= "string" then return nil, "route: backend must be a name", req end
   local checked, terr = check_template(o.template, o.history, o.vars)
-  if not checked then return nil, "route: " .. terr end
+  if not checked then return nil, "route: " .. terr, req end
   local r, rerr = resolve(o, g)
-  if not r then return nil, "route: " .. rerr end
+  if not r then return nil, "route: " .. rerr, req end
   return req.prompt, r
 end
 
@@ -216,6 +221,14 @@ end
 local Call = {}
 Call.__index = Call
 Call.__close = function(c) c:cancel() end
+-- A call its caller dropped (an error took it away) lets its configuration go.
+Call.__gc = function(c)
+  local g = c.gen
+  if g then
+    c.gen = nil
+    config.release(g)
+  end
+end
 
 -- A failure known before any backend is asked: the call ends at once, with
 -- nothing to fall back to.
@@ -268,7 +281,17 @@ function call.open(prompt, opts, stream, backend, owned, g)
   if opts.template == "default" then
     c.pre, c.post = template.parts("default")
   elseif opts.template then
-    c.pre, c.post = template.form(config.named_template(opts.template), opts.template, opts.history, opts.vars)
+    local t = config.named_template(opts.template)
+    if not t then return ended(c, "config", ("no template is named %q"):format(opts.template)) end
+    c.pre, c.post = template.form(t, opts.template, opts.history, opts.vars)
+    if not c.pre then
+      local msg = c.post
+      c.post = nil
+      return ended(c, "config", msg)
+    end
+    if g.chain.redact then -- the history, variables and system prompt around the text too
+      c.pre, c.post = g.chain.redact(c.pre), g.chain.redact(c.post)
+    end
   end
   if opts ~= NO_OPTS then -- the request's own limits; absent, the configured ones
     c.timeout_ms = opts.timeout_ms
@@ -309,7 +332,7 @@ end
 
 -- The name of the backend a call's options name, if any.
 local function backend_name(opts)
-  return opts.backend_name or (opts.named and (opts.raw or opts).backend) or nil
+  return opts.name
 end
 
 --- Makes the attempt's request.
@@ -409,6 +432,7 @@ function Call:recover()
     turns[#turns + 1] = { role = "user", content = self.prompt }
     log("info", "kiro.provider", ("%s; replaying %d turns in a new conversation"):format(self.msg, #history))
     self.prompt = template.render(turns)
+    if self.gen.chain.redact then self.prompt = self.gen.chain.redact(self.prompt) end
     self.pre, self.post = nil, nil
     stats.retries = stats.retries + 1
   elseif action == "fail" or action == nil then
@@ -456,10 +480,7 @@ end
 -- finished hooks, and what it held goes.
 local function over(self, code)
   call.observe_end(self, self.mode, code, call.cli_of(self.opts), call.model_of(self.opts))
-  local g = self.gen
-  if g and g.chain.finished then
-    g.chain.finished { backend = backend_name(self.opts), code = code, attempts = self.attempt }
-  end
+  self.outcome = code or false
   self:release()
 end
 
@@ -592,8 +613,13 @@ function Call:release()
   if self.owns then self.backend:close() end
   self.prompt, self.req, self.backend, self.owns = nil, nil, nil, nil
   local g = self.gen
-  if g then
+  if g then -- the policies hear how it ended, once: success, its code, or cancelled
     self.gen = nil
+    if g.chain.finished then
+      local code = self.outcome
+      if code == nil then code = self.cancelled and "cancelled" or self.code or "cancelled" end
+      g.chain.finished { backend = backend_name(self.opts), code = code or nil, attempts = self.attempt }
+    end
     config.release(g)
   end
 end

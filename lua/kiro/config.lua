@@ -41,6 +41,7 @@ local cfg = {
   policies = nil,          -- policy plugins, composed in order (kiro.policies)
   policy_path = nil,       -- directories searched for policy plugins before kiro-rt's own
   policy_timeout_ms = 100, -- the longest a policy's hook may run
+  log = nil,               -- the log filter or function last configured (the environment's: nil)
 }
 config.cfg = cfg
 
@@ -93,8 +94,19 @@ local BACKEND_KEYS = {
 local BACKEND_SETTINGS = core.backend_settings()
 config.BACKEND_SETTINGS = BACKEND_SETTINGS
 
--- A named backend's settings checked; nil and what is wrong.
-local function check_backend(name, b)
+-- Whether v is a list of strings, or (map) a table of NAME = "value".
+local function strings(v, map)
+  for k, x in pairs(v) do
+    if type(x) ~= "string" or (map and type(k) ~= "string") or (not map and math.type(k) ~= "integer") then
+      return false
+    end
+  end
+  return true
+end
+
+-- A named backend's settings checked (pool_max: the runtime's, as this
+-- configure leaves it); nil and what is wrong.
+local function check_backend(name, b, pool_max)
   local at = "backends." .. tostring(name)
   if type(name) ~= "string" or not name:match("^[%w_.-]+$") then
     return nil, ("backends: %q is not a backend name (letters, digits, _ . -)"):format(tostring(name))
@@ -109,21 +121,28 @@ local function check_backend(name, b)
       return nil, ("%s.%s: unknown setting"):format(at, tostring(k))
     elseif type(v) ~= want then
       return nil, ("%s.%s: expected a %s, got %s"):format(at, k, want, type(v))
+    elseif want == "table" and not strings(v, k == "env") then
+      return nil, ("%s.%s: expected %s"):format(at, k, k == "env" and 'NAME = "value" strings' or "a list of strings")
     end
   end
   if next(own) then
-    local ok, err = pcall(core.configure, own, true)
+    local max = own.pool_max or pool_max
+    if math.type(own.pool_min) == "integer" and math.type(max) == "integer" and own.pool_min > max then
+      return nil, ("%s.pool_min: %d is more than its pool_max, %d"):format(at, own.pool_min, max)
+    end
+    local check = {}
+    for k, v in pairs(own) do check[k] = v end
+    if own.pool_min and not own.pool_max and math.type(max) == "integer" then check.pool_max = max end
+    local ok, err = pcall(core.configure, check, true)
     if not ok then
       local key, rest = tostring(err):match("^configure: ([%w_]+) (.*)$")
       if not key then return nil, at .. ": " .. tostring(err):gsub("^configure: ", "") end
       return nil, ("%s.%s: %s, got %q"):format(at, key, rest:gsub("^must be ", "expected "), tostring(own[key]))
     end
-    if own.pool_min and own.pool_min > (own.pool_max or core.config("pool_max")) then
-      return nil, ("%s.pool_min: %d exceeds pool_max (%d)")
-        :format(at, own.pool_min, own.pool_max or core.config("pool_max"))
-    end
   end
-  if type(b.cli_path) ~= "string" or b.cli_path == "" then return nil, at .. ".cli_path: a backend needs its CLI" end
+  if type(b.cli_path) ~= "string" or b.cli_path == "" then
+    return nil, at .. ": cli_path is missing (a backend needs its CLI)"
+  end
   if b.protocol and not env.PROTOCOLS[b.protocol] then
     return nil, ("%s.protocol: expected auto, jsonl or acp, got %q"):format(at, b.protocol)
   end
@@ -206,12 +225,16 @@ function config.validate(tbl)
       end
     elseif kind == "backends" then
       if type(v) ~= "table" then return nil, "backends must be a table of NAME = { cli_path = ..., ... }" end
+      local pool_max = tbl.pool_max
+      if pool_max == nil then pool_max = core.config("pool_max") end
       for name, b in pairs(v) do
-        local ok, err = check_backend(name, b)
+        local ok, err = check_backend(name, b, pool_max)
         if not ok then return nil, err end
       end
-    elseif kind == "policies" then -- loaded in check_policies, below
+    elseif kind == "policies" then -- loaded below, once the rest checks
       if type(v) ~= "table" then return nil, "policies must be a list of policies or plugin names" end
+    elseif k == "policy_path" then
+      if type(v) ~= "table" or not strings(v) then return nil, "policy_path must be a list of directories" end
     elseif kind == "host" then
       if type(v) ~= "table" or type(v.can_wait) ~= "function" or type(v.wait) ~= "function"
          or type(v.wake) ~= "function" or type(v.start) ~= "function" then
@@ -293,8 +316,8 @@ end
 ---@field over boolean a newer one is in force
 
 NO_CHAIN = {}
-gen = { chain = NO_CHAIN, policy = cfg.policy, backends = {}, handles = {}, defaults = {}, users = 0,
-              over = false }
+gen = { chain = NO_CHAIN, loaded = {}, budget = cfg.policy_timeout_ms, policy = cfg.policy, backends = {},
+        handles = {}, defaults = {}, users = 0, over = false }
 
 -- The handles an old generation holds go (see above).
 local function dispose(g)
@@ -350,8 +373,12 @@ end
 local function next_generation(loaded)
   local old = gen
   local chain = old.chain
-  if loaded ~= nil then chain = #loaded > 0 and policies.compose(loaded, cfg.policy_timeout_ms) or NO_CHAIN end
-  gen = { chain = chain, policy = cfg.policy, permission = cfg.permission, trust = cfg.trust,
+  loaded = loaded or old.loaded -- (composed again: policy_timeout_ms may have changed)
+  if loaded ~= old.loaded or cfg.policy_timeout_ms ~= old.budget then
+    chain = #loaded > 0 and policies.compose(loaded, cfg.policy_timeout_ms) or NO_CHAIN
+  end
+  gen = { chain = chain, loaded = loaded, budget = cfg.policy_timeout_ms, policy = cfg.policy,
+          permission = cfg.permission, trust = cfg.trust,
           backends = cfg.backends or {}, handles = {}, defaults = {}, users = 0, over = false }
   -- Handles for the named backends in use, made now so the old ones can
   -- be told apart: same key, same backend (its daemons stay).
@@ -389,6 +416,7 @@ function config.configure(tbl, prepared)
   elseif tbl.log ~= nil then
     user_sink = tbl.log or nil
   end
+  if tbl.log ~= nil then cfg.log = tbl.log or nil end -- (what a reload that drops it goes back to)
   core.configure(prepared.core)
   for k, v in pairs(tbl) do
     if lua_options[k] and k ~= "log" then
@@ -396,9 +424,7 @@ function config.configure(tbl, prepared)
     end
   end
   local loaded = prepared.policies
-  if tbl.policies == false or (tbl.policy_timeout_ms ~= nil and loaded == nil and cfg.policies) then
-    loaded = loaded or (cfg.policies and policies.load(cfg.policies, cfg.policy_path)) or {}
-  end
+  if tbl.policies == false then loaded = {} end
   next_generation(loaded)
   if tbl.log ~= nil or loaded ~= nil then route_log() end
   if tbl.cli_path == false then env.forget_cli() end

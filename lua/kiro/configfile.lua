@@ -94,14 +94,8 @@ end
 ---@return table|nil conf
 ---@return string? message
 function configfile.load(path, for_use)
-  local uid, mode = core.file_owner(path)
-  if not uid then return nil, mode end
-  if mode & 18 ~= 0 then -- 0022: group or others may write it
-    return nil, ("%s: refused: others can write it (mode %o; chmod go-w %s)"):format(path, mode, path)
-  end
-  if uid ~= core.getuid() and uid ~= 0 then
-    return nil, ("%s: refused: it belongs to uid %d, neither you nor root"):format(path, uid)
-  end
+  local trusted, terr = require("kiro.plugins").trusted(path)
+  if not trusted then return nil, terr end
   local f, ferr = io.open(path, "rb")
   if not f then return nil, ferr end
   local text = f:read("a")
@@ -215,7 +209,11 @@ end
 ---@return table? server the `server` settings of the file used before, if any
 function configfile.apply(conf)
   for k in pairs(conf.options) do
-    if not applied[k] and prior[k] == nil then prior[k] = config.raw_option(k) end
+    if not applied[k] and prior[k] == nil then
+      prior[k] = config.raw_option(k)
+      -- the log's filter before any file: the environment's
+      if k == "log" and prior[k] == nil then prior[k] = os.getenv("KIRO_LOG") or "warn" end
+    end
   end
   config.configure(conf.options, conf.prepared)
   applied = {}
@@ -238,7 +236,8 @@ configfile.reloads = { ok = 0, error = 0, last_error = nil }
 ---@return string? message
 function configfile.reload(path)
   local h0 = core.hrtime()
-  local conf, err = configfile.load(path, true)
+  local ok, conf, err = pcall(configfile.load, path, true)
+  if not ok then conf, err = nil, ("%s: %s"):format(path, tostring(conf)) end
   local r = configfile.reloads
   if not conf then
     r.error, r.last_error = r.error + 1, err
@@ -246,6 +245,7 @@ function configfile.reload(path)
     return nil, err
   end
   local before = configfile.apply(conf)
+  if configfile.watching and configfile.watching.path == path then configfile.watching.arm(conf.files) end
   r.last_ms = (core.hrtime() - h0) / 1e6
   if before and server_settings(conf.server) ~= server_settings(before) then
     core.log("warn", "kiro.config", path .. ": `server` settings changed; they take effect when the server "
@@ -295,19 +295,22 @@ function configfile.watch(path, files)
     if timer then timer:stop() end
     timer = core.timer(configfile.DEBOUNCE_MS, function()
       timer = nil
-      local conf = configfile.reload(path)
-      if conf then arm(conf.files) end
+      configfile.reload(path) -- (which arms the plugins' watches anew)
     end)
   end
   local w, err = core.watch(path, ctx)
   if not w then return nil, err end
   watches[path] = w
   arm(files)
-  return { stop = function()
+  local watch = { path = path, arm = arm }
+  configfile.watching = watch -- a reload by SIGHUP or kiro-rt reload re-arms it too
+  function watch.stop()
     if timer then timer:stop() end
     for _, x in pairs(watches) do x:stop() end
     watches = {}
-  end }
+    if configfile.watching == watch then configfile.watching = nil end
+  end
+  return watch
 end
 
 --- A copy of v fit to print: values under keys that look secret masked.

@@ -170,8 +170,12 @@ end
 function flight.open(prompt, opts, stream)
   local g = config.current()
   if g.chain.route then -- the policies may change the request
-    local routed, o = call.route(prompt, opts, g)
-    if not routed then return call.failed("policy", o) end
+    local routed, o, req = call.route(prompt, opts, g)
+    if not routed then
+      -- (a route hook before the one that failed may have picked a backend to try)
+      if g.chain.finished then g.chain.finished { backend = req and req.backend, code = "policy", attempts = 0 } end
+      return call.failed("policy", o)
+    end
     prompt, opts = routed, o
   end
   if not cacheable(prompt, opts, g) then return call.open(prompt, opts, stream, nil, nil, g) end
@@ -197,6 +201,9 @@ function flight.open(prompt, opts, stream)
     end
   end
   if owned then backend:close() end
+  if not f.call or follower then -- served by another's call: no backend was asked for this one
+    if g.chain.finished then g.chain.finished { backend = opts.name, code = "cache", attempts = 0 } end
+  end
   f.readers = f.readers + 1
   return setmetatable({ flight = f, pos = 0, follower = follower, h0 = core.hrtime(),
     cli = cli, model = model }, Reader)

@@ -56,10 +56,30 @@ function plugins.find(kind, name, path)
   return nil, ("no %s named %q (looked for %s)"):format(one, name, table.concat(looked, ", "))
 end
 
+--- Whether a file of code or configuration may be run: not one others can
+--- write (as ssh refuses such files), and yours or root's. true, or nil
+--- and why not.
+---@param path string
+---@return boolean|nil ok, string? message
+function plugins.trusted(path)
+  local uid, mode = core.file_owner(path)
+  if not uid then return nil, mode end
+  if mode & 18 ~= 0 then -- 0022: group or others may write it
+    return nil, ("%s: refused: others can write it (mode %o; chmod go-w %s)"):format(path, mode, path)
+  end
+  if uid ~= core.getuid() and uid ~= 0 then
+    return nil, ("%s: refused: it belongs to uid %d, neither you nor root"):format(path, uid)
+  end
+  return true
+end
+
 --- Loads a plugin file afresh in an environment of its own: what it returns.
+--- A file others can write is refused (plugins.trusted).
 ---@param file string
 ---@return any|nil value, string? message
 function plugins.load(file)
+  local trusted, terr = plugins.trusted(file)
+  if not trusted then return nil, terr end
   local chunk, err = loadfile(file, "t", setmetatable({}, { __index = _G }))
   if not chunk then return nil, err end
   local ok, v = pcall(chunk)

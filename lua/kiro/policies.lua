@@ -16,8 +16,11 @@
 --   permission(question)  an agent asks (as kiro.configure's `permission`);
 --                         nil: the next policy, then the hook or trust list
 --   cacheable(prompt, opts)  true or false; nil: the next policy, then `cache`
---   finished(outcome)     a call ended: { backend =, code = (nil: success),
---                         attempts = } (a circuit breaker learns here)
+--   finished(outcome)     a request ended: { backend =, code =, attempts = };
+--                         code nil: success; else the failure's code,
+--                         "cancelled", "cache" (served from the cache or by
+--                         another's call: no backend was asked) or "policy"
+--                         (a route hook failed). A circuit breaker learns here.
 --   redact(text)          returns the text to use instead: applied to every
 --                         prompt after routing, and to every log line
 --
@@ -90,6 +93,11 @@ end
 ---@return table[]|nil loaded, string[]|string files_or_message
 function policies.load(list, path)
   if type(list) ~= "table" then return nil, "policies must be a list of policies or plugin names" end
+  for k in pairs(list) do -- a list, checked before any plugin runs
+    if math.type(k) ~= "integer" or k < 1 or k > #list then
+      return nil, "policies must be a list (1, 2, ...), in the order they apply"
+    end
+  end
   local out, files = {}, {}
   for i, e in ipairs(list) do
     local at = ("policies[%d]"):format(i)
@@ -120,21 +128,22 @@ function policies.load(list, path)
     if not ok then return nil, err end
     out[#out + 1] = { name = name, hooks = hooks }
   end
-  if #out ~= #list or next(list, #list > 0 and #list or nil) ~= nil then
-    return nil, "policies must be a list (1, 2, ...), in the order they apply"
-  end
   return out, files
 end
 
 -- ---- running hooks under a time limit -------------------------------------
 
 local TIMEOUT = setmetatable({}, { __tostring = function() return "ran too long" end })
-local deadline = 0 -- hrtime past which the running hook is stopped
+-- The hrtime past which the hook running on a coroutine is stopped, by
+-- coroutine: hooks that yield (a route hook may ask a backend) each keep
+-- their own.
+local deadlines = setmetatable({}, { __mode = "k" })
 local hrtime = core.hrtime
-local sethook, gethook = debug.sethook, debug.gethook
+local sethook, gethook, running = debug.sethook, debug.gethook, coroutine.running
 
 local function watchdog()
-  if hrtime() > deadline then error(TIMEOUT, 0) end
+  local d = deadlines[running()]
+  if d and hrtime() > d then error(TIMEOUT, 0) end
 end
 
 local function report(p, hook, err, budget_ms)
@@ -154,13 +163,14 @@ end
 ---@param budget_ms integer
 ---@return boolean ok, any result
 local function run(p, hook, budget_ms, a, b)
-  local outer_deadline = deadline
-  deadline = hrtime() + budget_ms * 1000000
+  local co = running()
+  local outer = deadlines[co]
+  deadlines[co] = hrtime() + budget_ms * 1000000
   local h, mask, count = gethook()
   sethook(watchdog, "", 1000)
   local ok, r = pcall(p.hooks[hook], a, b)
   sethook(h, mask, count)
-  deadline = outer_deadline
+  deadlines[co] = outer
   if ok then return true, r end
   return false, report(p, hook, r, budget_ms)
 end

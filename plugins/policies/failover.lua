@@ -114,8 +114,11 @@ return function(o)
           ("failover: backend %s works again; its circuit closes"):format(outcome.backend))
       end
       s.open_until, s.trying, s.fails = nil, false, {}
-    elseif s.trying and not counts[outcome.code] then
-      s.trying = false -- not a verdict (cancelled, ...): the next request tries
+    else
+      -- The trial is over: a failure reopened the circuit already (decide);
+      -- anything else (cancelled, a cache hit, ...) was no verdict, and the
+      -- next request tries.
+      s.trying = false
     end
   end
 

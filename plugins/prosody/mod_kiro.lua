@@ -45,13 +45,14 @@ local function configure()
   bot = jid.bare(module:get_option_string("kiro_bot", "bot@" .. module.host))
   interval = math.max(100, module:get_option_number("kiro_draft_interval_ms", 1000)) / 1000
   call_opts = module:get_option("kiro_call", {})
-  local global = module:context("*"):get_option("kiro", {})
-  if module:get_option("kiro", {}) ~= global then
+  local global = module:context("*"):get_option("kiro")
+  local mine = module:get_option("kiro")
+  if mine ~= nil and mine ~= global then
     module:log("warn", "kiro is configured once for the whole server: set `kiro` in the global section "
       .. "(this host's is not used); a host picks its backend, template or model with kiro_call")
   end
   local options = {}
-  for k, v in pairs(global) do options[k] = v end
+  for k, v in pairs(global or {}) do options[k] = v end
   options.host = adapter
   kiro.configure(options) -- a `log` filter there counts: the lines that pass it go to Prosody's log
   kiro.configure { log = function(level, target, message)

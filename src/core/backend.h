@@ -29,7 +29,7 @@ typedef struct kbackend_spec {
     int session_model; /* ACP agents get the model per session (session/set_model), not --model */
     const char *const *oneshot_args;  /* NULL-terminated */
     const char *const *env;           /* extra KEY=VALUE, NULL-terminated */
-    const kbackend_setting *settings; /* its own, over the runtime's, sorted by offset */
+    const kbackend_setting *settings; /* its own, over the runtime's, in one order every caller keeps */
     size_t nsettings;
 } kbackend_spec;
 
