@@ -374,6 +374,14 @@ function Call:delivered()
   return self.stream and self.seen ~= nil
 end
 
+-- A request served another way after a failure with this code: counted.
+local function counted_fallback(code)
+  local stats = call.stats
+  stats.fallbacks = stats.fallbacks + 1
+  M().fallback(code)
+  stats.fallbacks_by_reason[code] = (stats.fallbacks_by_reason[code] or 0) + 1
+end
+
 --- The attempt failed: ask the policy whether to try another way.
 ---@return boolean retried another attempt is under way
 function Call:recover()
@@ -402,9 +410,7 @@ function Call:recover()
   local stats = call.stats
   if type(action) == "table" and type(action.backend) == "string" then
     if not self:fail_over(action.backend) then return false end
-    stats.fallbacks = stats.fallbacks + 1
-    M().fallback(self.code)
-    stats.fallbacks_by_reason[self.code] = (stats.fallbacks_by_reason[self.code] or 0) + 1
+    counted_fallback(self.code)
   elseif action == "oneshot" then
     if self.code == "spawn" and self.mode == "daemon" then
       log("warn", "kiro.provider", "Failed to start daemon, falling back to oneshot: " .. self.msg)
@@ -412,9 +418,7 @@ function Call:recover()
       log("warn", "kiro.provider", ("Daemon request failed (%s), falling back to oneshot: %s")
         :format(self.code, self.msg))
     end
-    stats.fallbacks = stats.fallbacks + 1
-    M().fallback(self.code)
-    stats.fallbacks_by_reason[self.code] = (stats.fallbacks_by_reason[self.code] or 0) + 1
+    counted_fallback(self.code)
     self.mode = "oneshot"
   elseif action == "retry" then
     log("info", "kiro.provider", ("retrying after %s: %s"):format(self.code, self.msg))
