@@ -177,4 +177,58 @@ describe("kiro-rt bot (Telegram)", function()
     local err = stop(b)
     assert.matches("user 777 in chat 777 is not in allowed_users or allowed_chats: ignored", err, 1, true)
   end)
+
+  it("draft mode: previews with sendMessageDraft in a private chat, then one final message; partial elsewhere",
+    function()
+      local api = fake()
+      local b = bot(config(api, '\n    stream_mode = "draft",'), { KIRO_SIM_CHUNK_DELAY_MS = "100" })
+      local prompt = words(300, 3)
+      api.post("update", { chat_id = 42, user_id = 42, text = prompt, chat_type = "private" })
+      api.post("update", { chat_id = -1001, user_id = 5, text = prompt, chat_type = "group" })
+      assert(H.wait_for(function()
+        local _, a = api.chat(42)
+        local _, g = api.chat(-1001)
+        return a[1] and a[1].text == "You said: " .. prompt and g[1] and g[1].text == "You said: " .. prompt
+      end, 20000), "the replies did not arrive whole")
+      stop(b)
+      local calls, msgs = api.chat(42)
+      local kinds = {}
+      for _, c in ipairs(calls) do kinds[c.method] = (kinds[c.method] or 0) + 1 end
+      assert.is_true((kinds.sendMessageDraft or 0) >= 2, "drafts: " .. tostring(kinds.sendMessageDraft))
+      assert.are.same({ 1, nil }, { kinds.sendMessage, kinds.editMessageText })
+      assert.are.equal(1, #msgs)
+      assert.are.equal("sendMessage", calls[#calls].method) -- the final message is the last word
+      paced(calls)
+      calls = api.chat(-1001) -- a group: no drafts there, edits instead
+      for _, c in ipairs(calls) do assert.are_not.equal("sendMessageDraft", c.method) end
+    end)
+
+  it("reloads on SIGHUP (who may talk), stops on SIGTERM with the reply under way finished; 409 is named", function()
+    local api = fake()
+    local path = config(api)
+    local b = bot(path, { KIRO_SIM_CHUNK_DELAY_MS = "150", KIRO_LOG = "info" })
+    api.post("update", { chat_id = 43, user_id = 43, text = "before" })
+    assert(H.wait_for(function() return (H.read_file(b.dir .. "/err") or ""):find("user 43 in chat 43", 1, true) end,
+      10000), "user 43 was not turned away")
+    -- Let user 43 in, and tell the bot.
+    H.write_file(path, (H.read_file(path):gsub("allowed_users = { 42 }", "allowed_users = { 42, 43 }")))
+    assert(os.execute("kill -HUP " .. b.pid))
+    assert(H.wait_for(function() return (H.read_file(b.dir .. "/err") or ""):find("reloaded", 1, true) end, 10000),
+      "no reload")
+    local prompt = words(200, 4)
+    api.post("update", { chat_id = 43, user_id = 43, text = prompt })
+    -- A second bot on the same token: one of them is told why polling fails.
+    local b2 = bot(path, {})
+    assert(H.wait_for(function()
+      local e1, e2 = H.read_file(b.dir .. "/err") or "", H.read_file(b2.dir .. "/err") or ""
+      return (e1 .. e2):find("another instance is polling this bot", 1, true)
+    end, 15000), "the 409 was not reported")
+    stop(b2)
+    -- SIGTERM as soon as the reply shows: it still ends whole.
+    assert(H.wait_for(function() return #select(2, api.chat(43)) >= 1 end, 10000), "no reply to the newly allowed")
+    stop(b)
+    local _, msgs = api.chat(43)
+    assert.are.equal(1, #msgs) -- "before" came while 43 was not allowed: no answer
+    assert.are.equal("You said: " .. prompt, msgs[1].text)
+  end)
 end)

@@ -143,6 +143,7 @@ function Chat:work()
     end
   end
   self.working = false
+  if self.bot.quiet then self.bot.quiet:set() end -- (Bot:idle looks again)
 end
 
 local Bot = {}
@@ -166,8 +167,8 @@ function Bot:on_message(ch, settings, m)
   local chats = self.chats[ch.name]
   local c = chats[m.chat]
   if not c then
-    c = setmetatable({ channel = ch, id = m.chat, settings = settings, history = {}, queue = {}, generation = 1 },
-      Chat)
+    c = setmetatable({ channel = ch, id = m.chat, settings = settings, history = {}, queue = {}, generation = 1,
+                       bot = self }, Chat)
     chats[m.chat] = c
   end
   c.settings = settings
@@ -226,6 +227,18 @@ end
 --- Stops taking messages; replies under way finish.
 function Bot:stop()
   for _, c in pairs(self.channels) do c.ch:stop() end
+end
+
+--- Waits until no reply is under way, ms at the most.
+---@param ms integer
+function Bot:idle(ms)
+  local deadline = kiro.now() + ms
+  while self:busy() > 0 and kiro.now() < deadline do
+    self.quiet = kiro.event()
+    local t = kiro.core.timer(math.max(1, deadline - kiro.now()), function() self.quiet:set() end)
+    self.quiet:wait()
+    t:stop()
+  end
 end
 
 --- Replies under way.

@@ -791,15 +791,15 @@ local function bot_cmd(args)
   end)
   local signalled
   kiro.on_signal(function(sig)
-    if signalled then return end
+    if signalled then return end -- a second signal: everything ends now
     signalled = sig
     core.log("info", "kiro.bot", ("signal %d: stopping; replies under way finish"):format(sig))
     b:stop()
     kiro.spawn(function()
-      local deadline = kiro.now() + grace
-      while b:busy() > 0 and kiro.now() < deadline do kiro.sleep(50) end
+      b:idle(grace)
       kiro.shutdown() -- what is left ends (the long polls too)
     end)
+    return true -- (the runtime goes on until then)
   end)
   local ok, rerr = pcall(kiro.run)
   if not ok then

@@ -232,17 +232,32 @@ static int l_hrtime(lua_State *L)
 static void on_signal(uv_signal_t *h, int signum)
 {
     lrt *x = h->data;
-    klog(KLOG_INFO, "kiro.rt", "signal %d: shutting down", signum);
+    int own = 0; /* the handler shuts down itself, when it is ready */
     if (x->sig_ref != LUA_NOREF && x->L) {
-        lua_rawgeti(x->L, LUA_REGISTRYINDEX, x->sig_ref);
-        lua_pushinteger(x->L, signum);
-        call_cb(x, 1);
+        lua_State *L = x->L;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, x->sig_ref);
+        lua_pushinteger(L, signum);
+        uv_stop(x->rt->core.loop); /* Lua has news */
+        if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+            if (x->err_ref == LUA_NOREF)
+                x->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+            else
+                lua_pop(L, 1);
+        } else {
+            own = lua_toboolean(L, -1);
+            lua_pop(L, 1);
+        }
     }
+    if (own)
+        return;
+    klog(KLOG_INFO, "kiro.rt", "signal %d: shutting down", signum);
     krt_shutdown(x->rt, 0);
 }
 
 /* core.handle_signals(fn): on SIGINT/SIGTERM call fn(signum), then shut the
- * runtime down (every request ends `cancelled`, every backend is stopped). */
+ * runtime down (every request ends `cancelled`, every backend is stopped),
+ * unless fn returns true: it will see to that itself (kiro.shutdown), once
+ * what is under way has finished. */
 static int l_handle_signals(lua_State *L)
 {
     static const int sigs[2] = { SIGINT, SIGTERM };
