@@ -114,7 +114,9 @@ function http.request(opts)
   if not o then error("kiro.http.request: " .. err, 2) end
   local r = setmetatable({ woken = false, n = 0, head_at = 1, ended = false }, Req)
   local h, herr = core.http(o, r)
-  if not h then return nil, masked(herr, opts.secrets), "network" end
+  if not h then
+    return nil, masked(herr, opts.secrets), herr:find("shutting down", 1, true) and "cancelled" or "network"
+  end
   r.handle = h -- anchored with r while it runs
   local on_data, parts = opts.on_data, {}
   local ok, perr = pcall(function()

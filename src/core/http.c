@@ -1,6 +1,7 @@
 #include "http.h"
 
 #include <curl/curl.h>
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,71 @@
 #include "buf.h"
 #include "list.h"
 #include "log.h"
+
+/* libcurl is loaded when the first request is made (dlopen), not when
+ * kiro-rt or kiro.so loads: a program that makes no HTTP request (kiro-rt
+ * agent, most scripts) does not pay for loading it and the forty libraries
+ * it brings. Its functions are reached through this table. */
+static struct {
+    void *lib;
+    CURLcode (*global_init)(long);
+    CURLM *(*multi_init)(void);
+    CURLMcode (*multi_setopt)(CURLM *, CURLMoption, ...);
+    CURLMcode (*multi_assign)(CURLM *, curl_socket_t, void *);
+    CURLMcode (*multi_socket_action)(CURLM *, curl_socket_t, int, int *);
+    CURLMsg *(*multi_info_read)(CURLM *, int *);
+    CURLMcode (*multi_add_handle)(CURLM *, CURL *);
+    CURLMcode (*multi_remove_handle)(CURLM *, CURL *);
+    CURLMcode (*multi_cleanup)(CURLM *);
+    CURL *(*easy_init)(void);
+    CURLcode (*easy_setopt)(CURL *, CURLoption, ...);
+    CURLcode (*easy_getinfo)(CURL *, CURLINFO, ...);
+    void (*easy_cleanup)(CURL *);
+    const char *(*easy_strerror)(CURLcode);
+    struct curl_slist *(*slist_append)(struct curl_slist *, const char *);
+    void (*slist_free_all)(struct curl_slist *);
+} C;
+
+/* 0, or -1 with why in err. */
+static int load_curl(char *err, size_t errlen)
+{
+    static int state; /* 0: not tried, 1: loaded, -1: failed */
+    static char why[256];
+    if (state == 0) {
+        state = -1;
+        C.lib = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
+        if (!C.lib) {
+            snprintf(why, sizeof why, "HTTP needs libcurl (libcurl.so.4): %s", dlerror());
+        } else {
+            struct {
+                void **slot;
+                const char *name;
+            } syms[] = {
+#define SYM(f) { (void **)&C.f, "curl_" #f }
+                SYM(global_init),      SYM(multi_init),          SYM(multi_setopt),
+                SYM(multi_assign),     SYM(multi_socket_action), SYM(multi_info_read),
+                SYM(multi_add_handle), SYM(multi_remove_handle), SYM(multi_cleanup),
+                SYM(easy_init),        SYM(easy_setopt),         SYM(easy_getinfo),
+                SYM(easy_cleanup),     SYM(easy_strerror),       SYM(slist_append),
+                SYM(slist_free_all),
+#undef SYM
+            };
+            state = 1;
+            for (size_t i = 0; i < sizeof syms / sizeof *syms && state == 1; i++)
+                if (!(*syms[i].slot = dlsym(C.lib, syms[i].name))) {
+                    snprintf(why, sizeof why, "libcurl.so.4 has no %s", syms[i].name);
+                    state = -1;
+                }
+            if (state == 1 && C.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+                snprintf(why, sizeof why, "libcurl would not start");
+                state = -1;
+            }
+        }
+    }
+    if (state < 0)
+        snprintf(err, errlen, "%s", why);
+    return state > 0 ? 0 : -1;
+}
 
 struct khttp {
     uv_loop_t *loop;
@@ -56,8 +122,8 @@ static void req_free(khttp_req *r)
 {
     klist_remove(&r->link);
     r->h->nreqs--;
-    curl_easy_cleanup(r->easy);
-    curl_slist_free_all(r->headers);
+    C.easy_cleanup(r->easy);
+    C.slist_free_all(r->headers);
     kbuf_free(&r->head);
     free(r);
 }
@@ -65,7 +131,7 @@ static void req_free(khttp_req *r)
 /* Out of curl's hands, and freed (no callback). */
 static void req_drop(khttp_req *r)
 {
-    curl_multi_remove_handle(r->h->multi, r->easy);
+    C.multi_remove_handle(r->h->multi, r->easy);
     req_free(r);
 }
 
@@ -76,7 +142,7 @@ static void send_head(khttp_req *r)
         return;
     r->head_sent = 1;
     long status = 0;
-    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+    C.easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
     if (r->sink.head)
         r->sink.head(r->sink.ud, status, r->head.data ? r->head.data : "", r->head.len);
 }
@@ -138,20 +204,20 @@ static void finish(khttp *h)
 {
     CURLMsg *m;
     int left;
-    while ((m = curl_multi_info_read(h->multi, &left))) {
+    while ((m = C.multi_info_read(h->multi, &left))) {
         if (m->msg != CURLMSG_DONE)
             continue;
         khttp_req *r = NULL;
-        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+        C.easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
         CURLcode rc = m->data.result;
-        curl_multi_remove_handle(h->multi, r->easy);
+        C.multi_remove_handle(h->multi, r->easy);
         if (rc == CURLE_OK)
             send_head(r);
         if (!r->cancelled && r->sink.end) {
             enum khttp_error e = rc == CURLE_OK ? KHTTP_OK : error_of(r, rc);
             const char *msg = e == KHTTP_TOO_BIG ? "the response is larger than max_bytes"
                               : r->err[0]        ? r->err
-                                                 : curl_easy_strerror(rc);
+                                                 : C.easy_strerror(rc);
             r->cancelled = 1; /* nothing more for its sink, whatever end does */
             r->sink.end(r->sink.ud, e, msg);
         }
@@ -164,7 +230,7 @@ static void act(khttp *h, curl_socket_t fd, int flags)
 {
     int running;
     h->in_curl++;
-    curl_multi_socket_action(h->multi, fd, flags, &running);
+    C.multi_socket_action(h->multi, fd, flags, &running);
     h->in_curl--;
     klist_foreach (n, &h->dead)
         req_drop(klist_entry(n, khttp_req, link));
@@ -197,7 +263,7 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *sock
     sock *k = socketp;
     if (what == CURL_POLL_REMOVE) {
         if (k) {
-            curl_multi_assign(h->multi, s, NULL);
+            C.multi_assign(h->multi, s, NULL);
             sock_close(k);
         }
         return 0;
@@ -212,7 +278,7 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *sock
         }
         k->poll.data = k;
         klist_insert_tail(&h->socks, &k->link);
-        curl_multi_assign(h->multi, s, k);
+        C.multi_assign(h->multi, s, k);
     }
     int events = (what & CURL_POLL_IN ? UV_READABLE : 0) | (what & CURL_POLL_OUT ? UV_WRITABLE : 0);
     uv_poll_start(&k->poll, events, on_poll);
@@ -233,15 +299,10 @@ static int on_timer(CURLM *multi, long timeout_ms, void *userp)
 
 khttp *khttp_new(uv_loop_t *loop, char *err, size_t errlen)
 {
-    static int global_ok = -1;
-    if (global_ok < 0)
-        global_ok = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
-    if (!global_ok) {
-        snprintf(err, errlen, "libcurl would not start");
+    if (load_curl(err, errlen) != 0)
         return NULL;
-    }
     khttp *h = kcalloc(1, sizeof *h);
-    h->multi = curl_multi_init();
+    h->multi = C.multi_init();
     if (!h->multi) {
         free(h);
         snprintf(err, errlen, "libcurl would not start");
@@ -253,10 +314,10 @@ khttp *khttp_new(uv_loop_t *loop, char *err, size_t errlen)
     klist_init(&h->socks);
     uv_timer_init(loop, &h->timer);
     h->timer.data = h;
-    curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-    curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
-    curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer);
-    curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+    C.multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    C.multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+    C.multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+    C.multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
     return h;
 }
 
@@ -267,7 +328,7 @@ khttp_req *khttp_start(khttp *h, const khttp_opts *o, const khttp_sink *sink, ch
     r->sink = *sink;
     r->max_bytes = o->max_bytes;
     klist_init(&r->link);
-    r->easy = curl_easy_init();
+    r->easy = C.easy_init();
     if (!r->easy) {
         free(r);
         snprintf(err, errlen, "libcurl would not make a request");
@@ -275,44 +336,44 @@ khttp_req *khttp_start(khttp *h, const khttp_opts *o, const khttp_sink *sink, ch
     }
     CURL *e = r->easy;
     for (const char *const *p = o->headers; p && *p; p++) {
-        struct curl_slist *l = curl_slist_append(r->headers, *p);
+        struct curl_slist *l = C.slist_append(r->headers, *p);
         if (!l) {
-            curl_slist_free_all(r->headers);
-            curl_easy_cleanup(e);
+            C.slist_free_all(r->headers);
+            C.easy_cleanup(e);
             free(r);
             snprintf(err, errlen, "out of memory");
             return NULL;
         }
         r->headers = l;
     }
-    curl_easy_setopt(e, CURLOPT_URL, o->url);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https"); /* no file://, no others */
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, r);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->err);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "kiro-rt/" KIRO_VERSION);
-    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, ""); /* what curl can decode */
+    C.easy_setopt(e, CURLOPT_URL, o->url);
+    C.easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https"); /* no file://, no others */
+    C.easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    C.easy_setopt(e, CURLOPT_PRIVATE, r);
+    C.easy_setopt(e, CURLOPT_ERRORBUFFER, r->err);
+    C.easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    C.easy_setopt(e, CURLOPT_HEADERDATA, r);
+    C.easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    C.easy_setopt(e, CURLOPT_WRITEDATA, r);
+    C.easy_setopt(e, CURLOPT_USERAGENT, "kiro-rt/" KIRO_VERSION);
+    C.easy_setopt(e, CURLOPT_ACCEPT_ENCODING, ""); /* what curl can decode */
     if (r->headers)
-        curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
+        C.easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
     if (o->timeout_ms)
-        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)o->timeout_ms);
+        C.easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)o->timeout_ms);
     if (o->body) {
-        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)o->body_len);
-        curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, o->body);
+        C.easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)o->body_len);
+        C.easy_setopt(e, CURLOPT_COPYPOSTFIELDS, o->body);
     }
     if (o->method && strcmp(o->method, o->body ? "POST" : "GET") != 0) {
         if (strcmp(o->method, "HEAD") == 0)
-            curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+            C.easy_setopt(e, CURLOPT_NOBODY, 1L);
         else
-            curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, o->method);
+            C.easy_setopt(e, CURLOPT_CUSTOMREQUEST, o->method);
     }
-    if (curl_multi_add_handle(h->multi, e) != CURLM_OK) {
-        curl_slist_free_all(r->headers);
-        curl_easy_cleanup(e);
+    if (C.multi_add_handle(h->multi, e) != CURLM_OK) {
+        C.slist_free_all(r->headers);
+        C.easy_cleanup(e);
         free(r);
         snprintf(err, errlen, "libcurl would not take the request");
         return NULL;
@@ -361,8 +422,8 @@ void khttp_free(khttp *h)
         req_drop(klist_entry(n, khttp_req, link));
     klist_foreach (n, &h->dead)
         req_drop(klist_entry(n, khttp_req, link));
-    curl_multi_cleanup(h->multi); /* closes its sockets (on_socket: REMOVE) */
-    klist_foreach (n, &h->socks)  /* any it did not say it was done with */
+    C.multi_cleanup(h->multi);   /* closes its sockets (on_socket: REMOVE) */
+    klist_foreach (n, &h->socks) /* any it did not say it was done with */
         sock_close(klist_entry(n, sock, link));
     uv_close((uv_handle_t *)&h->timer, timer_closed);
 }

@@ -1,5 +1,6 @@
 #include "rt.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "buf.h"
@@ -105,6 +106,10 @@ void krt_free(krt *rt)
     krt_shutdown(rt, 0);
     kbackends_free(&rt->backends);
     kreq_free_spares(&rt->core);
+    if (rt->http) { /* one made after a shutdown that may be reopened */
+        khttp_free(rt->http);
+        rt->http = NULL;
+    }
     uv_close((uv_handle_t *)&rt->health, NULL);
     /* Children get their stop sequence; this ends once all are reaped. A
      * uv_stop() left over from a callback only cuts one run short. */
@@ -122,6 +127,10 @@ void krt_free(krt *rt)
 
 khttp *krt_http(krt *rt, char *err, size_t errlen)
 {
+    if (rt->shutting_down) {
+        snprintf(err, errlen, "runtime is shutting down");
+        return NULL;
+    }
     if (!rt->http)
         rt->http = khttp_new(rt->core.loop, err, errlen);
     return rt->http;
