@@ -48,6 +48,7 @@ bench: all
 	$(BUILD)/kiro-rt run bench/policies.lua
 	KIRO_BUILD_DIR=$(CURDIR)/$(BUILD) lua5.4 bench/server.lua
 	KIRO_BUILD_DIR=$(CURDIR)/$(BUILD) lua5.4 bench/attack.lua
+	KIRO_BUILD_DIR=$(CURDIR)/$(BUILD) lua5.4 bench/bot.lua
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -33,7 +33,9 @@ local function fake()
   -- The calls and messages of one chat.
   function api.chat(id)
     local calls, msgs = {}, {}
-    for _, c in ipairs(api.get("calls")) do if c.chat == id then calls[#calls + 1] = c end end
+    for _, c in ipairs(api.get("calls")) do
+      if c.chat == id and c.method ~= "update" then calls[#calls + 1] = c end
+    end
     for _, m in ipairs(api.get("messages")) do if m.chat == id then msgs[#msgs + 1] = m end end
     return calls, msgs
   end

@@ -776,6 +776,9 @@ local function bot_cmd(args)
   end
   local kiro = require "kiro"
   local core = kiro.core
+  -- Thousands of chats make many small objects that live as long as a
+  -- reply: the generational collector keeps the heap close to what lives.
+  collectgarbage("generational")
   local dir = conf.path:match("^(.*)/[^/]*$") or "."
   local b, berr = require("kiro.bot").start(conf.channels, { dir .. "/channels" })
   if not b then return usage_error("bot: " .. berr) end

@@ -27,6 +27,10 @@ released = threading.Event()
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # One write per response, sent at once (the default writes headers and
+    # body apart, and Nagle's algorithm and delayed ACKs add 40 ms).
+    wbufsize = 1 << 16
+    disable_nagle_algorithm = True
 
     def setup(self):
         super().setup()

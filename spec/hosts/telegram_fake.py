@@ -11,7 +11,8 @@ sendMessage, editMessageText, sendChatAction, sendMessageDraft.
 Control (for the specs):
   POST /control/update {"chat_id":, "user_id":, "text":, "chat_type":}  a message to the bot
   POST /control/inject {"chat_id":, "retry_after":}  the next send or edit there gets a 429
-  GET  /control/calls      every Bot API call: {"t": ms, "method":, "chat":, "text":, "status":}
+  GET  /control/calls      every Bot API call: {"t": ms, "method":, "chat":, "text":, "status":},
+                           and each update as it came (method "update")
   GET  /control/messages   every message the bot sent: {"id":, "chat":, "text":, "edits":}
 Usage: telegram_fake.py PORTFILE TOKEN"""
 import json
@@ -46,6 +47,10 @@ def length(text):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # One write per response, sent at once (the default writes headers and
+    # body apart, and Nagle's algorithm and delayed ACKs add 40 ms).
+    wbufsize = 1 << 16
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):
         pass
@@ -112,6 +117,8 @@ class Handler(BaseHTTPRequestHandler):
                     "message_id": next_update, "date": int(time.time()), "text": body["text"],
                     "chat": {"id": body["chat_id"], "type": body.get("chat_type", "private")},
                     "from": {"id": body["user_id"], "is_bot": False, "first_name": "U"}}})
+                calls.append({"t": now_ms(), "method": "update", "chat": body["chat_id"], "text": body["text"],
+                              "status": 200})
                 next_update += 1
                 lock.notify_all()
             elif what == "inject":
