@@ -133,11 +133,23 @@ function Chat:command(text)
   return nil
 end
 
---- The chat's worker: its messages, one at a time, in order.
+--- A short answer of the bot's own (a command's): sent whole, no typing.
+---@param text string
+function Chat:say(text)
+  local r = reply.new(self.channel, self.id, { stream_mode = "off", typing = false })
+  r:add(text)
+  r:finish()
+  r:run()
+end
+
+--- The chat's worker: its messages and commands, one at a time, in order.
 function Chat:work()
   while #self.queue > 0 do
     local text = table.remove(self.queue, 1)
-    local ok, err = pcall(self.answer, self, text)
+    local ok, err = pcall(function()
+      local answer = self:command(text) -- (in turn with the messages around it)
+      if answer then self:say(answer) else self:answer(text) end
+    end)
     if not ok then
       kiro.log("error", "kiro.bot", ("%s: chat %s: %s"):format(self.channel.name, tostring(self.id), err))
     end
@@ -154,7 +166,7 @@ Bot.__index = Bot
 ---@param settings table its settings
 ---@param m table { chat =, user =, text =, kind = }
 function Bot:on_message(ch, settings, m)
-  if not (listed(settings.allowed_users, m.user) or listed(settings.allowed_chats, m.chat)) then
+  if not (ch.always_allowed or listed(settings.allowed_users, m.user) or listed(settings.allowed_chats, m.chat)) then
     local key = ch.name .. ":" .. tostring(m.user) .. ":" .. tostring(m.chat)
     if not self.ignored[key] then
       self.ignored[key] = true
@@ -172,16 +184,9 @@ function Bot:on_message(ch, settings, m)
     chats[m.chat] = c
   end
   c.settings = settings
-  local answer, handled = c:command(m.text)
-  if answer or handled then
-    if answer then
-      kiro.spawn(function()
-        local r = reply.new(ch, m.chat, { stream_mode = "off", typing = false })
-        r:add(answer)
-        r:finish()
-        r:run()
-      end)
-    end
+  if m.text:match("^/stop%f[%A]") then -- at once, not after the reply it stops
+    local answer = c:command(m.text)
+    if answer then c:say(answer) end
     return
   end
   if c.call and settings.on_busy == "cancel" then c.call:cancel() end
@@ -209,10 +214,32 @@ function bot.start(channels, path)
     ch.name = ch.name or name
     b.channels[name], b.chats[name] = { ch = ch, settings = settings }, {}
   end
+  b.running = 0
+  b.ended = kiro.event()
   for name, c in pairs(b.channels) do
-    kiro.spawn(function() c.ch:run(function(m) b:on_message(c.ch, b.channels[name].settings, m) end) end)
+    b.running = b.running + 1
+    kiro.spawn(function()
+      c.ch:run(function(m) b:on_message(c.ch, b.channels[name].settings, m) end)
+      b.running = b.running - 1
+      if b.running == 0 then b.ended:set() end
+    end)
   end
   return b
+end
+
+--- Stops every reply under way (a console's Ctrl-C); how many there were.
+---@return integer
+function Bot:cancel_replies()
+  local n = 0
+  for _, chats in pairs(self.chats) do
+    for _, c in pairs(chats) do
+      if c.call then
+        c.call:cancel()
+        n = n + 1
+      end
+    end
+  end
+  return n
 end
 
 --- New settings for the channels already running (a reload): who may talk,

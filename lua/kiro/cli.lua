@@ -274,6 +274,8 @@ end
 
 local EMPTY = "agent: empty prompt (give -m TEXT or text on stdin)"
 
+local bot_cmd -- (below)
+
 local function agent(args)
   local o, err = parse_agent(args)
   if not o then return usage_error(err, "Run 'kiro-rt agent --help' for usage.\n") end
@@ -290,6 +292,11 @@ local function agent(args)
   if not protocol then return usage_error(protocol_err) end
   protocol = o.protocol or protocol
   if o.message == "" then return usage_error(EMPTY) end
+  -- On a terminal with no -m: a conversation, line by line (the console bot).
+  if not o.message and core.isatty(0) and core.isatty(1) then
+    return bot_cmd(o.config and { "--config", o.config } or {},
+      { backend = o.backend, model = o.model, template = o.template })
+  end
   if o.message and not utf8.len(o.message) then return usage_error("agent: the prompt is not valid UTF-8") end
   -- The text is the user's turn: the seed's template goes around it where
   -- the backend takes a prompt text (JSON Lines, oneshot), and an ACP agent
@@ -735,13 +742,18 @@ local function stop(args)
 end
 
 local BOT_USAGE = [[
-Usage: kiro-rt bot [--config FILE]
+Usage: kiro-rt bot [--config FILE] [--stop-grace-ms N]
+       kiro-rt bot --console [--config FILE]
 
 Answers chats on the channels the configuration file names (its
 `channels` table: telegram = { token =, allowed_users = { ID, ... }, ... }),
 each reply streamed as it is made: typing, then a message edited as the
 text grows (stream_mode, draft_update_interval_ms). Only the users and
 chats listed in allowed_users and allowed_chats get answers.
+
+--console chats on this terminal instead: each line is a message, the
+reply streams in; Ctrl-C stops a reply, Ctrl-D ends the console (channels
+= { console = { system = ... } } in the file sets it up).
 
 SIGHUP reads the configuration file again (who may talk, how replies
 stream, the runtime's options); SIGINT and SIGTERM stop taking messages,
@@ -750,8 +762,9 @@ those left are ended with a marker) and exit.
 ]]
 
 -- kiro-rt bot: the configured channels' chats, answered.
-local function bot_cmd(args)
+function bot_cmd(args, console_settings)
   local named, grace, i = nil, 10000, 1
+  local console = console_settings ~= nil
   while args[i] do
     local a = args[i]
     if a == "-h" or a == "--help" then io.stdout:write(BOT_USAGE); return EXIT_OK end
@@ -764,36 +777,50 @@ local function bot_cmd(args)
       if not v then return usage_error(err) end
       grace, i = v, i + 2
     elseif a == "--console" then
-      return usage_error("bot: --console is not built yet (issue 12): configure a channel instead")
+      console, i = true, i + 1
     else
       return usage_error("bot: unknown argument '" .. a .. "'")
     end
   end
   local conf, cerr = use_config(named)
   if cerr then return usage_error(cerr) end
-  if not conf or not next(conf.channels) then
-    return usage_error("bot: no channels configured (the configuration file's channels = { telegram = { ... } })")
+  local channels = conf and conf.channels or {}
+  if console then -- this terminal, alone: the configuration's console settings, if any
+    channels = { console = console_settings or channels.console or {} }
+    if next(console_settings or {}) == nil and conf and conf.channels.console then
+      channels.console = conf.channels.console
+    end
+  elseif not next(channels) then
+    return usage_error("bot: no channels configured (the configuration file's channels = { telegram = { ... } }),"
+      .. " or --console")
   end
   local kiro = require "kiro"
   local core = kiro.core
   -- Thousands of chats make many small objects that live as long as a
   -- reply: the generational collector keeps the heap close to what lives.
   collectgarbage("generational")
-  local dir = conf.path:match("^(.*)/[^/]*$") or "."
-  local b, berr = require("kiro.bot").start(conf.channels, { dir .. "/channels" })
+  local dir = conf and conf.path:match("^(.*)/[^/]*$") or "."
+  local b, berr = require("kiro.bot").start(channels, { dir .. "/channels" })
   if not b then return usage_error("bot: " .. berr) end
   core.log("info", "kiro.bot", "answering on " .. (function()
     local names = {}
-    for name in pairs(conf.channels) do names[#names + 1] = name end
+    for name in pairs(channels) do names[#names + 1] = name end
     table.sort(names)
     return table.concat(names, ", ")
   end)())
   core.handle_hup(function()
-    local new = require("kiro.configfile").reload(conf.path)
-    if new then b:configure(new.channels) end
+    local new = conf and require("kiro.configfile").reload(conf.path)
+    if new and not console then b:configure(new.channels) end
+  end)
+  -- Every channel ended (a console's input did): the replies finish, then so does the bot.
+  kiro.spawn(function()
+    b.ended:wait()
+    b:idle(math.maxinteger // 2)
+    kiro.shutdown()
   end)
   local signalled
   kiro.on_signal(function(sig)
+    if console and b:cancel_replies() > 0 then return true end -- Ctrl-C stops the reply, not the console
     if signalled then return end -- a second signal: everything ends now
     signalled = sig
     core.log("info", "kiro.bot", ("signal %d: stopping; replies under way finish"):format(sig))
@@ -809,7 +836,7 @@ local function bot_cmd(args)
     io.stderr:write("kiro-rt: bot: ", tostring(rerr), "\n")
     return EXIT_FAIL
   end
-  return signalled and EXIT_OK or EXIT_FAIL
+  return EXIT_OK
 end
 
 -- kiro-rt reload: the server reads its configuration file again.

@@ -31,6 +31,9 @@
 --   edit(chat, id, text)            -> true | nil, err
 --   draft(chat, draft_id, text)     -> true | nil, err   (optional)
 --   private(chat)                   -> whether drafts work there (optional)
+--   done(chat)                      a reply is all out (optional)
+--   min_interval_ms                 its own floor for interval_ms (optional: a
+--                                   terminal has no pace to keep)
 -- err: { message =, retry_after = seconds, not_modified = true, gone = true
 -- (the message to edit is no more), permanent = true (retrying is futile) }.
 
@@ -59,7 +62,9 @@ function reply.new(channel, chat, settings)
   if mode == "draft" and not (channel.draft and channel.private and channel:private(chat)) then mode = "partial" end
   return setmetatable({
     ch = channel, chat = chat, mode = mode,
-    interval = math.max(reply.MIN_INTERVAL_MS, settings.interval_ms or reply.INTERVAL_MS),
+    -- (a channel with no pace of its own, a terminal, says so: min_interval_ms)
+    interval = math.max(channel.min_interval_ms or reply.MIN_INTERVAL_MS,
+      settings.interval_ms or channel.min_interval_ms or reply.INTERVAL_MS),
     text = "", done = false, failed = nil,
     start = 1,          -- where the part being shown begins (a byte offset in text)
     id = nil,           -- the message showing it, once sent
@@ -276,6 +281,7 @@ function Reply:run()
       end
     end
   end)
+  if ch.done then ch:done(self.chat) end -- (a console shows its prompt again)
   self.finished:set()
   if not ok then error(err, 0) end
 end

@@ -321,6 +321,8 @@ static int l_shutdown(lua_State *L)
     return 0;
 }
 
+static void stdin_stop(struct lstdin_state *s); /* lstdin.c */
+
 static int rt_gc(lua_State *L)
 {
     lrt *x = luaL_checkudata(L, 1, RT_MT);
@@ -334,6 +336,8 @@ static int rt_gc(lua_State *L)
     for (int i = 0; i < 3; i++)
         if (x->sigs[i])
             uv_close((uv_handle_t *)x->sigs[i], sig_closed);
+    if (x->stdin_state)
+        stdin_stop(x->stdin_state);
     krt_free(x->rt);
     x->rt = NULL;
     return 0;

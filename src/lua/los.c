@@ -153,6 +153,13 @@ static int l_getpid(lua_State *L)
     return 1;
 }
 
+/* core.isatty(fd) -> whether the descriptor is a terminal */
+static int l_isatty(lua_State *L)
+{
+    lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+    return 1;
+}
+
 /* core.trim_memory(): a full garbage collection, then freed heap memory
  * handed back to the system (after a large request, whose buffers the
  * collector and the allocator would otherwise keep for a while). */

@@ -3,17 +3,19 @@
  * every binding returns. Included by kiro.c. */
 
 typedef struct lrt {
-    krt *rt;               /* made on first use (get_lrt): a process that only
-                              reads options or makes one blocking exchange never
-                              opens a loop */
-    int closed;            /* the Lua state is closing: no runtime any more */
-    lua_State *L;          /* the thread driving the loop right now */
-    int err_ref;           /* first error raised by a callback, re-raised by step() */
-    int sig_ref;           /* Lua handler for SIGINT/SIGTERM */
-    int hup_ref;           /* Lua handler for SIGHUP */
-    int log_ref;           /* Lua function that takes the log's lines, or LUA_NOREF */
-    lua_State *log_thread; /* ...called on this thread (log_ref anchors it), or NULL */
-    uv_signal_t *sigs[3];  /* SIGINT, SIGTERM, SIGHUP */
+    krt *rt;                          /* made on first use (get_lrt): a process that only
+                                         reads options or makes one blocking exchange never
+                                         opens a loop */
+    int closed;                       /* the Lua state is closing: no runtime any more */
+    lua_State *L;                     /* the thread driving the loop right now */
+    int err_ref;                      /* first error raised by a callback, re-raised by step() */
+    int sig_ref;                      /* Lua handler for SIGINT/SIGTERM */
+    int hup_ref;                      /* Lua handler for SIGHUP */
+    int log_ref;                      /* Lua function that takes the log's lines, or LUA_NOREF */
+    lua_State *log_thread;            /* ...called on this thread (log_ref anchors it), or NULL */
+    struct lstdin_state *stdin_state; /* standard input being read (lstdin.c), or NULL */
+    unsigned stdin_n;                 /* ...its number (readers are counted) */
+    uv_signal_t *sigs[3];             /* SIGINT, SIGTERM, SIGHUP */
 } lrt;
 
 /* Pushes what delivers an event: ctx's on_event method, ctx and the event's

@@ -1,0 +1,40 @@
+-- The console (plugins/channels/console.lua): `kiro-rt bot --console`, and
+-- `kiro-rt agent` on a terminal with no -m: a conversation line by line,
+-- replies streamed, commands in turn, Ctrl-C stopping a reply and not the
+-- console, the end of input ending it.
+local H = require "helper"
+
+describe("console", function()
+  after_each(H.check_leaks)
+
+  it("bot --console: each line a message, commands in turn, the history kept, the end of input ends it", function()
+    local r = H.run({ H.kiro_rt, "bot", "--console" }, H.sim_env(),
+      "hello there\n/model sim-fast\nsecond one\n\n/reset\n/model\nthird\n")
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("You said: hello there\nModel: sim-fast\n[sim-fast] You said: second one\nHistory cleared.\n"
+      .. "Model: the default\nYou said: third\n", r.out)
+  end)
+
+  it("agent on a terminal: Ctrl-C stops the reply under way, the conversation goes on, Ctrl-D ends it", function()
+    -- A terminal of its own (script(1) gives the agent a pseudo-terminal);
+    -- the first reply takes 6 s, Ctrl-C comes after 1 (the daemon drains
+    -- the rest before "after" is answered). The feed stays open while the
+    -- agent finishes: script ends when it does, and the feed with it.
+    local dir = H.tmpdir()
+    local long = {}
+    for i = 1, 20 do long[i] = "w" .. i end
+    H.write_file(dir .. "/feed.sh", ([[
+printf '%%s\n' %q; sleep 1; printf '\003'; sleep 1; printf 'after\n'; sleep 2; printf '\004'; exec sleep 30
+]]):format(table.concat(long, " ")))
+    local env = H.sim_env { KIRO_SIM_CHUNK_DELAY_MS = "300", KIRO_USE_DAEMON = "true" }
+    local r = H.run({ "sh", "-c", ("cd %s && mkfifo in && { sh feed.sh >in & feed=$!; script -qec %s /dev/null <in; "
+      .. "rc=$?; kill $feed; exit $rc; }"):format(H.q(dir), H.q(H.kiro_rt .. " agent")) }, env)
+    assert.are.equal(0, r.code, r.err)
+    local out = r.out:gsub("\r", "")
+    assert.matches("You said: w1 w2", out, 1, true)
+    assert.is_nil(out:find("You said: [^\n]*w20"), out) -- stopped before its end (the terminal echoes the line)
+    assert.matches("[reply interrupted]", out, 1, true)
+    assert.matches("You said: after\n", out, 1, true)
+    assert.matches("> ", out, 1, true) -- a prompt: it is a terminal
+  end)
+end)
