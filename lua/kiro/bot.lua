@@ -155,7 +155,9 @@ function Chat:work()
     end
   end
   self.working = false
-  if self.bot.quiet then self.bot.quiet:set() end -- (Bot:idle looks again)
+  local quiet = self.bot.quiet
+  self.bot.quiet = nil
+  if quiet then quiet:set() end -- (Bot:idle looks again)
 end
 
 local Bot = {}
@@ -261,10 +263,12 @@ end
 function Bot:idle(ms)
   local deadline = kiro.now() + ms
   while self:busy() > 0 and kiro.now() < deadline do
-    self.quiet = kiro.event()
-    local t = kiro.core.timer(math.max(1, deadline - kiro.now()), function() self.quiet:set() end)
-    self.quiet:wait()
+    local ev = self.quiet or kiro.event() -- (one for every waiter: a chat that ends sets it)
+    self.quiet = ev
+    local t = kiro.core.timer(math.min(math.max(1, deadline - kiro.now()), 2147483647), function() ev:set() end)
+    ev:wait()
     t:stop()
+    if self.quiet == ev then self.quiet = nil end
   end
 end
 

@@ -121,13 +121,26 @@ return function(settings)
         else
           kiro.log("warn", "kiro.channel", "telegram: getUpdates: " .. err.message)
         end
-        kiro.sleep(err.retry_after and err.retry_after * 1000 or backoff)
+        ch.nap(err.retry_after and err.retry_after * 1000 or backoff)
         backoff = math.min(backoff * 2, 60000)
       end
     end
   end
 
-  function ch.stop() ch.stopping = true end
+  -- A pause that stop() cuts short.
+  function ch.nap(ms)
+    local ev = kiro.event()
+    ch.napping = ev
+    local t = kiro.core.timer(math.ceil(ms), function() ev:set() end)
+    ev:wait()
+    t:stop()
+    ch.napping = nil
+  end
+
+  function ch.stop()
+    ch.stopping = true
+    if ch.napping then ch.napping:set() end
+  end
 
   return ch
 end
