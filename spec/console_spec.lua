@@ -37,4 +37,16 @@ printf '%%s\n' %q; sleep 1; printf '\003'; sleep 1; printf 'after\n'; sleep 2; p
     assert.matches("You said: after\n", out, 1, true)
     assert.matches("> ", out, 1, true) -- a prompt: it is a terminal
   end)
+
+  it("with an ACP agent each chat is a session of its own: only the new text goes, the agent keeps the rest", function()
+    local env, log = H.sim_env { KIRO_PROTOCOL = "acp" }
+    local r = H.run({ H.kiro_rt, "bot", "--console" }, env, "one\ntwo\n/reset\nthree\n")
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("You said: one\nYou said: two\nHistory cleared.\nYou said: three\n", r.out)
+    local turns = {}
+    for _, e in ipairs(H.sim_events(log)) do
+      if e.event == "request" then turns[#turns + 1] = e.turn end
+    end
+    assert.are.same({ 1, 2, 1 }, turns) -- /reset: a new session
+  end)
 end)
