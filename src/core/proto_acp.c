@@ -164,17 +164,23 @@ static void acp_free(void *state)
     free(a);
 }
 
+/* v (consumed) as compact JSON appended to out, then tail. */
+static void append_json(kbuf *out, json_t *v, const char *tail)
+{
+    char *text = json_dumps(v, JSON_COMPACT);
+    json_decref(v);
+    if (!text)
+        abort(); /* only an allocation failure can make jansson refuse */
+    kbuf_append(out, text, strlen(text));
+    kbuf_append(out, tail, strlen(tail));
+    free(text);
+}
+
 /* One JSON-RPC message (consumed), as a line appended to out. */
 static void put(kbuf *out, json_t *msg)
 {
     json_object_set_new(msg, "jsonrpc", json_string("2.0"));
-    char *text = json_dumps(msg, JSON_COMPACT);
-    json_decref(msg);
-    if (!text)
-        abort(); /* only an allocation failure can make jansson refuse */
-    kbuf_append(out, text, strlen(text));
-    kbuf_append(out, "\n", 1);
-    free(text);
+    append_json(out, msg, "\n");
 }
 
 /* The head of every request of ours, up to its params' value; its id
@@ -200,13 +206,7 @@ static json_int_t put_request(acp *a, kbuf *out, const char *method)
 static json_int_t request(acp *a, kbuf *out, const char *method, json_t *params)
 {
     json_int_t id = put_request(a, out, method);
-    char *text = json_dumps(params, JSON_COMPACT);
-    json_decref(params);
-    if (!text)
-        abort(); /* only an allocation failure can make jansson refuse */
-    kbuf_append(out, text, strlen(text));
-    kbuf_append(out, "}\n", 2);
-    free(text);
+    append_json(out, params, "}\n");
     return id;
 }
 
