@@ -49,4 +49,27 @@ printf '%%s\n' %q; sleep 1; printf '\003'; sleep 1; printf 'after\n'; sleep 2; p
     end
     assert.are.same({ 1, 2, 1 }, turns) -- /reset: a new session
   end)
+
+  it("bot plugins: dice's own /roll, in turn with messages; assistant loads; an unknown one is named", function()
+    local dir = H.tmpdir()
+    H.write_file(dir .. "/config.lua", 'return { channels = { console = { bot = "dice" } } }\n')
+    assert(os.execute("chmod 600 " .. H.q(dir .. "/config.lua")))
+    local r = H.run({ H.kiro_rt, "bot", "--console", "--config", dir .. "/config.lua" }, H.sim_env(),
+      "/roll 3d6\nhi\n/roll x\n/help\n")
+    assert.are.equal(0, r.code, r.err)
+    local lines = {}
+    for l in r.out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    local a, b, c, sum = lines[1]:match("^🎲 (%d) %+ (%d) %+ (%d) = (%d+)$")
+    assert.is_not_nil(a, lines[1])
+    assert.are.equal(tonumber(a) + tonumber(b) + tonumber(c), tonumber(sum))
+    assert.are.same({ "You said: hi", "Roll what? Try /roll, /roll d20 or /roll 3d6." }, { lines[2], lines[3] })
+    assert.matches("^I am a game master%..*Also: /roll$", lines[4])
+    H.write_file(dir .. "/config.lua", 'return { channels = { console = { bot = "assistant" } } }\n')
+    r = H.run({ H.kiro_rt, "bot", "--console", "--config", dir .. "/config.lua" }, H.sim_env(), "hello\n")
+    assert.are.same({ 0, "You said: hello\n" }, { r.code, r.out })
+    H.write_file(dir .. "/config.lua", 'return { channels = { console = { bot = "nope" } } }\n')
+    r = H.run({ H.kiro_rt, "bot", "--console", "--config", dir .. "/config.lua" }, H.sim_env(), "hello\n")
+    assert.are.equal(2, r.code)
+    assert.matches('channels.console.bot: no bot named "nope"', r.err, 1, true)
+  end)
 end)

@@ -13,6 +13,8 @@
 --                                 and the last 8 turns within 24,000 characters
 --   on_busy = "queue" | "cancel"  a message while a reply runs waits its
 --                                 turn (default), or stops that reply
+--   bot = NAME                    a bot plugin (plugins/bots/NAME.lua): its
+--                                 system prompt, /commands and help
 -- Commands: /reset (forget the chat's history), /model NAME (this chat's
 -- model; /model alone: back to the default), /stop (stop the reply).
 
@@ -64,7 +66,8 @@ function Chat:request(text)
     opts.template, opts.history = s.template, self.history
     return text, opts
   end
-  local pre, post = template.form({ system = s.system, max_turns = bot.MAX_TURNS, max_chars = bot.MAX_CHARS },
+  local system = s.system or self.persona and self.persona.system
+  local pre, post = template.form({ system = system, max_turns = bot.MAX_TURNS, max_chars = bot.MAX_CHARS },
     self.channel.name .. ".system", self.history, { chat = tostring(self.id) })
   if not pre then error(post, 0) end
   return pre .. text .. post, opts
@@ -115,6 +118,15 @@ end
 ---@return string? answer, boolean? handled
 function Chat:command(text)
   local cmd, arg = text:match("^/(%a+)@?%S*%s*(.-)%s*$")
+  local own = cmd and self.persona and self.persona.commands and self.persona.commands[cmd]
+  if own then -- the bot plugin's
+    local ok, answer = pcall(own, arg, { id = self.id, model = self.model })
+    if not ok then
+      kiro.log("error", "kiro.bot", ("/%s: %s"):format(cmd, tostring(answer)))
+      return "/" .. cmd .. " failed."
+    end
+    return tostring(answer or "")
+  end
   if cmd == "reset" then
     self.history, self.generation = {}, self.generation + 1
     return "History cleared."
@@ -128,7 +140,13 @@ function Chat:command(text)
     end
     return "Nothing to stop."
   elseif cmd == "start" or cmd == "help" then
-    return HELP
+    local p = self.persona
+    if not p then return HELP end
+    local mine = {}
+    for name in pairs(p.commands or {}) do mine[#mine + 1] = "/" .. name end
+    table.sort(mine)
+    return table.concat({ p.help or "", HELP, #mine > 0 and ("Also: " .. table.concat(mine, ", ")) or "" }, " ")
+      :gsub("^%s+", ""):gsub("%s+$", "")
   end
   return nil
 end
@@ -185,7 +203,7 @@ function Bot:on_message(ch, settings, m)
                        bot = self }, Chat)
     chats[m.chat] = c
   end
-  c.settings = settings
+  c.settings, c.persona = settings, self.channels[ch.name] and self.channels[ch.name].persona
   if m.text:match("^/stop%f[%A]") then -- at once, not after the reply it stops
     local answer = c:command(m.text)
     if answer then c:say(answer) end
@@ -199,22 +217,54 @@ function Bot:on_message(ch, settings, m)
   end
 end
 
+--- A bot plugin (plugins/bots/NAME.lua, or the configuration's bots/
+--- folder first): a table with `system` (its system prompt, under the
+--- channel's own), `commands` ({ name = function(args, chat) -> answer },
+--- each a /name command; chat: { id =, model = }) and `help`. nil for no
+--- name; nil and a message for a plugin that will not load.
+---@param name? string
+---@param dir? string the configuration file's folder
+---@return table|nil persona, string? message
+function bot.persona(name, dir)
+  if name == nil then return nil end
+  local file, err = plugins.find("bots", name, dir and { dir .. "/bots" })
+  if not file then return nil, err end
+  local p, lerr = plugins.load(file)
+  if lerr then return nil, lerr end
+  if type(p) ~= "table" then return nil, file .. ": a bot plugin returns a table (system, commands, help)" end
+  for k, v in pairs(p) do
+    local want = ({ system = "string", help = "string", commands = "table" })[k]
+    if type(v) ~= want then
+      return nil, ("%s: %s %s"):format(file, tostring(k), want and ("must be a " .. want)
+        or "is not a bot plugin's (system, commands, help)")
+    end
+  end
+  for cmd, fn in pairs(p.commands or {}) do
+    if type(cmd) ~= "string" or not cmd:match("^%a+$") or type(fn) ~= "function" then
+      return nil, ("%s: commands.%s must be a function (and its name letters)"):format(file, tostring(cmd))
+    end
+  end
+  return p
+end
+
 --- Starts the channels a configuration names (channels = { NAME = settings }):
 --- each a plugin of plugins/channels. Returns the bot, or nil and a message.
 ---@param channels table
----@param path? string[] directories searched for channel plugins first
+---@param dir? string the configuration file's folder: its channels/ and bots/ are searched first
 ---@return table|nil bot, string? message
-function bot.start(channels, path)
-  local b = setmetatable({ channels = {}, chats = {}, ignored = {}, messages = 0 }, Bot)
+function bot.start(channels, dir)
+  local b = setmetatable({ channels = {}, chats = {}, ignored = {}, messages = 0, dir = dir }, Bot)
   for name, settings in pairs(channels) do
-    local file, err = plugins.find("channels", name, path)
+    local file, err = plugins.find("channels", name, dir and { dir .. "/channels" })
     if not file then return nil, err end
     local make, lerr = plugins.load(file)
     if lerr then return nil, ("channels.%s: %s"):format(name, lerr) end
     local ok, ch = pcall(make, settings)
     if not ok then return nil, ("channels.%s: %s"):format(name, tostring(ch)) end
     ch.name = ch.name or name
-    b.channels[name], b.chats[name] = { ch = ch, settings = settings }, {}
+    local persona, perr = bot.persona(settings.bot, dir)
+    if perr then return nil, ("channels.%s.bot: %s"):format(name, perr) end
+    b.channels[name], b.chats[name] = { ch = ch, settings = settings, persona = persona }, {}
   end
   b.running = 0
   b.ended = kiro.event()
@@ -249,7 +299,12 @@ end
 ---@param channels table
 function Bot:configure(channels)
   for name, c in pairs(self.channels) do
-    if channels[name] then c.settings = channels[name] end
+    if channels[name] then
+      c.settings = channels[name]
+      local persona, err = bot.persona(c.settings.bot, self.dir)
+      if err then kiro.log("error", "kiro.bot", ("channels.%s.bot: %s (the one in use stays)"):format(name, err))
+      else c.persona = persona end
+    end
   end
 end
 

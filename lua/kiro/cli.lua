@@ -800,7 +800,7 @@ function bot_cmd(args, console_settings)
   -- reply: the generational collector keeps the heap close to what lives.
   collectgarbage("generational")
   local dir = conf and conf.path:match("^(.*)/[^/]*$") or "."
-  local b, berr = require("kiro.bot").start(channels, { dir .. "/channels" })
+  local b, berr = require("kiro.bot").start(channels, conf and dir)
   if not b then return usage_error("bot: " .. berr) end
   core.log("info", "kiro.bot", "answering on " .. (function()
     local names = {}

@@ -39,7 +39,7 @@ local STREAM_MODES = { off = true, partial = true, draft = true }
 -- A channel's other settings (kiro.bot's and the channel plugins').
 local CHANNEL = {
   token = "string", api_root = "string", gateway_url = "string", allowed_users = "ids", allowed_chats = "ids",
-  backend = "string", model = "string", template = "string", system = "string", on_busy = "busy",
+  backend = "string", model = "string", template = "string", system = "string", on_busy = "busy", bot = "string",
   poll_timeout_s = "integer",
 }
 
