@@ -255,4 +255,13 @@ describe("kiro Lua API", function()
     assert.are.equal(1, s.pools[1].daemons[1].served)
     assert.is_string(kiro.version)
   end)
+
+  it("a timer past the longest duration waits that long, not at all", function()
+    local kiro = H.setup()
+    local fired = false
+    local t = kiro.core.timer(math.maxinteger, function() fired = true end)
+    kiro.sleep(50)
+    t:stop()
+    assert.is_false(fired) -- (libuv's clock wrapped past the end would have fired it at once)
+  end)
 end)

@@ -61,10 +61,13 @@ local function bot(path, knobs)
   local env = H.sim_env(knobs)
   local pid, wait, dir = H.spawn_bg({ H.kiro_rt, "bot", "--config", path }, env)
   local b = { pid = pid, wait = wait, dir = dir, env = env }
-  finally(function() -- a test that failed stops it too
+  finally(function() -- a test that failed stops it too, whatever it takes
     if not b.stopped then
       os.execute("kill -TERM " .. pid)
-      wait()
+      if not pcall(wait) then
+        os.execute("kill -KILL " .. pid)
+        pcall(wait)
+      end
     end
   end)
   return b

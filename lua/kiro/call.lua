@@ -221,14 +221,6 @@ end
 local Call = {}
 Call.__index = Call
 Call.__close = function(c) c:cancel() end
--- A call its caller dropped (an error took it away) lets its configuration go.
-Call.__gc = function(c)
-  local g = c.gen
-  if g then
-    c.gen = nil
-    config.release(g)
-  end
-end
 
 -- A failure known before any backend is asked: the call ends at once, with
 -- nothing to fall back to.

@@ -118,7 +118,8 @@ kiro.parse_bool = config.parse_bool
 ---@return string|nil reply, string? message, string? code
 function kiro.chat(prompt, opts)
   opts = call.check_opts("kiro.chat", prompt, opts)
-  local c = flight.open(prompt, opts, false)
+  -- (an error out of a hook, or a host's, takes the call with it: cancelled)
+  local c <close> = flight.open(prompt, opts, false)
   local first, parts
   while true do
     local chunk, msg, code = c:next()

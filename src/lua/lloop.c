@@ -41,6 +41,8 @@ static int l_timer(lua_State *L)
     luaL_checktype(L, 2, LUA_TFUNCTION);
     if (ms < 0)
         ms = 0;
+    if (ms > KIRO_MAX_MS) /* (libuv's clock would wrap past the end: it would fire at once) */
+        ms = KIRO_MAX_MS;
     ltimer *u = lua_newuserdatauv(L, sizeof *u, 0);
     u->s = kcalloc(1, sizeof *u->s);
     luaL_setmetatable(L, TIMER_MT);
