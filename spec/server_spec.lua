@@ -339,6 +339,30 @@ describe("kiro-rt server", function()
     assert.are.equal("You said: in flight\n", out)
   end)
 
+  it("SIGTERM, as stop, lets an in-flight request finish; a second signal does not wait", function()
+    local env = H.sim_env { KIRO_SIM_LATENCY_MS = "400" }
+    agent_ok(env, "warm")
+    local pid = H.status(env).pid
+    local _, wait_exit = H.spawn_bg({ H.kiro_rt, "agent", "-m", "in flight" }, env)
+    assert(H.wait_for(function() local s = H.status(env); return s and s.in_flight == 1 end, 5000))
+    assert(os.execute("kill -TERM " .. pid))
+    local code, out, err = wait_exit()
+    assert.are.equal(0, code, err)
+    assert.are.equal("You said: in flight\n", out)
+    assert(H.wait_for(function() return not H.alive(pid) end, 5000), "the server did not stop")
+    -- Twice: the second signal ends what is under way at once.
+    env = H.sim_env { KIRO_SIM_LATENCY_MS = "3000" }
+    agent_ok(env, "warm")
+    pid = H.status(env).pid
+    local _, wait2 = H.spawn_bg({ H.kiro_rt, "agent", "-m", "held a b" }, env)
+    assert(H.wait_for(function() local s = H.status(env); return s and s.in_flight == 1 end, 5000))
+    assert(os.execute("kill -TERM " .. pid))
+    assert(os.execute("kill -TERM " .. pid))
+    code = wait2()
+    assert.are_not.equal(0, code) -- (waited for, it would have had its reply after 3 s)
+    assert(H.wait_for(function() return not H.alive(pid) end, 5000), "the server did not stop")
+  end)
+
   it("a server killed during a request: the client gets an error, the next call works", function()
     local gate = H.tmpdir() .. "/gate"
     local env = H.sim_env { KIRO_SIM_GATE = gate }

@@ -592,9 +592,13 @@ function server.serve(opts)
   log("info", ("listening on %s (pid %d, version %s, idle exit after %d ms)")
     :format(p.socket, core.getpid(), kiro.version, self.idle_ms))
   if opts.on_ready then opts.on_ready(self) end
+  local signalled = false
   kiro.on_signal(function(sig)
+    if signalled then return end -- a second signal: everything ends now
+    signalled = true
     log("info", ("signal %d: stopping"):format(sig))
     self:stop("signal " .. sig)
+    return true -- requests under way finish (stop_grace_ms), then the backends stop
   end)
   -- SIGHUP: the log was moved away (logrotate): write to a new one; and
   -- the configuration file is read again (kept if it does not check), as
