@@ -57,9 +57,11 @@ return {
   return path
 end
 
-local function bot(path, knobs)
+local function bot(path, knobs, extra_args)
   local env = H.sim_env(knobs)
-  local pid, wait, dir = H.spawn_bg({ H.kiro_rt, "bot", "--config", path }, env)
+  local argv = { H.kiro_rt, "bot", "--config", path }
+  for _, a in ipairs(extra_args or {}) do argv[#argv + 1] = a end
+  local pid, wait, dir = H.spawn_bg(argv, env)
   local b = { pid = pid, wait = wait, dir = dir, env = env }
   finally(function() -- a test that failed stops it too, whatever it takes
     if not b.stopped then
@@ -134,7 +136,8 @@ describe("kiro-rt bot (Telegram)", function()
 
   it("obeys a retry_after of 5 s mid-reply: nothing to that chat until it passes, and the text is whole", function()
     local api = fake()
-    local b = bot(config(api), { KIRO_SIM_CHUNK_DELAY_MS = "100" })
+    local port = math.random(20000, 59999)
+    local b = bot(config(api), { KIRO_SIM_CHUNK_DELAY_MS = "100" }, { "--metrics-listen", tostring(port) })
     local prompt = words(1200, 2)
     api.post("update", { chat_id = 42, user_id = 42, text = prompt })
     assert(H.wait_for(function() return #select(2, api.chat(42)) == 1 end, 10000), "no first message")
@@ -154,6 +157,18 @@ describe("kiro-rt bot (Telegram)", function()
       end
     end
     assert.is_not_nil(held, "the 429 was not asked for")
+    -- What the bot's metrics say of it.
+    local r = H.run({ "curl", "-s", "http://127.0.0.1:" .. port .. "/metrics" }, {})
+    assert.are.equal(0, r.code, r.err)
+    for _, want in ipairs {
+      'kiro_bot_messages_total{channel="telegram",outcome="answered"} 1',
+      'kiro_bot_rate_limited_total{channel="telegram"} 1',
+      'kiro_bot_calls_total{channel="telegram",kind="typing"} ',
+      'kiro_bot_typing_seconds_count{channel="telegram"} 1',
+      'kiro_bot_first_text_seconds_count{channel="telegram"} 1',
+    } do
+      assert.matches(want, r.out, 1, true)
+    end
     stop(b)
   end)
 

@@ -25,6 +25,33 @@ local plugins = require "kiro.plugins"
 
 local bot = {}
 
+-- The bot's metrics (kiro.metrics() shows them; kiro-rt bot --metrics-listen
+-- serves them), registered on first use.
+local M
+local function metrics()
+  if M then return M end
+  local m = require "kiro.metrics"
+  local messages = m.counter("kiro_bot_messages_total",
+    "Messages the bot took, by channel and outcome (answered, failed, command, ignored).", { "channel", "outcome" })
+  local calls = m.counter("kiro_bot_calls_total",
+    "Calls to the channels' services, by channel and kind (typing, send, edit, draft).", { "channel", "kind" })
+  local limited = m.counter("kiro_bot_rate_limited_total",
+    "Answers from a service to wait (retry_after, HTTP 429), by channel.", { "channel" })
+  local typing = m.histogram("kiro_bot_typing_seconds", "From a message to its typing shown.", { "channel" })
+  local first = m.histogram("kiro_bot_first_text_seconds", "From a message to its reply's first text.",
+    { "channel" })
+  M = {
+    message = function(ch, outcome) m.add(m.at(messages, ch, outcome)) end,
+  }
+  reply.observe = function(kind, ch, x)
+    if kind == "call" then m.add(m.at(calls, ch, x))
+    elseif kind == "rate_limited" then m.add(m.at(limited, ch))
+    elseif kind == "typing" then m.record(m.at(typing, ch), x)
+    else m.record(m.at(first, ch), x) end
+  end
+  return M
+end
+
 bot.MAX_TURNS, bot.MAX_CHARS = 8, 24000 -- the history a chat keeps, by default (as ZeroClaw)
 
 local HELP = "Send me a message and I answer it. /reset forgets our conversation, /model NAME picks a model, "
@@ -73,8 +100,10 @@ function Chat:request(text)
   return pre .. text .. post, opts
 end
 
---- Answers one message, streamed; returns once all of it is delivered.
+--- Answers one message, streamed; returns once all of it is delivered:
+--- nil, or why the reply broke off.
 ---@param text string
+---@return string? failure
 function Chat:answer(text)
   local s = self.settings
   local r = reply.new(self.channel, self.id,
@@ -106,10 +135,9 @@ function Chat:answer(text)
   r:finish(err and r.text:find("%S") and answer ~= "[stopped]" and err or nil)
   r:wait()
   self.reply = nil
-  if not err then
-    self.history[#self.history + 1] = { role = "user", content = text }
-    self.history[#self.history + 1] = { role = "assistant", content = answer }
-  end
+  if err then return err end
+  self.history[#self.history + 1] = { role = "user", content = text }
+  self.history[#self.history + 1] = { role = "assistant", content = answer }
 end
 
 --- A command's answer, or nil for a message that is not one (and true for
@@ -164,10 +192,17 @@ end
 function Chat:work()
   while #self.queue > 0 do
     local text = table.remove(self.queue, 1)
+    local outcome = "answered"
     local ok, err = pcall(function()
       local answer = self:command(text) -- (in turn with the messages around it)
-      if answer then self:say(answer) else self:answer(text) end
+      if answer then
+        outcome = "command"
+        self:say(answer)
+      elseif self:answer(text) then
+        outcome = "failed"
+      end
     end)
+    metrics().message(self.channel.name, ok and outcome or "failed")
     if not ok then
       kiro.log("error", "kiro.bot", ("%s: chat %s: %s"):format(self.channel.name, tostring(self.id), err))
     end
@@ -188,6 +223,7 @@ Bot.__index = Bot
 function Bot:on_message(ch, settings, m)
   if not (ch.always_allowed or listed(settings.allowed_users, m.user) or listed(settings.allowed_chats, m.chat)) then
     local key = ch.name .. ":" .. tostring(m.user) .. ":" .. tostring(m.chat)
+    metrics().message(ch.name, "ignored")
     if not self.ignored[key] then
       self.ignored[key] = true
       kiro.log("warn", "kiro.bot", ("%s: user %s in chat %s is not in allowed_users or allowed_chats: ignored")
@@ -253,6 +289,7 @@ end
 ---@param dir? string the configuration file's folder: its channels/ and bots/ are searched first
 ---@return table|nil bot, string? message
 function bot.start(channels, dir)
+  metrics() -- (the replies' observer, from the first)
   local b = setmetatable({ channels = {}, chats = {}, ignored = {}, messages = 0, dir = dir }, Bot)
   for name, settings in pairs(channels) do
     local file, err = plugins.find("channels", name, dir and { dir .. "/channels" })

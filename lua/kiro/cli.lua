@@ -742,7 +742,7 @@ local function stop(args)
 end
 
 local BOT_USAGE = [[
-Usage: kiro-rt bot [--config FILE] [--stop-grace-ms N]
+Usage: kiro-rt bot [--config FILE] [--stop-grace-ms N] [--metrics-listen [HOST:]PORT]
        kiro-rt bot --console [--config FILE]
 
 Answers chats on the channels the configuration file names (its
@@ -750,6 +750,10 @@ Answers chats on the channels the configuration file names (its
 each reply streamed as it is made: typing, then a message edited as the
 text grows (stream_mode, draft_update_interval_ms). Only the users and
 chats listed in allowed_users and allowed_chats get answers.
+
+--metrics-listen serves Prometheus metrics (messages by channel and
+outcome, calls to the services, 429s, time to typing and to the first
+text) on [HOST:]PORT (HOST defaults to 127.0.0.1).
 
 --console chats on this terminal instead: each line is a message, the
 reply streams in; Ctrl-C stops a reply, Ctrl-D ends the console (channels
@@ -763,7 +767,7 @@ those left are ended with a marker) and exit.
 
 -- kiro-rt bot: the configured channels' chats, answered.
 function bot_cmd(args, console_settings)
-  local named, grace, i = nil, 10000, 1
+  local named, grace, i, metrics_listen = nil, 10000, 1, nil
   local console = console_settings ~= nil
   while args[i] do
     local a = args[i]
@@ -778,6 +782,9 @@ function bot_cmd(args, console_settings)
       grace, i = v, i + 2
     elseif a == "--console" then
       console, i = true, i + 1
+    elseif a == "--metrics-listen" then
+      if not args[i + 1] then return usage_error("bot: --metrics-listen needs [HOST:]PORT") end
+      metrics_listen, i = args[i + 1], i + 2
     else
       return usage_error("bot: unknown argument '" .. a .. "'")
     end
@@ -802,6 +809,13 @@ function bot_cmd(args, console_settings)
   local dir = conf and conf.path:match("^(.*)/[^/]*$") or "."
   local b, berr = require("kiro.bot").start(channels, conf and dir)
   if not b then return usage_error("bot: " .. berr) end
+  local ml
+  if metrics_listen then
+    local addr
+    ml, addr = require("kiro.server").metrics_listener(metrics_listen)
+    if not ml then return usage_error("bot: --metrics-listen: " .. addr) end
+    core.log("info", "kiro.bot", ("metrics on http://%s/metrics"):format(addr))
+  end
   core.log("info", "kiro.bot", "answering on " .. (function()
     local names = {}
     for name in pairs(channels) do names[#names + 1] = name end
@@ -816,6 +830,7 @@ function bot_cmd(args, console_settings)
   kiro.spawn(function()
     b.ended:wait()
     b:idle(math.maxinteger // 2)
+    if ml then ml:close() end
     kiro.shutdown()
   end)
   local signalled
@@ -827,6 +842,7 @@ function bot_cmd(args, console_settings)
     b:stop()
     kiro.spawn(function()
       b:idle(grace)
+      if ml then ml:close() end
       kiro.shutdown() -- what is left ends (the long polls too)
     end)
     return true -- (the runtime goes on until then)

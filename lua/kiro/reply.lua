@@ -48,6 +48,13 @@ reply.FIRST_CHARS = 8         -- the first draft waits for this much text (or th
 reply.MAX_TRIES = 6           -- a failing call is tried this often (backing off), then left
 reply.MARKER = "[reply interrupted]"
 
+--- Hears what replies do, for metrics (kiro.bot sets it): observe(kind,
+--- channel, seconds) with kind typing or first_text (seconds since the
+--- reply began), or call (a service call: seconds nil, channel and the
+--- call's kind), or rate_limited.
+---@type fun(kind: string, channel: string, x: any)?
+reply.observe = nil
+
 local Reply = {}
 Reply.__index = Reply
 
@@ -76,7 +83,7 @@ function reply.new(channel, chat, settings)
     draft_id = math.random(1, 2 ^ 31 - 1),
     typing = settings.typing ~= false, -- a command's answer shows none
     w = nil, finished = tasks.event(),
-    calls = 0,
+    calls = 0, t0 = core.now(), seen_typing = false, seen_text = false,
   }, Reply)
 end
 
@@ -177,9 +184,15 @@ function Reply:call(what, ...)
     while core.now() < self.blocked do self:pause(self.blocked - core.now()) end -- (new text wakes it early)
     self.calls = self.calls + 1
     local res, err = ch[what](ch, self.chat, ...)
-    if res then return true, res end
+    local observe = reply.observe
+    if observe then observe("call", ch.name or "?", what) end
+    if res then
+      if observe then self:seen(what) end
+      return true, res
+    end
     err = type(err) == "table" and err or { message = tostring(err) }
     if err.not_modified then return true, nil end
+    if err.retry_after and observe then observe("rate_limited", ch.name or "?") end
     if err.retry_after then
       self.blocked = core.now() + math.ceil(err.retry_after * 1000) + 20
       core.log("warn", "kiro.channel", ("%s: chat %s: retry after %s s"):format(what, tostring(self.chat),
@@ -194,6 +207,16 @@ function Reply:call(what, ...)
     end
   end
   return false, { message = "gave up" }
+end
+
+--- The first typing and the first text a user saw of this reply: timed.
+---@param what string the call that went through
+function Reply:seen(what)
+  local kind = what == "typing" and not self.seen_typing and "typing"
+    or what ~= "typing" and not self.seen_text and "first_text"
+  if not kind then return end
+  if kind == "typing" then self.seen_typing = true else self.seen_text = true end
+  reply.observe(kind, self.ch.name or "?", (core.now() - self.t0) / 1000)
 end
 
 --- Shows t as the current part: a new message, an edit of the one there,

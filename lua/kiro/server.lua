@@ -494,6 +494,18 @@ function Metrics.on_event(_, ev, conn)
   if ev == "accept" then conn:attach(setmetatable({ sock = conn, header_bytes = 0 }, Http)) end
 end
 
+--- An HTTP endpoint for Prometheus on [HOST:]PORT: the listener and its
+--- address (HOST:PORT), or nil and a message.
+---@param spec string
+---@return userdata|nil listener, string address_or_message
+function server.metrics_listener(spec)
+  local host, port = server.parse_listen(spec)
+  if not host then return nil, port end
+  local ml, bound = core.listen_tcp(host, port, setmetatable({}, Metrics), server.METRICS_LIMITS)
+  if not ml then return nil, bound end
+  return ml, (host:find(":") and "[%s]:%d" or "%s:%d"):format(host, bound)
+end
+
 --- "PORT" or "HOST:PORT" (loopback when no host is given; HOST may be a
 --- name, like localhost, or [IPv6]) -> host, port.
 ---@param spec string
@@ -573,20 +585,13 @@ function server.serve(opts)
   if not listener then lock:release(); return nil, err, "listen" end
   self.listener = listener
   if opts.metrics_listen then
-    local host, port = server.parse_listen(opts.metrics_listen)
-    local ml, merr
-    if host then
-      ml, merr = core.listen_tcp(host, port, setmetatable({}, Metrics), server.METRICS_LIMITS)
-    else
-      merr = port
-    end
+    local ml, addr = server.metrics_listener(opts.metrics_listen)
     if not ml then
       listener:close()
       lock:release()
-      return nil, "metrics: " .. merr, "listen"
+      return nil, "metrics: " .. addr, "listen"
     end
-    self.metrics_listener = ml
-    self.metrics_addr = (host:find(":") and "[%s]:%d" or "%s:%d"):format(host, merr)
+    self.metrics_listener, self.metrics_addr = ml, addr
     log("info", ("metrics on http://%s/metrics"):format(self.metrics_addr))
   end
   log("info", ("listening on %s (pid %d, version %s, idle exit after %d ms)")
