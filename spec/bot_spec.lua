@@ -252,4 +252,23 @@ describe("kiro-rt bot (Telegram)", function()
     assert.are.equal(1, #msgs) -- "before" came while 43 was not allowed: no answer
     assert.are.equal("You said: " .. prompt, msgs[1].text)
   end)
+
+  it("an agent's tool call shows as progress under the draft; the final message is the reply alone", function()
+    local api = fake()
+    local b = bot(config(api), { KIRO_PROTOCOL = "acp", KIRO_SIM_ACP_UPDATES = "1", KIRO_SIM_ACP_TOOL_MS = "1500",
+      KIRO_SIM_CHUNK_DELAY_MS = "100" })
+    api.post("update", { chat_id = 42, user_id = 42, text = "look around please" })
+    assert(H.wait_for(function()
+      local _, msgs = api.chat(42)
+      return msgs[1] and msgs[1].text == "You said: look around please"
+    end, 20000), "no reply")
+    stop(b)
+    local calls = api.chat(42)
+    local progress
+    for _, c in ipairs(calls) do
+      if type(c.text) == "string" and c.text:find("⏳ Reading project files", 1, true) then progress = c end
+    end
+    assert.is_not_nil(progress, "no progress shown")
+    assert.are.equal("You said: look around please", select(2, api.chat(42))[1].text)
+  end)
 end)

@@ -112,6 +112,15 @@ function Chat:answer(text)
   kiro.spawn(function() r:run() end)
   local ok, call = pcall(function()
     local prompt, opts = self:request(text)
+    if opts.session then -- an agent: its tool calls show as progress in the draft
+      opts.on_update = function(u)
+        if u.sessionUpdate == "tool_call" then
+          r:note("⏳ " .. tostring(u.title or u.kind or "working"))
+        elseif u.sessionUpdate == "tool_call_update" and (u.status == "completed" or u.status == "failed") then
+          r:note(nil)
+        end
+      end
+    end
     return kiro.call(prompt, opts)
   end)
   local err

@@ -32,6 +32,8 @@
 --   draft(chat, draft_id, text)     -> true | nil, err   (optional)
 --   private(chat)                   -> whether drafts work there (optional)
 --   done(chat)                      a reply is all out (optional)
+--   progress = false                no progress lines (optional: a terminal
+--                                   prints text as it comes, and takes none back)
 --   min_interval_ms                 its own floor for interval_ms (optional: a
 --                                   terminal has no pace to keep)
 -- err: { message =, retry_after = seconds, not_modified = true, gone = true
@@ -92,6 +94,15 @@ end
 function Reply:add(chunk)
   if self.done or chunk == "" then return end
   self.text = self.text .. chunk
+  if self.w then tasks.wake(self.w) end
+end
+
+--- A line of progress (an agent's tool call) shown under the text while
+--- the reply is under way; nil clears it. The final message never has it.
+---@param line? string
+function Reply:note(line)
+  if self.done or line == self.status or self.ch.progress == false then return end
+  self.status = line
   if self.w then tasks.wake(self.w) end
 end
 
@@ -258,11 +269,12 @@ end
 
 --- What is due: "split" (a part is full), "final", "update", or nil.
 ---@param rest string the text from the current part on
+---@param shown string what an update would show (rest, and progress under it)
 ---@return string?
-function Reply:due(rest)
+function Reply:due(rest, shown)
   if length(rest) > self.ch.limit then return "split" end
   if self.done then return "final" end
-  if self.mode ~= "off" and rest ~= self.shown and length(rest) >= reply.FIRST_CHARS and rest:find("%S") then
+  if self.mode ~= "off" and shown ~= self.shown and length(shown) >= reply.FIRST_CHARS and shown:find("%S") then
     return "update"
   end
   return nil
@@ -279,7 +291,11 @@ function Reply:run()
         self.typing_at = core.now() + math.max(1000, ch.typing_ms - 1000)
       end
       local rest = self.text:sub(self.start)
-      local due = self:due(rest)
+      local shown = rest -- what an update shows: the text so far, and progress under it
+      if self.status and not self.done and self.mode ~= "off" then
+        shown = rest .. (rest:find("%S") and "\n\n" or "") .. self.status
+      end
+      local due = self:due(rest, shown)
       now = core.now()
       local typing_due = self.typing and self:silent() and math.max(self.typing_at, self.blocked) or math.huge
       if due and now < self.next_at then -- not yet: more text may come meanwhile
@@ -298,7 +314,7 @@ function Reply:run()
         if self.id then self:close_part(#self.text + 1) end
         break
       elseif due == "update" then
-        self:show(rest, false)
+        self:show(shown, false)
       else -- wait for text (and the next typing renewal)
         self:pause(math.min(typing_due, now + 3600000) - now)
       end

@@ -10,7 +10,7 @@ local kiro = require "kiro"
 
 return function()
   local ch = { name = "console", limit = math.huge, typing_ms = 3600000, min_interval_ms = 0,
-               always_allowed = true }
+               always_allowed = true, progress = false }
   local out = io.stdout
   local tty = kiro.core.isatty(0) and kiro.core.isatty(1) -- a prompt only for a person
   local shown = {} -- what each reply message shows, by id

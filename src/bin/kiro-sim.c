@@ -65,6 +65,7 @@ static const char usage[] =
     "                           it (logs event=permission outcome=OPTION|cancelled)\n"
     "  KIRO_SIM_ACP_UPDATES=1   before the reply: a thought, a plan, a tool call and\n"
     "                           its completion; after the first chunk, another thought\n"
+    "  KIRO_SIM_ACP_TOOL_MS=N   with ACP_UPDATES: the tool call takes N ms\n"
     "  KIRO_SIM_ACP_NO_SET_MODEL=1  session/set_model is unknown (-32601). session/new\n"
     "                           always lists models sim-fast and sim-smart; a session\n"
     "                           set to one replies \"[M] You said: X\"\n"
@@ -872,6 +873,7 @@ static void serve_acp_prompt(const message *m, struct session *ses, const char *
         acp_update(sid,
                    json_pack("{s:s, s:s, s:s, s:s, s:s}", "sessionUpdate", "tool_call", "toolCallId", "sim-2",
                              "title", "Reading project files", "kind", "read", "status", "pending"));
+        sleep_ms(env_long("KIRO_SIM_ACP_TOOL_MS", 0)); /* the tool at work */
         acp_update(sid, json_pack("{s:s, s:s, s:s}", "sessionUpdate", "tool_call_update", "toolCallId",
                                   "sim-2", "status", "completed"));
     }
