@@ -12,12 +12,13 @@ writes to PORTFILE once it listens; with --tls CERT KEY it speaks HTTPS.
   GET  /release          lets /held go on
 Usage: http_fake.py PORTFILE [--tls CERT KEY]"""
 import json
-import ssl
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 from urllib.parse import parse_qs, urlparse
+
+import fakeserver
 
 lock = threading.Lock()
 stats = {"connections": 0, "max_in_flight": 0, "requests": 0}
@@ -25,20 +26,11 @@ in_flight = 0
 released = threading.Event()
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # One write per response, sent at once (the default writes headers and
-    # body apart, and Nagle's algorithm and delayed ACKs add 40 ms).
-    wbufsize = 1 << 16
-    disable_nagle_algorithm = True
-
+class Handler(fakeserver.Handler):
     def setup(self):
         super().setup()
         with lock:
             stats["connections"] += 1
-
-    def log_message(self, *args):
-        pass
 
     def reply(self, status, body=b"", ctype="application/json"):
         self.send_response(status)
@@ -100,22 +92,9 @@ class Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = serve
 
 
-class Server(ThreadingHTTPServer):
-    request_queue_size = 128  # connections made at once all wait to be taken
-    daemon_threads = True
-
-
 def main():
-    server = Server(("127.0.0.1", 0), Handler)
-    if len(sys.argv) > 2 and sys.argv[2] == "--tls":
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(sys.argv[3], sys.argv[4])
-        server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    with open(sys.argv[1] + ".tmp", "w") as f:
-        f.write(str(server.server_address[1]))
-    import os
-    os.rename(sys.argv[1] + ".tmp", sys.argv[1])
-    server.serve_forever()
+    tls = (sys.argv[3], sys.argv[4]) if len(sys.argv) > 2 and sys.argv[2] == "--tls" else None
+    fakeserver.serve(Handler, sys.argv[1], tls)
 
 
 if __name__ == "__main__":

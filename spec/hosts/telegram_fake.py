@@ -16,11 +16,11 @@ Control (for the specs):
   GET  /control/messages   every message the bot sent: {"id":, "chat":, "text":, "edits":}
 Usage: telegram_fake.py PORTFILE TOKEN"""
 import json
-import os
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import fakeserver
 
 TOKEN = sys.argv[2]
 lock = threading.Condition()
@@ -45,16 +45,7 @@ def length(text):
     return len(text)  # Python strings are code points
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # One write per response, sent at once (the default writes headers and
-    # body apart, and Nagle's algorithm and delayed ACKs add 40 ms).
-    wbufsize = 1 << 16
-    disable_nagle_algorithm = True
-
-    def log_message(self, *args):
-        pass
-
+class Handler(fakeserver.Handler):
     def send_json(self, status, obj, headers=None):
         body = json.dumps(obj).encode()
         self.send_response(status)
@@ -198,17 +189,8 @@ class Handler(BaseHTTPRequestHandler):
         return self.fail(404, "Not Found: method not found")
 
 
-class Server(ThreadingHTTPServer):
-    request_queue_size = 128
-    daemon_threads = True
-
-
 def main():
-    server = Server(("127.0.0.1", 0), Handler)
-    with open(sys.argv[1] + ".tmp", "w") as f:
-        f.write(str(server.server_address[1]))
-    os.rename(sys.argv[1] + ".tmp", sys.argv[1])
-    server.serve_forever()
+    fakeserver.serve(Handler, sys.argv[1])
 
 
 if __name__ == "__main__":
