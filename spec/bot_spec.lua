@@ -15,8 +15,10 @@ local function fake()
     TOKEN }, {})
   assert(H.wait_for(function() return H.exists(dir .. "/port") end, 10000), "the fake Bot API did not start")
   local base = "http://127.0.0.1:" .. H.read_file(dir .. "/port")
-  finally(function()
-    os.execute("kill " .. pid)
+  H.defer(function()
+    -- the server's own pid (the shell's may be another process's)
+    local own = (H.read_file(dir .. "/port.pid") or ""):match("%d+")
+    os.execute("kill " .. (own or pid))
     wait()
   end)
   local api = { base = base }
@@ -63,7 +65,7 @@ local function bot(path, knobs, extra_args)
   for _, a in ipairs(extra_args or {}) do argv[#argv + 1] = a end
   local pid, wait, dir = H.spawn_bg(argv, env)
   local b = { pid = pid, wait = wait, dir = dir, env = env }
-  finally(function() -- a test that failed stops it too, whatever it takes
+  H.defer(function() -- a test that failed stops it too, whatever it takes
     if not b.stopped then
       os.execute("kill -TERM " .. pid)
       if not pcall(wait) then

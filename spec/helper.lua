@@ -47,6 +47,37 @@ function H.write_file(path, data)
   f:close()
 end
 
+--- Runs fn when the running test ends, passed or failed, after those
+--- deferred before it (in reverse order). busted's own `finally` keeps one
+--- function a test: a second call would drop the first's cleanup.
+---@param fn function
+function H.defer(fn)
+  local list = H.deferred
+  if not list then
+    list = {}
+    H.deferred = list
+    -- busted gives `finally` to the spec's environment, not to this module's:
+    -- found through the caller's _ENV.
+    local fin
+    for level = 2, 20 do
+      local info = debug.getinfo(level, "f")
+      if not info then break end
+      for i = 1, 255 do
+        local name, v = debug.getupvalue(info.func, i)
+        if not name then break end
+        if name == "_ENV" and type(v) == "table" and type(v.finally) == "function" then fin = v.finally end
+      end
+      if fin then break end
+    end
+    assert(fin, "H.defer: called outside a test")
+    fin(function()
+      H.deferred = nil
+      for i = #list, 1, -1 do pcall(list[i]) end
+    end)
+  end
+  list[#list + 1] = fn
+end
+
 --- Runs argv (a list) with extra environment, stdin text optional.
 -- Returns { out =, err =, code = }.
 -- Under `make asan` the specs' lua5.4 runs with libasan preloaded; other

@@ -86,7 +86,7 @@ describe("prosody", function()
     if H.sanitized then p.env.ASAN_OPTIONS = "detect_leaks=0:abort_on_error=0:exitcode=99" end
     local pid, wait_exit = H.spawn_bg({ "lua5.4", "/usr/bin/prosody", "--config", p.dir .. "/prosody.cfg.lua", "-F" },
       p.env)
-    finally(function() os.execute("kill -TERM " .. pid .. " 2>/dev/null"); wait_exit() end)
+    H.defer(function() os.execute("kill -TERM " .. pid .. " 2>/dev/null"); wait_exit() end)
     assert(H.wait_for(function() return log_has(p, "Activated service 'c2s' on [*]:" .. p.port)
       or log_has(p, "Activated service 'c2s' on [::]:" .. p.port) end, 15000), "prosody did not start: "
       .. tostring(H.read_file(p.log)))

@@ -15,7 +15,7 @@ local function serve(env, args)
   for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
   local pid, wait_exit = H.spawn_bg(argv, env)
   local stopped = false
-  finally(function() if not stopped then os.execute("kill -TERM " .. pid) end end)
+  H.defer(function() if not stopped then os.execute("kill -TERM " .. pid) end end)
   assert(H.wait_for(function() return H.status(env) ~= nil end, 5000), "the server did not come up")
   return pid, function()
     stopped = true
@@ -36,7 +36,7 @@ local function peer(argv, env)
     os.execute("kill -TERM " .. pid)
     wait_exit()
   end
-  finally(kill) -- gone even when the test fails
+  H.defer(kill) -- gone even when the test fails
   assert(H.wait_for(function() return (H.read_file(dir .. "/out") or ""):find("ready") end, 20000),
     "the peer did not get ready: " .. tostring(H.read_file(dir .. "/err")))
   return H.read_file(dir .. "/out"), kill
@@ -234,7 +234,7 @@ describe("server limits", function()
     local _, wait_exit = H.spawn_bg({ "sh", "-c", cmd }, env)
     local function kill_sleep() os.execute("kill " .. (H.read_file(pidfile) or ""):match("%d+") .. " 2>/dev/null") end
     assert(H.wait_for(function() return H.read_file(pidfile) end, 5000))
-    finally(kill_sleep)
+    H.defer(kill_sleep)
     assert(H.wait_for(function()
       return H.server_log(env):find("read none of its %d+ unread bytes in 300 ms; disconnected, its requests cancelled")
     end, 30000), "the client was not disconnected")
@@ -323,7 +323,7 @@ describe("server limits", function()
     for i = 1, 4 do
       floods[i] = { H.spawn_bg({ PEER, "flood", H.socket(env), tostring(250 * 1000 * 1000) }, {}) }
       local flood_pid = floods[i][1]
-      finally(function() os.execute("kill -TERM " .. flood_pid .. " 2>/dev/null") end)
+      H.defer(function() os.execute("kill -TERM " .. flood_pid .. " 2>/dev/null") end)
     end
     for _ = 1, 3 do
       local _, kill = peer({ PEER, "noread", H.socket(env), file })

@@ -1,7 +1,7 @@
 """What the specs' fake HTTP servers share (http_fake.py, telegram_fake.py):
 a threaded HTTP/1.1 server on 127.0.0.1, on a port of its own choosing,
 written to a file once it listens (renamed into place: a reader never sees
-half of it); optionally speaking TLS."""
+half of it), and its pid beside it (PORTFILE.pid); optionally speaking TLS."""
 import os
 import ssl
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,6 +30,8 @@ def serve(handler, portfile, tls=None):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(*tls)
         server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    with open(portfile + ".pid", "w") as f:  # (what to stop: a shell's $! may be another process)
+        f.write(str(os.getpid()))
     with open(portfile + ".tmp", "w") as f:
         f.write(str(server.server_address[1]))
     os.rename(portfile + ".tmp", portfile)
