@@ -138,11 +138,17 @@ describe("kiro-rt bot (Telegram)", function()
 
   it("obeys a retry_after of 5 s mid-reply: nothing to that chat until it passes, and the text is whole", function()
     local api = fake()
-    local port = math.random(20000, 59999)
-    local b = bot(config(api), { KIRO_SIM_CHUNK_DELAY_MS = "100" }, { "--metrics-listen", tostring(port) })
+    -- (metrics on a port the system picks: the log says which)
+    local b = bot(config(api), { KIRO_SIM_CHUNK_DELAY_MS = "100", KIRO_LOG = "info" },
+      { "--metrics-listen", "127.0.0.1:0" })
+    local port
+    assert(H.wait_for(function()
+      port = (H.read_file(b.dir .. "/err") or ""):match("metrics on http://127%.0%.0%.1:(%d+)/metrics")
+      return port
+    end, 10000), "no metrics endpoint")
     local prompt = words(1200, 2)
     api.post("update", { chat_id = 42, user_id = 42, text = prompt })
-    assert(H.wait_for(function() return #select(2, api.chat(42)) == 1 end, 10000), "no first message")
+    assert(H.wait_for(function() return #select(2, api.chat(42)) == 1 end, 20000), "no first message")
     api.post("inject", { chat_id = 42, retry_after = 5 })
     local msgs
     assert(H.wait_for(function()
