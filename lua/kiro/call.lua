@@ -322,11 +322,6 @@ local function limit_ms(c)
   return o.timeout_ms or o.named and o.named.timeout_ms or core.config("timeout_ms")
 end
 
--- The name of the backend a call's options name, if any.
-local function backend_name(opts)
-  return opts.name
-end
-
 --- Makes the attempt's request.
 function Call:submit()
   if self.attempt > 1 then -- what is left of the call's timeout_ms
@@ -386,7 +381,7 @@ function Call:recover()
     code = self.code, message = self.msg, mode = self.mode,
     requested_mode = self.opts.mode or config.mode(), attempt = self.attempt,
     delivered = false, remaining_ms = remaining,
-    prompt = self.prompt, opts = self.opts, backend = backend_name(self.opts),
+    prompt = self.prompt, opts = self.opts, backend = self.opts.name,
   }
   local g = self.gen
   local action = g.chain.decide and g.chain.decide(failure)
@@ -451,7 +446,7 @@ end
 ---@param name string
 ---@return boolean
 function Call:fail_over(name)
-  local from = backend_name(self.opts) or call.cli_of(self.opts)
+  local from = self.opts.name or call.cli_of(self.opts)
   local o = {}
   for k, v in pairs(self.opts.raw or self.opts) do o[k] = v end
   o.backend, o.cli_path = name, nil
@@ -614,7 +609,7 @@ function Call:release()
     if g.chain.finished then
       local code = self.outcome
       if code == nil then code = self.cancelled and "cancelled" or self.code or "cancelled" end
-      g.chain.finished { backend = backend_name(self.opts), code = code or nil, attempts = self.attempt }
+      g.chain.finished { backend = self.opts.name, code = code or nil, attempts = self.attempt }
     end
     config.release(g)
   end

@@ -818,12 +818,10 @@ function bot_cmd(args, console_settings)
     if not ml then return usage_error("bot: --metrics-listen: " .. addr) end
     core.log("info", "kiro.bot", ("metrics on http://%s/metrics"):format(addr))
   end
-  core.log("info", "kiro.bot", "answering on " .. (function()
-    local names = {}
-    for name in pairs(channels) do names[#names + 1] = name end
-    table.sort(names)
-    return table.concat(names, ", ")
-  end)())
+  local names = {}
+  for name in pairs(channels) do names[#names + 1] = name end
+  table.sort(names)
+  core.log("info", "kiro.bot", "answering on " .. table.concat(names, ", "))
   core.handle_hup(function()
     local new = conf and require("kiro.configfile").reload(conf.path)
     if new and not console then b:configure(new.channels) end

@@ -42,6 +42,7 @@
 -- and redact replaces the whole text with "[redaction failed]".
 
 local core = require "kiro.core"
+local plugins = require "kiro.plugins"
 
 local policies = {}
 
@@ -50,15 +51,6 @@ policies.HOOKS = { route = true, decide = true, permission = true, cacheable = t
 
 --- Hooks that ran too long or raised, by policy and hook (for metrics).
 policies.errors = {}
-
---- The file of the policy plugin `name`: the first `NAME.lua` in `path`
---- (a list of directories), then among kiro-rt's own; nil and where it looked.
----@param name string
----@param path? string[]
----@return string|nil file, string? message
-function policies.find(name, path)
-  return require("kiro.plugins").find("policies", name, path)
-end
 
 -- A policy table checked: nil and what is wrong.
 local function check_hooks(p, what)
@@ -104,10 +96,10 @@ function policies.load(list, path)
     local name, hooks
     if type(e) == "string" or (type(e) == "table" and type(e[1]) == "string") then
       name = type(e) == "string" and e or e[1]
-      local file, err = policies.find(name, path)
+      local file, err = plugins.find("policies", name, path)
       if not file then return nil, at .. ": " .. err end
       files[#files + 1] = file
-      local made, lerr = require("kiro.plugins").load(file)
+      local made, lerr = plugins.load(file)
       if lerr then return nil, ("%s (%s): %s"):format(at, name, lerr) end
       local ok = true
       if type(made) == "function" then

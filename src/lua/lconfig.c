@@ -61,6 +61,14 @@ static void cfg_push(lua_State *L, const kconfig *c, const struct cfg_field *f)
     }
 }
 
+/* The bytes a field takes in kconfig. */
+static size_t cfg_size(const struct cfg_field *f)
+{
+    return f->type == CFG_INT || f->type == CFG_BOOL ? sizeof(int)
+           : f->type == CFG_SIZE                     ? sizeof(size_t)
+                                                     : sizeof(uint64_t);
+}
+
 /* Sets f from the value on top of the stack; raises for a wrong type or
  * a value out of range. */
 static void cfg_set(lua_State *L, kconfig *c, const struct cfg_field *f)
@@ -122,10 +130,7 @@ static size_t backend_settings(lua_State *L, int t, kconfig *vals, kbackend_sett
         const struct cfg_field *f = &cfg_fields[i];
         if (lua_getfield(L, t, f->name) != LUA_TNIL) {
             cfg_set(L, vals, f);
-            size_t size = f->type == CFG_INT || f->type == CFG_BOOL ? sizeof(int)
-                          : f->type == CFG_SIZE                     ? sizeof(size_t)
-                                                                    : sizeof(uint64_t);
-            out[n++] = (kbackend_setting){ f->offset, size, (char *)vals + f->offset };
+            out[n++] = (kbackend_setting){ f->offset, cfg_size(f), (char *)vals + f->offset };
             min_set |= f->offset == offsetof(kconfig, pool_min);
             max_set |= f->offset == offsetof(kconfig, pool_max);
         }
