@@ -16,19 +16,23 @@ describe("console", function()
   end)
 
   it("agent on a terminal: Ctrl-C stops the reply under way, the conversation goes on, Ctrl-D ends it", function()
-    -- A terminal of its own (script(1) gives the agent a pseudo-terminal);
-    -- the first reply takes 6 s, Ctrl-C comes after 1 (the daemon drains
-    -- the rest before "after" is answered). The feed stays open while the
-    -- agent finishes: script ends when it does, and the feed with it.
+    -- A terminal of its own (script(1) gives the agent a pseudo-terminal).
+    -- Each key is typed once the screen shows what it answers: Ctrl-C once
+    -- the reply is under way (300 ms a word, 20 words), "after" once the
+    -- reply says it was interrupted, Ctrl-D once "after" is answered. The
+    -- feed gives up after 30 s (the assertions then say what was missing).
     local dir = H.tmpdir()
     local long = {}
     for i = 1, 20 do long[i] = "w" .. i end
     H.write_file(dir .. "/feed.sh", ([[
-printf '%%s\n' %q; sleep 1; printf '\003'; sleep 1; printf 'after\n'; sleep 2; printf '\004'; exec sleep 30
+seen() { i=0; until grep -qF "$1" out; do i=$((i+1)); [ $i -lt 600 ] || exit 1; sleep 0.05; done; }
+printf '%%s\n' %q; seen 'You said: w1 w2'; printf '\003'
+seen '[reply interrupted]'; printf 'after\n'; seen 'You said: after'; printf '\004'; exec sleep 30
 ]]):format(table.concat(long, " ")))
     local env = H.sim_env { KIRO_SIM_CHUNK_DELAY_MS = "300", KIRO_USE_DAEMON = "true" }
-    local r = H.run({ "sh", "-c", ("cd %s && mkfifo in && { sh feed.sh >in & feed=$!; script -qec %s /dev/null <in; "
-      .. "rc=$?; kill $feed; exit $rc; }"):format(H.q(dir), H.q(H.kiro_rt .. " agent")) }, env)
+    local r = H.run({ "sh", "-c", ("cd %s && mkfifo in && : >out && { sh feed.sh >in & feed=$!; "
+      .. "script -qec %s /dev/null <in >out; rc=$?; kill $feed; cat out; exit $rc; }"):format(
+      H.q(dir), H.q(H.kiro_rt .. " agent")) }, env)
     assert.are.equal(0, r.code, r.err)
     local out = r.out:gsub("\r", "")
     assert.matches("You said: w1 w2", out, 1, true)
