@@ -95,6 +95,8 @@ end })
 kiro.sleep = tasks.sleep
 --- HTTP requests on kiro's loop (kiro.http.request).
 kiro.http = require "kiro.http"
+--- WebSocket connections on kiro's loop (kiro.websocket.connect).
+kiro.websocket = require "kiro.websocket"
 --- Milliseconds on a monotonic clock (the event loop's: the time of its
 --- last turn), for measuring spans, not for dates.
 ---@type fun(): integer

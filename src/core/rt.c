@@ -69,6 +69,10 @@ void krt_shutdown(krt *rt, int reopen)
             khttp_free(rt->http);
             rt->http = NULL;
         }
+        if (rt->ws) { /* its connections end (closed, 1001) */
+            kws_free(rt->ws, "runtime shutting down");
+            rt->ws = NULL;
+        }
         uv_timer_stop(&rt->health);
         kbackends_close_pools(&rt->backends, "runtime shutting down");
     }
@@ -110,6 +114,10 @@ void krt_free(krt *rt)
         khttp_free(rt->http);
         rt->http = NULL;
     }
+    if (rt->ws) {
+        kws_free(rt->ws, "runtime shutting down");
+        rt->ws = NULL;
+    }
     uv_close((uv_handle_t *)&rt->health, NULL);
     /* Children get their stop sequence; this ends once all are reaped. A
      * uv_stop() left over from a callback only cuts one run short. */
@@ -134,6 +142,17 @@ khttp *krt_http(krt *rt, char *err, size_t errlen)
     if (!rt->http)
         rt->http = khttp_new(rt->core.loop, err, errlen);
     return rt->http;
+}
+
+kws *krt_ws(krt *rt, char *err, size_t errlen)
+{
+    if (rt->shutting_down) {
+        snprintf(err, errlen, "runtime is shutting down");
+        return NULL;
+    }
+    if (!rt->ws)
+        rt->ws = kws_new(rt->core.loop, err, errlen);
+    return rt->ws;
 }
 
 void krt_submit(krt *rt, kbackend *b, int oneshot, kreq *r)

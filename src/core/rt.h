@@ -10,6 +10,7 @@
 #include "core.h"
 #include "http.h"
 #include "request.h"
+#include "ws.h"
 
 typedef struct krt {
     uv_loop_t loop_storage;
@@ -18,6 +19,7 @@ typedef struct krt {
     int shutting_down;
     uv_timer_t health; /* one timer checks every daemon and oneshot child */
     khttp *http;       /* the HTTP client, made on first use */
+    kws *ws;           /* the WebSocket client, made on first use */
 } krt;
 
 krt *krt_new(void);
@@ -33,6 +35,8 @@ void krt_free(krt *rt);
 void krt_health_start(krt *rt);
 /* The runtime's HTTP client, made now if need be; NULL with a message. */
 khttp *krt_http(krt *rt, char *err, size_t errlen);
+/* The runtime's WebSocket client, likewise. */
+kws *krt_ws(krt *rt, char *err, size_t errlen);
 /* Serves r on the backend's daemon pool, or by a oneshot child. */
 void krt_submit(krt *rt, kbackend *b, int oneshot, kreq *r);
 

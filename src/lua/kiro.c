@@ -47,6 +47,7 @@
 #include "lipc.c"     /* connect, listen, listen_tcp, secure_dir; conn, listener */
 #include "los.c"      /* lock, start_detached, process facts, memory */
 #include "lhttp.c"    /* http; request:cancel */
+#include "lwsock.c"   /* websocket; conn:send, :close, :release */
 #include "lstdin.c"   /* stdin; reader:stop */
 
 static const luaL_Reg core_fns[] = {
@@ -103,6 +104,8 @@ static const luaL_Reg core_fns[] = {
     { "isatty", l_isatty },
     /* lhttp.c */
     { "http", l_http },
+    /* lwsock.c */
+    { "websocket", l_websocket },
     /* lstdin.c */
     { "stdin", l_stdin },
     { NULL, NULL },
@@ -147,6 +150,7 @@ KIRO_EXPORT int luaopen_kiro_core(lua_State *L)
     lkiro_class(L, LISTENER_MT, listener_close, NULL, listener_methods);
     lkiro_class(L, LOCK_MT, lock_release, NULL, lock_methods);
     lkiro_class(L, HTTP_MT, http_cancel, NULL, http_methods);
+    lkiro_class(L, WS_MT, ws_release, NULL, ws_methods);
     lkiro_class(L, STDIN_MT, stdin_gc, NULL, stdin_methods);
 
     push_runtime(L);
