@@ -3,35 +3,13 @@
 -- replies streamed without a 429, retry_after obeyed, long replies split,
 -- twenty chats at once, strangers ignored, the token never in a log.
 local H = require "helper"
-local cjson = require "cjson"
 
 local TOKEN = "123456:TEST-token_abcdefghijklmnopqrstuvwxyz"
 
 -- The fake Bot API, started for the test: its base URL and a client for
 -- its control endpoints (a plain HTTP client: curl).
 local function fake()
-  local dir = H.tmpdir()
-  local pid, wait = H.spawn_bg({ "/usr/bin/python3", H.source .. "/spec/hosts/telegram_fake.py", dir .. "/port",
-    TOKEN }, {})
-  assert(H.wait_for(function() return H.exists(dir .. "/port") end, 10000), "the fake Bot API did not start")
-  local base = "http://127.0.0.1:" .. H.read_file(dir .. "/port")
-  H.defer(function()
-    -- the server's own pid (the shell's may be another process's)
-    local own = (H.read_file(dir .. "/port.pid") or ""):match("%d+")
-    os.execute("kill " .. (own or pid))
-    wait()
-  end)
-  local api = { base = base }
-  function api.post(what, body)
-    local r = H.run({ "curl", "-s", "-X", "POST", "-H", "Content-Type: application/json", "-d", cjson.encode(body),
-      base .. "/control/" .. what }, {})
-    assert(r.code == 0, r.err)
-  end
-  function api.get(what)
-    local r = H.run({ "curl", "-s", base .. "/control/" .. what }, {})
-    assert(r.code == 0, r.err)
-    return cjson.decode(r.out)
-  end
+  local api = H.fake_control("http://127.0.0.1:" .. H.fake_host("telegram_fake", { TOKEN }))
   -- The calls and messages of one chat.
   function api.chat(id)
     local calls, msgs = {}, {}

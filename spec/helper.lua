@@ -180,6 +180,56 @@ function H.spawn_bg(argv, env)
   return pid, wait_exit, dir
 end
 
+--- Starts one of the specs' fake servers (spec/hosts/NAME.py, on a port of
+--- its own, fakeserver.py) for the running test, stopped when it ends.
+--- tls: a fresh self-signed certificate for 127.0.0.1 (files in the
+--- returned dir: cert.pem, key.pem). Returns its port and its folder.
+---@param name string
+---@param args? string[] its arguments after the port file
+---@param tls? boolean
+---@return string port, string dir
+function H.fake_host(name, args, tls)
+  local dir = H.tmpdir()
+  local argv = { "/usr/bin/python3", H.source .. "/spec/hosts/" .. name .. ".py", dir .. "/port" }
+  for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
+  if tls then
+    assert(os.execute(("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
+      .. "-addext subjectAltName=IP:127.0.0.1 -keyout %s -out %s "
+      .. ">/dev/null 2>&1"):format(H.q(dir .. "/key.pem"), H.q(dir .. "/cert.pem"))))
+    for _, a in ipairs { "--tls", dir .. "/cert.pem", dir .. "/key.pem" } do argv[#argv + 1] = a end
+  end
+  local pid, wait = H.spawn_bg(argv, {})
+  assert(H.wait_for(function() return H.exists(dir .. "/port") end, 10000), name .. " did not start")
+  H.defer(function()
+    -- the server's own pid (the shell's may be another process's)
+    local own = (H.read_file(dir .. "/port.pid") or ""):match("%d+")
+    os.execute("kill " .. (own or pid))
+    wait()
+  end)
+  return H.read_file(dir .. "/port"), dir
+end
+
+--- The control endpoints of a fake chat service (telegram_fake,
+--- discord_fake) at base: post(what, body) -> its JSON answer, get(what).
+---@param base string
+---@return table
+function H.fake_control(base)
+  local cjson = require "cjson"
+  local api = { base = base }
+  function api.post(what, body)
+    local r = H.run({ "curl", "-s", "-X", "POST", "-H", "Content-Type: application/json", "-d", cjson.encode(body),
+      base .. "/control/" .. what }, {})
+    assert(r.code == 0, r.err)
+    return r.out ~= "" and cjson.decode(r.out) or nil
+  end
+  function api.get(what)
+    local r = H.run({ "curl", "-s", base .. "/control/" .. what }, {})
+    assert(r.code == 0, r.err)
+    return cjson.decode(r.out)
+  end
+  return api
+end
+
 --- kiro-sim's event log as a list of { pid =, mode =, event =, ... }.
 function H.sim_events(path)
   local events = {}

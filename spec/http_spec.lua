@@ -3,25 +3,9 @@
 local H = require "helper"
 local cjson = require "cjson"
 
--- The fake server, started for the test: its base URL and how to stop it.
+-- The fake server, started for the test: its base URL.
 local function fake(tls)
-  local dir = H.tmpdir()
-  local argv = { "/usr/bin/python3", H.source .. "/spec/hosts/http_fake.py", dir .. "/port" }
-  if tls then
-    assert(os.execute(("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -keyout %s -out %s "
-      .. ">/dev/null 2>&1"):format(H.q(dir .. "/key.pem"), H.q(dir .. "/cert.pem"))))
-    for _, a in ipairs { "--tls", dir .. "/cert.pem", dir .. "/key.pem" } do argv[#argv + 1] = a end
-  end
-  local pid, wait = H.spawn_bg(argv, {})
-  assert(H.wait_for(function() return H.exists(dir .. "/port") end, 10000), "the fake server did not start")
-  local port = H.read_file(dir .. "/port")
-  H.defer(function()
-    -- the server's own pid (the shell's may be another process's)
-    local own = (H.read_file(dir .. "/port.pid") or ""):match("%d+")
-    os.execute("kill " .. (own or pid))
-    wait()
-  end)
-  return (tls and "https" or "http") .. "://127.0.0.1:" .. port
+  return (tls and "https" or "http") .. "://127.0.0.1:" .. H.fake_host("http_fake", nil, tls)
 end
 
 describe("kiro.http", function()

@@ -11,7 +11,8 @@
 --   ws:close(1000)
 --
 -- Failures: nil, message, code, where code is timeout (nothing in time),
--- network (the connection failed or dropped: ws.close_code 1006), closed
+-- network (the connection failed or dropped: ws.close_code 1006), tls (the
+-- peer's certificate or the handshake failed), closed
 -- (the peer closed: ws.close_code and ws.close_reason say how), too_big (a
 -- message passed max_bytes) or cancelled (the runtime ended it).
 
@@ -49,6 +50,7 @@ end
 local function ended(self)
   local c, why = self.close_code, self.close_reason or ""
   if c == 1006 then
+    if why:find("^tls: ") then return nil, "TLS: " .. why:sub(6), "tls" end
     return nil, why ~= "" and why or "connection lost", "network"
   elseif c == 1009 then
     return nil, "message too big", "too_big"

@@ -1,7 +1,11 @@
-"""What the specs' fake HTTP servers share (http_fake.py, telegram_fake.py):
-a threaded HTTP/1.1 server on 127.0.0.1, on a port of its own choosing,
-written to a file once it listens (renamed into place: a reader never sees
-half of it), and its pid beside it (PORTFILE.pid); optionally speaking TLS."""
+"""What the specs' fake HTTP servers share (http_fake.py, telegram_fake.py,
+discord_fake.py, ws_echo.py): a threaded HTTP/1.1 server on 127.0.0.1, on a
+port of its own choosing, written to a file once it listens (renamed into
+place: a reader never sees half of it), and its pid beside it
+(PORTFILE.pid); optionally speaking TLS. And the server's side of a
+WebSocket (RFC 6455): the upgrade, frames out, frames in."""
+import base64
+import hashlib
 import os
 import ssl
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +20,63 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def ws_upgrade(handler):
+    """Answers a WebSocket upgrade request (101): True, or False once a 400
+    has gone back for a request that is not one."""
+    key = handler.headers.get("Sec-WebSocket-Key")
+    if (handler.headers.get("Upgrade") or "").lower() != "websocket" or not key:
+        handler.send_response(400)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+        return False
+    handler.send_response(101, "Switching Protocols")
+    handler.send_header("Upgrade", "websocket")
+    handler.send_header("Connection", "Upgrade")
+    handler.send_header("Sec-WebSocket-Accept",
+                        base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode())
+    handler.end_headers()
+    handler.wfile.flush()
+    handler.close_connection = True
+    return True
+
+
+def ws_frame(opcode, payload, fin=True):
+    """One frame from the server (unmasked)."""
+    n = len(payload)
+    first = (0x80 if fin else 0) | opcode
+    if n < 126:
+        head = bytes([first, n])
+    elif n < 65536:
+        head = bytes([first, 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([first, 127]) + n.to_bytes(8, "big")
+    return head + payload
+
+
+def ws_read_frame(rfile):
+    """(fin, opcode, payload) of the client's next frame (unmasked), or None
+    at the end of the stream."""
+    def read(n):
+        data = rfile.read(n)
+        if len(data) < n:
+            raise EOFError
+        return data
+    try:
+        a, b = read(2)
+        n = b & 0x7f
+        if n >= 126:
+            n = int.from_bytes(read(2 if n == 126 else 8), "big")
+        mask = read(4) if b & 0x80 else bytes(4)
+        data = read(n)
+    except (EOFError, OSError):
+        return None
+    key = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
+    return a & 0x80, a & 0x0f, (int.from_bytes(data, "big") ^ key).to_bytes(n, "big")
 
 
 class Server(ThreadingHTTPServer):

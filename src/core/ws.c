@@ -31,12 +31,28 @@ static struct {
     void (*set_log_level)(int, void (*)(int, const char *));
 } L;
 
-/* libwebsockets' own lines go to kiro's log, errors and warnings only. */
+/* What libwebsockets last said of a failed TLS handshake ("SSL error:
+ * self-signed certificate ..."): its connection error says only "connect
+ * SSL err 1", so this becomes the reason the caller is given. */
+static char tls_why[160];
+
+/* libwebsockets' own lines go to kiro's log, errors and warnings only; a
+ * TLS failure is the caller's to report, not logged twice. */
 static void lws_line(int level, const char *line)
 {
     size_t n = strlen(line);
     while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         n--;
+    const char *ssl = strstr(line, "SSL error: ");
+    if (ssl) {
+        ssl += strlen("SSL error: ");
+        size_t m = strcspn(ssl, "(\r\n");
+        while (m && ssl[m - 1] == ' ')
+            m--;
+        snprintf(tls_why, sizeof tls_why, "%.*s", (int)m, ssl);
+        klog(KLOG_DEBUG, "kiro.ws", "libwebsockets: %.*s", (int)n, line);
+        return;
+    }
     klog(level == LLL_ERR ? KLOG_ERROR : KLOG_WARN, "kiro.ws", "libwebsockets: %.*s", (int)n, line);
 }
 
@@ -198,9 +214,17 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
             c->close_reason[n] = 0;
         }
         return 0; /* lws answers the close */
-    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-        finish(c, 1006, in && len ? (const char *)in : "connection failed");
+    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
+        const char *why = in && len ? (const char *)in : "connection failed";
+        char tls[200];
+        if (strstr(why, "SSL") && tls_why[0]) {
+            snprintf(tls, sizeof tls, "tls: %s", tls_why);
+            why = tls;
+        }
+        tls_why[0] = 0;
+        finish(c, 1006, why);
         return 0;
+    }
     case LWS_CALLBACK_CLIENT_CLOSED:
     case LWS_CALLBACK_WSI_DESTROY:
         if (c->close_code)
