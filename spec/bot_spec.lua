@@ -184,6 +184,39 @@ describe("kiro-rt bot (Telegram)", function()
     assert.matches("user 777 in chat 777 is not in allowed_users or allowed_chats: ignored", err, 1, true)
   end)
 
+  it("60 chats at once, twice what Telegram allows a second: every reply whole, no second over 30 calls, no 429",
+    function()
+    local api = fake()
+    local chats = {}
+    for i = 1, 60 do chats[#chats + 1] = 2000 + i end
+    local b = bot(config(api, "\n    allowed_chats = { " .. table.concat(chats, ", ") .. " },"),
+      { KIRO_SIM_CHUNK_DELAY_MS = "20" })
+    for _, id in ipairs(chats) do
+      api.post("update", { chat_id = id, user_id = id, text = words(300, id), chat_type = "group" })
+    end
+    assert(H.wait_for(function()
+      local whole = 0
+      for _, m in ipairs(api.get("messages")) do
+        if m.chat > 2000 and m.chat <= 2060 and m.text == "You said: " .. words(300, m.chat) then whole = whole + 1 end
+      end
+      return whole == 60
+    end, 90000), "not every chat got its reply")
+    stop(b)
+    -- No second held more than 30 calls, and none was refused.
+    local times = {}
+    for _, c in ipairs(api.get("calls")) do
+      if c.method ~= "update" and c.method ~= "getUpdates" then
+        assert.are_not.equal(429, c.status, c.method)
+        times[#times + 1] = c.t
+      end
+    end
+    table.sort(times)
+    for i = 31, #times do
+      assert.is_true(times[i] - times[i - 30] >= 990, ("31 calls in %.0f ms"):format(times[i] - times[i - 30]))
+    end
+    for _, id in ipairs(chats) do paced((api.chat(id))) end
+  end)
+
   it("draft mode: previews with sendMessageDraft in a private chat, then one final message; partial elsewhere",
     function()
       local api = fake()

@@ -42,6 +42,21 @@ local function metrics()
     { "channel" })
   M = {
     message = function(ch, outcome) m.add(m.at(messages, ch, outcome)) end,
+    -- A channel's figures, for status.
+    figures = function(ch)
+      local function n(f, ...) return m.at(f, ...).value end
+      local function avg_ms(f)
+        local s = m.at(f, ch)
+        return s.count > 0 and math.floor(s.sum / s.count * 1000 + 0.5) or nil
+      end
+      return {
+        messages = { answered = n(messages, ch, "answered"), failed = n(messages, ch, "failed"),
+                     command = n(messages, ch, "command"), ignored = n(messages, ch, "ignored") },
+        calls = { typing = n(calls, ch, "typing"), send = n(calls, ch, "send"), edit = n(calls, ch, "edit"),
+                  draft = n(calls, ch, "draft") },
+        rate_limited = n(limited, ch), typing_avg_ms = avg_ms(typing), first_text_avg_ms = avg_ms(first),
+      }
+    end,
   }
   reply.observe = function(kind, ch, x)
     if kind == "call" then m.add(m.at(calls, ch, x))
@@ -299,7 +314,8 @@ end
 ---@return table|nil bot, string? message
 function bot.start(channels, dir)
   metrics() -- (the replies' observer, from the first)
-  local b = setmetatable({ channels = {}, chats = {}, ignored = {}, messages = 0, dir = dir }, Bot)
+  local b = setmetatable({ channels = {}, chats = {}, ignored = {}, messages = 0, dir = dir, started = kiro.now() },
+    Bot)
   for name, settings in pairs(channels) do
     local file, err = plugins.find("channels", name, dir and { dir .. "/channels" })
     if not file then return nil, err end
@@ -371,6 +387,57 @@ function Bot:idle(ms)
     t:stop()
     if self.quiet == ev then self.quiet = nil end
   end
+end
+
+--- What the bot is doing, channel by channel: its state (the channel's
+--- own word: connected, polling, ...), chats, replies under way, messages
+--- by outcome, calls by kind, 429s, and the mean time to typing and to the
+--- first text.
+---@return table
+function Bot:status()
+  local out = { pid = kiro.core.getpid(), version = kiro.version, uptime_ms = kiro.now() - self.started,
+                channels = {} }
+  local names = {}
+  for name in pairs(self.channels) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local ch = self.channels[name].ch
+    local st = metrics().figures(ch.name)
+    st.name, st.state, st.chats, st.replying = ch.name, ch.state or "running", 0, 0
+    for _, c in pairs(self.chats[name]) do
+      st.chats = st.chats + 1
+      if c.working then st.replying = st.replying + 1 end
+    end
+    out.channels[#out.channels + 1] = st
+  end
+  return out
+end
+
+--- Answers `kiro-rt bot status` on a socket of the user's own (path):
+--- the listener, or nil and why (another bot answers there).
+---@param path string
+---@return userdata|nil listener, string? message
+function Bot:serve_status(path)
+  local ok, err = require("kiro.server").clear_stale(path)
+  if not ok then return nil, err end
+  local b = self
+  local conn_mt = { __index = {
+    on_event = function(c, ev, msg)
+      if ev ~= "line" then return end
+      if type(msg) == "table" and msg.op == "status" then
+        local st = b:status()
+        st.op = "status"
+        c.sock:send_json(st)
+      else
+        c.sock:send_json { op = "error", code = "protocol", message = "a bot answers {\"op\":\"status\"} only" }
+      end
+    end,
+  } }
+  local handler = {}
+  function handler.on_event(_, ev, sock)
+    if ev == "accept" then sock:attach(setmetatable({ sock = sock }, conn_mt)) end
+  end
+  return kiro.core.listen(path, handler, { json = true, max_line = 4096, max_conns = 16 })
 end
 
 --- Replies under way.

@@ -744,16 +744,19 @@ end
 local BOT_USAGE = [[
 Usage: kiro-rt bot [--config FILE] [--stop-grace-ms N] [--metrics-listen [HOST:]PORT]
        kiro-rt bot --console [--config FILE]
+       kiro-rt bot status [--json]
 
 Answers chats on the channels the configuration file names (its
-`channels` table: telegram = { token =, allowed_users = { ID, ... }, ... }),
+`channels` table: telegram = { token =, allowed_users = { ID, ... }, ... },
+discord = { ... }),
 each reply streamed as it is made: typing, then a message edited as the
 text grows (stream_mode, draft_update_interval_ms). Only the users and
 chats listed in allowed_users and allowed_chats get answers.
 
 --metrics-listen serves Prometheus metrics (messages by channel and
 outcome, calls to the services, 429s, time to typing and to the first
-text) on [HOST:]PORT (HOST defaults to 127.0.0.1).
+text) on [HOST:]PORT (HOST defaults to 127.0.0.1); `kiro-rt bot status`
+shows the same for the running bot, and each channel's state.
 
 --console chats on this terminal instead: each line is a message, the
 reply streams in; Ctrl-C stops a reply, Ctrl-D ends the console (channels
@@ -765,8 +768,53 @@ let the replies under way finish (within --stop-grace-ms, default 10000:
 those left are ended with a marker) and exit.
 ]]
 
+-- kiro-rt bot status [--json]: what the running bot is doing.
+local function bot_status(args)
+  local as_json = args[1] == "--json"
+  if args[1] and not as_json then
+    if args[1] == "-h" or args[1] == "--help" then
+      io.stdout:write("Usage: kiro-rt bot status [--json]\n\nShows the running bot's channels: their state, chats,\n",
+        "replies under way, messages by outcome, calls, 429s, time to typing and to the first text.\n")
+      return EXIT_OK
+    end
+    return usage_error("bot status: unknown argument '" .. args[1] .. "'")
+  end
+  local path = require("kiro.paths").paths().dir .. "/bot.sock"
+  local conn = require("kiro.client").connect(path)
+  if not conn then
+    io.stderr:write("kiro-rt: no bot running\n")
+    return EXIT_FAIL
+  end
+  conn:send { op = "status" }
+  local s, err = conn:reply(5000)
+  conn:close()
+  if not s or s.op ~= "status" then
+    io.stderr:write("kiro-rt: bot status: ", tostring(err or s.message), "\n")
+    return EXIT_FAIL
+  end
+  s.op = nil
+  if as_json then
+    io.stdout:write(require("kiro.core").json_encode(s), "\n")
+    return EXIT_OK
+  end
+  local w = function(...) io.stdout:write(string.format(...), "\n") end
+  w("bot      pid %d, version %s, up %.1f s", s.pid, s.version, s.uptime_ms / 1000)
+  local function ms(v) return v and ("%d ms"):format(v) or "-" end
+  for _, c in ipairs(s.channels) do
+    local m, k = c.messages, c.calls
+    w("%-8s %s, %d chat(s), %d replying", c.name, c.state, c.chats, c.replying)
+    w("         messages: %d answered, %d failed, %d commands, %d ignored", m.answered, m.failed, m.command,
+      m.ignored)
+    w("         calls: %d typing, %d sends, %d edits, %d drafts; %d rate-limited (429)", k.typing, k.send, k.edit,
+      k.draft, c.rate_limited)
+    w("         mean time to typing %s, to the first text %s", ms(c.typing_avg_ms), ms(c.first_text_avg_ms))
+  end
+  return EXIT_OK
+end
+
 -- kiro-rt bot: the configured channels' chats, answered.
 function bot_cmd(args, console_settings)
+  if args[1] == "status" then return bot_status(table.move(args, 2, #args, 1, {})) end
   local named, grace, i, metrics_listen = nil, 10000, 1, nil
   local console = console_settings ~= nil
   while args[i] do
@@ -818,6 +866,13 @@ function bot_cmd(args, console_settings)
     if not ml then return usage_error("bot: --metrics-listen: " .. addr) end
     core.log("info", "kiro.bot", ("metrics on http://%s/metrics"):format(addr))
   end
+  local sl -- `kiro-rt bot status` asks here
+  if not console then
+    local p = require("kiro.paths").paths()
+    local ok, serr = core.secure_dir(p.dir)
+    if ok then sl, serr = b:serve_status(p.dir .. "/bot.sock") end
+    if not sl then core.log("warn", "kiro.bot", "no status for `kiro-rt bot status`: " .. tostring(serr)) end
+  end
   local names = {}
   for name in pairs(channels) do names[#names + 1] = name end
   table.sort(names)
@@ -831,6 +886,7 @@ function bot_cmd(args, console_settings)
     b.ended:wait()
     b:idle(math.maxinteger // 2)
     if ml then ml:close() end
+    if sl then sl:close() end
     kiro.shutdown()
   end)
   local signalled
@@ -843,6 +899,7 @@ function bot_cmd(args, console_settings)
     kiro.spawn(function()
       b:idle(grace)
       if ml then ml:close() end
+      if sl then sl:close() end
       kiro.shutdown() -- what is left ends (the long polls too)
     end)
     return true -- (the runtime goes on until then)

@@ -37,7 +37,8 @@
 --   min_interval_ms                 its own floor for interval_ms (optional: a
 --                                   terminal has no pace to keep)
 -- err: { message =, retry_after = seconds, not_modified = true, gone = true
--- (the message to edit is no more), permanent = true (retrying is futile) }.
+-- (the message to edit is no more), permanent = true (retrying is futile),
+-- skipped = true (not made: typing giving way to text, see reply.pacer) }.
 
 local core = require "kiro.core"
 local tasks = require "kiro.tasks"
@@ -203,6 +204,7 @@ function Reply:call(what, ...)
     end
     err = type(err) == "table" and err or { message = tostring(err) }
     if err.not_modified then return true, nil end
+    if err.skipped then return false, err end -- (typing given up for text: not a failure)
     if err.retry_after and observe then observe("rate_limited", ch.name or "?") end
     if err.retry_after then
       self.blocked = core.now() + math.ceil(err.retry_after * 1000) + 20
@@ -280,6 +282,32 @@ function Reply:due(rest, shown)
   return nil
 end
 
+--- A service's global pace, shared by every chat: at most per_s calls in
+--- any second. p.wait() waits for room and takes it; p.spare() takes room
+--- only while the second is less than two-thirds used, else says no at once
+--- (typing: a cosmetic call gives way to text when calls are scarce).
+---@param per_s integer
+---@return table pacer
+function reply.pacer(per_s)
+  local recent, head = {}, 1 -- the times of the calls made, oldest at head
+  local p = {}
+  local function used(now)
+    while head <= #recent and recent[head] + 1000 <= now do head = head + 1 end
+    if head > 1000 then recent = table.move(recent, head, #recent, 1, {}); head = 1 end
+    return #recent - head + 1
+  end
+  function p.wait()
+    while used(core.now()) >= per_s do tasks.sleep(math.max(1, recent[head] + 1000 - core.now())) end
+    recent[#recent + 1] = core.now()
+  end
+  function p.spare()
+    if used(core.now()) * 3 >= per_s * 2 then return false end
+    recent[#recent + 1] = core.now()
+    return true
+  end
+  return p
+end
+
 --- The writer: delivers the reply as it grows, returns once it is all out.
 function Reply:run()
   local ch = self.ch
@@ -287,8 +315,9 @@ function Reply:run()
     while true do
       local now = core.now()
       if self.typing and self:silent() and not self.done and now >= self.typing_at and now >= self.blocked then
-        self:call("typing")
-        self.typing_at = core.now() + math.max(1000, ch.typing_ms - 1000)
+        local _, err = self:call("typing")
+        -- (typing that gave way to text is tried again in a second)
+        self.typing_at = core.now() + (type(err) == "table" and err.skipped and 1000 or math.max(1000, ch.typing_ms - 1000))
       end
       local rest = self.text:sub(self.start)
       local shown = rest -- what an update shows: the text so far, and progress under it

@@ -524,13 +524,17 @@ end
 
 --- Is a server answering at path? A socket that refuses connections is
 -- stale (its server was killed) and is removed; only then.
-local function clear_stale(path)
+--- Readies path for a listener: true when nothing answers there (a socket
+--- left by a process that died is removed), else nil and why.
+---@param path string
+---@return boolean|nil ok, string? message
+function server.clear_stale(path)
   local probe = { done = kiro.event() }
   function probe:on_event(ev, err) if ev == "connect" then self.err = err or false; self.done:set() end end
   local sock = core.connect(path, probe)
   probe.done:wait()
   sock:close()
-  if probe.err == false then return nil, "a kiro-rt server is already answering on " .. path end
+  if probe.err == false then return nil, "a kiro-rt process is already answering on " .. path end
   if probe.err == "ENOENT" then return true end
   if probe.err == "ECONNREFUSED" then
     local ok, err = os.remove(path)
@@ -556,7 +560,7 @@ function server.serve(opts)
   -- One server per user: the lock dies with its holder, so it never goes stale.
   local lock, lerr, why = core.lock(p.lock)
   if not lock then return nil, lerr, why end
-  ok, err = clear_stale(p.socket)
+  ok, err = server.clear_stale(p.socket)
   if not ok then lock:release(); return nil, err, "busy" end
 
   local self = setmetatable({

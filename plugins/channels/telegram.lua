@@ -10,10 +10,12 @@
 --
 -- The token is a secret: it is in every URL, and no message, log line or
 -- status shows it. Calls stay under Telegram's global limit (30 a second,
--- shared by every chat); each chat's own pace is kiro.reply's.
+-- shared by every chat; typing gives way to text when calls are scarce);
+-- each chat's own pace is kiro.reply's.
 
 local kiro = require "kiro"
 local cjson = require "cjson"
+local reply = require "kiro.reply"
 
 local POLL_S = 50          -- getUpdates' long poll (Telegram's cap)
 
@@ -31,23 +33,14 @@ return function(settings)
   end
   local root = (settings.api_root or "https://api.telegram.org"):gsub("/+$", "")
   local poll_s = settings.poll_timeout_s or POLL_S
-  local ch = { name = "telegram", limit = 4096, typing_ms = 5000, kinds = {} }
+  local ch = { name = "telegram", limit = 4096, typing_ms = 5000, kinds = {}, state = "starting" }
   local secrets = { token }
 
-  -- The global pace: at most GLOBAL_PER_S calls in any second.
-  local recent, head = {}, 1
-  local function pace()
-    while #recent - head + 1 >= GLOBAL_PER_S do
-      local wait = recent[head] + 1000 - kiro.now()
-      if wait <= 0 then head = head + 1 else kiro.sleep(wait) end
-    end
-    recent[#recent + 1] = kiro.now()
-    if head > 1000 then recent = table.move(recent, head, #recent, 1, {}); head = 1 end
-  end
+  local pace = reply.pacer(GLOBAL_PER_S) -- all chats together
 
   --- One Bot API call: its result, or nil and an error table (kiro.reply's).
   function ch.api(method, params, timeout_ms)
-    if method ~= "getUpdates" then pace() end
+    if method ~= "getUpdates" and method ~= "sendChatAction" then pace.wait() end
     local r, msg = kiro.http.request {
       url = root .. "/bot" .. token .. "/" .. method, method = "POST",
       headers = { ["Content-Type"] = "application/json" }, body = cjson.encode(params or {}),
@@ -74,7 +67,10 @@ return function(settings)
     return nil, err
   end
 
-  function ch.typing(_, chat) return ch.api("sendChatAction", { chat_id = chat, action = "typing" }) end
+  function ch.typing(_, chat)
+    if not pace.spare() then return nil, { skipped = true } end
+    return ch.api("sendChatAction", { chat_id = chat, action = "typing" })
+  end
 
   function ch.send(_, chat, text)
     local m, err = ch.api("sendMessage", { chat_id = chat, text = text })
@@ -98,11 +94,13 @@ return function(settings)
   --- is reported plainly; other failures back off and poll again.
   function ch.run(_, on_message)
     local offset, backoff = nil, 1000
+    ch.state = "polling"
     while not ch.stopping do
       local updates, err = ch.api("getUpdates", { offset = offset, timeout = poll_s, allowed_updates = { "message" } },
         (poll_s + 15) * 1000)
       if ch.stopping then break end
       if updates then
+        ch.state = "polling"
         backoff = 1000
         for _, u in ipairs(updates) do
           offset = math.max(offset or 0, id(u.update_id) + 1)
@@ -115,6 +113,7 @@ return function(settings)
           end
         end
       else
+        ch.state = "retrying: " .. err.message
         if err.code == 409 then
           kiro.log("error", "kiro.channel", "telegram: another instance is polling this bot (409 Conflict); "
             .. "only one may: trying again in " .. backoff // 1000 .. " s")

@@ -1,0 +1,237 @@
+-- kiro-rt bot on Discord, against a fake gateway and REST API that enforce
+-- the real ones' limits and error shapes (spec/hosts/discord_fake.py):
+-- replies streamed in 2000-character parts without a 429, retry_after
+-- obeyed, a gateway connection dropped mid-reply and resumed with nothing
+-- lost, twenty channels at once, strangers ignored, a refused token named,
+-- the token never in a log.
+local H = require "helper"
+local cjson = require "cjson"
+
+local TOKEN = "MTA5ODc2NTQzMjEwOTg3NjU0.GxYzAb.secret-token_value_0123456789abcdef"
+
+-- The fake Discord, started for the test (heartbeats every 400 ms): its
+-- base URL and a client for its control endpoints (curl).
+local function fake()
+  local api = H.fake_control("http://127.0.0.1:" .. H.fake_host("discord_fake", { TOKEN, "400" }))
+  -- The REST calls and messages of one channel.
+  function api.chat(id)
+    local calls, msgs = {}, {}
+    for _, c in ipairs(api.get("calls")) do
+      if c.kind == "rest" and c.channel == id then calls[#calls + 1] = c end
+    end
+    for _, m in ipairs(api.get("messages")) do if m.channel == id then msgs[#msgs + 1] = m end end
+    return calls, msgs
+  end
+  -- A user's message, once the bot has a session to receive it in.
+  function api.say(channel, author, content, guild)
+    local r
+    assert(H.wait_for(function()
+      r = api.post("message", { channel_id = channel, author_id = author, content = content, guild_id = guild })
+      return r and r.ok
+    end, 15000), "the bot never identified")
+    return r
+  end
+  return api
+end
+
+local function config(api, extra, token)
+  local path = H.tmpdir() .. "/config.lua"
+  H.write_file(path, ([[
+return {
+  channels = { discord = {
+    token = %q, api_root = %q, gateway_url = %q,
+    allowed_users = { "42" }, allowed_chats = { "9001" },
+    stream_mode = "partial", draft_update_interval_ms = 1000,%s
+  } },
+}
+]]):format(token or TOKEN, api.base .. "/api/v10", api.base:gsub("^http", "ws") .. "/gateway", extra or ""))
+  assert(os.execute("chmod 600 " .. H.q(path)))
+  return path
+end
+
+local function bot(path, knobs)
+  local env = H.sim_env(knobs)
+  local pid, wait, dir = H.spawn_bg({ H.kiro_rt, "bot", "--config", path }, env)
+  local b = { pid = pid, wait = wait, dir = dir, env = env }
+  H.defer(function()
+    if not b.stopped then
+      os.execute("kill -TERM " .. pid)
+      if not pcall(wait) then
+        os.execute("kill -KILL " .. pid)
+        pcall(wait)
+      end
+    end
+  end)
+  return b
+end
+
+local function stop(b)
+  assert(os.execute("kill -TERM " .. b.pid))
+  b.stopped = true
+  local code, _, err = b.wait()
+  assert.are.equal(0, code, err)
+  assert.is_nil(err:find(TOKEN, 1, true), "the token is in the log")
+  return err
+end
+
+local function words(n, seed)
+  local out = {}
+  local i = 0
+  while #table.concat(out, " ") < n do
+    i = i + 1
+    out[#out + 1] = ("w%d_%d"):format(seed or 0, i)
+  end
+  return (table.concat(out, " "):sub(1, n):gsub("%s+$", ""))
+end
+
+-- The parts of a channel's messages, joined as one text.
+local function joined(msgs)
+  local parts = {}
+  for _, m in ipairs(msgs) do parts[#parts + 1] = m.content end
+  return (table.concat(parts, " "):gsub("%s+", " "))
+end
+
+-- No 429, and every create or edit at least ~1 s after the one before.
+local function paced(calls)
+  local last
+  for _, c in ipairs(calls) do
+    assert.are_not.equal(429, c.status, ("a 429 for %s at %.0f ms"):format(c.route, c.t))
+    if c.route == "create" or c.route == "edit" then
+      if last then assert.is_true(c.t - last >= 950, ("writes %.0f ms apart"):format(c.t - last)) end
+      last = c.t
+    end
+  end
+end
+
+describe("kiro-rt bot (Discord)", function()
+  after_each(H.check_leaks)
+
+  it("streams a 5,000-character reply in 2000-character parts: typing first, edits once a second, nothing after",
+    function()
+      local api = fake()
+      local b = bot(config(api), { KIRO_SIM_CHUNK_DELAY_MS = "60" })
+      local prompt = words(4990, 1)
+      local want = ("You said: " .. prompt):gsub("%s+", " ")
+      api.say("9001", "42", prompt)
+      local msgs
+      assert(H.wait_for(function()
+        msgs = select(2, api.chat("9001"))
+        return #msgs == 3 and joined(msgs) == want
+      end, 40000), "the reply did not arrive whole")
+      -- What `kiro-rt bot status` says of it.
+      local r = H.run({ H.kiro_rt, "bot", "status", "--json" }, b.env)
+      assert.are.equal(0, r.code, r.err)
+      local st = cjson.decode(r.out)
+      assert.are.equal(b.pid, st.pid)
+      local ch = st.channels[1]
+      assert.are.same({ "discord", "connected", 1, 1, 0 }, { ch.name, ch.state, ch.chats, ch.messages.answered,
+        ch.rate_limited })
+      assert.is_true(ch.calls.edit >= 2 and ch.calls.send == 3 and ch.calls.typing >= 1, r.out)
+      assert.is_true(ch.typing_avg_ms >= 0 and ch.first_text_avg_ms >= ch.typing_avg_ms, r.out)
+      r = H.run({ H.kiro_rt, "bot", "status" }, b.env)
+      assert.matches("discord  connected, 1 chat(s), 0 replying", r.out, 1, true)
+      assert.is_nil(r.out:find(TOKEN, 1, true))
+      stop(b)
+      r = H.run({ H.kiro_rt, "bot", "status" }, b.env)
+      assert.are.same({ 1, "kiro-rt: no bot running\n" }, { r.code, r.err })
+      local calls = api.chat("9001")
+      assert.are.equal("typing", calls[1].route) -- typing before the first text
+      paced(calls)
+      for _, m in ipairs(msgs) do assert.is_true(utf8.len(m.content) <= 2000) end
+      assert.is_true(msgs[1].edits >= 2, msgs[1].edits .. " edits") -- it grew as it came
+      local last = calls[#calls]
+      assert.is_true(last.route == "create" or last.route == "edit", last.route)
+      assert.are.equal(msgs[3].content, last.content) -- the last call made the final text
+      local state = api.get("state")
+      assert.are.same({ 1, 0 }, { state.identifies, state.r429 })
+      -- The heartbeat kept time: beats went out and were acknowledged.
+      local beats = 0
+      for _, c in ipairs(api.get("calls")) do
+        if c.kind == "gateway" and c.op == 1 and c.dir == "in" then beats = beats + 1 end
+      end
+      assert.is_true(beats >= 3, beats .. " heartbeats")
+    end)
+
+  it("a gateway connection dropped mid-reply: the reply ends whole, the session resumes, what came meanwhile "
+    .. "is answered", function()
+    local api = fake()
+    local b = bot(config(api), { KIRO_SIM_CHUNK_DELAY_MS = "100", KIRO_LOG = "info" })
+    local first = words(600, 2)
+    api.say("9001", "42", first)
+    assert(H.wait_for(function() return #select(2, api.chat("9001")) == 1 end, 20000), "no first message")
+    api.post("drop", {})
+    api.say("9001", "42", "while you were away") -- stored for the session, replayed on RESUME
+    local msgs
+    assert(H.wait_for(function()
+      msgs = select(2, api.chat("9001"))
+      return #msgs == 2 and msgs[2].content == "You said: while you were away"
+    end, 30000), "the message sent during the drop was not answered")
+    local err = stop(b)
+    assert.are.equal("You said: " .. first, msgs[1].content)
+    local state = api.get("state")
+    assert.are.same({ 1, 1, 1 }, { state.identifies, state.resumes, state.sessions })
+    assert.is_true(state.connections >= 2)
+    assert.matches("discord: session resumed", err, 1, true)
+  end)
+
+  it("obeys a retry_after of 5 s mid-reply: nothing to that channel until it passes, and the text is whole",
+    function()
+      local api = fake()
+      local b = bot(config(api), { KIRO_SIM_CHUNK_DELAY_MS = "100" })
+      local prompt = words(1200, 3)
+      api.say("9001", "42", prompt)
+      assert(H.wait_for(function() return #select(2, api.chat("9001")) == 1 end, 20000), "no first message")
+      api.post("inject", { channel_id = "9001", retry_after = 5 })
+      local msgs
+      assert(H.wait_for(function()
+        msgs = select(2, api.chat("9001"))
+        return msgs[1] and msgs[1].content == "You said: " .. prompt
+      end, 30000), "the reply did not arrive whole")
+      stop(b)
+      local held
+      for _, c in ipairs((api.chat("9001"))) do
+        if held then
+          assert.is_true(c.t >= held + 5000, ("a %s %.0f ms into the 5 s"):format(c.route, c.t - held))
+        elseif c.status == 429 then
+          held = c.t
+        end
+      end
+      assert.is_not_nil(held, "the 429 was not asked for")
+      assert.are.equal(1, api.get("state").r429)
+    end)
+
+  it("answers 20 channels at once, each whole, under the global limit; a stranger gets nothing", function()
+    local api = fake()
+    local chats = {}
+    for i = 1, 20 do chats[#chats + 1] = ('"%d"'):format(9100 + i) end
+    local b = bot(config(api, "\n    allowed_chats = { " .. table.concat(chats, ", ") .. " },"),
+      { KIRO_SIM_CHUNK_DELAY_MS = "30" })
+    for i = 1, 20 do api.say(tostring(9100 + i), tostring(500 + i), words(400, i), "77") end
+    api.say("9200", "666", "let me in", "77")
+    assert(H.wait_for(function()
+      local whole = 0
+      for _, m in ipairs(api.get("messages")) do
+        local i = tonumber(m.channel) - 9100
+        if i >= 1 and i <= 20 and m.content == "You said: " .. words(400, i) then whole = whole + 1 end
+      end
+      return whole == 20
+    end, 60000), "not every channel got its reply")
+    for i = 1, 20 do paced((api.chat(tostring(9100 + i)))) end
+    assert.are.same({}, (api.chat("9200"))) -- the stranger: no reply, no typing
+    assert.are.equal(0, api.get("state").r429)
+    local err = stop(b)
+    assert.matches("user 666 in chat 9200 is not in allowed_users or allowed_chats: ignored", err, 1, true)
+  end)
+
+  it("a token the gateway refuses (4004) stops the channel with the reason, and the token is not logged", function()
+    local api = fake()
+    local wrong = TOKEN:gsub("secret", "wrong!")
+    local b = bot(config(api, nil, (wrong:gsub("!", "x"))), {})
+    local code, _, err = b.wait() -- (within 15 s)
+    b.stopped = true
+    assert.are.equal(0, code, err) -- every channel ended: the bot ends
+    assert.matches("discord: the token was refused (4004 Authentication failed); the channel stops", err, 1, true)
+    assert.is_nil(err:find("wrongx", 1, true), "the token is in the log")
+    assert.are.equal(1, api.get("state").identifies)
+  end)
+end)
