@@ -1,8 +1,10 @@
--- kiro-rt bot against the fake Telegram Bot API (spec/hosts/telegram_fake.py),
--- with kiro-sim behind it. Run with `make bench` (lua5.4 bench/bot.lua).
+-- kiro-rt bot against the fake Telegram Bot API (spec/hosts/telegram_fake.py)
+-- and the fake Discord (spec/hosts/discord_fake.py), with kiro-sim behind
+-- it. Run with `make bench` (lua5.4 bench/bot.lua).
 --
 --   latency  from an update reaching the Bot API to the bot's typing, and to
---            its first text (kiro-sim answers at once), medians of 20
+--            its first text (kiro-sim answers at once), medians of 20; the
+--            same on Discord, from the gateway's MESSAGE_CREATE
 --   memory   the bot's resident memory with 1,000 chats waiting for their
 --            replies at once (kiro-sim holds them at a gate), per chat
 --
@@ -126,6 +128,58 @@ p:close()
 
 util.write(gate, "")
 sh("kill -TERM " .. bot_pid .. " 2>/dev/null; sleep 3; kill " .. util.read(tmp .. "/fake.pid"):match("%d+"))
+
+-- (c) the same latency on Discord: from the gateway's MESSAGE_CREATE going
+-- out to the bot's typing and its first message.
+progress("(c) Discord: message to typing and to first text")
+local DTOKEN = "MTA5ODc2NTQzMjEwOTg3NjU0.GxYzAb.bench-token_value_0123456789abcdef"
+sh(("python3 %s %s %s >/dev/null 2>&1 & echo $! > %s"):format(q(root .. "/spec/hosts/discord_fake.py"),
+  q(tmp .. "/dport"), q(DTOKEN), q(tmp .. "/dfake.pid")))
+wait_for(function() return util.read(tmp .. "/dport") end, 10000, "the fake Discord")
+base = "http://127.0.0.1:" .. util.read(tmp .. "/dport")
+util.write(tmp .. "/dconfig.lua", ([[
+return { channels = { discord = { token = %q, api_root = %q, gateway_url = %q, allowed_chats = { "42" } } } }
+]]):format(DTOKEN, base .. "/api/v10", base:gsub("^http", "ws") .. "/gateway"))
+sh("chmod 600 " .. q(tmp .. "/dconfig.lua"))
+sh(("cd %s && env KIRO_CLI_PATH=%s XDG_RUNTIME_DIR=%s KIRO_LOG=error %s bot --config %s >%s 2>&1 & echo $! > %s")
+  :format(q(tmp), q(build .. "/kiro-sim"), q(tmp .. "/run"), q(build .. "/kiro-rt"), q(tmp .. "/dconfig.lua"),
+    q(tmp .. "/dbot.log"), q(tmp .. "/bot.pid")))
+bot_pid = util.read(tmp .. "/bot.pid"):match("%d+")
+local function say(text)
+  local ok
+  wait_for(function()
+    ok = curl(("-X POST -d %s %s/control/message"):format(q(cjson.encode { channel_id = "42", author_id = "7",
+      content = text }), base)):find('"ok": true', 1, true)
+    return ok
+  end, 20000, "the bot's gateway session")
+end
+say("warm up")
+wait_for(function()
+  for _, c in ipairs(calls()) do if c.route == "create" then return true end end
+  return false
+end, 20000, "the first Discord reply")
+os.execute("sleep 1.1")
+local d_typing, d_text = {}, {}
+for i = 1, quick and 5 or 20 do
+  local before = #calls()
+  say("hello number " .. i)
+  local seen
+  wait_for(function()
+    local all = calls()
+    local up, typing, text
+    for k = before + 1, #all do
+      local c = all[k]
+      if c.kind == "gateway" and c.t_name == "MESSAGE_CREATE" and not up then up = c.t
+      elseif c.route == "typing" and not typing then typing = c.t
+      elseif c.route == "create" and not text then text = c.t end
+    end
+    if up and typing and text then seen = { typing - up, text - up } end
+    return seen ~= nil
+  end, 10000, "Discord reply " .. i)
+  d_typing[#d_typing + 1], d_text[#d_text + 1] = seen[1], seen[2]
+  os.execute("sleep 1.1")
+end
+sh("kill -TERM " .. bot_pid .. " 2>/dev/null; sleep 2; kill " .. util.read(tmp .. "/dfake.pid"):match("%d+"))
 sh("rm -rf " .. q(tmp))
 
 print(table.concat({
@@ -140,4 +194,8 @@ print(table.concat({
   ("    %d chats waiting               %8.0f KiB"):format(chats, busy),
   ("    per chat                           %8.1f KiB   (goal < 16 KiB)"):format((busy - idle) / chats),
   ("    descriptors open meanwhile         %8d"):format(fds),
+  "",
+  "(c) Discord: from MESSAGE_CREATE leaving the gateway (medians)",
+  ("    to typing                          %8.1f ms   (goal <= 50 ms)"):format(median(d_typing)),
+  ("    to the first text                  %8.1f ms"):format(median(d_text)),
 }, "\n"))

@@ -317,7 +317,8 @@ function Reply:run()
       if self.typing and self:silent() and not self.done and now >= self.typing_at and now >= self.blocked then
         local _, err = self:call("typing")
         -- (typing that gave way to text is tried again in a second)
-        self.typing_at = core.now() + (type(err) == "table" and err.skipped and 1000 or math.max(1000, ch.typing_ms - 1000))
+        local skipped = type(err) == "table" and err.skipped
+        self.typing_at = core.now() + (skipped and 1000 or math.max(1000, ch.typing_ms - 1000))
       end
       local rest = self.text:sub(self.start)
       local shown = rest -- what an update shows: the text so far, and progress under it
