@@ -183,7 +183,7 @@ sh("kill -TERM " .. bot_pid .. " 2>/dev/null; sleep 2; kill " .. util.read(tmp .
 sh("rm -rf " .. q(tmp))
 
 print(table.concat({
-  "kiro-rt bot benchmark (fake Telegram Bot API; one run)",
+  "kiro-rt bot benchmark (fake Telegram Bot API, fake Discord; one run)",
   "",
   "(a) from an update reaching the Bot API (medians)",
   ("    to typing                          %8.1f ms   (goal <= 50 ms)"):format(median(to_typing)),
