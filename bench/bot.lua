@@ -77,10 +77,35 @@ local function rss_kib()
   return tonumber(s:match("VmRSS:%s+(%d+)")) or 0
 end
 
+-- Medians of 20 (5 quick) messages, one at a time: from the message
+-- reaching the service to typing, and to the first text. send(i) sends the
+-- i-th; kind(call) tells the service's log apart: "up" (the message), "typing",
+-- "text", or nil.
+local function latency(send, kind)
+  local to_typing, to_text = {}, {}
+  for i = 1, quick and 5 or 20 do
+    local before = #calls()
+    send(i)
+    local seen
+    wait_for(function()
+      local all = calls()
+      local at = {}
+      for k = before + 1, #all do
+        local what = kind(all[k])
+        if what and not at[what] then at[what] = all[k].t end
+      end
+      if at.up and at.typing and at.text then seen = { at.typing - at.up, at.text - at.up } end
+      return seen ~= nil
+    end, 10000, "reply " .. i)
+    to_typing[#to_typing + 1], to_text[#to_text + 1] = seen[1], seen[2]
+    os.execute("sleep 1.1") -- (the chat's pace: one write a second)
+  end
+  return to_typing, to_text
+end
+
 -- (a) latency: one chat, one message at a time (the gate is open).
 progress("(a) update to typing and to first text")
 util.write(gate, "")
-local to_typing, to_text = {}, {}
 -- A first message, not counted: the bot is polling, its daemon warm.
 post("update", { chat_id = 42, user_id = 42, text = "warm up" })
 wait_for(function()
@@ -88,25 +113,12 @@ wait_for(function()
   return false
 end, 20000, "the first reply")
 os.execute("sleep 1.1")
-for i = 1, quick and 5 or 20 do
-  local before = #calls()
+local to_typing, to_text = latency(function(i)
   post("update", { chat_id = 42, user_id = 42, text = "hello number " .. i })
-  local seen
-  wait_for(function()
-    local all = calls()
-    local up, typing, text
-    for k = before + 1, #all do
-      local c = all[k]
-      if c.method == "update" then up = c.t
-      elseif c.method == "sendChatAction" and not typing then typing = c.t
-      elseif c.method == "sendMessage" and not text then text = c.t end
-    end
-    if up and typing and text then seen = { typing - up, text - up } end
-    return seen ~= nil
-  end, 10000, "reply " .. i)
-  to_typing[#to_typing + 1], to_text[#to_text + 1] = seen[1], seen[2]
-  os.execute("sleep 1.1") -- (the chat's pace: one write a second)
-end
+end, function(c)
+  return c.method == "update" and "up" or c.method == "sendChatAction" and "typing"
+    or c.method == "sendMessage" and "text" or nil
+end)
 
 -- (b) memory: every chat waits for its reply at once (the gate is shut).
 progress(("(b) resident memory with %d chats waiting"):format(chats))
@@ -145,7 +157,8 @@ sh(("cd %s && env KIRO_CLI_PATH=%s XDG_RUNTIME_DIR=%s KIRO_LOG=error %s bot --co
   :format(q(tmp), q(build .. "/kiro-sim"), q(tmp .. "/run"), q(build .. "/kiro-rt"), q(tmp .. "/dconfig.lua"),
     q(tmp .. "/dbot.log"), q(tmp .. "/bot.pid")))
 bot_pid = util.read(tmp .. "/bot.pid"):match("%d+")
-local function say(text)
+local function say(i)
+  local text = type(i) == "number" and "hello number " .. i or i
   local ok
   wait_for(function()
     ok = curl(("-X POST -d %s %s/control/message"):format(q(cjson.encode { channel_id = "42", author_id = "7",
@@ -159,26 +172,10 @@ wait_for(function()
   return false
 end, 20000, "the first Discord reply")
 os.execute("sleep 1.1")
-local d_typing, d_text = {}, {}
-for i = 1, quick and 5 or 20 do
-  local before = #calls()
-  say("hello number " .. i)
-  local seen
-  wait_for(function()
-    local all = calls()
-    local up, typing, text
-    for k = before + 1, #all do
-      local c = all[k]
-      if c.kind == "gateway" and c.t_name == "MESSAGE_CREATE" and not up then up = c.t
-      elseif c.route == "typing" and not typing then typing = c.t
-      elseif c.route == "create" and not text then text = c.t end
-    end
-    if up and typing and text then seen = { typing - up, text - up } end
-    return seen ~= nil
-  end, 10000, "Discord reply " .. i)
-  d_typing[#d_typing + 1], d_text[#d_text + 1] = seen[1], seen[2]
-  os.execute("sleep 1.1")
-end
+local d_typing, d_text = latency(say, function(c)
+  return c.kind == "gateway" and c.t_name == "MESSAGE_CREATE" and "up" or c.route == "typing" and "typing"
+    or c.route == "create" and "text" or nil
+end)
 sh("kill -TERM " .. bot_pid .. " 2>/dev/null; sleep 2; kill " .. util.read(tmp .. "/dfake.pid"):match("%d+"))
 sh("rm -rf " .. q(tmp))
 

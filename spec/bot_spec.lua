@@ -37,54 +37,16 @@ return {
   return path
 end
 
-local function bot(path, knobs, extra_args)
-  local env = H.sim_env(knobs)
-  local argv = { H.kiro_rt, "bot", "--config", path }
-  for _, a in ipairs(extra_args or {}) do argv[#argv + 1] = a end
-  local pid, wait, dir = H.spawn_bg(argv, env)
-  local b = { pid = pid, wait = wait, dir = dir, env = env }
-  H.defer(function() -- a test that failed stops it too, whatever it takes
-    if not b.stopped then
-      os.execute("kill -TERM " .. pid)
-      if not pcall(wait) then
-        os.execute("kill -KILL " .. pid)
-        pcall(wait)
-      end
-    end
-  end)
-  return b
-end
-
-local function stop(b)
-  assert(os.execute("kill -TERM " .. b.pid))
-  b.stopped = true
-  local code, _, err = b.wait()
-  assert.are.equal(0, code, err)
-  assert.is_nil(err:find(TOKEN, 1, true), "the token is in the log")
-  return err
-end
-
--- n characters of words.
-local function words(n, seed)
-  local out, i = {}, 0
-  while #table.concat(out, " ") < n do
-    i = i + 1
-    out[#out + 1] = ("w%d_%d"):format(seed or 0, i)
-  end
-  return table.concat(out, " "):sub(1, n):gsub("%s+$", "")
-end
+local bot = H.bot
+local words = H.words
+local function stop(b) return H.stop_bot(b, TOKEN) end
 
 -- Every call to a chat came at least ~1 s after the previous send or edit
 -- there, and none was refused.
 local function paced(calls)
-  local last
-  for _, c in ipairs(calls) do
-    assert.are_not.equal(429, c.status, ("a 429 for %s at %.0f ms"):format(c.method, c.t))
-    if c.method == "sendMessage" or c.method == "editMessageText" then
-      if last then assert.is_true(c.t - last >= 950, ("writes %.0f ms apart"):format(c.t - last)) end
-      last = c.t
-    end
-  end
+  H.paced(calls, function(c)
+    return (c.method == "sendMessage" or c.method == "editMessageText") and c.method or nil
+  end)
 end
 
 describe("kiro-rt bot (Telegram)", function()

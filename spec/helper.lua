@@ -230,6 +230,77 @@ function H.fake_control(base)
   return api
 end
 
+--- `kiro-rt bot --config path` in the background against kiro-sim (knobs:
+--- its environment) for the running test: { pid =, wait =, dir =, env = }.
+--- A test that fails stops it too, whatever that takes.
+---@param path string
+---@param knobs? table
+---@param extra_args? string[]
+---@return table bot
+function H.bot(path, knobs, extra_args)
+  local env = H.sim_env(knobs)
+  local argv = { H.kiro_rt, "bot", "--config", path }
+  for _, a in ipairs(extra_args or {}) do argv[#argv + 1] = a end
+  local pid, wait, dir = H.spawn_bg(argv, env)
+  local b = { pid = pid, wait = wait, dir = dir, env = env }
+  H.defer(function()
+    if not b.stopped then
+      os.execute("kill -TERM " .. pid)
+      if not pcall(wait) then
+        os.execute("kill -KILL " .. pid)
+        pcall(wait)
+      end
+    end
+  end)
+  return b
+end
+
+--- Stops a bot (SIGTERM) and checks that it exited 0 and that token is
+--- nowhere in its log; returns the log.
+---@param b table from H.bot
+---@param token string
+---@return string log
+function H.stop_bot(b, token)
+  assert(os.execute("kill -TERM " .. b.pid))
+  b.stopped = true
+  local code, _, err = b.wait()
+  local check = require "luassert"
+  check.are.equal(0, code, err)
+  check.is_nil(err:find(token, 1, true), "the token is in the log")
+  return err
+end
+
+--- n characters of words, the same for the same n and seed.
+---@param n integer
+---@param seed? integer
+---@return string
+function H.words(n, seed)
+  local out, i = {}, 0
+  while #table.concat(out, " ") < n do
+    i = i + 1
+    out[#out + 1] = ("w%d_%d"):format(seed or 0, i)
+  end
+  return (table.concat(out, " "):sub(1, n):gsub("%s+$", ""))
+end
+
+--- A chat's calls to a service, as its fake logged them: none refused
+--- (429), and each write (what(c) names it: nil for what is not one) at
+--- least ~1 s after the one before.
+---@param calls table[] { t =, status =, ... }
+---@param what fun(c: table): string?
+function H.paced(calls, what)
+  local check = require "luassert"
+  local last
+  for _, c in ipairs(calls) do
+    local name = what(c)
+    check.are_not.equal(429, c.status, ("a 429 for %s at %.0f ms"):format(tostring(name or c.method or c.route), c.t))
+    if name then
+      if last then check.is_true(c.t - last >= 950, ("writes %.0f ms apart"):format(c.t - last)) end
+      last = c.t
+    end
+  end
+end
+
 --- kiro-sim's event log as a list of { pid =, mode =, event =, ... }.
 function H.sim_events(path)
   local events = {}

@@ -171,18 +171,6 @@ def gateway_op(c, op, d, port):
 
 
 class Handler(fakeserver.Handler):
-    def send_json(self, status, obj, headers=None):
-        body = json.dumps(obj).encode() if status != 204 else b""
-        self.send_response(status)
-        if status != 204:
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
-        return status
-
     def do_GET(self):
         path = self.path.split("?")[0].rstrip("/")
         if path == "/gateway":

@@ -6,6 +6,7 @@ place: a reader never sees half of it), and its pid beside it
 WebSocket (RFC 6455): the upgrade, frames out, frames in."""
 import base64
 import hashlib
+import json
 import os
 import ssl
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +21,19 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+    def send_json(self, status, obj, headers=None):
+        """obj as a JSON response (204: no body); returns status."""
+        body = json.dumps(obj).encode() if status != 204 else b""
+        self.send_response(status)
+        if status != 204:
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+        return status
 
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"

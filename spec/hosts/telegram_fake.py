@@ -46,16 +46,6 @@ def length(text):
 
 
 class Handler(fakeserver.Handler):
-    def send_json(self, status, obj, headers=None):
-        body = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
-
     def fail(self, code, desc, params=None):
         obj = {"ok": False, "error_code": code, "description": desc}
         headers = {}
