@@ -166,6 +166,21 @@ describe("kiro Lua API", function()
     assert.are.same({ "a", "b" }, seq)
   end)
 
+  it("napper: a nap runs its time unless stopped; a stop ends the nap under way and every later one", function()
+    local kiro = H.setup()
+    local n = kiro.napper()
+    local t0 = kiro.core.now()
+    assert.is_false(n:nap(20))
+    assert.is_true(kiro.core.now() - t0 >= 20)
+    local got
+    kiro.spawn(function() got = { n:nap(60000), kiro.core.now() - t0 } end)
+    kiro.spawn(function() kiro.sleep(10); n:stop() end)
+    kiro.run()
+    assert.is_true(got[1])
+    assert.is_true(got[2] < 30000, got[2] .. " ms")
+    assert.is_true(n:nap(60000)) -- at once
+  end)
+
   it("a task that fails does not stop the others: its error and traceback go to on_task_error; run counts them",
     function()
     local kiro = H.setup()

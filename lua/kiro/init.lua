@@ -104,6 +104,8 @@ kiro.now = core.now
 --- A one-shot signal between tasks: ev:wait(), ev:set(), ev:is_set().
 ---@type fun(): kiro.Event
 kiro.event = tasks.event
+--- Naps that a stop cuts short: n:nap(ms) -> whether stopped, n:stop().
+kiro.napper = tasks.napper
 --- Sets runtime options (README, "Configuration"); unknown keys are misuse.
 ---@type fun(options: table)
 kiro.configure = config.configure

@@ -306,6 +306,39 @@ function tasks.event()
   return setmetatable({ done = false, waiters = {} }, Event)
 end
 
+---@class kiro.Napper
+---@field cut boolean
+local Napper = {}
+Napper.__index = Napper
+
+--- Suspends the caller for ms, or until stop(); whether it was stopped
+--- (once stopped, at once).
+---@param ms number
+---@return boolean stopped
+function Napper:nap(ms)
+  if self.cut then return true end
+  local ev = tasks.event()
+  self.ev = ev
+  local t = core.timer(math.max(0, math.ceil(ms)), function() ev:set() end)
+  ev:wait()
+  t:stop()
+  self.ev = nil
+  return self.cut
+end
+
+--- Ends the nap under way, and every later one at once.
+function Napper:stop()
+  self.cut = true
+  if self.ev then self.ev:set() end
+end
+
+--- Naps that a stop cuts short (a loop that polls, backs off or beats a
+--- heartbeat, and must end at once when told).
+---@return kiro.Napper
+function tasks.napper()
+  return setmetatable({ cut = false }, Napper)
+end
+
 --- Suspends the calling task (or blocks a plain caller) for ms.
 ---@param ms integer milliseconds
 function tasks.sleep(ms)

@@ -42,26 +42,6 @@ local FATAL = {
 }
 local NEW_SESSION = { [4007] = true, [4009] = true } -- invalid seq, session timed out
 
--- Naps that stop() cuts short: s.nap(ms) -> whether it was cut.
-local function stopper()
-  local s = { cut = false }
-  function s.nap(ms)
-    if s.cut then return true end
-    local ev = kiro.event()
-    s.ev = ev
-    local t = kiro.core.timer(math.max(0, math.ceil(ms)), function() ev:set() end)
-    ev:wait()
-    t:stop()
-    s.ev = nil
-    return s.cut
-  end
-  function s.stop()
-    s.cut = true
-    if s.ev then s.ev:set() end
-  end
-  return s
-end
-
 return function(settings)
   local token = settings.token or os.getenv("DISCORD_BOT_TOKEN")
   if type(token) ~= "string" or not token:match("^[%w_.-]+$") or #token < 20 then
@@ -149,12 +129,12 @@ return function(settings)
     if not ok or type(h) ~= "table" or h.op ~= 10 then return "resume" end
     local interval = math.tointeger(h.d.heartbeat_interval) or math.floor(h.d.heartbeat_interval)
     local function send(op, d) return ws:send(cjson.encode { op = op, d = d }) end
-    local over, acked = stopper(), true
+    local over, acked = kiro.napper(), true
     -- The heartbeat: the first after interval x jitter, then each interval;
     -- a beat not acknowledged by the next means a dead connection.
     kiro.spawn(function()
       local next_ms = interval * math.random()
-      while not over.nap(next_ms) do
+      while not over:nap(next_ms) do
         if not acked then
           kiro.log("warn", "kiro.channel", "discord: the gateway stopped answering heartbeats: reconnecting")
           ws:release()
@@ -216,7 +196,7 @@ return function(settings)
     end
     ch.ws = nil
     ch.state = "reconnecting"
-    over.stop()
+    over:stop()
     ws:release()
     return outcome
   end
@@ -256,12 +236,12 @@ return function(settings)
     end
   end
 
-  local stopping = stopper()
-  ch.nap = stopping.nap -- a pause that stop() cuts short
+  local stopping = kiro.napper() -- pauses that stop() cuts short
+  function ch.nap(ms) stopping:nap(ms) end
 
   function ch.stop()
     ch.stopping = true
-    stopping.stop()
+    stopping:stop()
     if ch.ws then ch.ws:close(1000, "stopping") end
   end
 

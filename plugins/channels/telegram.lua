@@ -126,19 +126,12 @@ return function(settings)
     end
   end
 
-  -- A pause that stop() cuts short.
-  function ch.nap(ms)
-    local ev = kiro.event()
-    ch.napping = ev
-    local t = kiro.core.timer(math.ceil(ms), function() ev:set() end)
-    ev:wait()
-    t:stop()
-    ch.napping = nil
-  end
+  local stopping = kiro.napper() -- pauses that stop() cuts short
+  function ch.nap(ms) stopping:nap(ms) end
 
   function ch.stop()
     ch.stopping = true
-    if ch.napping then ch.napping:set() end
+    stopping:stop()
   end
 
   return ch
