@@ -39,12 +39,14 @@ local function config(api, extra, token)
   H.write_file(path, ([[
 return {
   channels = { discord = {
-    token = %q, api_root = %q, gateway_url = %q,
+    token = %q, api_root = %q,%s
     allowed_users = { "42" }, allowed_chats = { "9001" },
     stream_mode = "partial", draft_update_interval_ms = 1000,%s
   } },
 }
-]]):format(token or TOKEN, api.base .. "/api/v10", api.base:gsub("^http", "ws") .. "/gateway", extra or ""))
+]]):format(token or TOKEN, api.base .. "/api/v10",
+    -- (where the gateway is, or else the bot asks the API: GET /gateway/bot)
+    api.ask_gateway and "" or (" gateway_url = %q,"):format(api.base:gsub("^http", "ws") .. "/gateway"), extra or ""))
   assert(os.execute("chmod 600 " .. H.q(path)))
   return path
 end
@@ -162,8 +164,10 @@ describe("kiro-rt bot (Discord)", function()
       assert.are.equal(1, api.get("state").r429)
     end)
 
-  it("answers 20 channels at once, each whole, under the global limit; a stranger gets nothing", function()
+  it("answers 20 channels at once, each whole, under the global limit; a stranger gets nothing; the gateway's "
+    .. "address from the API", function()
     local api = fake()
+    api.ask_gateway = true
     local chats = {}
     for i = 1, 20 do chats[#chats + 1] = ('"%d"'):format(9100 + i) end
     local b = bot(config(api, "\n    allowed_chats = { " .. table.concat(chats, ", ") .. " },"),

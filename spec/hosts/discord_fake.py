@@ -175,6 +175,13 @@ class Handler(fakeserver.Handler):
         path = self.path.split("?")[0].rstrip("/")
         if path == "/gateway":
             return self.gateway()
+        if path == "/api/v10/gateway/bot":  # where to connect (a bot asks when not told)
+            if self.headers.get("Authorization") != "Bot " + TOKEN:
+                return self.send_json(401, {"message": "401: Unauthorized", "code": 0})
+            return self.send_json(200, {"url": "ws://127.0.0.1:%d/gateway" % self.server.server_address[1],
+                                        "shards": 1, "session_start_limit": {"total": 1000, "remaining": 999,
+                                                                             "reset_after": 86400000,
+                                                                             "max_concurrency": 1}})
         if path.startswith("/control/"):
             with lock:
                 got = {"calls": calls, "messages": list(messages.values()),
