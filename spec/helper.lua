@@ -230,6 +230,15 @@ function H.fake_control(base)
   return api
 end
 
+--- A TCP port free now on every address (the system's pick, let go at
+--- once), for a server that must be told its port.
+---@return integer
+function H.free_port()
+  local r = H.run({ "/usr/bin/python3", "-c",
+    "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])" }, {})
+  return assert(math.tointeger(tonumber(r.out)), r.err)
+end
+
 --- `kiro-rt bot --config path` in the background against kiro-sim (knobs:
 --- its environment) for the running test: { pid =, wait =, dir =, env = }.
 --- A test that fails stops it too, whatever that takes.

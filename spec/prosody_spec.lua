@@ -11,7 +11,7 @@ local PYTHON = "/usr/bin/python3" -- Debian's, with python3-slixmpp
 -- A Prosody of its own: config, accounts (as prosodyctl writes them), log.
 local function prosody_setup()
   local dir = H.tmpdir()
-  local port = math.random(20000, 59999)
+  local port = H.free_port()
   local env, sim_log = H.sim_env()
   for _, user in ipairs { "localhost/alice", "localhost/bob", "localhost/carol", "other%2elocalhost/dave" } do
     local host, name = user:match("^(.*)/(.*)$")

@@ -54,7 +54,10 @@ async def main():
     clients = {u: Client(u) for u in users}
     for c in clients.values():
         c.connect(address=("127.0.0.1", PORT), force_starttls=False, disable_starttls=True)
-    await asyncio.wait_for(asyncio.gather(*(c.ready.wait() for c in clients.values())), 20)
+    try:  # (a busy machine, a sanitized Prosody: logging in may take a while)
+        await asyncio.wait_for(asyncio.gather(*(c.ready.wait() for c in clients.values())), 60)
+    except asyncio.TimeoutError:
+        sys.exit("not logged in after 60 s: " + ", ".join(u for u, c in clients.items() if not c.ready.is_set()))
     rtts, done = [], False
 
     async def ping():
