@@ -83,6 +83,27 @@ describe("kiro.websocket", function()
     assert.are.equal(0, kiro.run())
   end)
 
+  it("looks a host's name up off the loop: localhost connects; a name that does not exist is named; a connection "
+    .. "let go while its name is looked up leaves nothing behind", function()
+    local kiro = H.setup()
+    local url = echo():gsub("127%.0%.0%.1", "localhost")
+    kiro.spawn(function()
+      local ws = assert(kiro.websocket.connect(url))
+      ws:send("by name")
+      assert.are.equal("by name", (ws:receive(5000)))
+      ws:release()
+      local r, msg, code = kiro.websocket.connect("ws://no-such-host.invalid/")
+      assert.are.same({ nil, "network" }, { r, code })
+      assert.matches("^cannot resolve no%-such%-host%.invalid: ", msg)
+    end)
+    assert.are.equal(0, kiro.run())
+    -- Let go at once, while the name is looked up (the core's handle: the
+    -- lookup ends on its own, and frees what it had).
+    local h = assert(kiro.core.websocket(url, 1000, { on_event = function() error("no event after release") end }))
+    h:release()
+    assert.are.equal(0, kiro.run())
+  end)
+
   it("verifies TLS peers: a self-signed certificate is refused unless trusted (SSL_CERT_FILE); misuse raises",
     function()
     local kiro = H.setup()

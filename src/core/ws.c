@@ -1,7 +1,9 @@
 #include "ws.h"
 
+#include <arpa/inet.h>
 #include <dlfcn.h>
 #include <libwebsockets.h>
+#include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,7 +132,20 @@ struct kws_conn {
     int closing, starting;
     char start_err[256];
     klist link;
+    struct url_parts *u;            /* the URL, until libwebsockets has it */
+    uv_getaddrinfo_t gai;           /* its host looked up (libuv's thread pool) */
+    struct addrinfo *ais, *next_ai; /* its addresses, and the next to try */
+    int resolving, released;        /* released while resolving: freed by resolved() */
+    int established;
 };
+
+static void conn_free(kws_conn *c)
+{
+    if (c->ais)
+        uv_freeaddrinfo(c->ais);
+    free(c->u);
+    free(c);
+}
 
 static void drop_queue(kws_conn *c)
 {
@@ -159,6 +174,8 @@ static void finish(kws_conn *c, int code, const char *reason)
         c->sink.closed(c->sink.ud, code, reason);
 }
 
+static int try_next(kws_conn *c);
+
 static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
 {
     (void)user;
@@ -167,6 +184,7 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         return 0;
     switch (reason) {
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
+        c->established = 1;
         if (c->head)
             L.callback_on_writable(wsi);
         c->sink.open(c->sink.ud);
@@ -216,6 +234,13 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         return 0; /* lws answers the close */
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
         const char *why = in && len ? (const char *)in : "connection failed";
+        if (!c->established && c->next_ai && !c->closing) { /* the host's next address */
+            L.set_opaque_user_data(wsi, NULL);
+            c->wsi = NULL;
+            if (try_next(c) == 0)
+                return 0;
+            why = c->start_err;
+        }
         char tls[200];
         if (strstr(why, "SSL") && tls_why[0]) {
             snprintf(tls, sizeof tls, "tls: %s", tls_why);
@@ -326,11 +351,12 @@ void kws_free(kws *w, const char *why)
 }
 
 /* A ws:// or wss:// URL in parts: 0, or -1. host and path point into buf. */
-typedef struct url_parts {
+struct url_parts {
     char buf[2048];
     const char *host, *path;
     int port, tls;
-} url_parts;
+};
+typedef struct url_parts url_parts;
 
 static int parse_url(const char *url, url_parts *u)
 {
@@ -385,6 +411,94 @@ static int parse_url(const char *url, url_parts *u)
     return 0;
 }
 
+/* Hands c to libwebsockets, to connect to address (an IP address: the
+ * host named in the URL stays its Host header, SNI and the name its
+ * certificate is checked against). 0, or -1 with why in c->start_err when
+ * the connection could not be started. */
+static int start(kws_conn *c, const char *address)
+{
+    url_parts *u = c->u;
+    struct lws_client_connect_info ci;
+    memset(&ci, 0, sizeof ci);
+    ci.context = c->w->ctx;
+    ci.address = address;
+    ci.port = u->port;
+    ci.path = u->path;
+    ci.host = u->host;
+    ci.origin = u->host;
+    ci.ssl_connection = u->tls ? LCCSCF_USE_SSL : 0;
+    ci.protocol = NULL; /* no subprotocol asked for */
+    ci.local_protocol_name = protocols[0].name;
+    ci.ietf_version_or_minus_one = -1;
+    ci.opaque_user_data = c;
+    ci.pwsi = &c->wsi;
+    /* A failure inside the call is reported by the call, not as an event. */
+    c->starting = 1;
+    c->start_err[0] = 0;
+    struct lws *wsi = L.client_connect_via_info(&ci); /* (it copies what it keeps) */
+    c->starting = 0;
+    if (!wsi || c->start_err[0]) {
+        if (!c->start_err[0])
+            snprintf(c->start_err, sizeof c->start_err, "could not start the connection");
+        if (c->wsi) /* (not reached: lws clears pwsi when it fails) */
+            L.set_opaque_user_data(c->wsi, NULL);
+        c->wsi = NULL;
+        return -1;
+    }
+    c->wsi = wsi;
+    if (c->head)
+        L.callback_on_writable(wsi);
+    return 0;
+}
+
+/* Starts on the host's next address: 0, or -1 with why in c->start_err
+ * once none is left that can be started. */
+static int try_next(kws_conn *c)
+{
+    while (c->next_ai) {
+        struct addrinfo *a = c->next_ai;
+        c->next_ai = a->ai_next;
+        char ip[64] = "";
+        const void *addr = a->ai_family == AF_INET6
+                               ? (const void *)&((struct sockaddr_in6 *)a->ai_addr)->sin6_addr
+                               : (const void *)&((struct sockaddr_in *)a->ai_addr)->sin_addr;
+        if ((a->ai_family == AF_INET || a->ai_family == AF_INET6) &&
+            inet_ntop(a->ai_family, addr, ip, sizeof ip) && start(c, ip) == 0)
+            return 0;
+    }
+    if (!c->start_err[0])
+        snprintf(c->start_err, sizeof c->start_err, "no address of %s to connect to", c->u->host);
+    return -1;
+}
+
+/* The host's address came (libwebsockets would look it up itself, blocking
+ * the loop: its asynchronous resolver is not in Debian's build). */
+static void resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    kws_conn *c = req->data;
+    c->resolving = 0;
+    c->ais = c->next_ai = status == 0 ? res : NULL;
+    if (status != 0 && res)
+        uv_freeaddrinfo(res);
+    if (c->released) {
+        conn_free(c);
+        return;
+    }
+    if (!klist_linked(&c->link)) /* ended meanwhile (the runtime shut down) */
+        return;
+    char why[300];
+    if (c->closing) {
+        finish(c, c->close_code, c->close_reason);
+    } else if (status != 0 || !res) {
+        snprintf(why, sizeof why, "cannot resolve %s: %s", c->u->host,
+                 status ? uv_strerror(status) : "no address");
+        finish(c, 1006, why);
+    } else if (try_next(c) != 0) {
+        snprintf(why, sizeof why, "%s", c->start_err);
+        finish(c, 1006, why);
+    }
+}
+
 kws_conn *kws_connect(kws *w, const char *url, size_t max_bytes, const kws_sink *sink, char *err,
                       size_t errlen)
 {
@@ -399,41 +513,37 @@ kws_conn *kws_connect(kws *w, const char *url, size_t max_bytes, const kws_sink 
     c->sink = *sink;
     c->max_bytes = max_bytes ? max_bytes : 16u << 20;
     c->tail = &c->head;
+    c->u = u;
     klist_insert_tail(&w->conns, &c->link);
-    struct lws_client_connect_info ci;
-    memset(&ci, 0, sizeof ci);
-    ci.context = w->ctx;
-    ci.address = u->host;
-    ci.port = u->port;
-    ci.path = u->path;
-    ci.host = u->host;
-    ci.origin = u->host;
-    ci.ssl_connection = u->tls ? LCCSCF_USE_SSL : 0;
-    ci.protocol = NULL; /* no subprotocol asked for */
-    ci.local_protocol_name = protocols[0].name;
-    ci.ietf_version_or_minus_one = -1;
-    ci.opaque_user_data = c;
-    ci.pwsi = &c->wsi;
-    /* A failure inside the call is reported by the call, not as an event. */
-    c->starting = 1;
-    struct lws *wsi = L.client_connect_via_info(&ci);
-    c->starting = 0;
-    free(u);
-    if (!wsi || c->start_err[0]) {
-        snprintf(err, errlen, "%s", c->start_err[0] ? c->start_err : "could not start the connection");
-        if (c->wsi) /* (not reached: lws clears pwsi when it fails) */
-            L.set_opaque_user_data(c->wsi, NULL);
+    unsigned char probe[sizeof(struct in6_addr)];
+    if (inet_pton(AF_INET, u->host, probe) == 1 || inet_pton(AF_INET6, u->host, probe) == 1) {
+        if (start(c, u->host) != 0) {
+            snprintf(err, errlen, "%s", c->start_err);
+            klist_remove(&c->link);
+            conn_free(c);
+            return NULL;
+        }
+        return c;
+    }
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    c->gai.data = c;
+    int rc = uv_getaddrinfo(w->loop, &c->gai, resolved, u->host, NULL, &hints);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot resolve %s: %s", u->host, uv_strerror(rc));
         klist_remove(&c->link);
-        free(c);
+        conn_free(c);
         return NULL;
     }
-    c->wsi = wsi;
+    c->resolving = 1;
     return c;
 }
 
 int kws_send(kws_conn *c, const char *p, size_t n, int binary)
 {
-    if (!c->wsi || c->closing)
+    if (!(c->wsi || c->resolving) || c->closing)
         return -1;
     out *o = kmalloc(sizeof *o + LWS_PRE + n);
     o->next = NULL;
@@ -442,29 +552,34 @@ int kws_send(kws_conn *c, const char *p, size_t n, int binary)
     memcpy(o->data + LWS_PRE, p, n);
     *c->tail = o;
     c->tail = &o->next;
-    L.callback_on_writable(c->wsi);
+    if (c->wsi)
+        L.callback_on_writable(c->wsi);
     return 0;
 }
 
 void kws_close(kws_conn *c, int code, const char *reason)
 {
-    if (!c->wsi || c->closing)
+    if (!(c->wsi || c->resolving) || c->closing)
         return;
     c->closing = 1;
     c->close_code = code;
     snprintf(c->close_reason, sizeof c->close_reason, "%s", reason ? reason : "");
     drop_queue(c);
-    L.callback_on_writable(c->wsi);
+    if (c->wsi)
+        L.callback_on_writable(c->wsi);
 }
 
 void kws_release(kws_conn *c)
 {
     struct lws *wsi = c->wsi;
     c->sink.closed = NULL;
-    if (wsi) {
-        c->starting = 1; /* nothing to report to */
-        finish(c, 1001, "released");
+    c->starting = 1; /* nothing to report to */
+    finish(c, 1001, "released");
+    if (wsi)
         L.set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+    if (c->resolving) { /* the lookup cannot be taken back: its end frees c */
+        c->released = 1;
+        return;
     }
-    free(c);
+    conn_free(c);
 }

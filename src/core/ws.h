@@ -36,9 +36,11 @@ kws *kws_new(uv_loop_t *loop, char *err, size_t errlen);
  * the context go; the loop finishes closing its handles. */
 void kws_free(kws *w, const char *why);
 
-/* Opens ws:// or wss:// url. max_bytes caps one message (0: 16 MiB). NULL
- * with why in err when the URL is unusable or the connection cannot be
- * started; a failure later comes as `closed` with 1006. */
+/* Opens ws:// or wss:// url: its host looked up in libuv's thread pool (not
+ * on the loop), then each of its addresses tried in turn. max_bytes caps
+ * one message (0: 16 MiB). NULL with why in err when the URL is unusable
+ * or the connection cannot be started; a failure later (no such host, no
+ * address that answers) comes as `closed` with 1006. */
 kws_conn *kws_connect(kws *w, const char *url, size_t max_bytes, const kws_sink *sink, char *err,
                       size_t errlen);
 
