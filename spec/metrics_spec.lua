@@ -124,7 +124,7 @@ scrape_configs:
     static_configs:
       - targets: ['%s']
 ]]):format(target))
-    local port = 20000 + (H.pid % 20000)
+    local port = H.free_port()
     local prom_pid, wait_prom = H.spawn_bg({ "prometheus", "--config.file=" .. dir .. "/prometheus.yml",
       "--storage.tsdb.path=" .. dir .. "/data", "--web.listen-address=127.0.0.1:" .. port }, {})
     local query = ("http://127.0.0.1:%d/api/v1/query?query=kiro_requests_total"):format(port)
