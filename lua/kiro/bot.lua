@@ -266,7 +266,7 @@ function Bot:on_message(ch, settings, m)
   c.settings, c.persona = settings, self.channels[ch.name] and self.channels[ch.name].persona
   if m.text:match("^/stop%f[%A]") then -- at once, not after the reply it stops
     local answer = c:command(m.text)
-    if answer then c:say(answer) end
+    if answer then kiro.spawn(function() c:say(answer) end) end -- (the channel's reader goes on meanwhile)
     return
   end
   if c.call and settings.on_busy == "cancel" then c.call:cancel() end
@@ -333,7 +333,10 @@ function bot.start(channels, dir)
   for name, c in pairs(b.channels) do
     b.running = b.running + 1
     kiro.spawn(function()
-      c.ch:run(function(m) b:on_message(c.ch, b.channels[name].settings, m) end)
+      c.ch:run(function(m)
+        local ok, err = pcall(b.on_message, b, c.ch, b.channels[name].settings, m)
+        if not ok then kiro.log("error", "kiro.bot", ("%s: a message could not be taken: %s"):format(name, err)) end
+      end)
       b.running = b.running - 1
       if b.running == 0 then b.ended:set() end
     end)

@@ -789,7 +789,7 @@ local function bot_status(args)
   local s, err = conn:reply(5000)
   conn:close()
   if not s or s.op ~= "status" then
-    io.stderr:write("kiro-rt: bot status: ", tostring(err or s.message), "\n")
+    io.stderr:write("kiro-rt: bot status: ", tostring(err or (s and s.message) or "no answer"), "\n")
     return EXIT_FAIL
   end
   s.op = nil

@@ -76,8 +76,10 @@ return function(settings)
     end
     if r.status == 204 then return true end
     local ok, res = pcall(cjson.decode, r.body)
-    if not ok or type(res) ~= "table" then
-      return nil, { message = ("HTTP %d, not Discord's JSON"):format(r.status), permanent = r.status < 500 }
+    if not ok or type(res) ~= "table" then -- (a proxy's page: a 429 is still one)
+      return nil, { message = ("HTTP %d, not Discord's JSON"):format(r.status),
+                    retry_after = r.status == 429 and (tonumber(h["retry-after"]) or 1) or nil,
+                    permanent = r.status < 500 and r.status ~= 429 }
     end
     if r.status < 300 then return res end
     local err = { message = ("%s (HTTP %d, code %s)"):format(tostring(res.message), r.status, tostring(res.code)) }
@@ -124,10 +126,19 @@ return function(settings)
   -- One gateway connection, until it ends: "resume", "new" (a new
   -- session), "stop", or a fatal message. state: session, seq, resume_url, me.
   local function connection(ws, state, on_message)
+    ch.ws = ws -- (a stop closes it from now on)
+    state.live = false -- until READY or RESUMED
     local hello = ws:receive(30000)
     local ok, h = pcall(cjson.decode, hello or "")
-    if not ok or type(h) ~= "table" or h.op ~= 10 then return "resume" end
-    local interval = math.tointeger(h.d.heartbeat_interval) or math.floor(h.d.heartbeat_interval)
+    local interval = ok and type(h) == "table" and h.op == 10 and type(h.d) == "table"
+      and tonumber(h.d.heartbeat_interval)
+    if not interval or interval < 1 or ch.stopping then
+      ch.ws = nil
+      ws:release()
+      if ch.stopping then return "stop" end
+      kiro.log("warn", "kiro.channel", "discord: the gateway did not say HELLO")
+      return "resume"
+    end
     local function send(op, d) return ws:send(cjson.encode { op = op, d = d }) end
     local over, acked = kiro.napper(), true
     -- The heartbeat: the first after interval x jitter, then each interval;
@@ -151,7 +162,6 @@ return function(settings)
       send(2, { token = token, intents = INTENTS,
                 properties = { os = "linux", browser = "kiro-rt", device = "kiro-rt" } })
     end
-    ch.ws = ws
     local outcome
     while true do
       local msg, _, code = ws:receive()
@@ -172,9 +182,11 @@ return function(settings)
           local d = p.d
           if p.t == "READY" then
             state.session, state.resume_url, state.me = d.session_id, d.resume_gateway_url, d.user and d.user.id
+            state.live = true
             ch.state = "connected"
             kiro.log("info", "kiro.channel", "discord: connected, session started")
           elseif p.t == "RESUMED" then
+            state.live = true
             ch.state = "connected"
             kiro.log("info", "kiro.channel", "discord: session resumed")
           elseif p.t == "MESSAGE_CREATE" and type(d) == "table" and type(d.author) == "table"
@@ -198,6 +210,7 @@ return function(settings)
     ch.state = "reconnecting"
     over:stop()
     ws:release()
+    if outcome == "resume" and not state.session then outcome = "new" end -- (op 9: no session to resume)
     return outcome
   end
 
@@ -227,12 +240,14 @@ return function(settings)
       if not ws then
         kiro.log("warn", "kiro.channel", ("discord: gateway: %s; trying again in %d s"):format(
           tostring(err), backoff // 1000))
-        ch.nap(backoff)
-        backoff = math.min(backoff * 2, 60000)
-      else
-        backoff = 1000
-        ch.nap(outcome == "new" and 1000 + math.random(4000) or 250) -- (Discord asks for 1-5 s before IDENTIFY)
       end
+      -- A connection that never got as far as READY or RESUMED counts as a
+      -- failure: the pause doubles (IDENTIFYs are limited: 1000 a day). A
+      -- new session waits 1 to 5 s first, as Discord asks.
+      local pause = (ws and state.live) and 250 or backoff
+      backoff = (ws and state.live) and 1000 or math.min(backoff * 2, 60000)
+      if outcome == "new" then pause = math.max(pause, 1000 + math.random(4000)) end
+      ch.nap(pause)
     end
   end
 

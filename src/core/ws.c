@@ -31,6 +31,7 @@ static struct {
     int (*frame_is_binary)(struct lws *);
     void (*set_timeout)(struct lws *, enum pending_timeout, int);
     void (*set_log_level)(int, void (*)(int, const char *));
+    void (*cancel_service)(struct lws_context *);
 } L;
 
 /* What libwebsockets last said of a failed TLS handshake ("SSL error:
@@ -87,6 +88,7 @@ static int load_lws(char *err, size_t errlen)
                 SYM(frame_is_binary),
                 SYM(set_timeout),
                 SYM(set_log_level),
+                SYM(cancel_service),
 #undef SYM
             };
             state = 1;
@@ -139,8 +141,12 @@ struct kws_conn {
     int established;
 };
 
+static void drop_queue(kws_conn *c);
+
 static void conn_free(kws_conn *c)
 {
+    drop_queue(c);
+    kbuf_free(&c->in);
     if (c->ais)
         uv_freeaddrinfo(c->ais);
     free(c->u);
@@ -163,18 +169,26 @@ static void finish(kws_conn *c, int code, const char *reason)
     if (c->wsi)
         L.set_opaque_user_data(c->wsi, NULL);
     c->wsi = NULL;
-    klist_remove(&c->link);
-    drop_queue(c);
-    kbuf_free(&c->in);
-    if (c->starting) { /* kws_connect reports it */
+    if (c->starting) { /* inside start(): it says why, and its caller goes on (the next address) */
         snprintf(c->start_err, sizeof c->start_err, "%s", reason);
         return;
     }
+    klist_remove(&c->link);
+    drop_queue(c);
+    kbuf_free(&c->in);
     if (c->sink.closed)
         c->sink.closed(c->sink.ud, code, reason);
 }
 
 static int try_next(kws_conn *c);
+
+/* wsi goes at once: libwebsockets' own timer list is looked at when it is
+ * next woken, which cancel_service does now (else up to 30 s later). */
+static void kill_wsi(struct lws_context *ctx, struct lws *wsi)
+{
+    L.set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+    L.cancel_service(ctx);
+}
 
 static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
 {
@@ -252,6 +266,8 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
     }
     case LWS_CALLBACK_CLIENT_CLOSED:
     case LWS_CALLBACK_WSI_DESTROY:
+        if (wsi != c->wsi && !c->starting) /* (an address given up for the next) */
+            return 0;
         if (c->close_code)
             finish(c, c->close_code, c->close_reason);
         else
@@ -332,7 +348,7 @@ static void reap(uv_timer_t *t)
             L.context_destroy(w->ctx);
     }
     if (w->ctx && w->reap_steps < 10000)
-        uv_timer_start(&w->reaper, reap, w->reap_steps < 100 ? 0 : 1, 0);
+        uv_timer_start(&w->reaper, reap, 1, 0); /* (0 would run again in this same pass) */
     else
         uv_close((uv_handle_t *)&w->reaper, reaper_closed);
 }
@@ -344,7 +360,7 @@ void kws_free(kws *w, const char *why)
         struct lws *wsi = c->wsi;
         finish(c, 1001, why);
         if (wsi)
-            L.set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+            kill_wsi(w->ctx, wsi);
     }
     uv_ref((uv_handle_t *)&w->reaper);
     uv_timer_start(&w->reaper, reap, 0, 0);
@@ -529,6 +545,7 @@ kws_conn *kws_connect(kws *w, const char *url, size_t max_bytes, const kws_sink 
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_ADDRCONFIG; /* (no IPv6 address tried where there is no IPv6) */
     c->gai.data = c;
     int rc = uv_getaddrinfo(w->loop, &c->gai, resolved, u->host, NULL, &hints);
     if (rc != 0) {
@@ -543,7 +560,7 @@ kws_conn *kws_connect(kws *w, const char *url, size_t max_bytes, const kws_sink 
 
 int kws_send(kws_conn *c, const char *p, size_t n, int binary)
 {
-    if (!(c->wsi || c->resolving) || c->closing)
+    if (!klist_linked(&c->link) || c->closing)
         return -1;
     out *o = kmalloc(sizeof *o + LWS_PRE + n);
     o->next = NULL;
@@ -559,7 +576,7 @@ int kws_send(kws_conn *c, const char *p, size_t n, int binary)
 
 void kws_close(kws_conn *c, int code, const char *reason)
 {
-    if (!(c->wsi || c->resolving) || c->closing)
+    if (!klist_linked(&c->link) || c->closing)
         return;
     c->closing = 1;
     c->close_code = code;
@@ -572,11 +589,13 @@ void kws_close(kws_conn *c, int code, const char *reason)
 void kws_release(kws_conn *c)
 {
     struct lws *wsi = c->wsi;
-    c->sink.closed = NULL;
-    c->starting = 1; /* nothing to report to */
-    finish(c, 1001, "released");
-    if (wsi)
-        L.set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+    c->sink.closed = NULL; /* nothing to report to */
+    if (klist_linked(&c->link)) {
+        struct lws_context *ctx = c->w->ctx;
+        finish(c, 1001, "released");
+        if (wsi)
+            kill_wsi(ctx, wsi);
+    }
     if (c->resolving) { /* the lookup cannot be taken back: its end frees c */
         c->released = 1;
         return;
