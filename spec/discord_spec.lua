@@ -138,6 +138,38 @@ describe("kiro-rt bot (Discord)", function()
     assert.matches("discord: session resumed", err, 1, true)
   end)
 
+  it("the gateway's closes: 4000 is resumed at once; 4009 (session timed out) starts a new session after 1 to 5 s",
+    function()
+      local api = fake()
+      local b = bot(config(api), { KIRO_LOG = "info" })
+      api.say("9001", "42", "one")
+      assert(H.wait_for(function() return #select(2, api.chat("9001")) == 1 end, 20000), "no first answer")
+      api.post("close", { code = 4000 })
+      api.say("9001", "42", "two") -- (stored for the session: RESUME replays it)
+      assert(H.wait_for(function() return #select(2, api.chat("9001")) == 2 end, 20000), "nothing after 4000")
+      local state = api.get("state")
+      assert.are.same({ 1, 1 }, { state.identifies, state.resumes })
+      api.post("close", { code = 4009 })
+      local closed = api.get("calls")
+      closed = closed[#closed].t
+      assert(H.wait_for(function() return api.get("state").identifies == 2 end, 20000), "no new session")
+      local identify
+      for _, c in ipairs(api.get("calls")) do
+        if c.kind == "gateway" and c.op == 2 and c.dir == "in" then identify = c.t end
+      end
+      assert.is_true(identify - closed >= 1000, ("IDENTIFY %.0f ms after 4009"):format(identify - closed))
+      api.say("9001", "42", "three")
+      local msgs
+      assert(H.wait_for(function()
+        msgs = select(2, api.chat("9001"))
+        return #msgs == 3
+      end, 20000), "nothing in the new session")
+      assert.are.same({ "You said: one", "You said: two", "You said: three" },
+        { msgs[1].content, msgs[2].content, msgs[3].content })
+      assert.are.equal(1, api.get("state").resumes)
+      stop(b)
+    end)
+
   it("obeys a retry_after of 5 s mid-reply: nothing to that channel until it passes, and the text is whole",
     function()
       local api = fake()
