@@ -673,23 +673,26 @@ local function mib(bytes)
   return bytes and ("%.1f MiB"):format(bytes / 1048576) or "?"
 end
 
-local function status(args)
+-- `kiro-rt NAME [--json]`: ask() gets the status (nil once it has told
+-- the trouble), printed as JSON or by show(status, w), w a printf line.
+local function status_command(name, args, help, ask, show)
   local as_json = args[1] == "--json"
   if args[1] and not as_json then
-    if args[1] == "-h" or args[1] == "--help" then
-      io.stdout:write("Usage: kiro-rt status [--json]\n\nShows the running server and its daemons.\n")
-      return EXIT_OK
-    end
-    return usage_error("status: unknown argument '" .. args[1] .. "'")
+    if args[1] == "-h" or args[1] == "--help" then io.stdout:write(help); return EXIT_OK end
+    return usage_error(name .. ": unknown argument '" .. args[1] .. "'")
   end
-  local s = ask_server("status", 5000)
+  local s = ask()
   if not s then return EXIT_FAIL end
+  s.op = nil
   if as_json then
-    s.op = nil
     io.stdout:write(require("kiro.core").json_encode(s), "\n")
-    return EXIT_OK
+  else
+    show(s, function(...) io.stdout:write(string.format(...), "\n") end)
   end
-  local w = function(...) io.stdout:write(string.format(...), "\n") end
+  return EXIT_OK
+end
+
+local function show_server(s, w)
   w("server   pid %d, version %s, up %.1f s, rss %s", s.pid, s.version, s.uptime_ms / 1000, mib(s.rss_bytes))
   w("         %d requests, %d in flight, %d fallbacks, %d connections, idle exit after %.0f s",
     s.requests, s.in_flight, s.fallbacks or 0, s.connections, s.idle_ms / 1000)
@@ -709,7 +712,11 @@ local function status(args)
       w("  daemon pid %d, %s, served %d, rss %s", d.pid, d.state, d.served, mib(d.rss_bytes))
     end
   end
-  return EXIT_OK
+end
+
+local function status(args)
+  return status_command("status", args, "Usage: kiro-rt status [--json]\n\nShows the running server and its daemons.\n",
+    function() return ask_server("status", 5000) end, show_server)
 end
 
 local function stop(args)
@@ -768,36 +775,24 @@ let the replies under way finish (within --stop-grace-ms, default 10000:
 those left are ended with a marker) and exit.
 ]]
 
--- kiro-rt bot status [--json]: what the running bot is doing.
-local function bot_status(args)
-  local as_json = args[1] == "--json"
-  if args[1] and not as_json then
-    if args[1] == "-h" or args[1] == "--help" then
-      io.stdout:write("Usage: kiro-rt bot status [--json]\n\nShows the running bot's channels: their state, chats,\n",
-        "replies under way, messages by outcome, calls, 429s, time to typing and to the first text.\n")
-      return EXIT_OK
-    end
-    return usage_error("bot status: unknown argument '" .. args[1] .. "'")
-  end
-  local path = require("kiro.paths").paths().dir .. "/bot.sock"
-  local conn = require("kiro.client").connect(path)
+-- The running bot's status, or nil once the trouble is told.
+local function ask_bot()
+  local conn = require("kiro.client").connect(require("kiro.paths").paths().bot_socket)
   if not conn then
     io.stderr:write("kiro-rt: no bot running\n")
-    return EXIT_FAIL
+    return nil
   end
   conn:send { op = "status" }
   local s, err = conn:reply(5000)
   conn:close()
   if not s or s.op ~= "status" then
     io.stderr:write("kiro-rt: bot status: ", tostring(err or (s and s.message) or "no answer"), "\n")
-    return EXIT_FAIL
+    return nil
   end
-  s.op = nil
-  if as_json then
-    io.stdout:write(require("kiro.core").json_encode(s), "\n")
-    return EXIT_OK
-  end
-  local w = function(...) io.stdout:write(string.format(...), "\n") end
+  return s
+end
+
+local function show_bot(s, w)
   w("bot      pid %d, version %s, up %.1f s", s.pid, s.version, s.uptime_ms / 1000)
   local function ms(v) return v and ("%d ms"):format(v) or "-" end
   for _, c in ipairs(s.channels) do
@@ -809,7 +804,13 @@ local function bot_status(args)
       k.draft, c.rate_limited)
     w("         mean time to typing %s, to the first text %s", ms(c.typing_avg_ms), ms(c.first_text_avg_ms))
   end
-  return EXIT_OK
+end
+
+-- kiro-rt bot status [--json]: what the running bot is doing.
+local function bot_status(args)
+  return status_command("bot status", args, "Usage: kiro-rt bot status [--json]\n\nShows the running bot's channels: "
+    .. "their state, chats,\nreplies under way, messages by outcome, calls, 429s, time to typing and to the first "
+    .. "text.\n", ask_bot, show_bot)
 end
 
 -- kiro-rt bot: the configured channels' chats, answered.
@@ -870,7 +871,7 @@ function bot_cmd(args, console_settings)
   if not console then
     local p = require("kiro.paths").paths()
     local ok, serr = core.secure_dir(p.dir)
-    if ok then sl, serr = b:serve_status(p.dir .. "/bot.sock") end
+    if ok then sl, serr = b:serve_status(p.bot_socket) end
     if not sl then core.log("warn", "kiro.bot", "no status for `kiro-rt bot status`: " .. tostring(serr)) end
   end
   local names = {}

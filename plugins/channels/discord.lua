@@ -51,6 +51,7 @@ return function(settings)
   local root = (settings.api_root or "https://discord.com/api/v10"):gsub("/+$", "")
   local ch = { name = "discord", limit = 2000, typing_ms = 10000, state = "connecting" }
   local secrets = { token }
+  local stop = kiro.napper() -- stop() cuts its naps short; stop.cut once it is called
   local buckets = {} -- route -> { remaining =, reset_at = } as the headers said
   local held = 0     -- a global 429: no call before this
   local pace = reply.pacer(GLOBAL_PER_S) -- all channels together
@@ -132,10 +133,10 @@ return function(settings)
     local ok, h = pcall(cjson.decode, hello or "")
     local interval = ok and type(h) == "table" and h.op == 10 and type(h.d) == "table"
       and tonumber(h.d.heartbeat_interval)
-    if not interval or interval < 1 or ch.stopping then
+    if not interval or interval < 1 or stop.cut then
       ch.ws = nil
       ws:release()
-      if ch.stopping then return "stop" end
+      if stop.cut then return "stop" end
       kiro.log("warn", "kiro.channel", "discord: the gateway did not say HELLO")
       return "resume"
     end
@@ -167,10 +168,10 @@ return function(settings)
       local msg, _, code = ws:receive()
       if not msg then
         local c = ws.close_code
-        outcome = ch.stopping and "stop" or FATAL[c] or NEW_SESSION[c] and "new" or "resume"
-        if code ~= "closed" and not ch.stopping then
+        outcome = stop.cut and "stop" or FATAL[c] or NEW_SESSION[c] and "new" or "resume"
+        if code ~= "closed" and not stop.cut then
           kiro.log("warn", "kiro.channel", "discord: gateway connection lost: " .. tostring(ws.close_reason))
-        elseif c and not FATAL[c] and not ch.stopping then
+        elseif c and not FATAL[c] and not stop.cut then
           kiro.log("warn", "kiro.channel", ("discord: gateway closed (%d %s)"):format(c, ws.close_reason or ""))
         end
         break
@@ -218,14 +219,14 @@ return function(settings)
   --- on_message{ chat =, user =, text =, kind = }.
   function ch.run(_, on_message)
     local state, backoff = {}, 1000
-    while not ch.stopping do
+    while not stop.cut do
       local base, err = state.session and state.resume_url, nil
       if not base then base, err = gateway_url() end
       local ws
       if base then
         ws, err = kiro.websocket.connect(with_query(base), { timeout_ms = 30000, max_bytes = 8 << 20 })
       end
-      if ch.stopping then
+      if stop.cut then
         if ws then ws:release() end
         break
       end
@@ -247,16 +248,12 @@ return function(settings)
       local pause = (ws and state.live) and 250 or backoff
       backoff = (ws and state.live) and 1000 or math.min(backoff * 2, 60000)
       if outcome == "new" then pause = math.max(pause, 1000 + math.random(4000)) end
-      ch.nap(pause)
+      stop:nap(pause)
     end
   end
 
-  local stopping = kiro.napper() -- pauses that stop() cuts short
-  function ch.nap(ms) stopping:nap(ms) end
-
   function ch.stop()
-    ch.stopping = true
-    stopping:stop()
+    stop:stop()
     if ch.ws then ch.ws:close(1000, "stopping") end
   end
 

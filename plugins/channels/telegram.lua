@@ -35,6 +35,7 @@ return function(settings)
   local poll_s = settings.poll_timeout_s or POLL_S
   local ch = { name = "telegram", limit = 4096, typing_ms = 5000, kinds = {}, state = "starting" }
   local secrets = { token }
+  local stop = kiro.napper() -- stop() cuts its naps short; stop.cut once it is called
 
   local pace = reply.pacer(GLOBAL_PER_S) -- all chats together
 
@@ -95,10 +96,10 @@ return function(settings)
   function ch.run(_, on_message)
     local offset, backoff = nil, 1000
     ch.state = "polling"
-    while not ch.stopping do
+    while not stop.cut do
       local updates, err = ch.api("getUpdates", { offset = offset, timeout = poll_s, allowed_updates = { "message" } },
         (poll_s + 15) * 1000)
-      if ch.stopping then break end
+      if stop.cut then break end
       if updates then
         ch.state = "polling"
         backoff = 1000
@@ -120,18 +121,14 @@ return function(settings)
         else
           kiro.log("warn", "kiro.channel", "telegram: getUpdates: " .. err.message)
         end
-        ch.nap(err.retry_after and err.retry_after * 1000 or backoff)
+        stop:nap(err.retry_after and err.retry_after * 1000 or backoff)
         backoff = math.min(backoff * 2, 60000)
       end
     end
   end
 
-  local stopping = kiro.napper() -- pauses that stop() cuts short
-  function ch.nap(ms) stopping:nap(ms) end
-
   function ch.stop()
-    ch.stopping = true
-    stopping:stop()
+    stop:stop()
   end
 
   return ch

@@ -1,7 +1,6 @@
 #include "http.h"
 
 #include <curl/curl.h>
-#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,13 +8,13 @@
 #include "buf.h"
 #include "list.h"
 #include "log.h"
+#include "os.h"
 
 /* libcurl is loaded when the first request is made (dlopen), not when
  * kiro-rt or kiro.so loads: a program that makes no HTTP request (kiro-rt
  * agent, most scripts) does not pay for loading it and the forty libraries
  * it brings. Its functions are reached through this table. */
 static struct {
-    void *lib;
     CURLcode (*global_init)(long);
     CURLM *(*multi_init)(void);
     CURLMcode (*multi_setopt)(CURLM *, CURLMoption, ...);
@@ -37,42 +36,25 @@ static struct {
 /* 0, or -1 with why in err. */
 static int load_curl(char *err, size_t errlen)
 {
-    static int state; /* 0: not tried, 1: loaded, -1: failed */
-    static char why[256];
-    if (state == 0) {
-        state = -1;
-        C.lib = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
-        if (!C.lib) {
-            snprintf(why, sizeof why, "HTTP needs libcurl (libcurl.so.4): %s", dlerror());
-        } else {
-            struct {
-                void **slot;
-                const char *name;
-            } syms[] = {
+    static kos_lib lib = { "libcurl.so.4", "HTTP", 0, "" };
+    static int started; /* curl_global_init: 0 not yet, 1 done, -1 failed */
+    static const kos_sym syms[] = {
 #define SYM(f) { (void **)&C.f, "curl_" #f }
-                SYM(global_init),      SYM(multi_init),          SYM(multi_setopt),
-                SYM(multi_assign),     SYM(multi_socket_action), SYM(multi_info_read),
-                SYM(multi_add_handle), SYM(multi_remove_handle), SYM(multi_cleanup),
-                SYM(easy_init),        SYM(easy_setopt),         SYM(easy_getinfo),
-                SYM(easy_cleanup),     SYM(easy_strerror),       SYM(slist_append),
-                SYM(slist_free_all),
+        SYM(global_init),         SYM(multi_init),      SYM(multi_setopt),     SYM(multi_assign),
+        SYM(multi_socket_action), SYM(multi_info_read), SYM(multi_add_handle), SYM(multi_remove_handle),
+        SYM(multi_cleanup),       SYM(easy_init),       SYM(easy_setopt),      SYM(easy_getinfo),
+        SYM(easy_cleanup),        SYM(easy_strerror),   SYM(slist_append),     SYM(slist_free_all),
 #undef SYM
-            };
-            state = 1;
-            for (size_t i = 0; i < sizeof syms / sizeof *syms && state == 1; i++)
-                if (!(*syms[i].slot = dlsym(C.lib, syms[i].name))) {
-                    snprintf(why, sizeof why, "libcurl.so.4 has no %s", syms[i].name);
-                    state = -1;
-                }
-            if (state == 1 && C.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-                snprintf(why, sizeof why, "libcurl would not start");
-                state = -1;
-            }
-        }
+    };
+    if (kos_lib_load(&lib, syms, sizeof syms / sizeof *syms, err, errlen) != 0)
+        return -1;
+    if (started == 0)
+        started = C.global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 1 : -1;
+    if (started < 0) {
+        snprintf(err, errlen, "libcurl would not start");
+        return -1;
     }
-    if (state < 0)
-        snprintf(err, errlen, "%s", why);
-    return state > 0 ? 0 : -1;
+    return 0;
 }
 
 struct khttp {

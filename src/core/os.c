@@ -2,6 +2,7 @@
 #include "os.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -274,4 +275,26 @@ void kos_sigpipe_release(kos_sigpipe *g)
             ;
     }
     pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
+int kos_lib_load(kos_lib *lib, const kos_sym *syms, size_t n, char *err, size_t errlen)
+{
+    if (lib->state == 0) {
+        lib->state = -1;
+        void *h = dlopen(lib->soname, RTLD_NOW | RTLD_LOCAL);
+        if (!h) {
+            snprintf(lib->why, sizeof lib->why, "%s needs %s: %s", lib->what, lib->soname, dlerror());
+        } else {
+            lib->state = 1;
+            for (size_t i = 0; i < n && lib->state == 1; i++)
+                if (!(*syms[i].slot = dlsym(h, syms[i].name))) {
+                    snprintf(lib->why, sizeof lib->why, "%s has no %s", lib->soname, syms[i].name);
+                    lib->state = -1;
+                }
+            /* (a library that failed stays loaded: dlclose is not worth its risks) */
+        }
+    }
+    if (lib->state < 0)
+        snprintf(err, errlen, "%s", lib->why);
+    return lib->state > 0 ? 0 : -1;
 }

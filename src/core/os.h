@@ -48,4 +48,19 @@ void kos_sigpipe_init(void);
 void kos_sigpipe_hold(kos_sigpipe *g);
 void kos_sigpipe_release(kos_sigpipe *g);
 
+/* A library loaded when first needed (dlopen), not when kiro loads: its
+ * functions reached through slots. kos_lib_load tries once: 0, or -1 with
+ * why in err (then and at every later call). `what` names what needs it
+ * ("HTTP needs libcurl ..."); a slot's name is the function's own. */
+typedef struct kos_sym {
+    void **slot;
+    const char *name;
+} kos_sym;
+typedef struct kos_lib {
+    const char *soname, *what;
+    int state; /* 0: not tried, 1: loaded, -1: failed */
+    char why[256];
+} kos_lib;
+int kos_lib_load(kos_lib *lib, const kos_sym *syms, size_t n, char *err, size_t errlen);
+
 #endif

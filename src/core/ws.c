@@ -1,7 +1,6 @@
 #include "ws.h"
 
 #include <arpa/inet.h>
-#include <dlfcn.h>
 #include <libwebsockets.h>
 #include <netdb.h>
 #include <signal.h>
@@ -12,12 +11,12 @@
 #include "buf.h"
 #include "list.h"
 #include "log.h"
+#include "os.h"
 
 /* libwebsockets is loaded when the first connection is made (dlopen), as
  * libcurl is: a program that opens no WebSocket does not pay for it. Its
  * libuv event library is a plugin libwebsockets loads itself. */
 static struct {
-    void *lib;
     struct lws_context *(*create_context)(const struct lws_context_creation_info *);
     void (*context_destroy)(struct lws_context *);
     struct lws *(*client_connect_via_info)(const struct lws_client_connect_info *);
@@ -62,48 +61,31 @@ static void lws_line(int level, const char *line)
 /* 0, or -1 with why in err. */
 static int load_lws(char *err, size_t errlen)
 {
-    static int state; /* 0: not tried, 1: loaded, -1: failed */
-    static char why[256];
-    if (state == 0) {
-        state = -1;
-        L.lib = dlopen("libwebsockets.so.17", RTLD_NOW | RTLD_LOCAL);
-        if (!L.lib) {
-            snprintf(why, sizeof why, "WebSocket needs libwebsockets (libwebsockets.so.17): %s", dlerror());
-        } else {
-            struct {
-                void **slot;
-                const char *name;
-            } syms[] = {
+    static kos_lib lib = { "libwebsockets.so.17", "WebSocket", 0, "" };
+    static const kos_sym syms[] = {
 #define SYM(f) { (void **)&L.f, "lws_" #f }
-                SYM(create_context),
-                SYM(context_destroy),
-                SYM(client_connect_via_info),
-                SYM(callback_on_writable),
-                SYM(write),
-                SYM(close_reason),
-                SYM(get_opaque_user_data),
-                SYM(set_opaque_user_data),
-                SYM(is_final_fragment),
-                SYM(remaining_packet_payload),
-                SYM(frame_is_binary),
-                SYM(set_timeout),
-                SYM(set_log_level),
-                SYM(cancel_service),
+        SYM(create_context),
+        SYM(context_destroy),
+        SYM(client_connect_via_info),
+        SYM(callback_on_writable),
+        SYM(write),
+        SYM(close_reason),
+        SYM(get_opaque_user_data),
+        SYM(set_opaque_user_data),
+        SYM(is_final_fragment),
+        SYM(remaining_packet_payload),
+        SYM(frame_is_binary),
+        SYM(set_timeout),
+        SYM(set_log_level),
+        SYM(cancel_service),
 #undef SYM
-            };
-            state = 1;
-            for (size_t i = 0; i < sizeof syms / sizeof *syms && state == 1; i++)
-                if (!(*syms[i].slot = dlsym(L.lib, syms[i].name))) {
-                    snprintf(why, sizeof why, "libwebsockets.so.17 has no %s", syms[i].name);
-                    state = -1;
-                }
-            if (state == 1)
-                L.set_log_level(LLL_ERR | LLL_WARN, lws_line);
-        }
-    }
-    if (state < 0)
-        snprintf(err, errlen, "%s", why);
-    return state > 0 ? 0 : -1;
+    };
+    int first = lib.state == 0;
+    if (kos_lib_load(&lib, syms, sizeof syms / sizeof *syms, err, errlen) != 0)
+        return -1;
+    if (first)
+        L.set_log_level(LLL_ERR | LLL_WARN, lws_line);
+    return 0;
 }
 
 struct kws {
