@@ -23,8 +23,7 @@ local function fake()
 end
 
 local function config(api, extra)
-  local path = H.tmpdir() .. "/config.lua"
-  H.write_file(path, ([[
+  return H.write_config(H.tmpdir() .. "/config.lua", ([[
 return {
   channels = { telegram = {
     token = %q, api_root = %q, poll_timeout_s = 2,
@@ -33,8 +32,6 @@ return {
   } },
 }
 ]]):format(TOKEN, api.base, extra or ""))
-  assert(os.execute("chmod 600 " .. H.q(path)))
-  return path
 end
 
 local bot = H.bot

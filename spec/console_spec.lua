@@ -56,8 +56,7 @@ seen '[reply interrupted]'; printf 'after\n'; seen 'You said: after'; printf '\0
 
   it("bot plugins: dice's own /roll, in turn with messages; assistant loads; an unknown one is named", function()
     local dir = H.tmpdir()
-    H.write_file(dir .. "/config.lua", 'return { channels = { console = { bot = "dice" } } }\n')
-    assert(os.execute("chmod 600 " .. H.q(dir .. "/config.lua")))
+    H.write_config(dir .. "/config.lua", 'return { channels = { console = { bot = "dice" } } }\n')
     local r = H.run({ H.kiro_rt, "bot", "--console", "--config", dir .. "/config.lua" }, H.sim_env(),
       "/roll 3d6\nhi\n/roll x\n/help\n")
     assert.are.equal(0, r.code, r.err)

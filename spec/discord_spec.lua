@@ -35,8 +35,7 @@ local function fake()
 end
 
 local function config(api, extra, token)
-  local path = H.tmpdir() .. "/config.lua"
-  H.write_file(path, ([[
+  return H.write_config(H.tmpdir() .. "/config.lua", ([[
 return {
   channels = { discord = {
     token = %q, api_root = %q,%s
@@ -47,8 +46,6 @@ return {
 ]]):format(token or TOKEN, api.base .. "/api/v10",
     -- (where the gateway is, or else the bot asks the API: GET /gateway/bot)
     api.ask_gateway and "" or (" gateway_url = %q,"):format(api.base:gsub("^http", "ws") .. "/gateway"), extra or ""))
-  assert(os.execute("chmod 600 " .. H.q(path)))
-  return path
 end
 
 local bot = H.bot

@@ -47,6 +47,16 @@ function H.write_file(path, data)
   f:close()
 end
 
+--- Writes a configuration file as kiro-rt wants one: private (0600).
+---@param path string
+---@param text string
+---@return string path
+function H.write_config(path, text)
+  H.write_file(path, text)
+  assert(os.execute("chmod 600 " .. H.q(path)))
+  return path
+end
+
 --- Runs fn when the running test ends, passed or failed, after those
 --- deferred before it (in reverse order). busted's own `finally` keeps one
 --- function a test: a second call would drop the first's cleanup.

@@ -31,10 +31,7 @@ return {
 ]]):format(H.sim, extra or "", tag)
 end
 
-local function write_config(path, text)
-  H.write_file(path, text)
-  assert(os.execute("chmod 600 " .. H.q(path)))
-end
+local write_config = H.write_config
 
 local function serve(path, knobs)
   local extra = { KIRO_CONFIG = path }

@@ -334,14 +334,7 @@ class Handler(fakeserver.Handler):
             c.shutdown()
 
     def read_loop(self, c):
-        parts = []
-        while True:
-            f = fakeserver.ws_read_frame(self.rfile)
-            if f is None:
-                return
-            fin, op, payload = f
-            if op == 9:
-                c.raw(10, payload)
+        for op, payload in fakeserver.ws_messages(self.rfile, lambda p: c.raw(10, p)):
             if op == 8:
                 with lock:
                     code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
@@ -352,10 +345,6 @@ class Handler(fakeserver.Handler):
                         c.raw(8, payload[:2])
                         c.closing = True
                 return
-            parts += [payload] if op < 8 else []
-            if op >= 8 or not fin:
-                continue
-            text, parts = b"".join(parts), []
             with lock:
                 t = time.monotonic()
                 c.frames = [x for x in c.frames if t - x < 60] + [t]
@@ -365,14 +354,13 @@ class Handler(fakeserver.Handler):
                     c.close(4008, "Rate limited.")
                     continue
                 try:
-                    p = json.loads(text)
+                    p = json.loads(payload)
                     op, d = p["op"], p.get("d")
                 except (ValueError, TypeError, KeyError):
                     c.close(4002, "Error while decoding payload.")
                     continue
                 log("gateway", op=op, dir="in", t_name=p.get("t"), s=p.get("s"), conn=c.n)
                 gateway_op(c, op, d, self.server.server_address[1])
-
 
 def main():
     fakeserver.serve(Handler, sys.argv[1])

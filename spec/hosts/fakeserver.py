@@ -93,6 +93,29 @@ def ws_read_frame(rfile):
     return a & 0x80, a & 0x0f, (int.from_bytes(data, "big") ^ key).to_bytes(n, "big")
 
 
+def ws_messages(rfile, pong):
+    """The client's messages, (opcode, data), fragments joined; pings
+    answered through pong(payload). A close frame comes last, as (8, its
+    payload); the end of the stream ends it without one."""
+    parts, kind = [], None
+    while True:
+        f = ws_read_frame(rfile)
+        if f is None:
+            return
+        fin, op, payload = f
+        if op == 9:
+            pong(payload)
+        elif op == 8:
+            yield 8, payload
+            return
+        elif op < 8:
+            kind = op if op else kind
+            parts.append(payload)
+            if fin:
+                yield kind, b"".join(parts)
+                parts = []
+
+
 class Server(ThreadingHTTPServer):
     request_queue_size = 128  # connections made at once all wait to be taken
     daemon_threads = True

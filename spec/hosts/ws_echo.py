@@ -19,24 +19,10 @@ class Handler(fakeserver.Handler):
         if self.path != "/echo" or not fakeserver.ws_upgrade(self):
             return
         send = self.connection.sendall
-        parts = []
-        while True:
-            f = fakeserver.ws_read_frame(self.rfile)
-            if f is None:
+        for kind, data in fakeserver.ws_messages(self.rfile, lambda p: send(fakeserver.ws_frame(10, p))):
+            if kind == 8:  # close: answered with its code
+                send(fakeserver.ws_frame(8, data[:2]))
                 return
-            fin, op, payload = f
-            if op == 8:  # close: answered with its code
-                send(fakeserver.ws_frame(8, payload[:2]))
-                return
-            if op == 9:
-                send(fakeserver.ws_frame(10, payload))
-            if op >= 8:
-                continue
-            parts.append((op, payload))
-            if not fin:
-                continue
-            kind, data = parts[0][0], b"".join(p for _, p in parts)
-            parts = []
             words = data.split(b" ", 2) if kind == 1 else [b""]
             if words[0] == b"frag":
                 n = words[1]
@@ -52,7 +38,6 @@ class Handler(fakeserver.Handler):
                 return
             elif words[0] != b"silent":
                 send(fakeserver.ws_frame(kind, data))
-
 
 if __name__ == "__main__":
     tls = tuple(sys.argv[3:5]) if len(sys.argv) > 4 and sys.argv[2] == "--tls" else None
