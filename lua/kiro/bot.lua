@@ -44,10 +44,13 @@ local function metrics()
     message = function(ch, outcome) m.add(m.at(messages, ch, outcome)) end,
     -- A channel's figures, for status.
     figures = function(ch)
-      local function n(f, ...) return m.at(f, ...).value end
+      local function n(f, ...)
+        local s = m.find(f, ...)
+        return s and s.value or 0
+      end
       local function avg_ms(f)
-        local s = m.at(f, ch)
-        return s.count > 0 and math.floor(s.sum / s.count * 1000 + 0.5) or nil
+        local s = m.find(f, ch)
+        return s and s.count > 0 and math.floor(s.sum / s.count * 1000 + 0.5) or nil
       end
       return {
         messages = { answered = n(messages, ch, "answered"), failed = n(messages, ch, "failed"),

@@ -57,6 +57,20 @@ function metrics.at(f, ...)
   return s
 end
 
+--- The series of family f for these label values, or nil when none has
+--- been made (a reader's lookup: it makes none).
+---@param f table a family
+---@param ... string the label values, in the family's order
+---@return table|nil series
+function metrics.find(f, ...)
+  local node, n = f.index, select("#", ...)
+  for i = 1, n - 1 do
+    node = node[(select(i, ...))]
+    if not node then return nil end
+  end
+  return node[n > 0 and select(n, ...) or true]
+end
+
 --- metrics.at for two label values, with no vararg: plain lookups once
 --- the series exists (per-request paths use it).
 ---@param f table a family with two labels
