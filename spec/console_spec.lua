@@ -17,6 +17,8 @@ describe("console", function()
 
   it("agent on a terminal: Ctrl-C stops the reply under way, the conversation goes on, Ctrl-D ends it", function()
     -- A terminal of its own (script(1) gives the agent a pseudo-terminal).
+    -- script runs `$SHELL -c`: "exec" makes the agent that shell, else a
+    -- waiting dash (CI's shell, with no SHELL set) dies of the Ctrl-C itself.
     -- Each key is typed once the screen shows what it answers: Ctrl-C once
     -- the reply is under way (300 ms a word, 20 words), "after" once the
     -- reply says it was interrupted, Ctrl-D once "after" is answered. The
@@ -32,8 +34,8 @@ seen '[reply interrupted]'; printf 'after\n'; seen 'You said: after'; printf '\0
     local env = H.sim_env { KIRO_SIM_CHUNK_DELAY_MS = "300", KIRO_USE_DAEMON = "true" }
     local r = H.run({ "sh", "-c", ("cd %s && mkfifo in && : >out && { sh feed.sh >in & feed=$!; "
       .. "script -qec %s /dev/null <in >out; rc=$?; kill $feed; cat out; exit $rc; }"):format(
-      H.q(dir), H.q(H.kiro_rt .. " agent")) }, env)
-    assert.are.equal(0, r.code, r.err)
+      H.q(dir), H.q("exec " .. H.kiro_rt .. " agent")) }, env)
+    assert.are.equal(0, r.code, r.err .. r.out)
     local out = r.out:gsub("\r", "")
     assert.matches("You said: w1 w2", out, 1, true)
     assert.is_nil(out:find("You said: [^\n]*w20"), out) -- stopped before its end (the terminal echoes the line)
