@@ -2,8 +2,9 @@
 -- the real ones' limits and error shapes (spec/hosts/discord_fake.py):
 -- replies streamed in 2000-character parts without a 429, retry_after
 -- obeyed, a gateway connection dropped mid-reply and resumed with nothing
--- lost, twenty channels at once, strangers ignored, a refused token named,
--- the token never in a log.
+-- lost (after a drop, the gateway's closes, its RECONNECT and INVALID
+-- SESSION, and heartbeats left unacknowledged), twenty channels at once,
+-- strangers ignored, a refused token named, the token never in a log.
 local H = require "helper"
 local cjson = require "cjson"
 
@@ -166,6 +167,71 @@ describe("kiro-rt bot (Discord)", function()
       assert.are.equal(1, api.get("state").resumes)
       stop(b)
     end)
+
+  it("the gateway's requests: RECONNECT (op 7) and a resumable INVALID SESSION (op 9) resume at "
+    .. "resume_gateway_url; an unresumable one starts a new session after 1 to 5 s", function()
+    local api = fake()
+    local b = bot(config(api), { KIRO_LOG = "info" })
+    local said = {}
+    -- A message answered (in whichever session is now the latest).
+    local function answered(text)
+      said[#said + 1] = "You said: " .. text
+      api.say("9001", "42", text)
+      assert(H.wait_for(function() return #select(2, api.chat("9001")) == #said end, 20000), "no answer to " .. text)
+    end
+    -- The paths of the gateway connections, in order.
+    local function paths()
+      local p = {}
+      for _, c in ipairs(api.get("calls")) do
+        if c.kind == "gateway" and c.event == "connect" then p[#p + 1] = c.path end
+      end
+      return p
+    end
+    answered("one")
+    api.post("op", { op = 7 })
+    assert(H.wait_for(function() return api.get("state").resumes == 1 end, 20000), "no RESUME after op 7")
+    answered("two")
+    api.post("op", { op = 9, d = true })
+    assert(H.wait_for(function() return api.get("state").resumes == 2 end, 20000), "no RESUME after op 9 (true)")
+    answered("three")
+    assert.are.same({ "/gateway", "/resume", "/resume" }, paths())
+    api.post("op", { op = 9, d = false })
+    local sent = api.get("calls")
+    sent = sent[#sent].t
+    assert(H.wait_for(function() return api.get("state").identifies == 2 end, 20000), "no new session after op 9")
+    local identify
+    for _, c in ipairs(api.get("calls")) do
+      if c.kind == "gateway" and c.op == 2 and c.dir == "in" then identify = c.t end
+    end
+    assert.is_true(identify - sent >= 1000, ("IDENTIFY %.0f ms after op 9"):format(identify - sent))
+    answered("four")
+    local state = api.get("state")
+    assert.are.same({ 2, 2, 2 }, { state.identifies, state.resumes, state.sessions })
+    assert.are.same({ "/gateway", "/resume", "/resume", "/gateway" }, paths()) -- a new session: the gateway again
+    local msgs = select(2, api.chat("9001"))
+    for i, m in ipairs(msgs) do msgs[i] = m.content end
+    assert.are.same(said, msgs)
+    stop(b)
+  end)
+
+  it("a connection whose heartbeats go unacknowledged is left for a resumed one", function()
+    local api = fake()
+    local b = bot(config(api), { KIRO_LOG = "info" })
+    api.say("9001", "42", "one")
+    assert(H.wait_for(function() return #select(2, api.chat("9001")) == 1 end, 20000), "no first answer")
+    api.post("mute", {})
+    assert(H.wait_for(function() return api.get("state").resumes == 1 end, 20000), "no RESUME")
+    api.say("9001", "42", "two")
+    local msgs
+    assert(H.wait_for(function()
+      msgs = select(2, api.chat("9001"))
+      return #msgs == 2
+    end, 20000), "no answer after the RESUME")
+    assert.are.same({ "You said: one", "You said: two" }, { msgs[1].content, msgs[2].content })
+    local state = api.get("state")
+    assert.are.same({ 1, 1, 2 }, { state.identifies, state.sessions, state.connections })
+    assert.matches("discord: the gateway stopped answering heartbeats: reconnecting", stop(b), 1, true)
+  end)
 
   it("obeys a retry_after of 5 s mid-reply: nothing to that channel until it passes, and the text is whole",
     function()

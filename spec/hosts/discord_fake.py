@@ -7,7 +7,9 @@ minute (4008), MESSAGE_CONTENT; REST buckets (5 per 5 s a route and channel)
 and their headers, 50 requests a second in all, 2000 code points, empty
 messages, 401. A client closing with 1000 or 1001 ends its session.
 
-Gateway: GET /gateway with Upgrade: websocket (a query string is ignored).
+Gateway: GET /gateway with Upgrade: websocket (a query string is ignored);
+READY's resume_gateway_url is GET /resume, the same gateway under another
+path, so the specs see where a client resumed.
 REST, with "Authorization: Bot TOKEN":
   POST  /api/v10/channels/<channel>/messages            {"content":}
   PATCH /api/v10/channels/<channel>/messages/<message>  {"content":}
@@ -19,10 +21,14 @@ Control (for the specs):
                         and its creates and edits stay held that long
   POST /control/drop    cuts the gateway connections without a close frame (still resumable)
   POST /control/close {"code":}  closes them with that close code
+  POST /control/mute   they stop acknowledging heartbeats (and go on otherwise)
+  POST /control/op {"op": 7}      sends RECONNECT on them
+  POST /control/op {"op": 9, "d":}  sends INVALID SESSION on them; with "d": false their
+                        sessions end first (a RESUME of one gets op 9 again)
   GET  /control/calls   every event: {"t": ms, "kind": "rest", "method":, "route":, "channel":,
                         "message":, "content":, "status":}; {"t":, "kind": "gateway", "op":, "dir":,
                         "t_name":, "s":, "conn":}; {"t":, "kind": "gateway", "event": "connect" |
-                        "disconnect" | "close" (with "code" and "dir"), "conn":}
+                        "disconnect" | "close" (with "code" and "dir"), "conn":} ("connect" with "path")
   GET  /control/messages  every message the bot created: {"id":, "channel":, "content":, "edits":}
   GET  /control/state   {"connections":, "open":, "identifies":, "resumes":, "sessions":, "r429":}
                         (identifies and resumes: those received, right or wrong)
@@ -82,6 +88,7 @@ class Conn:
         self.open, self.closing = True, False  # closing: nothing more is sent
         self.deadline = time.monotonic() + 2 * HEARTBEAT_MS / 1000
         self.frames = []  # times of the last minute's client frames
+        self.mute = False  # heartbeats go unacknowledged (a zombie connection)
 
     def raw(self, opcode, payload):
         with self.send_lock:
@@ -139,7 +146,7 @@ def gateway_op(c, op, d, port):
     if op == 1:
         c.deadline = time.monotonic() + 2 * HEARTBEAT_MS / 1000
         lock.notify_all()
-        return c.send({"op": 11, "d": None, "s": None, "t": None})
+        return None if c.mute else c.send({"op": 11, "d": None, "s": None, "t": None})
     if op not in (2, 6):  # presence, voice state, guild members: nothing to do
         return None if c.session else c.close(4003, "Not authenticated.")
     state["identifies" if op == 2 else "resumes"] += 1
@@ -157,7 +164,7 @@ def gateway_op(c, op, d, port):
         s = {"id": os.urandom(16).hex(), "seq": 0, "events": [], "conn": c, "intents": intents}
         sessions[s["id"]] = c.session = latest = s
         return dispatch(s, "READY", {"v": 10, "session_id": s["id"], "user": BOT,
-                                     "resume_gateway_url": "ws://127.0.0.1:%d/gateway" % port})
+                                     "resume_gateway_url": "ws://127.0.0.1:%d/resume" % port})
     s = sessions.get(d.get("session_id"))
     if not s:
         return c.send({"op": 9, "d": False, "s": None, "t": None})
@@ -173,8 +180,8 @@ def gateway_op(c, op, d, port):
 class Handler(fakeserver.Handler):
     def do_GET(self):
         path = self.path.split("?")[0].rstrip("/")
-        if path == "/gateway":
-            return self.gateway()
+        if path in ("/gateway", "/resume"):
+            return self.gateway(path)
         if path == "/api/v10/gateway/bot":  # where to connect (a bot asks when not told)
             if self.headers.get("Authorization") != "Bot " + TOKEN:
                 return self.send_json(401, {"message": "401: Unauthorized", "code": 0})
@@ -220,6 +227,15 @@ class Handler(fakeserver.Handler):
                 return self.send_json(200, {"ok": True, "seq": dispatch(latest, "MESSAGE_CREATE", d)})
             if what == "inject":
                 inject[str(body["channel_id"])] = float(body["retry_after"])
+            elif what == "mute":
+                for c in conns:
+                    c.mute = True
+            elif what == "op":
+                for c in conns:
+                    if body["op"] == 9 and not body.get("d") and c.session:
+                        sessions.pop(c.session["id"], None)
+                        c.session = None
+                    c.send({"op": int(body["op"]), "d": body.get("d"), "s": None, "t": None})
             elif what in ("drop", "close"):
                 victims = list(conns)
                 for c in victims:
@@ -309,7 +325,7 @@ class Handler(fakeserver.Handler):
         return self.send_json(200, {"id": msg["id"], "channel_id": channel, "content": text, "author": BOT,
                                     "edited_timestamp": edited}, h)
 
-    def gateway(self):
+    def gateway(self, path):
         if not fakeserver.ws_upgrade(self):
             return
         # A send to a client that reads nothing for 5 s fails, rather than hold the lock for ever.
@@ -318,7 +334,7 @@ class Handler(fakeserver.Handler):
             state["connections"] += 1
             c = Conn(state["connections"], self.connection)
             conns.append(c)
-            log("gateway", event="connect", conn=c.n)
+            log("gateway", event="connect", conn=c.n, path=path)
             c.send({"op": 10, "d": {"heartbeat_interval": HEARTBEAT_MS}, "s": None, "t": None})
         threading.Thread(target=watchdog, args=(c,), daemon=True).start()
         try:
