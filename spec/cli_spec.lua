@@ -87,7 +87,9 @@ describe("kiro-rt agent", function()
   end)
 
   it("rejects bad usage with exit status 2 and a clear message", function()
-    local env = H.sim_env()
+    local env = H.sim_env { XDG_CONFIG_HOME = H.tmpdir() } -- (no configuration file of the user's)
+    local script = H.tmpdir() .. "/ok.lua"
+    H.write_file(script, "return 0\n")
     local cases = {
       { { "agent", "-m" }, "needs a value" },
       { { "agent", "--mode", "turbo", "-m", "x" }, "auto, daemon or oneshot" },
@@ -110,6 +112,10 @@ describe("kiro-rt agent", function()
       { { "frobnicate" }, "unknown command 'frobnicate'" },
       { { "run" }, "which script" },
       { { "run", "/nonexistent.lua" }, "cannot open" },
+      { { "run", "--watch", script }, "%-%-watch needs a configuration file" },
+      { { "bot", "--watch" }, "%-%-watch needs a configuration file" },
+      { { "bot" }, "no channels configured" },
+      { { "bot", "--stop-grace-ms" }, "whole number" },
     }
     for _, c in ipairs(cases) do
       local argv = { H.kiro_rt }

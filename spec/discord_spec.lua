@@ -284,6 +284,58 @@ describe("kiro-rt bot (Discord)", function()
     assert.matches("user 666 in chat 9200 is not in allowed_users or allowed_chats: ignored", err, 1, true)
   end)
 
+  it("follows its file (--watch): a channel added starts, one whose address changed starts anew, one removed "
+    .. "stops; the others go on as they were", function()
+    local TG = "123456:TEST-token_abcdefghijklmnopqrstuvwxyz"
+    local tg1 = H.fake_control("http://127.0.0.1:" .. H.fake_host("telegram_fake", { TG }))
+    local tg2 = H.fake_control("http://127.0.0.1:" .. H.fake_host("telegram_fake", { TG }))
+    local api = fake()
+    local path = H.tmpdir() .. "/config.lua"
+    local function write(telegram_at, with_discord)
+      H.write_config(path, ([[
+return { channels = {
+  telegram = { token = %q, api_root = %q, poll_timeout_s = 1, allowed_users = { 42 } },%s
+} }
+]]):format(TG, telegram_at.base, with_discord and ([[
+
+  discord = { token = %q, api_root = %q, gateway_url = %q, allowed_users = { "42" } },]]):format(
+        TOKEN, api.base .. "/api/v10", api.base:gsub("^http", "ws") .. "/gateway") or ""))
+    end
+    -- A Telegram message answered there.
+    local function answered(tg, text)
+      tg.post("update", { chat_id = 42, user_id = 42, text = text })
+      assert(H.wait_for(function()
+        for _, m in ipairs(tg.get("messages")) do if m.text == "You said: " .. text then return true end end
+      end, 20000), "no answer to " .. text)
+    end
+    write(tg1, false)
+    local b = bot(path, { KIRO_LOG = "info" }, { "--watch" })
+    answered(tg1, "one")
+    write(tg1, true) -- Discord added
+    api.say("9001", "42", "two")
+    assert(H.wait_for(function() return #select(2, api.chat("9001")) == 1 end, 20000), "Discord: no answer")
+    write(tg2, true) -- Telegram elsewhere: the one polling tg1 ends, one polls tg2
+    answered(tg2, "three")
+    tg1.post("update", { chat_id = 42, user_id = 42, text = "nobody polls here now" })
+    write(tg2, false) -- Discord removed: its session ends (1000)
+    assert(H.wait_for(function() return not api.get("state").open end, 20000), "Discord's connection stays")
+    answered(tg2, "four")
+    local st = H.run({ H.kiro_rt, "bot", "status", "--json" }, b.env)
+    assert.are.equal(0, st.code, st.err)
+    st = cjson.decode(st.out)
+    assert.are.same({ 1, "telegram", "polling" }, { #st.channels, st.channels[1].name, st.channels[1].state })
+    local log = stop(b)
+    assert.is_nil(log:find(TG, 1, true), "the Telegram token is in the log")
+    local state = api.get("state")
+    assert.are.same({ 1, 0, 1 }, { state.identifies, state.resumes, state.connections }) -- never restarted
+    assert.are.same({ "You said: two" }, { select(2, api.chat("9001"))[1].content })
+    local texts = {}
+    for _, m in ipairs(tg1.get("messages")) do texts[#texts + 1] = m.text end
+    assert.are.same({ "You said: one" }, texts) -- what came to tg1 after the change went unread
+    assert.matches("telegram: its connection changed: starting it anew", log, 1, true)
+    assert.matches("discord: no longer configured: stopping", log, 1, true)
+  end)
+
   it("a token the gateway refuses (4004) stops the channel with the reason, and the token is not logged", function()
     local api = fake()
     local wrong = TOKEN:gsub("secret", "wrong!")

@@ -244,10 +244,10 @@ local Bot = {}
 Bot.__index = Bot
 
 --- A message from a channel.
----@param ch table the channel
----@param settings table its settings
+---@param entry table the channel's entry (Bot.channels): ch, settings, persona
 ---@param m table { chat =, user =, text =, kind = }
-function Bot:on_message(ch, settings, m)
+function Bot:on_message(entry, m)
+  local ch, settings = entry.ch, entry.settings
   if not (ch.always_allowed or listed(settings.allowed_users, m.user) or listed(settings.allowed_chats, m.chat)) then
     local key = ch.name .. ":" .. tostring(m.user) .. ":" .. tostring(m.chat)
     metrics().message(ch.name, "ignored")
@@ -266,7 +266,7 @@ function Bot:on_message(ch, settings, m)
                        bot = self }, Chat)
     chats[m.chat] = c
   end
-  c.settings, c.persona = settings, self.channels[ch.name] and self.channels[ch.name].persona
+  c.channel, c.settings, c.persona = ch, settings, entry.persona -- (a reload's, from this message on)
   if m.text:match("^/stop%f[%A]") then -- at once, not after the reply it stops
     local answer = c:command(m.text)
     if answer then kiro.spawn(function() c:say(answer) end) end -- (the channel's reader goes on meanwhile)
@@ -310,6 +310,52 @@ function bot.persona(name, dir)
   return p
 end
 
+-- A channel's entry, made from its plugin (not yet running): { name =,
+-- ch =, settings =, persona = }, or nil and a message.
+local function channel(name, settings, dir)
+  local file, err = plugins.find("channels", name, dir and { dir .. "/channels" })
+  if not file then return nil, err end
+  local make, lerr = plugins.load(file)
+  if lerr then return nil, ("channels.%s: %s"):format(name, lerr) end
+  local persona, perr = bot.persona(settings.bot, dir)
+  if perr then return nil, ("channels.%s.bot: %s"):format(name, perr) end
+  local ok, ch = pcall(make, settings)
+  if not ok then return nil, ("channels.%s: %s"):format(name, tostring(ch)) end
+  ch.name = ch.name or name
+  return { name = name, ch = ch, settings = settings, persona = persona }
+end
+
+--- Runs a channel's entry, once the one it replaces has ended: its
+--- messages go to the bot until it stops. The bot has ended once no
+--- channel runs or waits to.
+---@param c table the entry: name, ch, settings, persona
+---@param after? table the ended event of the entry it replaces
+function Bot:launch(c, after)
+  self.channels[c.name] = c
+  self.chats[c.ch.name] = self.chats[c.ch.name] or {}
+  self.running = self.running + 1
+  c.done, c.waiting = kiro.event(), after ~= nil
+  kiro.spawn(function()
+    if after then after:wait() end
+    c.waiting = false
+    if not c.stopped then
+      c.ch:run(function(m)
+        local ok, err = pcall(self.on_message, self, c, m)
+        if not ok then kiro.log("error", "kiro.bot", ("%s: a message could not be taken: %s"):format(c.name, err)) end
+      end)
+    end
+    c.done:set()
+    self.running = self.running - 1
+    if self.running == 0 then self.ended:set() end
+  end)
+end
+
+-- Stops a channel's entry: no more messages; its replies under way finish.
+local function halt(c)
+  c.stopped = true
+  c.ch:stop()
+end
+
 --- Starts the channels a configuration names (channels = { NAME = settings }):
 --- each a plugin of plugins/channels. Returns the bot, or nil and a message.
 ---@param channels table
@@ -317,33 +363,15 @@ end
 ---@return table|nil bot, string? message
 function bot.start(channels, dir)
   metrics() -- (the replies' observer, from the first)
-  local b = setmetatable({ channels = {}, chats = {}, ignored = {}, messages = 0, dir = dir, started = kiro.now() },
-    Bot)
+  local b = setmetatable({ channels = {}, chats = {}, ignored = {}, messages = 0, dir = dir, started = kiro.now(),
+                           running = 0, ended = kiro.event() }, Bot)
+  local made = {}
   for name, settings in pairs(channels) do
-    local file, err = plugins.find("channels", name, dir and { dir .. "/channels" })
-    if not file then return nil, err end
-    local make, lerr = plugins.load(file)
-    if lerr then return nil, ("channels.%s: %s"):format(name, lerr) end
-    local ok, ch = pcall(make, settings)
-    if not ok then return nil, ("channels.%s: %s"):format(name, tostring(ch)) end
-    ch.name = ch.name or name
-    local persona, perr = bot.persona(settings.bot, dir)
-    if perr then return nil, ("channels.%s.bot: %s"):format(name, perr) end
-    b.channels[name], b.chats[name] = { ch = ch, settings = settings, persona = persona }, {}
+    local c, err = channel(name, settings, dir)
+    if not c then return nil, err end
+    made[#made + 1] = c
   end
-  b.running = 0
-  b.ended = kiro.event()
-  for name, c in pairs(b.channels) do
-    b.running = b.running + 1
-    kiro.spawn(function()
-      c.ch:run(function(m)
-        local ok, err = pcall(b.on_message, b, c.ch, b.channels[name].settings, m)
-        if not ok then kiro.log("error", "kiro.bot", ("%s: a message could not be taken: %s"):format(name, err)) end
-      end)
-      b.running = b.running - 1
-      if b.running == 0 then b.ended:set() end
-    end)
-  end
+  for _, c in ipairs(made) do b:launch(c) end
   return b
 end
 
@@ -362,23 +390,66 @@ function Bot:cancel_replies()
   return n
 end
 
---- New settings for the channels already running (a reload): who may talk,
---- how replies stream. (A new token or a new channel needs a restart.)
+-- The settings a running channel takes as they change (kiro.bot's own);
+-- a change in any other (its token, where its service is) makes a new one.
+local LIVE = { allowed_users = true, allowed_chats = true, stream_mode = true, draft_update_interval_ms = true,
+               backend = true, model = true, template = true, system = true, on_busy = true, bot = true }
+
+local function reconnects(before, after)
+  for k, v in pairs(before) do
+    if not LIVE[k] and v ~= after[k] then return true end
+  end
+  for k, v in pairs(after) do
+    if not LIVE[k] and v ~= before[k] then return true end
+  end
+  return false
+end
+
+--- A reload's channels: a channel no longer named stops (its replies
+--- under way finish); a new one starts; one whose connection changed (its
+--- token, api_root, ...) is stopped and started anew once the old one has
+--- ended (two pollers on one token would fight); the others take their new
+--- settings (who may talk, how replies stream, the model, the bot plugin)
+--- from their next message on. What will not load is logged, and what
+--- runs stays as it was.
 ---@param channels table
 function Bot:configure(channels)
+  if self.stopped then return end
+  if not next(channels) then
+    kiro.log("error", "kiro.bot", "the configuration names no channel now: the channels running stay")
+    return
+  end
   for name, c in pairs(self.channels) do
-    if channels[name] then
-      c.settings = channels[name]
-      local persona, err = bot.persona(c.settings.bot, self.dir)
+    if not channels[name] then
+      kiro.log("info", "kiro.bot", name .. ": no longer configured: stopping (replies under way finish)")
+      self.channels[name] = nil
+      halt(c)
+    end
+  end
+  for name, settings in pairs(channels) do
+    local c = self.channels[name]
+    if c and not reconnects(c.settings, settings) then
+      local persona, err = bot.persona(settings.bot, self.dir)
       if err then kiro.log("error", "kiro.bot", ("channels.%s.bot: %s (the one in use stays)"):format(name, err))
       else c.persona = persona end
+      c.settings = settings
+    else
+      local new, err = channel(name, settings, self.dir)
+      if not new then
+        kiro.log("error", "kiro.bot", err .. (c and " (the one running stays)" or " (not started)"))
+      else
+        kiro.log("info", "kiro.bot", name .. (c and ": its connection changed: starting it anew" or ": starting"))
+        if c then halt(c) end
+        self:launch(new, c and c.done)
+      end
     end
   end
 end
 
 --- Stops taking messages; replies under way finish.
 function Bot:stop()
-  for _, c in pairs(self.channels) do c.ch:stop() end
+  self.stopped = true
+  for _, c in pairs(self.channels) do halt(c) end
 end
 
 --- Waits until no reply is under way, ms at the most.
@@ -407,10 +478,11 @@ function Bot:status()
   for name in pairs(self.channels) do names[#names + 1] = name end
   table.sort(names)
   for _, name in ipairs(names) do
-    local ch = self.channels[name].ch
+    local entry = self.channels[name]
+    local ch = entry.ch
     local st = metrics().figures(ch.name)
-    st.name, st.state, st.chats, st.replying = ch.name, ch.state or "running", 0, 0
-    for _, c in pairs(self.chats[name]) do
+    st.name, st.state, st.chats, st.replying = ch.name, entry.waiting and "starting" or ch.state or "running", 0, 0
+    for _, c in pairs(self.chats[ch.name]) do
       st.chats = st.chats + 1
       if c.working then st.replying = st.replying + 1 end
     end

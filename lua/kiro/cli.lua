@@ -749,7 +749,7 @@ local function stop(args)
 end
 
 local BOT_USAGE = [[
-Usage: kiro-rt bot [--config FILE] [--stop-grace-ms N] [--metrics-listen [HOST:]PORT]
+Usage: kiro-rt bot [--config FILE] [--watch] [--stop-grace-ms N] [--metrics-listen [HOST:]PORT]
        kiro-rt bot --console [--config FILE]
        kiro-rt bot status [--json]
 
@@ -769,8 +769,10 @@ shows the same for the running bot, and each channel's state.
 reply streams in; Ctrl-C stops a reply, Ctrl-D ends the console (channels
 = { console = { system = ... } } in the file sets it up).
 
-SIGHUP reads the configuration file again (who may talk, how replies
-stream, the runtime's options); SIGINT and SIGTERM stop taking messages,
+SIGHUP reads the configuration file again (with --watch, so does a change
+to it): who may talk, how replies stream and the runtime's options change
+from the next message on; a channel added starts, one removed stops, one
+whose token or address changed starts anew. SIGINT and SIGTERM stop taking messages,
 let the replies under way finish (within --stop-grace-ms, default 10000:
 those left are ended with a marker) and exit.
 ]]
@@ -816,7 +818,7 @@ end
 -- kiro-rt bot: the configured channels' chats, answered.
 function bot_cmd(args, console_settings)
   if args[1] == "status" then return bot_status(table.move(args, 2, #args, 1, {})) end
-  local named, grace, i, metrics_listen = nil, 10000, 1, nil
+  local named, grace, i, metrics_listen, watch = nil, 10000, 1, nil, false
   local console = console_settings ~= nil
   while args[i] do
     local a = args[i]
@@ -831,6 +833,8 @@ function bot_cmd(args, console_settings)
       grace, i = v, i + 2
     elseif a == "--console" then
       console, i = true, i + 1
+    elseif a == "--watch" then
+      watch, i = true, i + 1
     elseif a == "--metrics-listen" then
       if not args[i + 1] then return usage_error("bot: --metrics-listen needs [HOST:]PORT") end
       metrics_listen, i = args[i + 1], i + 2
@@ -840,6 +844,9 @@ function bot_cmd(args, console_settings)
   end
   local conf, cerr = use_config(named)
   if cerr then return usage_error(cerr) end
+  if watch and not conf then
+    return usage_error("bot: --watch needs a configuration file (--config FILE, $KIRO_CONFIG, ...)")
+  end
   local channels = conf and conf.channels or {}
   if console then -- this terminal, alone: the configuration's console settings, if any
     channels = { console = console_settings or channels.console or {} }
@@ -878,16 +885,30 @@ function bot_cmd(args, console_settings)
   for name in pairs(channels) do names[#names + 1] = name end
   table.sort(names)
   core.log("info", "kiro.bot", "answering on " .. table.concat(names, ", "))
+  local function reloaded(new)
+    if not console then b:configure(new.channels) end
+  end
   core.handle_hup(function()
     local new = conf and require("kiro.configfile").reload(conf.path)
-    if new and not console then b:configure(new.channels) end
+    if new then reloaded(new) end
   end)
+  local watching
+  if watch then
+    local werr
+    watching, werr = require("kiro.configfile").watch(conf.path, conf.files, reloaded)
+    if not watching then core.log("warn", "kiro.bot", "cannot watch " .. conf.path .. ": " .. werr) end
+  end
+  -- What listens or watches goes once the replies are out.
+  local function close()
+    if ml then ml:close() end
+    if sl then sl:close() end
+    if watching then watching.stop() end
+  end
   -- Every channel ended (a console's input did): the replies finish, then so does the bot.
   kiro.spawn(function()
     b.ended:wait()
     b:idle(math.maxinteger // 2)
-    if ml then ml:close() end
-    if sl then sl:close() end
+    close()
     kiro.shutdown()
   end)
   local signalled
@@ -899,8 +920,7 @@ function bot_cmd(args, console_settings)
     b:stop()
     kiro.spawn(function()
       b:idle(grace)
-      if ml then ml:close() end
-      if sl then sl:close() end
+      close()
       kiro.shutdown() -- what is left ends (the long polls too)
     end)
     return true -- (the runtime goes on until then)

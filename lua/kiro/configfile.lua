@@ -262,12 +262,14 @@ configfile.DEBOUNCE_MS = 200
 --- Reloads the file whenever it or a policy plugin it loaded changes (the
 --- directories are watched, so an editor's write-and-rename counts; changes
 --- close together count once). `files`: the plugins the file in use
---- loaded. Returns a watch (watch.stop()), or nil and a message.
+--- loaded; `on_reload(conf)` is called after each reload that took.
+--- Returns a watch (watch.stop()), or nil and a message.
 ---@param path string
 ---@param files? string[]
+---@param on_reload? fun(conf: table)
 ---@return table|nil watch
 ---@return string? message
-function configfile.watch(path, files)
+function configfile.watch(path, files, on_reload)
   local timer
   local watches = {} -- by file
   local ctx = {}
@@ -295,7 +297,8 @@ function configfile.watch(path, files)
     if timer then timer:stop() end
     timer = core.timer(configfile.DEBOUNCE_MS, function()
       timer = nil
-      configfile.reload(path) -- (which arms the plugins' watches anew)
+      local conf = configfile.reload(path) -- (which arms the plugins' watches anew)
+      if conf and on_reload then on_reload(conf) end
     end)
   end
   local w, err = core.watch(path, ctx)
