@@ -32,6 +32,35 @@ local function fake()
     end, 15000), "the bot never identified")
     return r
   end
+  -- A message from user 42 in channel 9001, answered (in whichever session
+  -- is the latest): the texts of that channel's messages so far.
+  function api.answered(text)
+    local before = #select(2, api.chat("9001"))
+    api.say("9001", "42", text)
+    local msgs
+    assert(H.wait_for(function()
+      msgs = select(2, api.chat("9001"))
+      return #msgs > before
+    end, 20000), "no answer to " .. text)
+    for i, m in ipairs(msgs) do msgs[i] = m.content end
+    return msgs
+  end
+  -- Posts what ends the session (a close, an INVALID SESSION), then waits
+  -- for the bot's new session: its IDENTIFY no sooner than 1 s after (as
+  -- Discord asks: 1 to 5 s).
+  function api.new_session_after(what, body)
+    local before = api.get("state").identifies
+    api.post(what, body)
+    local sent = api.get("calls")
+    sent = sent[#sent].t
+    assert(H.wait_for(function() return api.get("state").identifies == before + 1 end, 20000),
+      "no new session after " .. what)
+    local identify
+    for _, c in ipairs(api.get("calls")) do
+      if c.kind == "gateway" and c.op == 2 and c.dir == "in" then identify = c.t end
+    end
+    assert.is_true(identify - sent >= 1000, ("IDENTIFY %.0f ms after %s"):format(identify - sent, what))
+  end
   return api
 end
 
@@ -140,30 +169,13 @@ describe("kiro-rt bot (Discord)", function()
     function()
       local api = fake()
       local b = bot(config(api), { KIRO_LOG = "info" })
-      api.say("9001", "42", "one")
-      assert(H.wait_for(function() return #select(2, api.chat("9001")) == 1 end, 20000), "no first answer")
+      api.answered("one")
       api.post("close", { code = 4000 })
-      api.say("9001", "42", "two") -- (stored for the session: RESUME replays it)
-      assert(H.wait_for(function() return #select(2, api.chat("9001")) == 2 end, 20000), "nothing after 4000")
+      api.answered("two") -- (sent before RESUME, stored for the session: RESUME replays it)
       local state = api.get("state")
       assert.are.same({ 1, 1 }, { state.identifies, state.resumes })
-      api.post("close", { code = 4009 })
-      local closed = api.get("calls")
-      closed = closed[#closed].t
-      assert(H.wait_for(function() return api.get("state").identifies == 2 end, 20000), "no new session")
-      local identify
-      for _, c in ipairs(api.get("calls")) do
-        if c.kind == "gateway" and c.op == 2 and c.dir == "in" then identify = c.t end
-      end
-      assert.is_true(identify - closed >= 1000, ("IDENTIFY %.0f ms after 4009"):format(identify - closed))
-      api.say("9001", "42", "three")
-      local msgs
-      assert(H.wait_for(function()
-        msgs = select(2, api.chat("9001"))
-        return #msgs == 3
-      end, 20000), "nothing in the new session")
-      assert.are.same({ "You said: one", "You said: two", "You said: three" },
-        { msgs[1].content, msgs[2].content, msgs[3].content })
+      api.new_session_after("close", { code = 4009 })
+      assert.are.same({ "You said: one", "You said: two", "You said: three" }, api.answered("three"))
       assert.are.equal(1, api.get("state").resumes)
       stop(b)
     end)
@@ -172,13 +184,6 @@ describe("kiro-rt bot (Discord)", function()
     .. "resume_gateway_url; an unresumable one starts a new session after 1 to 5 s", function()
     local api = fake()
     local b = bot(config(api), { KIRO_LOG = "info" })
-    local said = {}
-    -- A message answered (in whichever session is now the latest).
-    local function answered(text)
-      said[#said + 1] = "You said: " .. text
-      api.say("9001", "42", text)
-      assert(H.wait_for(function() return #select(2, api.chat("9001")) == #said end, 20000), "no answer to " .. text)
-    end
     -- The paths of the gateway connections, in order.
     local function paths()
       local p = {}
@@ -187,47 +192,29 @@ describe("kiro-rt bot (Discord)", function()
       end
       return p
     end
-    answered("one")
+    api.answered("one")
     api.post("op", { op = 7 })
     assert(H.wait_for(function() return api.get("state").resumes == 1 end, 20000), "no RESUME after op 7")
-    answered("two")
+    api.answered("two")
     api.post("op", { op = 9, d = true })
     assert(H.wait_for(function() return api.get("state").resumes == 2 end, 20000), "no RESUME after op 9 (true)")
-    answered("three")
+    api.answered("three")
     assert.are.same({ "/gateway", "/resume", "/resume" }, paths())
-    api.post("op", { op = 9, d = false })
-    local sent = api.get("calls")
-    sent = sent[#sent].t
-    assert(H.wait_for(function() return api.get("state").identifies == 2 end, 20000), "no new session after op 9")
-    local identify
-    for _, c in ipairs(api.get("calls")) do
-      if c.kind == "gateway" and c.op == 2 and c.dir == "in" then identify = c.t end
-    end
-    assert.is_true(identify - sent >= 1000, ("IDENTIFY %.0f ms after op 9"):format(identify - sent))
-    answered("four")
+    api.new_session_after("op", { op = 9, d = false })
+    assert.are.same({ "You said: one", "You said: two", "You said: three", "You said: four" }, api.answered("four"))
     local state = api.get("state")
     assert.are.same({ 2, 2, 2 }, { state.identifies, state.resumes, state.sessions })
     assert.are.same({ "/gateway", "/resume", "/resume", "/gateway" }, paths()) -- a new session: the gateway again
-    local msgs = select(2, api.chat("9001"))
-    for i, m in ipairs(msgs) do msgs[i] = m.content end
-    assert.are.same(said, msgs)
     stop(b)
   end)
 
   it("a connection whose heartbeats go unacknowledged is left for a resumed one", function()
     local api = fake()
     local b = bot(config(api), { KIRO_LOG = "info" })
-    api.say("9001", "42", "one")
-    assert(H.wait_for(function() return #select(2, api.chat("9001")) == 1 end, 20000), "no first answer")
+    api.answered("one")
     api.post("mute", {})
     assert(H.wait_for(function() return api.get("state").resumes == 1 end, 20000), "no RESUME")
-    api.say("9001", "42", "two")
-    local msgs
-    assert(H.wait_for(function()
-      msgs = select(2, api.chat("9001"))
-      return #msgs == 2
-    end, 20000), "no answer after the RESUME")
-    assert.are.same({ "You said: one", "You said: two" }, { msgs[1].content, msgs[2].content })
+    assert.are.same({ "You said: one", "You said: two" }, api.answered("two"))
     local state = api.get("state")
     assert.are.same({ 1, 1, 2 }, { state.identifies, state.sessions, state.connections })
     assert.matches("discord: the gateway stopped answering heartbeats: reconnecting", stop(b), 1, true)
@@ -312,8 +299,7 @@ return { channels = {
     local b = bot(path, { KIRO_LOG = "info" }, { "--watch" })
     answered(tg1, "one")
     write(tg1, true) -- Discord added
-    api.say("9001", "42", "two")
-    assert(H.wait_for(function() return #select(2, api.chat("9001")) == 1 end, 20000), "Discord: no answer")
+    api.answered("two")
     write(tg2, true) -- Telegram elsewhere: the one polling tg1 ends, one polls tg2
     answered(tg2, "three")
     tg1.post("update", { chat_id = 42, user_id = 42, text = "nobody polls here now" })
