@@ -281,7 +281,7 @@ describe("kiro-rt bot (Discord)", function()
     local function write(telegram_at, with_discord)
       H.write_config(path, ([[
 return { channels = {
-  telegram = { token = %q, api_root = %q, poll_timeout_s = 1, allowed_users = { 42 } },%s
+  telegram = { token = %q, api_root = %q, allowed_users = { 42 } },%s
 } }
 ]]):format(TG, telegram_at.base, with_discord and ([[
 

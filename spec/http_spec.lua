@@ -101,6 +101,23 @@ describe("kiro.http", function()
     end
   end)
 
+  it("a napper's stop ends a request under way (cancelled) and the others go on; after it none starts", function()
+    local kiro = H.setup()
+    local base = fake()
+    local n = kiro.napper()
+    local result, other
+    kiro.spawn(function() result = { kiro.http.request { url = base .. "/slow?ms=5000", stop = n } } end)
+    kiro.spawn(function() other = kiro.http.request { url = base .. "/slow?ms=300" } end)
+    kiro.spawn(function() n:stop() end) -- (the two requests are under way: their tasks wait on them)
+    assert.are.equal(0, kiro.run())
+    assert.are.same({ nil, "stopped", "cancelled" }, result)
+    assert.are.equal(200, other.status)
+    assert.are.same({ nil, "stopped", "cancelled" }, { kiro.http.request { url = base .. "/echo", stop = n } })
+    local ok, err = pcall(kiro.http.request, { url = base, stop = {} })
+    assert.is_false(ok)
+    assert.matches("stop must be a kiro.napper()", err, 1, true)
+  end)
+
   it("kiro.reset ends a request under way (cancelled) and drops the connections", function()
     local kiro = H.setup()
     local base = fake()

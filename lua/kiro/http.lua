@@ -11,10 +11,12 @@
 --   -- r.status, r.headers (names in lower case), r.body
 --
 -- With on_data = function(chunk) ... end the body is handed over as it
--- arrives (a long poll, a stream) and r.body is nil. Failures: nil,
--- message, code: timeout, network, tls, too_big (past max_bytes), invalid
--- (the URL or method), cancelled (the runtime was reset). Strings listed
--- in `secrets` (a token in the URL) never appear in a message.
+-- arrives (a long poll, a stream) and r.body is nil. With stop = a
+-- kiro.napper(), its stop() ends the request at once (a long poll a
+-- channel no longer wants). Failures: nil, message, code: timeout,
+-- network, tls, too_big (past max_bytes), invalid (the URL or method),
+-- cancelled (stopped, or the runtime was reset). Strings listed in
+-- `secrets` (a token in the URL) never appear in a message.
 
 local core = require "kiro.core"
 local tasks = require "kiro.tasks"
@@ -82,6 +84,9 @@ local function checked(opts)
   end
   if opts.body ~= nil and type(opts.body) ~= "string" then return nil, "body must be a string" end
   if opts.on_data ~= nil and type(opts.on_data) ~= "function" then return nil, "on_data must be a function" end
+  if opts.stop ~= nil and (type(opts.stop) ~= "table" or type(opts.stop.on_stop) ~= "function") then
+    return nil, "stop must be a kiro.napper()"
+  end
   local headers = {}
   if opts.headers ~= nil then
     if type(opts.headers) ~= "table" then return nil, "headers must be a table of name = value" end
@@ -107,17 +112,23 @@ end
 --- One request, waited for (suspending only the calling task): the
 --- response { status =, headers =, body = }, or nil, message, code.
 --- Misuse (a bad URL, option or header) raises at the caller.
----@param opts table url, method, headers, body, timeout_ms, max_bytes, on_data, secrets
+---@param opts table url, method, headers, body, timeout_ms, max_bytes, on_data, stop, secrets
 ---@return table|nil response, string? message, string? code
 function http.request(opts)
   local o, err = checked(opts)
   if not o then error("kiro.http.request: " .. err, 2) end
+  if opts.stop and opts.stop.cut then return nil, "stopped", "cancelled" end
   local r = setmetatable({ woken = false, n = 0, head_at = 1, ended = false }, Req)
   local h, herr = core.http(o, r)
   if not h then
     return nil, masked(herr, opts.secrets), herr:find("shutting down", 1, true) and "cancelled" or "network"
   end
   r.handle = h -- anchored with r while it runs
+  local forget = opts.stop and opts.stop:on_stop(function()
+    if r.ended then return end
+    h:cancel() -- (no event comes after this: its end is told here)
+    r:on_event("end", "cancelled", "stopped")
+  end)
   local on_data, parts = opts.on_data, {}
   local ok, perr = pcall(function()
     while true do
@@ -131,6 +142,7 @@ function http.request(opts)
       tasks.block(r)
     end
   end)
+  if forget then forget() end
   if not ok then -- on_data raised, or the caller was interrupted: the request goes too
     h:cancel()
     error(perr, 0)

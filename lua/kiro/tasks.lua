@@ -326,10 +326,29 @@ function Napper:nap(ms)
   return self.cut
 end
 
---- Ends the nap under way, and every later one at once.
+--- Ends the nap under way, and every later one at once; calls what
+--- on_stop was given.
 function Napper:stop()
   self.cut = true
   if self.ev then self.ev:set() end
+  local hooks = self.hooks
+  self.hooks = nil
+  for fn in pairs(hooks or {}) do fn() end
+end
+
+--- Has fn called once stop() is (at once if it was): something else to cut
+--- short, a request under way say. Returns the function that takes it back.
+---@param fn function
+---@return function forget
+function Napper:on_stop(fn)
+  if self.cut then
+    fn()
+    return function() end
+  end
+  local hooks = self.hooks or {}
+  self.hooks = hooks
+  hooks[fn] = true
+  return function() hooks[fn] = nil end
 end
 
 --- Naps that a stop cuts short (a loop that polls, backs off or beats a

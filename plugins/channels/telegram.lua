@@ -46,6 +46,7 @@ return function(settings)
       url = root .. "/bot" .. token .. "/" .. method, method = "POST",
       headers = { ["Content-Type"] = "application/json" }, body = cjson.encode(params or {}),
       timeout_ms = timeout_ms or 30000, max_bytes = 8 * 1024 * 1024, secrets = secrets,
+      stop = method == "getUpdates" and stop or nil, -- (a stop ends the long poll, not a reply's calls)
     }
     if not r then return nil, { message = msg } end
     local ok, body = pcall(cjson.decode, r.body)
