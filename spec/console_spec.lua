@@ -13,6 +13,9 @@ describe("console", function()
     assert.are.equal(0, r.code, r.err)
     assert.are.equal("You said: hello there\nModel: sim-fast\n[sim-fast] You said: second one\nHistory cleared.\n"
       .. "Model: the default\nYou said: third\n", r.out)
+    -- /stop right behind a message (typed ahead): that reply does not begin; the next one does
+    r = H.run({ H.kiro_rt, "bot", "--console" }, H.sim_env(), "/stop\na b c d e f\n/stop\nnext\n")
+    assert.are.same({ 0, "Nothing to stop.\n[stopped]\nYou said: next\n" }, { r.code, r.out })
   end)
 
   it("agent on a terminal: Ctrl-C stops the reply under way, the conversation goes on, Ctrl-D ends it", function()

@@ -16,7 +16,8 @@
 --   bot = NAME                    a bot plugin (plugins/bots/NAME.lua): its
 --                                 system prompt, /commands and help
 -- Commands: /reset (forget the chat's history), /model NAME (this chat's
--- model; /model alone: back to the default), /stop (stop the reply).
+-- model; /model alone: back to the default), /stop (stop the reply under
+-- way, or the one to the message before it, still waiting its turn).
 
 local kiro = require "kiro"
 local reply = require "kiro.reply"
@@ -121,14 +122,16 @@ end
 --- Answers one message, streamed; returns once all of it is delivered:
 --- nil, or why the reply broke off.
 ---@param text string
+---@param stopped? boolean a /stop came before it began: it ends at once, stopped
 ---@return string? failure
-function Chat:answer(text)
+function Chat:answer(text, stopped)
   local s = self.settings
   local r = reply.new(self.channel, self.id,
     { stream_mode = s.stream_mode, interval_ms = s.draft_update_interval_ms })
   self.reply = r
   kiro.spawn(function() r:run() end)
   local ok, call = pcall(function()
+    if stopped then return nil end -- (a /stop came before it began)
     local prompt, opts = self:request(text)
     if opts.session then -- an agent: its tool calls show as progress in the draft
       opts.on_update = function(u)
@@ -144,6 +147,8 @@ function Chat:answer(text)
   local err
   if not ok then
     err = tostring(call)
+  elseif not call then
+    err = "stopped"
   else
     self.call = call
     while true do
@@ -193,6 +198,11 @@ function Chat:command(text)
       self.call:cancel()
       return nil, true
     end
+    local last = self.queue[#self.queue]
+    if type(last) == "string" and not last:match("^/") then -- a reply not yet begun (typed ahead): it won't
+      self.queue[#self.queue] = { stopped = last }
+      return nil, true
+    end
     return "Nothing to stop."
   elseif cmd == "start" or cmd == "help" then
     local p = self.persona
@@ -219,13 +229,15 @@ end
 function Chat:work()
   while #self.queue > 0 do
     local text = table.remove(self.queue, 1)
+    local stopped = type(text) == "table"
+    if stopped then text = text.stopped end
     local outcome = "answered"
     local ok, err = pcall(function()
-      local answer = self:command(text) -- (in turn with the messages around it)
+      local answer = not stopped and self:command(text) -- (in turn with the messages around it)
       if answer then
         outcome = "command"
         self:say(answer)
-      elseif self:answer(text) then
+      elseif self:answer(text, stopped) then
         outcome = "failed"
       end
     end)
