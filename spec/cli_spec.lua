@@ -114,7 +114,7 @@ describe("kiro-rt agent", function()
       { { "run", "/nonexistent.lua" }, "cannot open" },
       { { "run", "--watch", script }, "%-%-watch needs a configuration file" },
       { { "bot", "--watch" }, "%-%-watch needs a configuration file" },
-      { { "bot" }, "no channels configured" },
+      { { "bot" }, "no configuration file %(none named with %-%-config" },
       { { "bot", "--stop-grace-ms" }, "whole number" },
     }
     for _, c in ipairs(cases) do

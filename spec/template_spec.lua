@@ -60,7 +60,7 @@ describe("named templates", function()
     assert.are.equal("\nA: ", after)
     local ok, err = template.form({ system = "For {{user}} and {{team}}" }, "bot", nil, { team = "x" })
     assert.is_nil(ok)
-    assert.are.equal("template bot: no value for {{user}} (give it in opts.vars)", err)
+    assert.are.equal("template bot: no value for {{user}} (give it in opts.vars, or --var user=VALUE)", err)
   end)
 
   it("are configured, named by calls, and checked", function()
@@ -73,7 +73,7 @@ describe("named templates", function()
     assert.are.equal("You said: Q: hi\nA: ", kiro.chat("hi", { template = "qa" }))
     assert.are.equal("You said: hi", kiro.chat("hi", { template = "bot", vars = { user = "bob" }, history = history }))
     assert.has_error(function() local r = kiro.chat("x", { template = "bot" }); return r end,
-      "kiro.chat: template bot: no value for {{user}} (give it in opts.vars)")
+      "kiro.chat: template bot: no value for {{user}} (give it in opts.vars, or --var user=VALUE)")
     assert.has_error(function() local r = kiro.chat("x", { template = "nope" }); return r end,
       "kiro.chat: template must be \"default\" (the seed's prompt form) or a configured one (got \"nope\")")
     assert.has_error(function() kiro.configure { templates = { t = { max_chars = 0 } } } end,

@@ -11,13 +11,14 @@ local USAGE = [[
 Usage:
   kiro-rt agent -m TEXT [--model M] [--no-stream] [--mode auto|daemon|oneshot] [--timeout-ms N]
                  [--protocol auto|jsonl|acp] [--session KEY] [--trust-tools KINDS | --trust-all-tools]
-                 [--backend NAME] [--no-server] [--config FILE]
-  kiro-rt agent                  (no -m: the prompt is read from stdin)
+                 [--backend NAME] [--template NAME [--var K=V]...] [--raw] [--no-server] [--config FILE]
+  kiro-rt agent                  (no -m: the prompt is read from stdin; on a terminal, a conversation)
   kiro-rt run [--config FILE] [--watch] FILE.lua [ARGS...] (a Lua script with `kiro` loaded, as a kiro task)
   kiro-rt serve | status | stop  (the background server that keeps backends warm)
   kiro-rt reload                 (the server reads its configuration file again)
   kiro-rt config check [FILE]    (check a configuration file; print what it sets)
-  kiro-rt bot [--config FILE]    (chat bots on the configured channels: Telegram, ...)
+  kiro-rt bot [--config FILE] [--watch]  (chat bots on the configured channels: Telegram, Discord)
+  kiro-rt bot --console | status (the same bot on this terminal; what the running one is doing)
   kiro-rt --version | --help
 
 Commands:
@@ -34,9 +35,10 @@ Environment:
   KIRO_PROTOCOL    auto, jsonl or acp: how to speak to a warm backend (default auto)
   KIRO_MODEL       default model (default: the backend's own)
   KIRO_LOG         log filter: a level (error warn info debug trace) or target=level,... (default warn)
-  KIRO_CONFIG      configuration file for run, serve, agent --no-server (default: $XDG_CONFIG_HOME/kiro-rt/config.lua)
+  KIRO_CONFIG      configuration file for run, serve, bot, agent --no-server
+                   (default: $XDG_CONFIG_HOME/kiro-rt/config.lua)
 
-Run 'kiro-rt agent --help' for the agent's options.
+Run 'kiro-rt COMMAND --help' (agent, run, serve, bot, ...) for a command's options.
 ]]
 
 local AGENT_USAGE = [[
@@ -83,7 +85,8 @@ warm between calls; one is started in the background when none runs (see
 'kiro-rt serve --help'). With --mode oneshot or KIRO_USE_DAEMON=false no
 server is needed: the CLI is spawned for this call.
 
-Exit status: 0 success, 1 backend failure, 2 usage error, 124 timeout,
+Exit status: 0 success, 1 backend failure, 2 usage error (a backend or
+template name that is not configured too), 124 timeout,
 128+N killed by signal N (in-process backends are stopped first).
 ]]
 
@@ -350,8 +353,12 @@ local function agent(args)
     end
   end
   if not conn then -- in-process: the configuration file counts
-    local _, cerr = use_config(o.config)
-    if cerr then return usage_error(cerr) end
+    local conf, cerr = use_config(o.config)
+    if cerr then return usage_error(cerr, "") end -- (the file is wrong, not the command line)
+    if o.backend and not require("kiro.config").named_backend(o.backend) then
+      return usage_error(("agent: no backend is named %q %s"):format(o.backend,
+        conf and "in " .. conf.path or "(no configuration file: --config FILE, $KIRO_CONFIG, or the user's)"))
+    end
     local tok, terr = require("kiro.call").check_template(o.template, nil, o.vars)
     if not tok then return usage_error("agent: " .. terr) end
   end
@@ -402,7 +409,7 @@ local function agent(args)
   if ok then return EXIT_OK end
   if not errors.is(e) then error(e, 0) end
   io.stderr:write(("kiro-rt: %s: %s\n"):format(e.code, (tostring(e.message):gsub("\n", " "))))
-  return e.code == "timeout" and EXIT_TIMEOUT or EXIT_FAIL
+  return e.code == "timeout" and EXIT_TIMEOUT or e.code == "config" and EXIT_USAGE or EXIT_FAIL
 end
 
 local function run(args)
@@ -442,7 +449,7 @@ local function run(args)
     return EXIT_USAGE
   end
   local conf, uerr = use_config(named)
-  if uerr then return usage_error(uerr) end
+  if uerr then return usage_error(uerr, "") end
   if watch and not conf then
     return usage_error("run: --watch needs a configuration file (--config FILE, $KIRO_CONFIG, ...)")
   end
@@ -542,7 +549,7 @@ local function serve(args)
   -- The configuration file: its options, and its `server` settings under
   -- the flags given (which win).
   local conf, cerr = use_config(named)
-  if cerr then return usage_error(cerr) end
+  if cerr then return usage_error(cerr, "") end
   opts.config = conf and conf.path -- read again on SIGHUP
   opts.config_files = conf and conf.files -- the policy plugins it loaded, watched with it
   for name, v in pairs(conf and conf.server or {}) do
@@ -556,7 +563,6 @@ local function serve(args)
       opts[name] = v
     end
   end
-  if opts.idle_ms == 0 then opts.idle_ms = math.maxinteger // 2 end
   local kiro = require "kiro"
   if opts.log_file then
     -- From here on stderr is the log too: nothing the server says is lost.
@@ -578,14 +584,17 @@ local function serve(args)
   elseif not filter:find("kiro.server", 1, true) then
     pcall(kiro.configure, { log = filter .. ",kiro.server=info" })
   end
-  local ok, err
-  kiro.spawn(function() ok, err = require("kiro.server").serve(opts) end)
+  local ok, err, code
+  kiro.spawn(function() ok, err, code = require("kiro.server").serve(opts) end)
   local rok, rerr = pcall(kiro.run)
   if not rok then
     io.stderr:write("kiro-rt: serve: ", tostring(rerr), "\n")
     return EXIT_FAIL
   end
   if not ok then
+    if code == "busy" then
+      err = "a kiro-rt server is already running for you (`kiro-rt status` shows it; `kiro-rt stop` ends it)"
+    end
     io.stderr:write("kiro-rt: serve: ", err, "\n")
     return EXIT_FAIL
   end
@@ -694,8 +703,9 @@ end
 
 local function show_server(s, w)
   w("server   pid %d, version %s, up %.1f s, rss %s", s.pid, s.version, s.uptime_ms / 1000, mib(s.rss_bytes))
-  w("         %d requests, %d in flight, %d fallbacks, %d connections, idle exit after %.0f s",
-    s.requests, s.in_flight, s.fallbacks or 0, s.connections, s.idle_ms / 1000)
+  w("         %d requests, %d in flight, %d fallbacks, %d connections, %s", s.requests, s.in_flight,
+    s.fallbacks or 0, s.connections, s.idle_ms == 0 and "no idle exit" or ("idle exit after %.0f s"):format(
+      s.idle_ms / 1000))
   w("socket   %s", s.socket)
   if s.metrics then w("metrics  %s", s.metrics) end
   if s.cache and (s.cache.hits > 0 or s.cache.entries > 0) then
@@ -843,7 +853,7 @@ function bot_cmd(args, console_settings)
     end
   end
   local conf, cerr = use_config(named)
-  if cerr then return usage_error(cerr) end
+  if cerr then return usage_error(cerr, "") end
   if watch and not conf then
     return usage_error("bot: --watch needs a configuration file (--config FILE, $KIRO_CONFIG, ...)")
   end
@@ -854,8 +864,13 @@ function bot_cmd(args, console_settings)
       channels.console = conf.channels.console
     end
   elseif not next(channels) then
-    return usage_error("bot: no channels configured (the configuration file's channels = { telegram = { ... } }),"
-      .. " or --console")
+    local how = "channels = { telegram = { token = ..., allowed_users = { ID } } }"
+    if conf then
+      return usage_error(("bot: %s configures no channels (%s), or --console"):format(conf.path, how), "")
+    end
+    return usage_error(("bot: no configuration file (none named with --config, no $KIRO_CONFIG, no %s): "
+      .. "write one with %s, or chat here with --console"):format(
+        require("kiro.configfile").user_path() or "~/.config/kiro-rt/config.lua", how), "")
   end
   local kiro = require "kiro"
   local core = kiro.core
@@ -866,7 +881,7 @@ function bot_cmd(args, console_settings)
   collectgarbage("incremental", 120, 200)
   local dir = conf and conf.path:match("^(.*)/[^/]*$") or "."
   local b, berr = require("kiro.bot").start(channels, conf and dir)
-  if not b then return usage_error("bot: " .. berr) end
+  if not b then return usage_error("bot: " .. berr, "") end
   local ml
   if metrics_listen then
     local addr

@@ -51,16 +51,23 @@ function configfile.path(named)
   if named then return named end
   local from_env = os.getenv("KIRO_CONFIG")
   if from_env and from_env ~= "" then return from_env end
+  local path = configfile.user_path()
+  local f = path and io.open(path)
+  if not f then return nil end
+  f:close()
+  return path
+end
+
+--- The user's file: $XDG_CONFIG_HOME/kiro-rt/config.lua, else
+--- ~/.config/kiro-rt/config.lua (whether or not it exists).
+---@return string? path
+function configfile.user_path()
   local base = os.getenv("XDG_CONFIG_HOME")
   if not base or base == "" then
     local home = os.getenv("HOME")
     base = home and home .. "/.config"
   end
-  local path = base and base .. "/kiro-rt/config.lua"
-  local f = path and io.open(path)
-  if not f then return nil end
-  f:close()
-  return path
+  return base and base .. "/kiro-rt/config.lua"
 end
 
 -- The line of the file where the key path `path` (a.b.c) is set: the
@@ -164,6 +171,14 @@ function configfile.load(path, for_use)
           else
             return fail(at .. "." .. tostring(ck), "unknown setting")
           end
+        end
+        -- Its plugin, and its bot plugin's, are there (beside the file first).
+        local plugins, dir = require "kiro.plugins", path:match("^(.*)/[^/]*$") or "."
+        local _, perr = plugins.find("channels", name, { dir .. "/channels" })
+        if perr then return fail(at, perr) end
+        if ch.bot ~= nil then
+          local _, berr = plugins.find("bots", ch.bot, { dir .. "/bots" })
+          if berr then return fail(at .. ".bot", berr) end
         end
         conf.channels[name] = ch
       end

@@ -9,22 +9,34 @@ local core = require "kiro.core"
 
 local plugins = {}
 
---- The directories kiro-rt's own plugins of a kind may be in, in order.
+--- The directories kiro-rt's own plugins of a kind are in, in order:
+--- those that exist, as absolute paths.
 ---@param kind string
 ---@return string[]
 function plugins.shipped(kind)
-  local dirs = {}
+  local candidates = {}
   local src = debug.getinfo(1, "S").source
-  local here = src:sub(1, 1) == "@" and src:match("^@(.*)/[^/]*$")
+  local file = src:sub(1, 1) == "@" and src:sub(2)
+  -- (this file's own directory, when it is a file: the Lua built into
+  -- kiro-rt names one it was made from, which need not be there)
+  local here = file and core.realpath(file) and file:match("^(.*)/[^/]*$")
   if here then
-    dirs[#dirs + 1] = here .. "/../../plugins/" .. kind
-    dirs[#dirs + 1] = here .. "/../../../kiro-rt/plugins/" .. kind
+    candidates[#candidates + 1] = here .. "/../../plugins/" .. kind
+    candidates[#candidates + 1] = here .. "/../../../kiro-rt/plugins/" .. kind
   end
   local exe = core.exe()
   local bin = exe and exe:match("^(.*)/[^/]*$")
   if bin then
-    dirs[#dirs + 1] = bin .. "/../share/kiro-rt/plugins/" .. kind
-    dirs[#dirs + 1] = bin .. "/../plugins/" .. kind
+    candidates[#candidates + 1] = bin .. "/../share/kiro-rt/plugins/" .. kind
+    candidates[#candidates + 1] = bin .. "/../plugins/" .. kind
+  end
+  local dirs, seen = {}, {}
+  for _, d in ipairs(candidates) do
+    d = core.realpath(d)
+    if d and not seen[d] then
+      seen[d] = true
+      dirs[#dirs + 1] = d
+    end
   end
   return dirs
 end

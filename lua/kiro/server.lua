@@ -59,7 +59,7 @@ local function log(level, msg) kiro.log(level, "kiro.server", msg) end
 ---@field conns table<kiro.server.Conn, true> the connected clients
 ---@field inflight integer requests being served
 ---@field served integer requests taken since start
----@field idle_ms integer exit after this long without requests
+---@field idle_ms integer exit after this long without requests (0: never)
 ---@field listener? userdata the socket's listener; nil once stopping
 ---@field stopping? boolean
 ---@field done kiro.Event set when the server stops
@@ -290,12 +290,16 @@ end
 ---@return table? err { code = string, message = string }
 function Conn:relay(id, req)
   local config = require "kiro.config"
+  -- (which configuration the server has: a name is looked for there)
+  local path = self.server.config_path
+  local its = path and (" (its configuration: %s)"):format(path)
+    or " (it runs with no configuration file: `kiro-rt stop`, then start it with one)"
   if req.backend_name and not config.named_backend(req.backend_name) then
-    return false, { code = "config", message = ("the server has no backend named %q"):format(req.backend_name) }
+    return false, { code = "config", message = ("the server has no backend named %q%s"):format(req.backend_name, its) }
   end
   if req.template and req.template ~= "default" then
     if not config.named_template(req.template) then
-      return false, { code = "config", message = ("the server has no template named %q"):format(req.template) }
+      return false, { code = "config", message = ("the server has no template named %q%s"):format(req.template, its) }
     end
     local ok, terr = require("kiro.call").check_template(req.template, nil, req.vars)
     if not ok then return false, { code = "config", message = terr } end
@@ -407,9 +411,11 @@ function Server:settle()
   self.settle_timer = core.timer(delay, check)
 end
 
---- Stops the server once it has been idle for idle_ms with nothing in flight.
---- A timer, not a task: it must not hold `serve` up once the server stops.
+--- Stops the server once it has been idle for idle_ms with nothing in flight
+--- (idle_ms 0: never). A timer, not a task: it must not hold `serve` up
+--- once the server stops.
 function Server:arm_idle()
+  if self.idle_ms == 0 then return end
   local idle_for = core.now() - self.last_activity
   local wait = self.inflight > 0 and self.idle_ms or math.max(0, self.idle_ms - idle_for)
   self.idle_timer = core.timer(math.max(10, wait), function()
@@ -598,8 +604,8 @@ function server.serve(opts)
     self.metrics_listener, self.metrics_addr = ml, addr
     log("info", ("metrics on http://%s/metrics"):format(self.metrics_addr))
   end
-  log("info", ("listening on %s (pid %d, version %s, idle exit after %d ms)")
-    :format(p.socket, core.getpid(), kiro.version, self.idle_ms))
+  log("info", ("listening on %s (pid %d, version %s, %s)"):format(p.socket, core.getpid(), kiro.version,
+    self.idle_ms == 0 and "no idle exit" or ("idle exit after %d ms"):format(self.idle_ms)))
   if opts.on_ready then opts.on_ready(self) end
   local signalled = false
   kiro.on_signal(function(sig)
@@ -624,7 +630,7 @@ function server.serve(opts)
 
   self:arm_idle()
   self.done:wait()
-  self.idle_timer:stop()
+  if self.idle_timer then self.idle_timer:stop() end
   if self.config_watch then self.config_watch.stop() end
   if self.settle_timer then self.settle_timer:stop() end
 

@@ -136,7 +136,8 @@ function template.form(t, name, history, vars)
   if t.system then
     local system, missing = fill(t.system, vars)
     if not system then
-      return nil, ("template %s: no value for {{%s}} (give it in opts.vars)"):format(name, missing)
+      return nil, ("template %s: no value for {{%s}} (give it in opts.vars, or --var %s=VALUE)")
+        :format(name, missing, missing)
     end
     messages[1] = { role = "system", content = system }
   end

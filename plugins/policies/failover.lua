@@ -24,7 +24,7 @@ local function integer(o, key, default, min)
   local v = o[key]
   if v == nil then return default end
   if math.type(v) ~= "integer" or v < min then
-    error(("failover: %s must be an integer >= %d, got %s"):format(key, min, tostring(v)), 0)
+    error(("failover: %s must be an integer >= %d, got %q"):format(key, min, tostring(v)), 0)
   end
   return v
 end

@@ -31,6 +31,7 @@
 #define MAX_FAST_PROMPT 65536 /* longer prompts go through the handshake (cli.lua) */
 #define MAX_MS 2147483647LL   /* the longest duration a flag takes, as cli.lua */
 #define EXIT_FAIL 1
+#define EXIT_USAGE 2 /* a configuration error too: a name the server has not */
 #define EXIT_TIMEOUT 124
 
 extern char **environ;
@@ -316,7 +317,7 @@ static int finish(struct reply *r, int rc, uint64_t limit)
     for (const char *p = msg ? msg : ""; *p; p++)
         fputc(*p == '\n' ? ' ' : *p, stderr);
     fputc('\n', stderr);
-    return !strcmp(code, "timeout") ? EXIT_TIMEOUT : EXIT_FAIL;
+    return !strcmp(code, "timeout") ? EXIT_TIMEOUT : !strcmp(code, "config") ? EXIT_USAGE : EXIT_FAIL;
 }
 
 int kiro_agent_fast(int argc, char **argv)

@@ -96,6 +96,7 @@ static const luaL_Reg core_fns[] = {
     { "mkdir", l_mkdir },
     { "exe", l_exe },
     { "cwd", l_cwd },
+    { "realpath", l_realpath },
     { "process_state", l_process_state },
     { "process_rss", l_process_rss },
     { "getuid", l_getuid },

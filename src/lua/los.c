@@ -105,6 +105,18 @@ static int l_cwd(lua_State *L)
     return 1;
 }
 
+/* core.realpath(path) -> the absolute path with no symlink, . or .. in it,
+ * or nil when it does not exist */
+static int l_realpath(lua_State *L)
+{
+    char *p = realpath(luaL_checkstring(L, 1), NULL);
+    if (!p)
+        return 0;
+    lua_pushstring(L, p);
+    free(p);
+    return 1;
+}
+
 /* core.process_state(pid) -> "R", "S", "T", "Z", ... or nil when gone */
 static int l_process_state(lua_State *L)
 {
