@@ -230,6 +230,10 @@ return {
     assert(H.wait_for(function() return H.status(env) end, 5000), "the server did not start")
     r = H.agent({ "-m", "hi", "--backend", "agent" }, { XDG_RUNTIME_DIR = env.XDG_RUNTIME_DIR, KIRO_CLI_PATH = false })
     assert.are.equal("[sim-smart] You said: hi\n", r.out, r.err)
+    local named = {} -- status names a configured backend's pool
+    for _, p in ipairs(H.status(env).pools) do named[#named + 1] = p.name end
+    assert.are.same({ "agent" }, named)
+    assert.matches("\npool     agent: ", H.run({ H.kiro_rt, "status" }, env).out, 1, true)
     -- No backend of our own (no KIRO_CLI_PATH, no --backend): the server's default; here it has
     -- none but its KIRO_CLI_PATH, kiro-sim. Served in C (-m) and in Lua (stdin).
     local bare = { XDG_RUNTIME_DIR = env.XDG_RUNTIME_DIR, KIRO_CLI_PATH = false, PATH = "/usr/bin:/bin" }

@@ -713,7 +713,8 @@ local function show_server(s, w)
       mib(s.cache.bytes), s.cache.hits, s.cache.misses, s.cache.evictions, s.cache.coalesced)
   end
   for _, p in ipairs(s.pools or {}) do
-    w("pool     %s%s (%s, backend %s): %s, %d daemon(s), %d queued, %d restarts%s", p.cli,
+    w("pool     %s%s%s (%s, backend %s): %s, %d daemon(s), %d queued, %d restarts%s",
+      p.name and p.name .. ": " or "", p.cli,
       p.model and (" --model " .. p.model) or "", p.protocol, p.backend or "?", p.state, p.live, p.queued,
       p.restarts,
       (p.conversations or 0) > 0 and (", %d conversation(s)"):format(p.conversations) or "")

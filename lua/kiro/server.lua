@@ -337,6 +337,8 @@ end
 function Server:status()
   local s = kiro.stats()
   local pools = {}
+  local names = {} -- the configured backends' names, by their pools' tag
+  for name, h in pairs(require("kiro.config").current().handles) do names[h:tag()] = name end
   for _, p in ipairs(s.pools) do
     local daemons = {}
     for _, d in ipairs(p.daemons) do
@@ -344,7 +346,7 @@ function Server:status()
     end
     pools[#pools + 1] = {
       cli = p.cli, model = p.model, protocol = p.protocol, state = p.state, live = p.live, queued = p.queued,
-      conversations = p.conversations, backend = p.backend,
+      conversations = p.conversations, backend = p.backend, name = names[p.backend],
       restarts = p.restarts, last_error = p.last_error ~= "" and p.last_error or nil,
       daemons = daemons,
     }

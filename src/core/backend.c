@@ -390,6 +390,11 @@ const char *kbackend_key(const kbackend *b, size_t *len)
     return b->key;
 }
 
+const char *kbackend_tag(const kbackend *b)
+{
+    return b->tag;
+}
+
 /* Its pool found which protocol the CLI speaks (protocol auto): the
  * backend's next pools start that way at once. */
 static void protocol_settled(void *ud, char *const *argv, const kproto_ops *proto)

@@ -62,6 +62,8 @@ void kbackends_configure(kbackends *set);
 void kbackend_retire(kbackend *b);
 /* What tells it apart from every other backend: all its fields. */
 const char *kbackend_key(const kbackend *b, size_t *len);
+/* Its key hashed short: what its pools show as their backend. */
+const char *kbackend_tag(const kbackend *b);
 /* Serves r on its pool of daemons (started now if need be), or by a child
  * of its own. */
 void kbackend_submit_daemon(kbackend *b, kreq *r);

@@ -115,11 +115,19 @@ static int backend_key(lua_State *L)
     return 1;
 }
 
+/* backend:tag() -> its key hashed short, as its pools show it (status) */
+static int backend_tag(lua_State *L)
+{
+    lua_pushstring(L, kbackend_tag(check_backend(L, 1)->b));
+    return 1;
+}
+
 static const luaL_Reg backend_methods[] = {
-    { "key", backend_key },
-    { "close", backend_close },
-    { "retire", backend_retire },
-    { "warm", backend_warm },
+    { "key", backend_key },       /* what tells it apart */
+    { "tag", backend_tag },       /* the same, hashed short */
+    { "close", backend_close },   /* the handle lets go of it */
+    { "retire", backend_retire }, /* and it goes once nothing holds it */
+    { "warm", backend_warm },     /* its pool_min daemons start now */
     { NULL, NULL },
 };
 
