@@ -224,6 +224,13 @@ describe("kiro Lua API", function()
     assert.has_error(function() kiro.chat("x", { colour = 1 }) end, "kiro.chat: unknown option 'colour'")
     assert.has_error(function() kiro.chat("x", { mode = "turbo" }) end)
     assert.has_error(function() kiro.configure { nonsense = 1 } end, "kiro.configure: unknown option 'nonsense'")
+    -- a slip of the keyboard, or a unit left off: the option meant is named
+    assert.has_error(function() kiro.chat("x", { timeout = 5 }) end,
+      "kiro.chat: unknown option 'timeout' (did you mean 'timeout_ms'?)")
+    assert.has_error(function() kiro.chat("x", { modle = "m" }) end,
+      "kiro.chat: unknown option 'modle' (did you mean 'model'?)")
+    assert.has_error(function() kiro.configure { pool_maxx = 1 } end,
+      "kiro.configure: unknown option 'pool_maxx' (did you mean 'pool_max'?)")
     assert.has_error(function() kiro.configure { pool_min = 5, pool_max = 2 } end)
     assert.has_error(function() kiro.configure { timeout_ms = -1 } end)
     assert.has_error(function() kiro.configure { log = "loud" } end)

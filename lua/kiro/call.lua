@@ -55,6 +55,11 @@ local function log(level, target, msg)
   if core.log_enabled(level, target) then core.log(level, target, msg) end
 end
 
+-- A call's options (kiro.chat's, kiro.stream's, kiro.call's).
+local CALL_OPTIONS = { "mode", "protocol", "model", "cli_path", "backend", "env", "cache", "on_update", "permission",
+  "trust", "template", "vars", "history", "session", "stream", "timeout_ms", "first_chunk_timeout_ms",
+  "stall_timeout_ms" }
+
 local NO_OPTS = setmetatable({}, { __newindex = function() error("read-only", 2) end })
 
 -- A call that names a backend (opts.backend; else the default_backend
@@ -153,7 +158,7 @@ function call.check_opts(fname, prompt, opts)
       local ok, err = config.check_range(k, v, 0, config.MAX_MS)
       if not ok then bad(err) end
     else
-      bad(("unknown option '%s'"):format(tostring(k)))
+      bad(("unknown option '%s'%s"):format(tostring(k), errors.did_you_mean(k, CALL_OPTIONS)))
     end
   end
   do

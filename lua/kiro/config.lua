@@ -118,7 +118,10 @@ local function check_backend(name, b, pool_max)
     if BACKEND_SETTINGS[k] then
       own[k] = v
     elseif not want then
-      return nil, ("%s.%s: unknown setting"):format(at, tostring(k))
+      local all = {}
+      for x in pairs(BACKEND_KEYS) do all[#all + 1] = x end
+      for x in pairs(BACKEND_SETTINGS) do all[#all + 1] = x end
+      return nil, ("%s.%s: unknown setting%s"):format(at, tostring(k), errors.did_you_mean(k, all))
     elseif type(v) ~= want then
       return nil, ("%s.%s: expected a %s, got %s"):format(at, k, want, type(v))
     elseif want == "table" and not strings(v, k == "env") then
@@ -250,7 +253,7 @@ function config.validate(tbl)
     elseif type(k) == "string" and core_options[k] ~= nil then
       for_core[k] = v
     else
-      return nil, ("unknown option '%s'"):format(tostring(k))
+      return nil, ("unknown option '%s'%s"):format(tostring(k), errors.did_you_mean(k, config.option_names()))
     end
   end
   if tbl.mode and not MODES[tbl.mode] then

@@ -12,6 +12,7 @@
 
 local core = require "kiro.core"
 local config = require "kiro.config"
+local errors = require "kiro.error"
 
 local configfile = {}
 
@@ -42,6 +43,10 @@ local CHANNEL = {
   backend = "string", model = "string", template = "string", system = "string", on_busy = "busy", bot = "string",
   poll_timeout_s = "integer",
 }
+local CHANNEL_KEYS = { "stream_mode", "draft_update_interval_ms" }
+for k in pairs(CHANNEL) do CHANNEL_KEYS[#CHANNEL_KEYS + 1] = k end
+-- The file's own top-level keys (the others are kiro.configure's options).
+local FILE_KEYS = { "default_model", "default_provider", "server", "channels" }
 
 --- The file to read: the one named, else $KIRO_CONFIG, else the user's
 --- (XDG) one when it exists; nil when there is none.
@@ -133,7 +138,9 @@ function configfile.load(path, for_use)
       if type(v) ~= "table" then return fail(k, ("expected a table, got %s"):format(type(v))) end
       for sk, sv in pairs(v) do
         local want = SERVER[sk]
-        if not want then return fail("server." .. tostring(sk), "unknown setting") end
+        if not want then
+          return fail("server." .. tostring(sk), "unknown setting" .. errors.did_you_mean(sk, SERVER))
+        end
         local got = want == "integer" and (math.type(sv) == "integer" and sv >= 0) or type(sv) == want
         if not got then
           return fail("server." .. sk, ("expected %s, got %q"):format(want == "integer" and "an integer >= 0"
@@ -169,7 +176,7 @@ function configfile.load(path, for_use)
                 and "expected queue or cancel" or ("expected %s, got %s"):format(want, type(cv)))
             end
           else
-            return fail(at .. "." .. tostring(ck), "unknown setting")
+            return fail(at .. "." .. tostring(ck), "unknown setting" .. errors.did_you_mean(ck, CHANNEL_KEYS))
           end
         end
         -- Its plugin, and its bot plugin's, are there (beside the file first).
@@ -201,7 +208,11 @@ function configfile.load(path, for_use)
   local vok, verr, prepared = config.validate(conf.options)
   if not vok then
     local unknown = verr:match("^unknown option '([^']+)'")
-    if unknown then return fail(unknown, "unknown option") end
+    if unknown then -- (a top-level key of the file's own, or an option)
+      local names = config.option_names()
+      for _, k in ipairs(FILE_KEYS) do names[#names + 1] = k end
+      return fail(unknown, "unknown option" .. errors.did_you_mean(unknown, names))
+    end
     -- "a.b.c: what" names its key path; "a must be ..." its option
     local key, msg = verr:match("^([%w_]+[%w_.%[%]-]*): (.*)$")
     if not key or key:find("^policies%[") then
