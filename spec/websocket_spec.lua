@@ -104,6 +104,24 @@ describe("kiro.websocket", function()
     assert.are.equal(0, kiro.run())
   end)
 
+  it("an address no connection can reach is refused at once, named, and leaves nothing on the loop", function()
+    -- (libwebsockets 4.1 leaves a libuv handle behind when connect() fails at
+    -- once: such addresses never reach it; a runtime that closes with a
+    -- handle still open says so)
+    local dir = H.tmpdir()
+    H.write_file(dir .. "/x.lua", [[
+local kiro = require "kiro"
+for _, url in ipairs { "ws://[ff02::1]:9/", "ws://255.255.255.255:9/", "ws://224.0.0.1:9/" } do
+  print(select(2, kiro.websocket.connect(url)), (select(3, kiro.websocket.connect(url))))
+end
+]])
+    local r = H.run({ H.kiro_rt, "run", dir .. "/x.lua" }, H.sim_env())
+    assert.are.same({ 0, "" }, { r.code, r.err })
+    assert.are.equal(table.concat({ "cannot connect to ff02::1: not a host's address\tnetwork",
+      "cannot connect to 255.255.255.255: a broadcast address\tnetwork",
+      "cannot connect to 224.0.0.1: not a host's address\tnetwork", "" }, "\n"), r.out)
+  end)
+
   it("looks a host's name up off the loop: localhost connects; a name that does not exist is named; a connection "
     .. "let go while its name is looked up leaves nothing behind", function()
     local kiro = H.setup()

@@ -1,6 +1,7 @@
 #include "ws.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <libwebsockets.h>
 #include <netdb.h>
 #include <signal.h>
@@ -451,6 +452,36 @@ static int start(kws_conn *c, const char *address)
 
 /* Starts on the host's next address: 0, or -1 with why in c->start_err
  * once none is left that can be started. */
+/* Whether a connection to a could begin: 0, or why not (an errno). A
+ * multicast or broadcast address cannot take one, and for any other the
+ * routing table is asked (a UDP socket's connect sends nothing). What
+ * fails here would fail at once in libwebsockets' connect(), and 4.1
+ * leaves a libuv handle of its own behind on that path. */
+static int reachable(const struct addrinfo *a, int port)
+{
+    struct sockaddr_storage to;
+    if (a->ai_addrlen > sizeof to)
+        return EINVAL;
+    memcpy(&to, a->ai_addr, a->ai_addrlen);
+    if (a->ai_family == AF_INET6) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&to;
+        if (IN6_IS_ADDR_MULTICAST(&s6->sin6_addr))
+            return EADDRNOTAVAIL;
+        s6->sin6_port = htons((uint16_t)port);
+    } else {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&to;
+        if (IN_MULTICAST(ntohl(s4->sin_addr.s_addr)))
+            return EADDRNOTAVAIL;
+        s4->sin_port = htons((uint16_t)port);
+    }
+    int fd = socket(a->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return errno;
+    int rc = connect(fd, (struct sockaddr *)&to, a->ai_addrlen) == 0 ? 0 : errno; /* (broadcast: EACCES) */
+    close(fd);
+    return rc;
+}
+
 static int try_next(kws_conn *c)
 {
     while (c->next_ai) {
@@ -460,8 +491,18 @@ static int try_next(kws_conn *c)
         const void *addr = a->ai_family == AF_INET6
                                ? (const void *)&((struct sockaddr_in6 *)a->ai_addr)->sin6_addr
                                : (const void *)&((struct sockaddr_in *)a->ai_addr)->sin_addr;
-        if ((a->ai_family == AF_INET || a->ai_family == AF_INET6) &&
-            inet_ntop(a->ai_family, addr, ip, sizeof ip) && start(c, ip) == 0)
+        if ((a->ai_family != AF_INET && a->ai_family != AF_INET6) ||
+            !inet_ntop(a->ai_family, addr, ip, sizeof ip))
+            continue;
+        int why = reachable(a, c->u->port);
+        if (why) {
+            snprintf(c->start_err, sizeof c->start_err, "cannot connect to %s: %s", ip,
+                     why == EACCES          ? "a broadcast address"
+                     : why == EADDRNOTAVAIL ? "not a host's address"
+                                            : strerror(why));
+            continue;
+        }
+        if (start(c, ip) == 0)
             return 0;
     }
     if (!c->start_err[0])
@@ -513,9 +554,14 @@ kws_conn *kws_connect(kws *w, const char *url, size_t max_bytes, const kws_sink 
     c->tail = &c->head;
     c->u = u;
     klist_insert_tail(&w->conns, &c->link);
-    unsigned char probe[sizeof(struct in6_addr)];
-    if (inet_pton(AF_INET, u->host, probe) == 1 || inet_pton(AF_INET6, u->host, probe) == 1) {
-        if (start(c, u->host) != 0) {
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST; /* an address as it is: no lookup */
+    if (getaddrinfo(u->host, NULL, &hints, &c->ais) == 0) {
+        c->next_ai = c->ais;
+        if (try_next(c) != 0) {
             snprintf(err, errlen, "%s", c->start_err);
             klist_remove(&c->link);
             conn_free(c);
@@ -523,10 +569,7 @@ kws_conn *kws_connect(kws *w, const char *url, size_t max_bytes, const kws_sink 
         }
         return c;
     }
-    struct addrinfo hints;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
+    c->ais = NULL;
     hints.ai_flags = AI_ADDRCONFIG; /* (no IPv6 address tried where there is no IPv6) */
     c->gai.data = c;
     int rc = uv_getaddrinfo(w->loop, &c->gai, resolved, u->host, NULL, &hints);
