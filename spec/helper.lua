@@ -47,6 +47,16 @@ function H.write_file(path, data)
   f:close()
 end
 
+--- A path with its symlinks, . and .. resolved (realpath(1)).
+---@param path string
+---@return string
+function H.realpath(path)
+  local p = io.popen("realpath -- " .. H.q(path))
+  local out = p:read("l")
+  p:close()
+  return out
+end
+
 --- Writes a configuration file as kiro-rt wants one: private (0600).
 ---@param path string
 ---@param text string

@@ -144,7 +144,15 @@ describe("hot reload", function()
     c:send(cjson.encode { op = "request", id = 1, prompt = "held", stream = true, backend = {} } .. "\n")
     H.wait_kiro(kiro, function() return #c.msgs >= 1 end, "the first chunk")
     write_config(path, config_text("A", ", pipeline_depth = 2"))
-    local r = H.run({ H.kiro_rt, "reload" }, env)
+    -- (--config names the server meant: another file's is refused, its own reloads)
+    local other = dir .. "/other.lua"
+    write_config(other, config_text("B"))
+    for _, cmd in ipairs { "reload", "status", "stop" } do
+      local r = H.run({ H.kiro_rt, cmd, "--config", other }, env)
+      assert.are.same({ 1, ("kiro-rt: %s: the running server's configuration is %s, not %s"):format(cmd,
+        H.realpath(path), H.realpath(other)) }, { r.code, (r.err:match("^[^(]*"):gsub("%s+$", "")) })
+    end
+    local r = H.run({ H.kiro_rt, "reload", "--config", path }, env)
     assert.are.equal(0, r.code, r.err)
     -- New daemons for the new definition; the old ones still serve what they hold.
     H.wait_kiro(kiro, function() return #H.status(env).pools == 2 end, "the new pool")
@@ -163,7 +171,7 @@ describe("hot reload", function()
       H.wait_kiro(kiro, function() return not H.alive(tonumber(p)) end, "old daemon " .. p .. " to exit")
     end
     c:close()
-    assert.are.equal(0, H.run({ H.kiro_rt, "stop" }, env).code)
+    assert.are.equal(0, H.run({ H.kiro_rt, "stop", "--config", path }, env).code)
     assert.are.equal(0, (wait_serve()))
   end)
 

@@ -14,8 +14,8 @@ Usage:
                  [--backend NAME] [--template NAME [--var K=V]...] [--raw] [--no-server] [--config FILE]
   kiro-rt agent                  (no -m: the prompt is read from stdin; on a terminal, a conversation)
   kiro-rt run [--config FILE] [--watch] FILE.lua [ARGS...] (a Lua script with `kiro` loaded, as a kiro task)
-  kiro-rt serve | status | stop  (the background server that keeps backends warm)
-  kiro-rt reload                 (the server reads its configuration file again)
+  kiro-rt serve | status | stop [--config FILE]  (the background server that keeps backends warm)
+  kiro-rt reload [--config FILE] (the server reads its configuration file again)
   kiro-rt config check [FILE]    (check a configuration file; print what it sets)
   kiro-rt bot [--config FILE] [--watch]  (chat bots on the configured channels: Telegram, Discord)
   kiro-rt bot --console | status (the same bot on this terminal; what the running one is doing)
@@ -550,7 +550,8 @@ local function serve(args)
   -- the flags given (which win).
   local conf, cerr = use_config(named)
   if cerr then return usage_error(cerr, "") end
-  opts.config = conf and conf.path -- read again on SIGHUP
+  -- (read again on SIGHUP: by its absolute path, which `reload --config` names too)
+  opts.config = conf and (require("kiro.core").realpath(conf.path) or conf.path)
   opts.config_files = conf and conf.files -- the policy plugins it loaded, watched with it
   for name, v in pairs(conf and conf.server or {}) do
     if opts[name] == nil then
@@ -663,10 +664,11 @@ end
 
 -- One question to the running server ({ op = op }): its reply, or nil once
 -- the trouble is told on stderr (no server, none that talks to us, no answer).
-local function ask_server(op, timeout_ms)
+local function ask_server(op, timeout_ms, quiet)
   local conn, err, kind = require("kiro.client").open { autostart = false }
   if not conn then
     -- none answers, or one that will not talk to us (another user's)
+    if quiet then return nil end
     io.stderr:write("kiro-rt: ", op == "status" and "" or op .. ": ", "no server running",
       kind == "none" and "" or " (" .. err .. ")", "\n")
     return nil
@@ -680,6 +682,31 @@ end
 
 local function mib(bytes)
   return bytes and ("%.1f MiB"):format(bytes / 1048576) or "?"
+end
+
+-- `--config FILE` given to status, stop or reload: the server meant runs
+-- with that file. The arguments without it, and a check of the server's
+-- configuration path (nil once the mismatch is told), or nil and a usage
+-- message.
+local function server_config_arg(name, args)
+  local rest, named, i = {}, nil, 1
+  while args[i] do
+    local f, next_i, cferr = config_flag(args, i)
+    if cferr then return nil, name .. ": " .. cferr end
+    if f then
+      named, i = f, next_i
+    else
+      rest[#rest + 1], i = args[i], i + 1
+    end
+  end
+  local want = named and (require("kiro.core").realpath(named) or named)
+  local function check(path)
+    if not want or path == want then return true end
+    io.stderr:write(("kiro-rt: %s: the running server's configuration is %s, not %s (`kiro-rt stop`, then "
+      .. "`kiro-rt serve --config %s`)\n"):format(name, path or "none (it runs without a file)", want, named))
+    return nil
+  end
+  return rest, check
 end
 
 -- `kiro-rt NAME [--json]`: ask() gets the status (nil once it has told
@@ -726,17 +753,29 @@ local function show_server(s, w)
 end
 
 local function status(args)
-  return status_command("status", args, "Usage: kiro-rt status [--json]\n\nShows the running server and its daemons.\n",
-    function() return ask_server("status", 5000) end, show_server)
+  local rest, check = server_config_arg("status", args)
+  if not rest then return usage_error(check) end
+  return status_command("status", rest, "Usage: kiro-rt status [--json] [--config FILE]\n\nShows the running "
+    .. "server and its daemons (with --config: the one running with FILE,\nelse an error).\n",
+    function()
+      local s = ask_server("status", 5000)
+      if s and not check(s.config and s.config.path) then return nil end
+      return s
+    end, show_server)
 end
 
 local function stop(args)
   if args[1] == "-h" or args[1] == "--help" then
-    io.stdout:write("Usage: kiro-rt stop\n\nStops the server: in-flight requests finish (within its\n",
-      "stop grace period), then its backends are stopped.\n")
+    io.stdout:write("Usage: kiro-rt stop [--config FILE]\n\nStops the server: in-flight requests finish (within its\n",
+      "stop grace period), then its backends are stopped. With --config: only\nthe one running with FILE.\n")
     return EXIT_OK
-  elseif args[1] then
-    return usage_error("stop: unknown argument '" .. args[1] .. "'")
+  end
+  local rest, check = server_config_arg("stop", args)
+  if not rest then return usage_error(check) end
+  if rest[1] then return usage_error("stop: unknown argument '" .. rest[1] .. "'") end
+  if #args > #rest then -- (--config: the server's own file, asked first; no server: said below)
+    local s = ask_server("status", 5000, true)
+    if s and not check(s.config and s.config.path) then return EXIT_FAIL end
   end
   local client = require "kiro.client"
   local conn = client.open { autostart = false }
@@ -952,12 +991,17 @@ end
 -- kiro-rt reload: the server reads its configuration file again.
 local function reload(args)
   if args[1] == "-h" or args[1] == "--help" then
-    io.stdout:write("Usage: kiro-rt reload\n\nHas the server read its configuration file again (as SIGHUP does):\n",
-      "used once all of it checks, else the configuration in force stays and the\n",
-      "error is printed (exit status 1).\n")
+    io.stdout:write("Usage: kiro-rt reload [--config FILE]\n\nHas the server read its configuration file again ",
+      "(as SIGHUP does):\nused once all of it checks, else the configuration in force stays and the\n",
+      "error is printed (exit status 1). With --config: FILE must be the file\nthe server runs with.\n")
     return EXIT_OK
-  elseif args[1] then
-    return usage_error("reload: unknown argument '" .. args[1] .. "'")
+  end
+  local rest, check = server_config_arg("reload", args)
+  if not rest then return usage_error(check) end
+  if rest[1] then return usage_error("reload: unknown argument '" .. rest[1] .. "'") end
+  if #args > #rest then
+    local s = ask_server("status", 5000, true)
+    if s and not check(s.config and s.config.path) then return EXIT_FAIL end
   end
   local reply = ask_server("reload", 10000)
   if not reply then return EXIT_FAIL end
