@@ -7,6 +7,9 @@
 
 local core = require "kiro.core"
 
+-- Where require found this module: its file, or ":kiro-rt:" (compiled in).
+local _, loaded_from = ...
+
 local plugins = {}
 
 --- The directories kiro-rt's own plugins of a kind are in, in order:
@@ -15,11 +18,10 @@ local plugins = {}
 ---@return string[]
 function plugins.shipped(kind)
   local candidates = {}
-  local src = debug.getinfo(1, "S").source
-  local file = src:sub(1, 1) == "@" and src:sub(2)
-  -- (this file's own directory, when it is a file: the Lua built into
-  -- kiro-rt names one it was made from, which need not be there)
-  local here = file and core.realpath(file) and file:match("^(.*)/[^/]*$")
+  -- (this file's own directory, when it was loaded from one: the Lua
+  -- compiled into kiro-rt has none, whatever the directory it runs in holds)
+  local file = type(loaded_from) == "string" and loaded_from ~= ":kiro-rt:" and core.realpath(loaded_from)
+  local here = file and file:match("^(.*)/[^/]*$")
   if here then
     candidates[#candidates + 1] = here .. "/../../plugins/" .. kind
     candidates[#candidates + 1] = here .. "/../../../kiro-rt/plugins/" .. kind

@@ -24,7 +24,8 @@ static int embedded_loader(lua_State *L)
     if (luaL_loadbufferx(L, (const char *)m->code, m->len, m->name, "b") != LUA_OK)
         return lua_error(L);
     lua_pushstring(L, m->name);
-    lua_call(L, 1, 1);
+    lua_pushliteral(L, ":kiro-rt:"); /* where it came from: as require gives a file's path */
+    lua_call(L, 2, 1);
     return 1;
 }
 
