@@ -287,6 +287,19 @@ describe("kiro-rt run", function()
     end
   end)
 
+  it("kiro.shutdown ends a script whose tasks still wait on what nothing is left to set", function()
+    -- (they used to keep kiro.run turning, at full CPU, for ever: timeout ends that)
+    local dir = H.tmpdir()
+    H.write_file(dir .. "/wait.lua", [[
+local kiro = require "kiro"
+local ev = kiro.event()
+kiro.spawn(function() ev:wait(); print("never") end)
+kiro.spawn(function() kiro.sleep(50); kiro.shutdown() end)
+]])
+    local r = H.run({ "timeout", "-k", "1", "10", H.kiro_rt, "run", dir .. "/wait.lua" }, H.sim_env())
+    assert.are.same({ 0, "", "" }, { r.code, r.out, r.err })
+  end)
+
   it("stops a running script and its backends on SIGTERM", function()
     local env, log = H.sim_env()
     local script = H.tmpdir() .. "/loop.lua"

@@ -186,7 +186,17 @@ function tasks.run()
     while ntasks > 0 do
       run_ready()
       run_wakes()
-      if ntasks > 0 then core.step() end
+      if ntasks > 0 and not core.step() and rhead > rtail and nwakes == 0 and core.shutting_down() then
+        -- The runtime was shut down and nothing on its loop is left to
+        -- wake the tasks still waiting (on an event, say): they end here,
+        -- their to-be-closed variables closed, rather than wait for ever.
+        core.log("debug", "kiro.tasks", ("%d task(s) still waiting at shutdown: ended"):format(ntasks))
+        for co in pairs(live) do
+          live[co] = nil
+          coroutine.close(co)
+        end
+        ntasks = 0
+      end
     end
   end)
   running = false

@@ -66,6 +66,7 @@ static const luaL_Reg core_fns[] = {
     { "handle_signals", l_handle_signals },
     { "handle_hup", l_handle_hup },
     { "shutdown", l_shutdown },
+    { "shutting_down", l_shutting_down },
     /* lconfig.c */
     { "configure", l_configure },
     { "config", l_config },

@@ -323,6 +323,14 @@ static int l_shutdown(lua_State *L)
     return 0;
 }
 
+/* core.shutting_down() -> whether a shutdown without reopen was asked for */
+static int l_shutting_down(lua_State *L)
+{
+    lrt *x = get_lrt(L);
+    lua_pushboolean(L, x->rt && x->rt->shutting_down);
+    return 1;
+}
+
 static void stdin_stop(struct lstdin_state *s); /* lstdin.c */
 
 static int rt_gc(lua_State *L)
