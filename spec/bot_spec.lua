@@ -231,6 +231,82 @@ describe("kiro-rt bot (Telegram)", function()
     assert.are.equal("You said: " .. prompt, msgs[1].text)
   end)
 
+  it("reloads that go wrong change nothing that runs: a channel that fails, one that will not load, one dropped "
+    .. "and named again while it lets go", function()
+    local api = fake()
+    local dir = H.tmpdir()
+    assert(os.execute("mkdir " .. H.q(dir .. "/channels")))
+    -- Channels of the test's own, beside the file: one whose run fails,
+    -- one that takes 500 ms to let go once stopped (its log says when).
+    H.write_file(dir .. "/channels/boom.lua", [[
+return function() return { run = function() error("boom at run", 0) end, stop = function() end } end
+]])
+    H.write_file(dir .. "/channels/slow.lua", [[
+local kiro = require "kiro"
+return function()
+  local stop = kiro.napper()
+  return {
+    run = function()
+      kiro.log("warn", "slow", "run begins")
+      while not stop:nap(60000) do end
+      kiro.sleep(500)
+      kiro.log("warn", "slow", "run ends")
+    end,
+    stop = function() stop:stop() end,
+  }
+end
+]])
+    local path = dir .. "/config.lua"
+    local function write(extra)
+      H.write_config(path, ([[
+return { channels = {
+  telegram = { token = %q, api_root = %q, poll_timeout_s = 2, allowed_users = { 42 } },%s
+} }
+]]):format(TOKEN, api.base, extra or ""))
+    end
+    local n = 0
+    local function answered()
+      n = n + 1
+      api.post("update", { chat_id = 42, user_id = 42, text = "hi " .. n })
+      assert(H.wait_for(function() return #select(2, api.chat(42)) == n end, 20000), "no answer " .. n)
+    end
+    local log_has = function(b, text, count)
+      return select(2, (H.read_file(b.dir .. "/err") or ""):gsub(text:gsub("%p", "%%%0"), "")) >= (count or 1)
+    end
+    write('\n  boom = {},')
+    local b = bot(path, { KIRO_LOG = "info" })
+    assert(H.wait_for(function() return log_has(b, "boom: the channel failed: boom at run") end, 10000),
+      "boom's failure was not told")
+    answered() -- the others go on
+    -- Started anew by a reload (its address changed), it fails again: told again, nothing hangs.
+    write('\n  boom = { api_root = "http://elsewhere" },')
+    assert(os.execute("kill -HUP " .. b.pid))
+    assert(H.wait_for(function() return log_has(b, "boom: the channel failed: boom at run", 2) end, 10000),
+      "boom was not started anew")
+    -- A file whose only channel will not load (no token): nothing changes.
+    H.write_config(path, 'return { channels = { discord = { api_root = "http://127.0.0.1:1" } } }\n')
+    assert(os.execute("kill -HUP " .. b.pid))
+    assert(H.wait_for(function() return log_has(b, "would leave no channel running") end, 10000), "not refused")
+    assert.matches("channels.discord: discord: a bot token is needed", H.read_file(b.dir .. "/err"), 1, true)
+    answered()
+    -- slow: started, dropped, named again at once: it begins again only once its old self has ended.
+    write('\n  slow = {},')
+    assert(os.execute("kill -HUP " .. b.pid))
+    assert(H.wait_for(function() return log_has(b, "[WARN slow] run begins") end, 10000), "slow did not start")
+    write()
+    assert(os.execute("kill -HUP " .. b.pid))
+    assert(H.wait_for(function() return log_has(b, "slow: no longer configured") end, 10000), "slow not dropped")
+    write('\n  slow = {},')
+    assert(os.execute("kill -HUP " .. b.pid))
+    assert(H.wait_for(function() return log_has(b, "[WARN slow] run begins", 2) end, 10000), "slow not again")
+    answered()
+    local log = stop(b)
+    local first = log:find("[WARN slow] run begins", 1, true)
+    local ends = log:find("[WARN slow] run ends", first, true)
+    local again = log:find("[WARN slow] run begins", first + 1, true)
+    assert.is_true(ends < again, log) -- (the old one had let go before the new one began)
+  end)
+
   it("an agent's tool call shows as progress under the draft; the final message is the reply alone", function()
     local api = fake()
     local b = bot(config(api), { KIRO_PROTOCOL = "acp", KIRO_SIM_ACP_UPDATES = "1", KIRO_SIM_ACP_TOOL_MS = "1500",

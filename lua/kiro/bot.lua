@@ -351,10 +351,14 @@ function Bot:launch(c, after)
     if after then after:wait() end
     c.waiting = false
     if not c.stopped then
-      c.ch:run(function(m)
-        local ok, err = pcall(self.on_message, self, c, m)
-        if not ok then kiro.log("error", "kiro.bot", ("%s: a message could not be taken: %s"):format(c.name, err)) end
+      local ok, err = pcall(c.ch.run, c.ch, function(m)
+        local mok, merr = pcall(self.on_message, self, c, m)
+        if not mok then kiro.log("error", "kiro.bot", ("%s: a message could not be taken: %s"):format(c.name, merr)) end
       end)
+      if not ok then -- (its end is kept: a reload may start it anew)
+        c.ch.state = "stopped: " .. tostring(err)
+        kiro.log("error", "kiro.bot", ("%s: the channel failed: %s"):format(c.name, tostring(err)))
+      end
     end
     c.done:set()
     self.running = self.running - 1
@@ -376,7 +380,8 @@ end
 function bot.start(channels, dir)
   metrics() -- (the replies' observer, from the first)
   local b = setmetatable({ channels = {}, chats = {}, ignored = {}, messages = 0, dir = dir, started = kiro.now(),
-                           running = 0, ended = kiro.event() }, Bot)
+                           running = 0, ended = kiro.event(),
+                           ending = {} }, Bot) -- (ending: channels dropped, by name: their ended events)
   local made = {}
   for name, settings in pairs(channels) do
     local c, err = channel(name, settings, dir)
@@ -420,40 +425,56 @@ end
 --- A reload's channels: a channel no longer named stops (its replies
 --- under way finish); a new one starts; one whose connection changed (its
 --- token, api_root, ...) is stopped and started anew once the old one has
---- ended (two pollers on one token would fight); the others take their new
---- settings (who may talk, how replies stream, the model, the bot plugin)
---- from their next message on. What will not load is logged, and what
---- runs stays as it was.
+--- ended (two pollers on one token would fight), as is one named again
+--- while its old self is still ending; the others take their new settings
+--- (who may talk, how replies stream, the model, the bot plugin) from
+--- their next message on. A channel that will not load is logged, and the
+--- one running under that name stays as it was; a file that would leave
+--- no channel running changes nothing.
 ---@param channels table
 function Bot:configure(channels)
   if self.stopped then return end
-  if not next(channels) then
-    kiro.log("error", "kiro.bot", "the configuration names no channel now: the channels running stay")
-    return
-  end
-  for name, c in pairs(self.channels) do
-    if not channels[name] then
-      kiro.log("info", "kiro.bot", name .. ": no longer configured: stopping (replies under way finish)")
-      self.channels[name] = nil
-      halt(c)
-    end
-  end
+  -- First everything made, nothing yet stopped or started.
+  local plan, runs = {}, 0
   for name, settings in pairs(channels) do
     local c = self.channels[name]
     if c and not reconnects(c.settings, settings) then
-      local persona, err = bot.persona(settings.bot, self.dir)
-      if err then kiro.log("error", "kiro.bot", ("channels.%s.bot: %s (the one in use stays)"):format(name, err))
-      else c.persona = persona end
-      c.settings = settings
+      plan[name] = { keep = c, settings = settings }
     else
       local new, err = channel(name, settings, self.dir)
-      if not new then
-        kiro.log("error", "kiro.bot", err .. (c and " (the one running stays)" or " (not started)"))
+      if new then
+        plan[name] = { new = new, old = c }
+        runs = runs + 1
       else
-        kiro.log("info", "kiro.bot", name .. (c and ": its connection changed: starting it anew" or ": starting"))
-        if c then halt(c) end
-        self:launch(new, c and c.done)
+        kiro.log("error", "kiro.bot", err .. (c and " (the one running stays)" or " (not started)"))
+        plan[name] = c and { keep = c }
       end
+    end
+    local kept = plan[name] and plan[name].keep
+    if kept and not kept.done:is_set() then runs = runs + 1 end
+  end
+  if runs == 0 then
+    kiro.log("error", "kiro.bot", "the configuration would leave no channel running: the channels running stay")
+    return
+  end
+  for name, c in pairs(self.channels) do
+    if not plan[name] then
+      kiro.log("info", "kiro.bot", name .. ": no longer configured: stopping (replies under way finish)")
+      self.channels[name], self.ending[name] = nil, c.done
+      halt(c)
+    end
+  end
+  for name, p in pairs(plan) do
+    if p.settings then
+      local persona, err = bot.persona(p.settings.bot, self.dir)
+      if err then kiro.log("error", "kiro.bot", ("channels.%s.bot: %s (the one in use stays)"):format(name, err))
+      else p.keep.persona = persona end
+      p.keep.settings = p.settings
+    elseif p.new then
+      kiro.log("info", "kiro.bot", name .. (p.old and ": its connection changed: starting it anew" or ": starting"))
+      if p.old then halt(p.old) end
+      self:launch(p.new, p.old and p.old.done or self.ending[name])
+      self.ending[name] = nil
     end
   end
 end
