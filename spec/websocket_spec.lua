@@ -118,7 +118,7 @@ end
     local r = H.run({ H.kiro_rt, "run", dir .. "/x.lua" }, H.sim_env())
     assert.are.same({ 0, "" }, { r.code, r.err })
     assert.are.equal(table.concat({ "cannot connect to ff02::1: not a host's address\tnetwork",
-      "cannot connect to 255.255.255.255: a broadcast address\tnetwork",
+      "cannot connect to 255.255.255.255: not a host's address\tnetwork",
       "cannot connect to 224.0.0.1: not a host's address\tnetwork", "" }, "\n"), r.out)
   end)
 

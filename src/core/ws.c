@@ -452,11 +452,13 @@ static int start(kws_conn *c, const char *address)
 
 /* Starts on the host's next address: 0, or -1 with why in c->start_err
  * once none is left that can be started. */
-/* Whether a connection to a could begin: 0, or why not (an errno). A
- * multicast or broadcast address cannot take one, and for any other the
- * routing table is asked (a UDP socket's connect sends nothing). What
- * fails here would fail at once in libwebsockets' connect(), and 4.1
- * leaves a libuv handle of its own behind on that path. */
+/* Whether a connection to a could begin: 0, or why not (an errno;
+ * EADDRNOTAVAIL: no host's address). A multicast or broadcast address
+ * cannot take one, and for any other the routing table is asked (a UDP
+ * socket's connect sends nothing); when that cannot be asked, the
+ * connection is tried. What fails here would fail at once in
+ * libwebsockets' connect(), and 4.1 leaves a libuv handle of its own
+ * behind on that path. */
 static int reachable(const struct addrinfo *a, int port)
 {
     struct sockaddr_storage to;
@@ -470,14 +472,14 @@ static int reachable(const struct addrinfo *a, int port)
         s6->sin6_port = htons((uint16_t)port);
     } else {
         struct sockaddr_in *s4 = (struct sockaddr_in *)&to;
-        if (IN_MULTICAST(ntohl(s4->sin_addr.s_addr)))
+        if (IN_MULTICAST(ntohl(s4->sin_addr.s_addr)) || s4->sin_addr.s_addr == htonl(INADDR_BROADCAST))
             return EADDRNOTAVAIL;
         s4->sin_port = htons((uint16_t)port);
     }
     int fd = socket(a->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
-        return errno;
-    int rc = connect(fd, (struct sockaddr *)&to, a->ai_addrlen) == 0 ? 0 : errno; /* (broadcast: EACCES) */
+        return 0;
+    int rc = connect(fd, (struct sockaddr *)&to, a->ai_addrlen) == 0 ? 0 : errno;
     close(fd);
     return rc;
 }
@@ -497,9 +499,7 @@ static int try_next(kws_conn *c)
         int why = reachable(a, c->u->port);
         if (why) {
             snprintf(c->start_err, sizeof c->start_err, "cannot connect to %s: %s", ip,
-                     why == EACCES          ? "a broadcast address"
-                     : why == EADDRNOTAVAIL ? "not a host's address"
-                                            : strerror(why));
+                     why == EADDRNOTAVAIL ? "not a host's address" : strerror(why));
             continue;
         }
         if (start(c, ip) == 0)
