@@ -229,6 +229,8 @@ describe("kiro Lua API", function()
       "kiro.chat: unknown option 'timeout' (did you mean 'timeout_ms'?)")
     assert.has_error(function() kiro.chat("x", { modle = "m" }) end,
       "kiro.chat: unknown option 'modle' (did you mean 'model'?)")
+    -- (kiro.call's option, not kiro.chat's: no suggestion of itself)
+    assert.has_error(function() kiro.chat("x", { stream = true }) end, "kiro.chat: unknown option 'stream'")
     assert.has_error(function() kiro.configure { pool_maxx = 1 } end,
       "kiro.configure: unknown option 'pool_maxx' (did you mean 'pool_max'?)")
     assert.has_error(function() kiro.configure { pool_min = 5, pool_max = 2 } end)

@@ -83,7 +83,7 @@ function M.did_you_mean(name, names)
   local low = name:lower()
   local best, best_key
   local function try(c)
-    if type(c) ~= "string" then return end
+    if type(c) ~= "string" or c == name then return end -- (a name known elsewhere, not here)
     local d = distance(low, c:lower())
     if #name >= 4 and c:lower():find(low, 1, true) == 1 then d = math.min(d, 1) end
     if d > math.max(1, math.min(2, #name // 3)) then return end
