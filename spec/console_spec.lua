@@ -47,6 +47,17 @@ seen '[reply interrupted]'; printf 'after\n'; seen 'You said: after'; printf '\0
     assert.matches("> ", out, 1, true) -- a prompt: it is a terminal
   end)
 
+  it("kiro-rt's own plugins come from beside it, never from the directory it runs in", function()
+    -- (a directory that looks like a kiro-rt source tree: its plugins are not ours)
+    local dir = H.tmpdir()
+    assert(os.execute(("mkdir -p %s/lua/kiro %s/plugins/channels"):format(H.q(dir), H.q(dir))))
+    H.write_file(dir .. "/lua/kiro/plugins.lua", "return {}\n")
+    H.write_file(dir .. "/plugins/channels/console.lua", "os.exit(7)\n")
+    local r = H.run({ "sh", "-c", ("cd %s && exec %s bot --console"):format(H.q(dir), H.q(H.kiro_rt)) }, H.sim_env(),
+      "hi\n")
+    assert.are.same({ 0, "You said: hi\n" }, { r.code, r.out })
+  end)
+
   it("with an ACP agent each chat is a session of its own: only the new text goes, the agent keeps the rest", function()
     local env, log = H.sim_env { KIRO_PROTOCOL = "acp" }
     local r = H.run({ H.kiro_rt, "bot", "--console" }, env, "one\ntwo\n/reset\nthree\n")
