@@ -172,6 +172,22 @@ print(ws:receive(5000))
       "kiro.websocket.connect: timeout_ms must be an integer >= 1")
   end)
 
+  it("a napper's stop ends the wait for a handshake (cancelled); after it none begins", function()
+    local kiro = H.setup()
+    -- (an HTTP server that holds its answer 5 s: the handshake waits)
+    local url = "ws://127.0.0.1:" .. H.fake_host("http_fake") .. "/slow?ms=5000"
+    local n = kiro.napper()
+    local result
+    kiro.spawn(function() result = { kiro.websocket.connect(url, { stop = n }) } end)
+    kiro.spawn(function() n:stop() end)
+    assert.are.equal(0, kiro.run())
+    assert.are.same({ nil, "stopped", "cancelled" }, result) -- (not the server's answer, 5 s later)
+    assert.are.same({ nil, "stopped", "cancelled" }, { kiro.websocket.connect(url, { stop = n }) })
+    local ok, err = pcall(kiro.websocket.connect, url, { stop = true })
+    assert.is_false(ok)
+    assert.matches("stop must be a kiro.napper()", err, 1, true)
+  end)
+
   it("ends what is open when the runtime shuts down: a waiting receive returns cancelled", function()
     local kiro = H.setup()
     local url = echo()

@@ -133,7 +133,8 @@ end
 
 --- Opens a connection and waits for its handshake.
 ---@param url string ws:// or wss://
----@param opts? table timeout_ms (the handshake), max_bytes (one message)
+---@param opts? table timeout_ms (the handshake), max_bytes (one message), stop (a kiro.napper: its stop()
+---  ends the wait for the handshake, code "cancelled")
 ---@return kiro.WebSocket|nil conn, string? message, string? code
 function websocket.connect(url, opts)
   opts = opts or {}
@@ -146,19 +147,33 @@ function websocket.connect(url, opts)
       error("kiro.websocket.connect: " .. k .. " must be an integer >= 1", 2)
     end
   end
+  local stop = opts.stop
+  if stop ~= nil and (type(stop) ~= "table" or type(stop.on_stop) ~= "function") then
+    error("kiro.websocket.connect: stop must be a kiro.napper()", 2)
+  end
+  if stop and stop.cut then return nil, "stopped", "cancelled" end
   local self = setmetatable({ woken = false, n = 0, head = 1, bin = {}, opened = false }, Conn)
   local h, err = core.websocket(url, opts.max_bytes or websocket.MAX_BYTES, self)
   if not h then
     return nil, err, err:find("shutting down", 1, true) and "cancelled" or "network"
   end
   self.handle = h
-  local ok, werr = pcall(wait_for, self, function() return self.opened or self.close_code ~= nil end,
+  local forget = stop and stop:on_stop(function()
+    self.stopped = true
+    tasks.wake(self)
+  end)
+  local ok, werr = pcall(wait_for, self, function() return self.opened or self.close_code ~= nil or self.stopped end,
     opts.timeout_ms or websocket.TIMEOUT_MS)
+  if forget then forget() end
   if not ok then -- the caller was interrupted: the connection goes too
     h:release()
     error(werr, 0)
   end
   if self.opened then return self end
+  if self.stopped then
+    h:release()
+    return nil, "stopped", "cancelled"
+  end
   if not self.close_code then
     h:release()
     return nil, "no handshake in time", "timeout"

@@ -57,8 +57,9 @@ return function(settings)
   local pace = reply.pacer(GLOBAL_PER_S) -- all channels together
 
   --- One REST call: the decoded body (true for 204), or nil and an error
-  --- table (kiro.reply's). route names the bucket (a kind and a channel).
-  function ch.api(method, path, body, route, kind)
+  --- table (kiro.reply's). route names the bucket (a kind and a channel);
+  --- until_stop, a napper whose stop ends it (not a reply's calls: those finish).
+  function ch.api(method, path, body, route, kind, until_stop)
     local b = route and buckets[route]
     if b and b.remaining <= 0 and kiro.now() < b.reset_at then kiro.sleep(b.reset_at - kiro.now()) end
     while kiro.now() < held do kiro.sleep(held - kiro.now()) end
@@ -67,7 +68,7 @@ return function(settings)
       url = root .. path, method = method, body = body and cjson.encode(body) or nil,
       headers = { Authorization = "Bot " .. token, ["Content-Type"] = body and "application/json" or nil,
                   ["User-Agent"] = "DiscordBot (https://github.com/kiro-rt, " .. kiro.core.version .. ")" },
-      timeout_ms = 30000, max_bytes = 1 << 20, secrets = secrets,
+      timeout_ms = 30000, max_bytes = 1 << 20, secrets = secrets, stop = until_stop,
     }
     if not r then return nil, { message = msg } end
     local h = r.headers
@@ -115,7 +116,7 @@ return function(settings)
   -- The gateway's address: the configured one, else the API's.
   local function gateway_url()
     if settings.gateway_url then return settings.gateway_url end
-    local g, err = ch.api("GET", "/gateway/bot")
+    local g, err = ch.api("GET", "/gateway/bot", nil, nil, nil, stop) -- (a stop ends it)
     if not g then return nil, err.message end
     return g.url
   end
@@ -224,7 +225,7 @@ return function(settings)
       if not base then base, err = gateway_url() end
       local ws
       if base then
-        ws, err = kiro.websocket.connect(with_query(base), { timeout_ms = 30000, max_bytes = 8 << 20 })
+        ws, err = kiro.websocket.connect(with_query(base), { timeout_ms = 30000, max_bytes = 8 << 20, stop = stop })
       end
       if stop.cut then
         if ws then ws:release() end
