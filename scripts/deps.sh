@@ -2,7 +2,7 @@
 # Install what kiro-rt needs to build, test and benchmark on Debian (run as root).
 set -eu
 pkgs="build-essential cmake pkg-config lua5.4 liblua5.4-dev lua-cjson libuv1-dev \
-libjansson-dev libyajl-dev libcurl4-openssl-dev libwebsockets-dev libwebsockets-evlib-uv lua-busted lua-check clang-format hyperfine procps util-linux \
+libjansson-dev libyajl-dev libcurl4-openssl-dev libwebsockets-dev libwebsockets-evlib-uv libedit-dev lua-busted lua-check clang-format hyperfine procps util-linux \
 prometheus curl openssl binutils lua-luv lua-cqueues luarocks prosody python3-slixmpp lua-copas"
 missing=""
 for p in $pkgs; do

@@ -58,6 +58,42 @@ seen '[reply interrupted]'; printf 'after\n'; seen 'You said: after'; printf '\0
     assert.are.same({ 0, "You said: hi\n" }, { r.code, r.out })
   end)
 
+  it("on a terminal: a line is edited, the arrow keys recall earlier ones (kept between runs), Ctrl-C at the "
+    .. "prompt drops the line being typed", function()
+    local dir = H.tmpdir()
+    local env = H.sim_env()
+    -- One run of the agent on a terminal of its own, fed by feed (shell,
+    -- with seen TEXT [N] and prompts N to wait for the screen: each gives
+    -- up after 30 s, and the end of its input ends the agent); its screen.
+    local function session(name, feed)
+      H.write_file(dir .. "/" .. name .. ".sh", [[
+tick() { i=$((i+1)); [ $i -lt 600 ] || exit 1; sleep 0.05; }
+seen() { i=0; until [ "$(grep -cF "$1" out)" -ge "${2:-1}" ]; do tick; done; }
+prompts() { i=0; until [ "$(grep -o '> ' out | wc -l)" -ge "$1" ]; do tick; done; }
+]] .. feed .. "\nexec sleep 30\n")
+      local r = H.run({ "sh", "-c", ("cd %s && rm -f in out && mkfifo in && : >out && { sh %s.sh >in & feed=$!; "
+        .. "script -qec %s /dev/null <in >out; rc=$?; kill $feed; cat out; exit $rc; }"):format(
+        H.q(dir), name, H.q("exec " .. H.kiro_rt .. " agent")) }, env)
+      assert.are.equal(0, r.code, r.err .. r.out)
+      return (r.out:gsub("\r", ""))
+    end
+    local UP = [[\033[A]]
+    local out = session("one", table.concat({
+      "prompts 1; printf 'hello there\\n'; seen 'You said: hello there'",
+      "prompts 2; printf 'abc'; seen 'abc'; printf '\\003'", -- (dropped: never sent)
+      "prompts 3; printf '" .. UP .. "\\n'; seen 'You said: hello there' 2; printf '\\004'", -- the line before, again
+    }, "\n"))
+    local _, twice = out:gsub("You said: hello there\n", "")
+    assert.are.equal(2, twice, out)
+    assert.is_nil(out:find("You said: abc", 1, true), out)
+    -- A new run: the arrow finds what the last one typed.
+    out = session("two", "prompts 1; printf '" .. UP .. "\\n'; seen 'You said: hello there'; printf '\\004'")
+    assert.matches("You said: hello there\n", out, 1, true)
+    local history = env.XDG_STATE_HOME .. "/kiro-rt/console_history"
+    assert.matches("hello", H.read_file(history), 1, true)
+    assert.are.equal("600", H.run({ "stat", "-c", "%a", history }, {}).out:match("%d+"))
+  end)
+
   it("with an ACP agent each chat is a session of its own: only the new text goes, the agent keeps the rest", function()
     local env, log = H.sim_env { KIRO_PROTOCOL = "acp" }
     local r = H.run({ H.kiro_rt, "bot", "--console" }, env, "one\ntwo\n/reset\nthree\n")

@@ -392,6 +392,16 @@ function bot.start(channels, dir)
   return b
 end
 
+--- Ctrl-C with no reply under way: whether a channel took it (a console's
+--- prompt drops the line being typed), rather than the bot stopping.
+---@return boolean
+function Bot:interrupt()
+  for _, c in pairs(self.channels) do
+    if c.ch.interrupt and c.ch.interrupt() then return true end
+  end
+  return false
+end
+
 --- Stops every reply under way (a console's Ctrl-C); how many there were.
 ---@return integer
 function Bot:cancel_replies()

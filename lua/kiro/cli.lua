@@ -816,8 +816,10 @@ text) on [HOST:]PORT (HOST defaults to 127.0.0.1); `kiro-rt bot status`
 shows the same for the running bot, and each channel's state.
 
 --console chats on this terminal instead: each line is a message, the
-reply streams in; Ctrl-C stops a reply, Ctrl-D ends the console (channels
-= { console = { system = ... } } in the file sets it up).
+reply streams in; lines are edited as typed, the arrow keys recall earlier
+ones (kept between runs); Ctrl-C stops a reply or drops the line being
+typed, Ctrl-D ends the console (channels = { console = { system = ... } }
+in the file sets it up).
 
 SIGHUP reads the configuration file again (with --watch, so does a change
 to it): who may talk, how replies stream and the runtime's options change
@@ -968,7 +970,8 @@ function bot_cmd(args, console_settings)
   end)
   local signalled
   kiro.on_signal(function(sig)
-    if console and b:cancel_replies() > 0 then return true end -- Ctrl-C stops the reply, not the console
+    -- Ctrl-C stops the reply, or drops the line being typed; not the console
+    if console and sig == 2 and (b:cancel_replies() > 0 or b:interrupt()) then return true end
     if signalled then return end -- a second signal: everything ends now
     signalled = sig
     core.log("info", "kiro.bot", ("signal %d: stopping; replies under way finish"):format(sig))

@@ -9,7 +9,7 @@ M.PROTO = core.PROTO       -- wire protocol version (the handshake carries it)
 M.STOP_GRACE_MS = 10000    -- in-flight requests get this long on `stop`
 
 --- Where the socket, lock and log live.
----@return table paths dir, socket, lock, bot_socket, logdir, log
+---@return table paths dir, socket, lock, bot_socket, logdir, log, history
 function M.paths()
   local dir, socket = core.server_paths() -- as kiro-rt agent's C fast path finds them
   local state = os.getenv("XDG_STATE_HOME")
@@ -29,6 +29,7 @@ function M.paths()
     bot_socket = dir .. "/bot.sock", -- where `kiro-rt bot status` asks
     logdir = logdir,
     log = logdir .. "/server.log",
+    history = logdir .. "/console_history", -- the console's lines, for its arrow keys
   }
 end
 

@@ -1,8 +1,11 @@
 --- console: a chat on this terminal (`kiro-rt bot --console`): each line
 -- typed is a message, and the reply streams in as it is made. The
 -- conversation keeps its history (/reset forgets it, /model NAME picks a
--- model); Ctrl-C stops the reply under way, not the console; Ctrl-D (the
--- end of input) ends it once the last reply is out.
+-- model); Ctrl-C stops the reply under way, or drops the line being
+-- typed, never the console; Ctrl-D (the end of input) ends it once the
+-- last reply is out. On a terminal a line
+-- is edited as it is typed, and the arrow keys recall earlier ones (kept
+-- between runs in $XDG_STATE_HOME/kiro-rt/console_history).
 --
 --   channels = { console = { system = "Be brief." } }   -- kiro.bot's settings
 
@@ -15,9 +18,14 @@ return function()
   local tty = kiro.core.isatty(0) and kiro.core.isatty(1) -- a prompt only for a person
   local shown = {} -- what each reply message shows, by id
   local next_id = 0
+  local editor -- on a terminal: lines edited, with a history
+  local at_prompt = false -- waiting for a line to be typed
 
   local function prompt()
-    if tty then
+    at_prompt = true
+    if editor then
+      editor:prompt("> ")
+    elseif tty then
       out:write("> ")
       out:flush()
     end
@@ -53,13 +61,30 @@ return function()
     prompt()
   end
 
+  --- Ctrl-C with no reply under way: on a terminal, the line being typed
+  --- goes and a fresh prompt comes (true: the console goes on); elsewhere
+  --- false (a signal: the console ends).
+  function ch.interrupt()
+    if not tty then return false end
+    if at_prompt then
+      out:write("\n")
+      out:flush()
+      prompt()
+    end
+    return true
+  end
+
   function ch.run(_, on_message)
     local buf, lines, tail, ended = "", {}, 0, false
     local w = { woken = false }
     ch.w = w
     local reader = {}
     function reader.on_event(_, ev, data)
-      if ev == "data" then
+      at_prompt = false
+      if ev == "line" then -- (the line editor's: one whole line)
+        tail = tail + 1
+        lines[tail] = data
+      elseif ev == "data" then
         kiro.log("debug", "kiro.channel", ("console: %d bytes"):format(#data))
         buf = buf .. data
         for line in buf:gmatch("([^\n]*)\n") do
@@ -78,7 +103,15 @@ return function()
       end
       require("kiro.tasks").wake(w)
     end
-    local r, err = kiro.core.stdin(reader)
+    local r, err
+    if tty then
+      local paths = require "kiro.paths"
+      local p = paths.paths()
+      r, err = kiro.core.line_editor(reader, paths.ensure_logdir(p) and p.history or nil)
+      if not r then kiro.log("info", "kiro.channel", "console: no line editing: " .. err) end
+      editor = r
+    end
+    if not r then r, err = kiro.core.stdin(reader) end
     if not r then error("console: " .. err, 0) end
     ch.reader = r
     prompt()

@@ -49,6 +49,7 @@
 #include "lhttp.c"    /* http; request:cancel */
 #include "lwsock.c"   /* websocket; conn:send, :close, :release */
 #include "lstdin.c"   /* stdin; reader:stop */
+#include "lline.c"    /* line_editor; editor:prompt, :hold, :stop */
 
 static const luaL_Reg core_fns[] = {
     /* lbackend.c, lrequest.c */
@@ -110,6 +111,8 @@ static const luaL_Reg core_fns[] = {
     { "websocket", l_websocket },
     /* lstdin.c */
     { "stdin", l_stdin },
+    /* lline.c */
+    { "line_editor", l_line_editor },
     { NULL, NULL },
 };
 
@@ -154,6 +157,7 @@ KIRO_EXPORT int luaopen_kiro_core(lua_State *L)
     lkiro_class(L, HTTP_MT, http_cancel, NULL, http_methods);
     lkiro_class(L, WS_MT, ws_release, NULL, ws_methods);
     lkiro_class(L, STDIN_MT, stdin_gc, NULL, stdin_methods);
+    lkiro_class(L, LINE_MT, line_gc, NULL, line_methods);
 
     push_runtime(L);
     lua_newtable(L);

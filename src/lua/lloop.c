@@ -332,6 +332,7 @@ static int l_shutting_down(lua_State *L)
 }
 
 static void stdin_stop(struct lstdin_state *s); /* lstdin.c */
+static void line_stop_all(lrt *x);              /* lline.c */
 
 static int rt_gc(lua_State *L)
 {
@@ -348,6 +349,7 @@ static int rt_gc(lua_State *L)
             uv_close((uv_handle_t *)x->sigs[i], sig_closed);
     if (x->stdin_state)
         stdin_stop(x->stdin_state);
+    line_stop_all(x);
     krt_free(x->rt);
     x->rt = NULL;
     return 0;
