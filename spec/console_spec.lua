@@ -4,6 +4,26 @@
 -- console, the end of input ending it.
 local H = require "helper"
 
+-- `kiro-rt agent` on a terminal of its own (script(1) gives it a
+-- pseudo-terminal), typed at by feed, a shell script with helpers that wait
+-- for the screen: seen TEXT [N] (N lines show TEXT), prompts N (N prompts
+-- shown). Each gives up after 30 s (the assertions then say what was
+-- missing), and the end of the typing ends the agent. script runs `$SHELL
+-- -c`: "exec" makes the agent that shell, else a waiting dash (CI's shell,
+-- with no SHELL set) dies of a Ctrl-C itself. Returns its screen.
+local function terminal(dir, env, name, feed)
+  H.write_file(dir .. "/" .. name .. ".sh", [[
+tick() { i=$((i+1)); [ $i -lt 600 ] || exit 1; sleep 0.05; }
+seen() { i=0; until [ "$(grep -cF -- "$1" out)" -ge "${2:-1}" ]; do tick; done; }
+prompts() { i=0; until [ "$(grep -o '> ' out | wc -l)" -ge "$1" ]; do tick; done; }
+]] .. feed .. "\nexec sleep 30\n")
+  local r = H.run({ "sh", "-c", ("cd %s && rm -f in out && mkfifo in && : >out && { sh %s.sh >in & feed=$!; "
+    .. "script -qec %s /dev/null <in >out; rc=$?; kill $feed; cat out; exit $rc; }"):format(
+    H.q(dir), name, H.q("exec " .. H.kiro_rt .. " agent")) }, env)
+  assert.are.equal(0, r.code, r.err .. r.out)
+  return (r.out:gsub("\r", ""))
+end
+
 describe("console", function()
   after_each(H.check_leaks)
 
@@ -19,27 +39,15 @@ describe("console", function()
   end)
 
   it("agent on a terminal: Ctrl-C stops the reply under way, the conversation goes on, Ctrl-D ends it", function()
-    -- A terminal of its own (script(1) gives the agent a pseudo-terminal).
-    -- script runs `$SHELL -c`: "exec" makes the agent that shell, else a
-    -- waiting dash (CI's shell, with no SHELL set) dies of the Ctrl-C itself.
     -- Each key is typed once the screen shows what it answers: Ctrl-C once
     -- the reply is under way (300 ms a word, 20 words), "after" once the
-    -- reply says it was interrupted, Ctrl-D once "after" is answered. The
-    -- feed gives up after 30 s (the assertions then say what was missing).
-    local dir = H.tmpdir()
+    -- reply says it was interrupted, Ctrl-D once "after" is answered.
     local long = {}
     for i = 1, 20 do long[i] = "w" .. i end
-    H.write_file(dir .. "/feed.sh", ([[
-seen() { i=0; until grep -qF "$1" out; do i=$((i+1)); [ $i -lt 600 ] || exit 1; sleep 0.05; done; }
+    local out = terminal(H.tmpdir(), H.sim_env { KIRO_SIM_CHUNK_DELAY_MS = "300", KIRO_USE_DAEMON = "true" }, "feed",
+      ([[
 printf '%%s\n' %q; seen 'You said: w1 w2'; printf '\003'
-seen '[reply interrupted]'; printf 'after\n'; seen 'You said: after'; printf '\004'; exec sleep 30
-]]):format(table.concat(long, " ")))
-    local env = H.sim_env { KIRO_SIM_CHUNK_DELAY_MS = "300", KIRO_USE_DAEMON = "true" }
-    local r = H.run({ "sh", "-c", ("cd %s && mkfifo in && : >out && { sh feed.sh >in & feed=$!; "
-      .. "script -qec %s /dev/null <in >out; rc=$?; kill $feed; cat out; exit $rc; }"):format(
-      H.q(dir), H.q("exec " .. H.kiro_rt .. " agent")) }, env)
-    assert.are.equal(0, r.code, r.err .. r.out)
-    local out = r.out:gsub("\r", "")
+seen '[reply interrupted]'; printf 'after\n'; seen 'You said: after'; printf '\004']]):format(table.concat(long, " ")))
     assert.matches("You said: w1 w2", out, 1, true)
     assert.is_nil(out:find("You said: [^\n]*w20"), out) -- stopped before its end (the terminal echoes the line)
     assert.matches("[reply interrupted]", out, 1, true)
@@ -62,21 +70,7 @@ seen '[reply interrupted]'; printf 'after\n'; seen 'You said: after'; printf '\0
     .. "prompt drops the line being typed", function()
     local dir = H.tmpdir()
     local env = H.sim_env()
-    -- One run of the agent on a terminal of its own, fed by feed (shell,
-    -- with seen TEXT [N] and prompts N to wait for the screen: each gives
-    -- up after 30 s, and the end of its input ends the agent); its screen.
-    local function session(name, feed)
-      H.write_file(dir .. "/" .. name .. ".sh", [[
-tick() { i=$((i+1)); [ $i -lt 600 ] || exit 1; sleep 0.05; }
-seen() { i=0; until [ "$(grep -cF "$1" out)" -ge "${2:-1}" ]; do tick; done; }
-prompts() { i=0; until [ "$(grep -o '> ' out | wc -l)" -ge "$1" ]; do tick; done; }
-]] .. feed .. "\nexec sleep 30\n")
-      local r = H.run({ "sh", "-c", ("cd %s && rm -f in out && mkfifo in && : >out && { sh %s.sh >in & feed=$!; "
-        .. "script -qec %s /dev/null <in >out; rc=$?; kill $feed; cat out; exit $rc; }"):format(
-        H.q(dir), name, H.q("exec " .. H.kiro_rt .. " agent")) }, env)
-      assert.are.equal(0, r.code, r.err .. r.out)
-      return (r.out:gsub("\r", ""))
-    end
+    local function session(name, feed) return terminal(dir, env, name, feed) end
     local UP = [[\033[A]]
     local out = session("one", table.concat({
       "prompts 1; printf 'hello there\\n'; seen 'You said: hello there'",
