@@ -685,9 +685,10 @@ local function mib(bytes)
 end
 
 -- `--config FILE` given to status, stop or reload: the server meant runs
--- with that file. The arguments without it, and a check of the server's
--- configuration path (nil once the mismatch is told), or nil and a usage
--- message.
+-- with that file. The arguments without it, and check([status]): whether
+-- the running server (its status, asked when not given) is the one meant
+-- (false once the mismatch is told; true with no --config, or no server:
+-- that is told where the command asks), or nil and a usage message.
 local function server_config_arg(name, args)
   local rest, named, i = {}, nil, 1
   while args[i] do
@@ -700,11 +701,14 @@ local function server_config_arg(name, args)
     end
   end
   local want = named and (require("kiro.core").realpath(named) or named)
-  local function check(path)
-    if not want or path == want then return true end
+  local function check(s)
+    if not want then return true end
+    s = s or ask_server("status", 5000, true)
+    local path = s and s.config and s.config.path
+    if not s or path == want then return true end
     io.stderr:write(("kiro-rt: %s: the running server's configuration is %s, not %s (`kiro-rt stop`, then "
       .. "`kiro-rt serve --config %s`)\n"):format(name, path or "none (it runs without a file)", want, named))
-    return nil
+    return false
   end
   return rest, check
 end
@@ -759,7 +763,7 @@ local function status(args)
     .. "server and its daemons (with --config: the one running with FILE,\nelse an error).\n",
     function()
       local s = ask_server("status", 5000)
-      if s and not check(s.config and s.config.path) then return nil end
+      if s and not check(s) then return nil end
       return s
     end, show_server)
 end
@@ -773,10 +777,7 @@ local function stop(args)
   local rest, check = server_config_arg("stop", args)
   if not rest then return usage_error(check) end
   if rest[1] then return usage_error("stop: unknown argument '" .. rest[1] .. "'") end
-  if #args > #rest then -- (--config: the server's own file, asked first; no server: said below)
-    local s = ask_server("status", 5000, true)
-    if s and not check(s.config and s.config.path) then return EXIT_FAIL end
-  end
+  if not check() then return EXIT_FAIL end
   local client = require "kiro.client"
   local conn = client.open { autostart = false }
   if not conn then
@@ -1002,10 +1003,7 @@ local function reload(args)
   local rest, check = server_config_arg("reload", args)
   if not rest then return usage_error(check) end
   if rest[1] then return usage_error("reload: unknown argument '" .. rest[1] .. "'") end
-  if #args > #rest then
-    local s = ask_server("status", 5000, true)
-    if s and not check(s.config and s.config.path) then return EXIT_FAIL end
-  end
+  if not check() then return EXIT_FAIL end
   local reply = ask_server("reload", 10000)
   if not reply then return EXIT_FAIL end
   if reply.op ~= "reloaded" then

@@ -84,7 +84,7 @@ local function checked(opts)
   end
   if opts.body ~= nil and type(opts.body) ~= "string" then return nil, "body must be a string" end
   if opts.on_data ~= nil and type(opts.on_data) ~= "function" then return nil, "on_data must be a function" end
-  if opts.stop ~= nil and (type(opts.stop) ~= "table" or type(opts.stop.on_stop) ~= "function") then
+  if opts.stop ~= nil and not tasks.is_napper(opts.stop) then
     return nil, "stop must be a kiro.napper()"
   end
   local headers = {}

@@ -361,6 +361,13 @@ function Napper:on_stop(fn)
   return function() hooks[fn] = nil end
 end
 
+--- Whether v is a napper (tasks.napper), for an option that takes one.
+---@param v any
+---@return boolean
+function tasks.is_napper(v)
+  return getmetatable(v) == Napper
+end
+
 --- Naps that a stop cuts short (a loop that polls, backs off or beats a
 --- heartbeat, and must end at once when told).
 ---@return kiro.Napper

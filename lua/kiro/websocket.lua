@@ -148,7 +148,7 @@ function websocket.connect(url, opts)
     end
   end
   local stop = opts.stop
-  if stop ~= nil and (type(stop) ~= "table" or type(stop.on_stop) ~= "function") then
+  if stop ~= nil and not tasks.is_napper(stop) then
     error("kiro.websocket.connect: stop must be a kiro.napper()", 2)
   end
   if stop and stop.cut then return nil, "stopped", "cancelled" end

@@ -162,7 +162,6 @@ static int line_prompt(lua_State *L)
     free(s->prompt);
     s->prompt = kstrdup(text);
     editing = s;
-    *E.catch_signals = 0;
     E.callback_handler_install(s->prompt, on_line);
     s->prompting = 1;
     uv_poll_start(&s->poll, UV_READABLE, on_key);
@@ -219,6 +218,7 @@ static int l_line_editor(lua_State *L)
     s->poll.data = s;
     s->x = x;
     *E.readline_name = "kiro-rt";
+    *E.catch_signals = 0;
     E.using_history();
     E.stifle_history(1000);
     if (history) {
